@@ -1,0 +1,244 @@
+"""Recovery settings: one frozen, validated object.
+
+The keys are the seed's (``max_retry_count``, ``min_retry_interval_hours``, ...) plus
+docrecovery's additions, each documented where it is declared. Build it from a dict
+(``RecoveryConfig.from_mapping``), from ``DOCRECOVERY_<KEY>`` environment variables
+(``RecoveryConfig.from_env``), or both. A bad key or value fails at construction with
+a :class:`~recovery.errors.ConfigError` naming the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from recovery.errors import ConfigError
+from recovery.keys import DEFAULT_PREFIX
+
+ENV_PREFIX = "DOCRECOVERY_"
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+@dataclass(frozen=True)
+class RecoveryConfig:
+    """How failed documents are tracked and retried."""
+
+    # --- the seed's keys ---------------------------------------------------------
+    #: A document is retried while its counted retries are below this; then it is dead.
+    max_retry_count: int = 3
+    #: Backoff before the first retry; later retries multiply it by ``backoff_factor``.
+    min_retry_interval_hours: float = 1.0
+    #: Documents claimed and resubmitted by one recovery run.
+    recovery_batch_size: int = 10
+    #: Whether beat runs ``recovery.run`` every ``recovery_interval_minutes``.
+    enable_periodic_recovery: bool = True
+    recovery_interval_minutes: float = 30.0
+    #: Hard time limit (seconds) of a resubmitted task; its soft limit is 90% of it.
+    recovery_timeout: int = 300
+    #: Records older than this (since first failure) are removed.
+    failed_docs_retention_days: float = 7.0
+    verbose: bool = False
+
+    # --- additions ---------------------------------------------------------------
+    #: Growth of the backoff per counted retry: interval × factor**retry_count.
+    backoff_factor: float = 2.0
+    #: Upper bound of the backoff, whatever the retry count.
+    max_retry_interval_hours: float = 24.0
+    #: Random spread of each backoff, as a fraction (0.1 = ±10%), so retries do not herd.
+    retry_jitter: float = 0.1
+    #: Prefix of every Redis key; wrapped in {} as a Cluster hash tag.
+    key_prefix: str = DEFAULT_PREFIX
+    #: Task names whose failures are tracked and whose successes clear a record.
+    tracked_tasks: tuple[str, ...] = ("tasks.process_document",)
+    #: Queue a resubmitted document goes to (memory failures go to ``highmem_queue``).
+    resubmit_queue: str = "documents"
+    highmem_queue: str = "highmem"
+    #: Seconds added to a task's time limit before its lease or in-flight entry expires.
+    lease_grace_seconds: int = 60
+    #: Longest error message kept per record; longer ones keep their head and tail.
+    max_error_chars: int = 4000
+    #: Where failure events wait when Redis cannot be reached, to be replayed later.
+    spool_dir: str = ".docrecovery/spool"
+    #: Dead documents kept at most (oldest trimmed first, with a warning and a metric).
+    dead_max: int = 10_000
+    #: Dead documents are removed this long after they died.
+    dead_retention_days: float = 30.0
+    #: Backoff of network failures, in hours (short: outages are usually brief).
+    network_retry_interval_hours: float = 0.05
+    #: Extra exception-name -> category mappings, checked before the built-in ones.
+    category_overrides: Mapping[str, str] = field(default_factory=dict)
+    #: Probe file existence and readability before resubmitting such failures.
+    probe_preconditions: bool = True
+    #: Import failures recorded under an older worker fingerprint become due at once.
+    retry_on_environment_change: bool = True
+    #: Timeout failures are resubmitted with twice the time limit per attempt.
+    grow_timeouts: bool = True
+    #: Pause a category whose recent recoveries mostly fail; probe it with a canary.
+    circuit_breaker: bool = True
+    #: Recent recovery outcomes per category the breaker looks at.
+    breaker_window: int = 10
+    #: Failure fraction of that window that opens the breaker.
+    breaker_threshold: float = 0.8
+    #: Documents sent per run while a category's breaker is open.
+    breaker_canary_size: int = 1
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            _CHECKS[f.name](f.name, getattr(self, f.name))
+        object.__setattr__(self, "tracked_tasks", tuple(self.tracked_tasks))
+        object.__setattr__(self, "category_overrides", dict(self.category_overrides))
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any] | None = None) -> RecoveryConfig:
+        """Build from a dict such as the seed's ``config = {...}``; unknown keys fail."""
+        values = dict(values or {})
+        for key in values:
+            if key not in _CHECKS:
+                raise ConfigError(key, values[key], "one of " + ", ".join(sorted(_CHECKS)))
+        return cls(**values)
+
+    @classmethod
+    def from_env(
+        cls, overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+    ) -> RecoveryConfig:
+        """Read ``DOCRECOVERY_<KEY>`` variables, then apply ``overrides`` on top."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = environ.get(ENV_PREFIX + f.name.upper())
+            if raw is not None:
+                values[f.name] = _parse_env(f.name, raw, f.default, f.default_factory)
+        values.update(overrides or {})
+        return cls.from_mapping(values)
+
+    def replace(self, **changes: Any) -> RecoveryConfig:
+        """A copy with some keys changed, validated like the original."""
+        return dataclasses.replace(self, **changes)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @property
+    def retention_seconds(self) -> float:
+        return self.failed_docs_retention_days * 86400.0
+
+    @property
+    def soft_time_limit(self) -> int:
+        return max(1, int(self.recovery_timeout * 0.9))
+
+
+def _parse_env(key: str, raw: str, default: Any, factory: Any) -> Any:
+    sample = factory() if default is dataclasses.MISSING else default
+    if isinstance(sample, bool):
+        low = raw.strip().lower()
+        if low in _TRUE | _FALSE:
+            return low in _TRUE
+        raise ConfigError(key, raw, "true/false, yes/no, on/off or 1/0")
+    if isinstance(sample, int):
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(key, raw, "a whole number") from None
+    if isinstance(sample, float):
+        try:
+            return float(raw)
+        except ValueError:
+            raise ConfigError(key, raw, "a number") from None
+    if isinstance(sample, tuple):
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
+    if isinstance(sample, dict):
+        pairs = [p.split("=", 1) for p in raw.split(",") if p.strip()]
+        if any(len(p) != 2 for p in pairs):
+            raise ConfigError(key, raw, "comma-separated ExceptionName=category pairs")
+        return {name.strip(): cat.strip() for name, cat in pairs}
+    return raw
+
+
+def _int(low: int) -> Any:
+    def check(key: str, value: Any) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(key, value, f"a whole number >= {low}")
+
+    return check
+
+
+def _number(low: float, high: float = math.inf, *, low_open: bool = False) -> Any:
+    def check(key: str, value: Any) -> None:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        ok = ok and math.isfinite(value) and value <= high
+        ok = ok and (value > low if low_open else value >= low)
+        if not ok:
+            bound = f"> {low}" if low_open else f">= {low}"
+            limit = "" if high == math.inf else f" and <= {high}"
+            raise ConfigError(key, value, f"a finite number {bound}{limit}")
+
+    return check
+
+
+def _bool(key: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(key, value, "True or False")
+
+
+def _name(key: str, value: Any) -> None:
+    if not isinstance(value, str) or not value or any(c in value for c in "{}: \t\n"):
+        raise ConfigError(key, value, "a non-empty string without braces, colons or spaces")
+
+
+def _path(key: str, value: Any) -> None:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(key, value, "a non-empty path")
+
+
+def _task_names(key: str, value: Any) -> None:
+    if isinstance(value, str) or not all(isinstance(v, str) and v for v in value or ()):
+        raise ConfigError(key, value, "a list of task names, e.g. ['tasks.process_document']")
+
+
+def _overrides(key: str, value: Any) -> None:
+    from recovery.categories import CATEGORIES
+
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str) and v in CATEGORIES for k, v in value.items()
+    ):
+        raise ConfigError(
+            key, value, "a mapping of exception class names to one of " + ", ".join(CATEGORIES)
+        )
+
+
+_CHECKS: dict[str, Any] = {
+    "max_retry_count": _int(0),
+    "min_retry_interval_hours": _number(0.0),
+    "recovery_batch_size": _int(1),
+    "enable_periodic_recovery": _bool,
+    "recovery_interval_minutes": _number(0.0, low_open=True),
+    "recovery_timeout": _int(1),
+    "failed_docs_retention_days": _number(0.0, low_open=True),
+    "verbose": _bool,
+    "backoff_factor": _number(1.0),
+    "max_retry_interval_hours": _number(0.0),
+    "retry_jitter": _number(0.0, 1.0),
+    "key_prefix": _name,
+    "tracked_tasks": _task_names,
+    "resubmit_queue": _name,
+    "highmem_queue": _name,
+    "lease_grace_seconds": _int(0),
+    "max_error_chars": _int(200),
+    "spool_dir": _path,
+    "dead_max": _int(1),
+    "dead_retention_days": _number(0.0, low_open=True),
+    "network_retry_interval_hours": _number(0.0),
+    "category_overrides": _overrides,
+    "probe_preconditions": _bool,
+    "retry_on_environment_change": _bool,
+    "grow_timeouts": _bool,
+    "circuit_breaker": _bool,
+    "breaker_window": _int(1),
+    "breaker_threshold": _number(0.0, 1.0, low_open=True),
+    "breaker_canary_size": _int(1),
+}

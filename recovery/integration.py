@@ -1,0 +1,290 @@
+"""docrecovery on a Celery app: ``recovery.install(app, config)``.
+
+Installing connects thin signal handlers and registers the ``recovery.run`` task:
+
+- ``task_failure`` of a tracked task records the failure (worker, query, metadata,
+  task name and args, category from the exception chain);
+- ``task_success`` removes the document from tracking, counting a successful
+  recovery when the run carried the ``docrecovery`` header of a resubmission;
+- ``worker_ready`` replays events spooled while Redis was unreachable;
+- beat runs ``recovery.run`` every ``recovery_interval_minutes`` when
+  ``enable_periodic_recovery`` is set; a Redis lock keeps two runs from overlapping.
+
+Handlers never raise into Celery. When Redis cannot be reached they log an error and
+append the event to a local spool (``spool_dir``), replayed once Redis answers again.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+import traceback
+import weakref
+from datetime import timedelta
+from functools import cache
+from typing import Any
+
+from celery import Celery, Task
+from celery.signals import task_failure, task_success, worker_ready
+from redis.exceptions import LockError, RedisError
+
+from recovery.categories import categorize
+from recovery.config import RecoveryConfig
+from recovery.errors import RecoveryError, TrackerUnavailable
+from recovery.manager import HEADER, DocumentRecoveryManager
+from recovery.records import FailedDocumentRecord, document_id
+from recovery.spool import Spool
+from recovery.tracker import FailedDocumentsTracker, SyncTracker, default_redis_url
+
+log = logging.getLogger(__name__)
+
+#: A recovery run holding the lock longer than this is presumed dead.
+RUN_LOCK_SECONDS = 300
+
+_installed: weakref.WeakKeyDictionary[Celery, Recovery] = weakref.WeakKeyDictionary()
+
+
+class Recovery:
+    """The recovery system as installed on one app; ``recovery.installed(app)``."""
+
+    def __init__(self, app: Celery, config: RecoveryConfig, redis_url: str | None) -> None:
+        self.app = app
+        self.config = config
+        self._redis_url = redis_url
+        self._tracker: FailedDocumentsTracker | None = None
+        self.spool = Spool(config.spool_dir)
+
+    @property
+    def redis_url(self) -> str:
+        """The explicit URL, else the app's broker when it is Redis, else REDIS_URL."""
+        if self._redis_url:
+            return self._redis_url
+        broker = str(self.app.conf.broker_url or "")
+        return broker if broker.startswith(("redis://", "rediss://")) else default_redis_url()
+
+    @property
+    def tracker(self) -> SyncTracker:
+        if self._tracker is None or self._tracker.redis_url != self.redis_url:
+            self._tracker = FailedDocumentsTracker(self.redis_url, self.config)
+        return self._tracker.sync
+
+    def configure(self, config: RecoveryConfig) -> None:
+        """Swap the settings (tests, or a processor whose config changed)."""
+        self.config = config
+        self.spool = Spool(config.spool_dir)
+        self._tracker = None
+
+    def manager(self) -> DocumentRecoveryManager:
+        self.tracker  # noqa: B018 - builds the tracker for the current URL
+        return DocumentRecoveryManager(app=self.app, tracker=self._tracker)
+
+    def tracks(self, task: Task | None) -> bool:
+        return task is not None and task.app is self.app and task.name in self.config.tracked_tasks
+
+    # --- events ------------------------------------------------------------------
+
+    def failure_event(
+        self, task: Task, task_id: str, exc: BaseException, args: Any, kwargs: Any, tb: str
+    ) -> dict[str, Any]:
+        request = task.request
+        path, query, metadata = document_call(task, args, kwargs)
+        marker = getattr(request, HEADER, None) or {}
+        limits = request.timelimit or (None, None)
+        record = FailedDocumentRecord(
+            document_path=path,
+            task_id=task_id,
+            error_message=tb or "".join(traceback.format_exception(exc)),
+            failure_timestamp=time.time(),
+            query=query,
+            worker_id=request.hostname,
+            metadata=metadata,
+            task_name=task.name,
+            args=list(args or ()),
+            kwargs=dict(kwargs or {}),
+            error_type=type(exc).__name__,
+            error_category=categorize(exc, self.config.category_overrides),
+            time_limit=limits[0] or self.app.conf.task_time_limit,
+        )
+        return {
+            "kind": "failure",
+            "fields": record.to_redis(),
+            "counted": not marker.get("manual", False),
+            "recovery_attempt": bool(marker) and not marker.get("manual", False),
+        }
+
+    def success_event(self, task: Task) -> dict[str, Any]:
+        request = task.request
+        path, query, _ = document_call(task, request.args or (), request.kwargs or {})
+        marker = getattr(request, HEADER, None) or {}
+        return {
+            "kind": "success",
+            "doc_id": document_id(path, query),
+            "worker": request.hostname,
+            "query": query,
+            "recovery_attempt": bool(marker) and not marker.get("manual", False),
+            "at": time.time(),
+        }
+
+    def apply(self, event: dict[str, Any]) -> None:
+        """Apply one event to the tracker; raises TrackerUnavailable if Redis is away."""
+        if event["kind"] == "failure":
+            record = FailedDocumentRecord.from_redis("spooled event", event["fields"])
+            self.tracker.record_failure(
+                record, counted=event["counted"], recovery_attempt=event["recovery_attempt"]
+            )
+        else:
+            self.tracker.resolve(
+                event["doc_id"],
+                worker=event["worker"],
+                query=event["query"],
+                recovery_attempt=event["recovery_attempt"],
+                now=event["at"],
+            )
+
+    def deliver(self, event: dict[str, Any]) -> None:
+        """Apply an event, or spool it when Redis cannot be reached: never lose it."""
+        try:
+            self.apply(event)
+        except TrackerUnavailable as exc:
+            where = self.spool.append(event)
+            log.error("docrecovery: Redis unreachable (%s); %s event spooled to %s",
+                      exc, event["kind"], where)  # fmt: skip
+            return
+        if self.spool.pending():
+            self.replay_spool()
+
+    def replay_spool(self) -> int:
+        try:
+            replayed = self.spool.replay(self.apply)
+        except TrackerUnavailable as exc:
+            log.warning("docrecovery: spool replay stopped, Redis unreachable: %s", exc)
+            return 0
+        if replayed:
+            log.warning("docrecovery: replayed %d spooled events", replayed)
+        return replayed
+
+    # --- the recovery.run task ----------------------------------------------------
+
+    def run(self, *, dry_run: bool = False) -> dict[str, Any]:
+        """One locked recovery run: spool replay, then a batch (or a dry-run preview)."""
+        manager = self.manager()
+        if dry_run:
+            return manager.run_batch(dry_run=True)
+        lock = self.tracker.client.lock(
+            self.tracker.keys.run_lock, timeout=RUN_LOCK_SECONDS, blocking=False
+        )
+        try:
+            if not lock.acquire():
+                return {"skipped": "another recovery run holds the lock"}
+        except RedisError as exc:
+            raise TrackerUnavailable(f"recovery run lock: {exc}") from exc
+        try:
+            replayed = self.replay_spool()
+            summary = manager.run_batch()
+            summary["spool_replayed"] = replayed
+            return summary
+        finally:
+            try:
+                lock.release()
+            except LockError:
+                log.warning("docrecovery: the run lock expired before the run ended")
+
+
+@cache
+def _signature(run: Any) -> inspect.Signature | None:
+    try:
+        return inspect.signature(run)
+    except (TypeError, ValueError):
+        return None
+
+
+def document_call(task: Task, args: Any, kwargs: Any) -> tuple[str, str | None, dict[str, Any]]:
+    """(path, query, metadata) of a call shaped like ``f(document_path, query, metadata)``."""
+    args, kwargs = tuple(args or ()), dict(kwargs or {})
+    sig = _signature(task.run)
+    values: dict[str, Any] = {}
+    if sig is not None:
+        try:
+            values = dict(sig.bind_partial(*args, **kwargs).arguments)
+        except TypeError:
+            values = {}
+    path = values.get("document_path", args[0] if args else kwargs.get("document_path", ""))
+    query = values.get("query")
+    metadata = values.get("metadata")
+    return (
+        str(path),
+        None if query is None else str(query),
+        metadata if isinstance(metadata, dict) else {},
+    )
+
+
+def install(
+    app: Celery, config: RecoveryConfig | None = None, *, redis_url: str | None = None
+) -> Recovery:
+    """Track failures of ``config.tracked_tasks`` on ``app`` and register ``recovery.run``."""
+    config = config or RecoveryConfig.from_env()
+    if app in _installed:
+        _installed[app].configure(config)
+        return _installed[app]
+    rec = Recovery(app, config, redis_url)
+    _installed[app] = rec
+
+    def on_failure(
+        sender: Task | None = None,
+        task_id: str = "",
+        exception: BaseException | None = None,
+        args: Any = (),
+        kwargs: Any = None,
+        einfo: Any = None,
+        **_: Any,
+    ) -> None:
+        if exception is None or not rec.tracks(sender):
+            return
+        assert sender is not None
+        try:
+            tb = str(einfo.traceback) if einfo is not None else ""
+            rec.deliver(rec.failure_event(sender, task_id, exception, args, kwargs, tb))
+        except Exception:
+            log.exception("docrecovery: could not record the failure of task %s", task_id)
+
+    def on_success(sender: Task | None = None, **_: Any) -> None:
+        if not rec.tracks(sender):
+            return
+        assert sender is not None
+        try:
+            rec.deliver(rec.success_event(sender))
+        except Exception:
+            log.exception("docrecovery: could not clear task %s", sender.request.id)
+
+    def on_worker_ready(sender: Any = None, **_: Any) -> None:
+        if getattr(sender, "app", None) is app:
+            rec.replay_spool()
+
+    task_failure.connect(on_failure, weak=False)
+    task_success.connect(on_success, weak=False)
+    worker_ready.connect(on_worker_ready, weak=False)
+
+    @app.task(name="recovery.run", ignore_result=False)  # type: ignore[untyped-decorator]
+    def run(dry_run: bool = False) -> dict[str, Any]:
+        """Run one recovery batch and return its JSON summary."""
+        return rec.run(dry_run=dry_run)
+
+    if config.enable_periodic_recovery:
+        app.conf.beat_schedule = {
+            **(app.conf.beat_schedule or {}),
+            "docrecovery-recovery-run": {
+                "task": "recovery.run",
+                "schedule": timedelta(minutes=config.recovery_interval_minutes),
+                "options": {"queue": "recovery", "expires": config.recovery_interval_minutes * 60},
+            },
+        }
+    return rec
+
+
+def installed(app: Celery) -> Recovery:
+    """The recovery system installed on ``app``."""
+    try:
+        return _installed[app]
+    except KeyError:
+        raise RecoveryError("docrecovery is not installed on this app; call install()") from None

@@ -1,0 +1,38 @@
+-- Shared prelude, prepended to every docrecovery script when it is loaded.
+-- Record hash fields (see recovery/records.py): path query task args kwargs task_id
+-- etype cat msg first last retries attempts failures worker meta state reason next
+-- rec_at fp tlimit. Only names passed in KEYS are ever touched.
+
+local function is_hash(key)
+  return redis.call('TYPE', key)['ok'] == 'hash'
+end
+
+-- Count one tracked document out of an aggregate hash, dropping fields that reach 0.
+local function agg_decr(hash, field)
+  if field and field ~= '' then
+    if redis.call('HINCRBY', hash, field, -1) <= 0 then
+      redis.call('HDEL', hash, field)
+    end
+  end
+end
+
+local function agg_incr(hash, field)
+  if field and field ~= '' then
+    redis.call('HINCRBY', hash, field, 1)
+  end
+end
+
+-- Take a document out of every index and aggregate, and delete its record.
+-- idx: list of sorted-set keys; agg: {category, worker, query} hash keys.
+local function untrack(idx, agg, rec, id)
+  if is_hash(rec) then
+    local f = redis.call('HMGET', rec, 'cat', 'worker', 'query')
+    agg_decr(agg[1], f[1])
+    agg_decr(agg[2], f[2])
+    agg_decr(agg[3], f[3])
+  end
+  for _, key in ipairs(idx) do
+    redis.call('ZREM', key, id)
+  end
+  redis.call('DEL', rec)
+end

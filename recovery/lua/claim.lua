@@ -1,0 +1,44 @@
+-- Claim due documents for one recovery run, each with a lease.
+-- KEYS[1] due  KEYS[2] claimed  KEYS[3] dead  KEYS[4] stats, then one record hash per
+-- candidate (KEYS[4 + i] belongs to ARGV[4 + i]).
+-- ARGV[1] now  ARGV[2] lease expiry  ARGV[3] max retries  ARGV[4] retention cutoff
+-- (documents first failed before it are left to cleanup)  ARGV[5..] candidate ids.
+-- A candidate is taken only if it is still due now, so concurrent runs that read the
+-- same candidates never both claim one. Returns {claimed, corrupt, exhausted}: claimed
+-- is a list of {id, HGETALL...}; corrupt and exhausted are lists of ids.
+local now, lease = tonumber(ARGV[1]), ARGV[2]
+local max_retries, cutoff = tonumber(ARGV[3]), tonumber(ARGV[4])
+local claimed, corrupt, exhausted = {}, {}, {}
+for i = 5, #ARGV do
+  local id, rec = ARGV[i], KEYS[i]
+  local score = tonumber(redis.call('ZSCORE', KEYS[1], id))
+  if score and score <= now then
+    if not is_hash(rec) then
+      redis.call('ZREM', KEYS[1], id)
+      if redis.call('EXISTS', rec) == 1 then corrupt[#corrupt + 1] = id end
+    else
+      local f = redis.call('HMGET', rec, 'retries', 'first')
+      local first = tonumber(f[2])
+      if first == nil then
+        redis.call('ZREM', KEYS[1], id)
+        corrupt[#corrupt + 1] = id
+      elseif first >= cutoff then
+        if (tonumber(f[1]) or 0) >= max_retries then
+          redis.call('ZREM', KEYS[1], id)
+          redis.call('ZADD', KEYS[3], now, id)
+          redis.call('HSET', rec, 'state', 'dead', 'reason', 'retries exhausted', 'next', '')
+          redis.call('HINCRBY', KEYS[4], 'dead_total', 1)
+          exhausted[#exhausted + 1] = id
+        else
+          redis.call('ZREM', KEYS[1], id)
+          redis.call('ZADD', KEYS[2], lease, id)
+          redis.call('HSET', rec, 'state', 'claimed', 'rec_at', now)
+          local item = redis.call('HGETALL', rec)
+          table.insert(item, 1, id)
+          claimed[#claimed + 1] = item
+        end
+      end
+    end
+  end
+end
+return {claimed, corrupt, exhausted}

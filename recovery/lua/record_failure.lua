@@ -1,0 +1,75 @@
+-- Record one failure of a document: the record, its indexes and the aggregates.
+-- KEYS[1]  record hash          KEYS[2] due zset       KEYS[3] failed zset
+-- KEYS[4]  claimed zset         KEYS[5] dead zset      KEYS[6] stats hash
+-- KEYS[7]  by-category hash     KEYS[8] by-worker hash KEYS[9] by-query hash
+-- KEYS[10] worker-failures      KEYS[11] worker-processed
+-- KEYS[12] query-failures       KEYS[13] query-processed
+-- ARGV[1] now  ARGV[2] doc id  ARGV[3] permanent (0/1)  ARGV[4] counted (0/1: this
+-- failure counts as a retry when the document is already tracked)
+-- ARGV[5] recovery attempt (0/1)  ARGV[6] max retries  ARGV[7] record TTL seconds
+-- ARGV[8] JSON list of backoff delays, indexed by retry count
+-- ARGV[9..] field/value pairs of the record as built in Python.
+-- Returns {state, retries, next retry time or '', replaced corrupt (0/1)}.
+local rec, id = KEYS[1], ARGV[2]
+local now = tonumber(ARGV[1])
+local permanent, counted, recovery = ARGV[3] == '1', ARGV[4] == '1', ARGV[5] == '1'
+local max_retries = tonumber(ARGV[6])
+local delays = cjson.decode(ARGV[8])
+local agg = {KEYS[7], KEYS[8], KEYS[9]}
+
+local replaced = 0
+local retries, failures, first = 0, 1, now
+if redis.call('EXISTS', rec) == 1 then
+  if is_hash(rec) then
+    local old = redis.call('HMGET', rec, 'retries', 'failures', 'first', 'cat', 'worker', 'query')
+    retries = tonumber(old[1]) or 0
+    failures = (tonumber(old[2]) or 0) + 1
+    first = tonumber(old[3]) or now
+    if counted then retries = retries + 1 end
+    agg_decr(agg[1], old[4])
+    agg_decr(agg[2], old[5])
+    agg_decr(agg[3], old[6])
+  else
+    replaced = 1
+  end
+  redis.call('DEL', rec)
+end
+
+local fields = {}
+for i = 9, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', rec, unpack(fields))
+local f = redis.call('HMGET', rec, 'cat', 'worker', 'query')
+
+local state, reason, next_at = 'failed', '', ''
+if permanent then
+  state, reason = 'dead', 'permanent error: not retried'
+elseif retries >= max_retries then
+  state, reason = 'dead', 'retries exhausted (' .. retries .. ')'
+else
+  next_at = now + (delays[retries + 1] or delays[#delays] or 0)
+end
+redis.call('HSET', rec, 'retries', retries, 'failures', failures, 'first', first,
+  'last', now, 'state', state, 'reason', reason, 'next', next_at)
+redis.call('EXPIRE', rec, ARGV[7])
+
+redis.call('ZADD', KEYS[3], first, id)
+redis.call('ZREM', KEYS[4], id)
+if state == 'dead' then
+  redis.call('ZREM', KEYS[2], id)
+  redis.call('ZADD', KEYS[5], now, id)
+else
+  redis.call('ZREM', KEYS[5], id)
+  redis.call('ZADD', KEYS[2], next_at, id)
+end
+
+agg_incr(agg[1], f[1])
+agg_incr(agg[2], f[2])
+agg_incr(agg[3], f[3])
+agg_incr(KEYS[10], f[2])
+agg_incr(KEYS[11], f[2])
+agg_incr(KEYS[12], f[3])
+agg_incr(KEYS[13], f[3])
+redis.call('HINCRBY', KEYS[6], 'failures_recorded', 1)
+if recovery then redis.call('HINCRBY', KEYS[6], 'failed_recoveries', 1) end
+if state == 'dead' then redis.call('HINCRBY', KEYS[6], 'dead_total', 1) end
+return {state, retries, tostring(next_at), replaced}

@@ -1,0 +1,219 @@
+"""Batched recovery of failed documents.
+
+A recovery run (``recovery.run`` on beat, ``python main.py --recover``, or
+``await run_document_recovery()``) does, in order:
+
+1. **cleanup** — records past ``failed_docs_retention_days`` and dead documents past
+   their own retention or over ``dead_max`` are removed (one script call per chunk);
+2. **expired leases** — documents claimed by a run that crashed, or resubmitted as a
+   task that never reported (its worker died), return to due; a lost attempt counts
+   as a retry, so a document that kills its worker every time ends dead;
+3. **claim** — up to ``recovery_batch_size`` due documents are claimed atomically
+   with a lease: two runs at once never resubmit one document twice;
+4. **resubmit** — each is sent as a NEW task by name (``app.send_task``), with its
+   original args, a ``docrecovery`` header naming the document and attempt number,
+   the queue and time limit its error category calls for;
+5. **settle** — one script call marks what was sent, gives back what could not be
+   sent, and stamps ``last_recovery_run``.
+
+The new task's success (``task_success``) removes the document and counts a
+successful recovery with its duration; its failure is recorded as a counted retry.
+Status and analysis read counters and ZCOUNTs only, so they cost the same at ten
+records or ten million.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from celery import Celery
+
+from recovery import policy
+from recovery.config import RecoveryConfig
+from recovery.records import FailedDocumentRecord
+from recovery.tracker import FailedDocumentsTracker, Settlement, as_config, strs
+
+log = logging.getLogger(__name__)
+
+#: Header a resubmitted task carries: {"doc_id": ..., "attempt": n, "manual": bool}.
+HEADER = "docrecovery"
+#: How long a document whose resubmission failed waits before it is due again.
+RELEASE_DELAY_SECONDS = 60.0
+
+
+def sender_app(redis_url: str) -> Celery:
+    """A bare app that can only send tasks by name, for use outside a worker."""
+    app = Celery("docrecovery-sender", broker=redis_url, set_as_current=False)
+    app.conf.update(task_serializer="json", accept_content=["json"])
+    return app
+
+
+class DocumentRecoveryManager:
+    """Runs recovery batches and reports on them; ``manager.tracker`` is its store."""
+
+    def __init__(
+        self,
+        redis_url: str | None = None,
+        config: RecoveryConfig | dict[str, Any] | None = None,
+        *,
+        app: Celery | None = None,
+        tracker: FailedDocumentsTracker | None = None,
+    ) -> None:
+        self.config = tracker.config if tracker and config is None else as_config(config)
+        self.tracker = tracker or FailedDocumentsTracker(redis_url, self.config)
+        self.app = app or sender_app(self.tracker.redis_url)
+        if self.config.verbose:
+            logging.getLogger("recovery").setLevel(logging.DEBUG)
+
+    def close(self) -> None:
+        self.tracker.close()
+
+    # --- runs ----------------------------------------------------------------------
+
+    def run_batch(self, *, dry_run: bool = False, now: float | None = None) -> dict[str, Any]:
+        """One recovery run; see the module docstring for its steps."""
+        started = time.time() if now is None else now
+        if dry_run:
+            return self.preview(started)
+        store = self.tracker.sync
+        cleaned = store.cleanup(started)
+        returned, lease_dead = store.release_expired(started)
+        claim = store.claim_due(self.config.recovery_batch_size, started)
+        outcomes: list[Settlement] = []
+        resubmitted: list[dict[str, Any]] = []
+        for record in claim.records:
+            settlement, info = self._resubmit(record, started)
+            outcomes.append(settlement)
+            if settlement.outcome == "sent":
+                resubmitted.append(info)
+        store.settle(outcomes, started)
+        summary: dict[str, Any] = {
+            "started_at": started,
+            "cleaned": cleaned,
+            "leases_returned": len(returned),
+            "claimed": len(claim.records),
+            "resubmitted": resubmitted,
+            "released": [s.doc_id for s in outcomes if s.outcome == "release"],
+            "dead": lease_dead + claim.exhausted,
+            "corrupt": claim.corrupt,
+            "duration": round(time.time() - started, 4),
+        }
+        log.info(
+            "recovery run: %d claimed, %d resubmitted, %d dead, %d corrupt",
+            len(claim.records),
+            len(resubmitted),
+            len(summary["dead"]),
+            len(claim.corrupt),
+        )
+        return summary
+
+    def recover_all(self, *, max_batches: int = 10_000) -> dict[str, Any]:
+        """Run batch after batch until nothing is due; a summary of all of them."""
+        totals: dict[str, Any] = {"batches": 0, "claimed": 0, "resubmitted": [], "dead": []}
+        for _ in range(max_batches):
+            batch = self.run_batch()
+            totals["batches"] += 1
+            totals["claimed"] += batch["claimed"]
+            totals["resubmitted"] += batch["resubmitted"]
+            totals["dead"] += batch["dead"]
+            if not batch["resubmitted"]:
+                break
+        totals["status"] = self.tracker.sync.status()
+        return totals
+
+    def preview(self, now: float | None = None) -> dict[str, Any]:
+        """What the next batch would resubmit and why, changing nothing."""
+        now = time.time() if now is None else now
+        store = self.tracker.sync
+        ids = strs(
+            store.client.zrangebyscore(
+                store.keys.due, "-inf", now, start=0, num=self.config.recovery_batch_size
+            )
+        )
+        plan = []
+        for doc_id in ids:
+            record = store.get_record(doc_id)
+            if record is None:
+                continue
+            plan.append(self._plan(record, now))
+        return {"dry_run": True, "started_at": now, "would_resubmit": plan}
+
+    def _plan(self, record: FailedDocumentRecord, now: float) -> dict[str, Any]:
+        category = record.error_category
+        limit = policy.time_limit_for(self.config, category, record.time_limit)
+        return {
+            "doc_id": record.doc_id,
+            "path": record.document_path,
+            "task": record.task_name,
+            "category": category,
+            "attempt": record.recovery_attempts + 1,
+            "retry_count": record.retry_count,
+            "queue": policy.queue_for(self.config, category),
+            "time_limit": limit,
+            "why": (
+                f"{category} failure ({record.error_type}) due since "
+                f"{(now - (record.next_retry_at or now)) / 60:.1f} min; "
+                f"{record.retry_count}/{self.config.max_retry_count} retries used"
+            ),
+        }
+
+    def _resubmit(
+        self, record: FailedDocumentRecord, now: float
+    ) -> tuple[Settlement, dict[str, Any]]:
+        plan = self._plan(record, now)
+        try:
+            result = self.app.send_task(
+                record.task_name,
+                args=record.args,
+                kwargs=record.kwargs,
+                queue=plan["queue"],
+                time_limit=plan["time_limit"],
+                soft_time_limit=max(1, int(plan["time_limit"] * 0.9)),
+                headers={HEADER: {"doc_id": record.doc_id, "attempt": plan["attempt"]}},
+            )
+        except Exception as exc:
+            log.error("could not resubmit %s: %s", record.document_path, exc)
+            reason = f"resubmission failed: {exc}"
+            return Settlement(record.doc_id, "release", reason, now + RELEASE_DELAY_SECONDS), {}
+        plan["task_id"] = result.id
+        return Settlement(record.doc_id, "sent", result.id), plan
+
+    # --- async face --------------------------------------------------------------
+
+    async def run_recovery(self, *, dry_run: bool = False) -> dict[str, Any]:
+        return await asyncio.to_thread(self.run_batch, dry_run=dry_run)
+
+    async def recover(self) -> dict[str, Any]:
+        return await asyncio.to_thread(self.recover_all)
+
+    async def get_recovery_status(self) -> dict[str, Any]:
+        """Counts, the seed's recovery metrics, and the failure analysis."""
+        return await asyncio.to_thread(self.status)
+
+    async def analyze_failures(self) -> dict[str, Any]:
+        return await asyncio.to_thread(self.tracker.sync.analysis)
+
+    def status(self) -> dict[str, Any]:
+        now = time.time()
+        store = self.tracker.sync
+        status = store.status(now)
+        status["analysis"] = store.analysis(now)
+        return status
+
+
+async def run_document_recovery(
+    redis_url: str | None = None, config: RecoveryConfig | dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Recover every eligible document now (batch after batch); the seed's entry point.
+
+    ``redis_url`` defaults to ``REDIS_URL``; ``config`` is a dict of recovery keys or
+    a RecoveryConfig, layered over the ``DOCRECOVERY_*`` environment.
+    """
+    manager = DocumentRecoveryManager(redis_url, as_config(config))
+    try:
+        return await manager.recover()
+    finally:
+        manager.close()
