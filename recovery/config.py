@@ -14,6 +14,7 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from types import MappingProxyType
 from typing import Any
 
 from recovery.errors import ConfigError
@@ -71,7 +72,7 @@ class RecoveryConfig:
     #: Backoff of network failures, in hours (short: outages are usually brief).
     network_retry_interval_hours: float = 0.05
     #: Extra exception-name -> category mappings, checked before the built-in ones.
-    category_overrides: Mapping[str, str] = field(default_factory=dict)
+    category_overrides: Mapping[str, str] = field(default_factory=dict, hash=False)
     #: Probe file existence and readability before resubmitting such failures.
     probe_preconditions: bool = True
     #: Import failures recorded under an older worker fingerprint become due at once.
@@ -91,7 +92,8 @@ class RecoveryConfig:
         for f in fields(self):
             _CHECKS[f.name](f.name, getattr(self, f.name))
         object.__setattr__(self, "tracked_tasks", tuple(self.tracked_tasks))
-        object.__setattr__(self, "category_overrides", dict(self.category_overrides))
+        overrides = MappingProxyType(dict(self.category_overrides))
+        object.__setattr__(self, "category_overrides", overrides)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None = None) -> RecoveryConfig:
@@ -196,7 +198,7 @@ def _path(key: str, value: Any) -> None:
 
 
 def _task_names(key: str, value: Any) -> None:
-    if isinstance(value, str) or not all(isinstance(v, str) and v for v in value or ()):
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) and v for v in value):
         raise ConfigError(key, value, "a list of task names, e.g. ['tasks.process_document']")
 
 

@@ -6,7 +6,12 @@ Installing connects thin signal handlers and registers the ``recovery.run`` task
   task name and args, category from the exception chain);
 - ``task_success`` removes the document from tracking, counting a successful
   recovery when the run carried the ``docrecovery`` header of a resubmission;
-- ``worker_ready`` replays events spooled while Redis was unreachable;
+- a tracked task built on :class:`TrackedTask` checks in when it starts: it enters
+  the in-flight index (so a run whose worker dies is found and recorded as
+  ``worker_lost``), a stale duplicate of a message that recovery already replaced is
+  dropped, and a run that keeps killing its worker ends dead instead of looping;
+- ``worker_ready`` records the worker's environment fingerprint and replays events
+  spooled while Redis was unreachable;
 - beat runs ``recovery.run`` every ``recovery_interval_minutes`` when
   ``enable_periodic_recovery`` is set; a Redis lock keeps two runs from overlapping.
 
@@ -26,14 +31,16 @@ from functools import cache
 from typing import Any
 
 from celery import Celery, Task
+from celery.exceptions import Ignore
 from celery.signals import task_failure, task_success, worker_ready
 from redis.exceptions import LockError, RedisError
 
 from recovery.categories import categorize
 from recovery.config import RecoveryConfig
+from recovery.environment import fingerprint
 from recovery.errors import RecoveryError, TrackerUnavailable
-from recovery.manager import HEADER, DocumentRecoveryManager
-from recovery.records import FailedDocumentRecord, document_id
+from recovery.manager import HEADER, DocumentRecoveryManager, lost_run_record
+from recovery.records import DEAD, FailedDocumentRecord, document_id
 from recovery.spool import Spool
 from recovery.tracker import FailedDocumentsTracker, SyncTracker, default_redis_url
 
@@ -105,6 +112,7 @@ class Recovery:
             error_type=type(exc).__name__,
             error_category=categorize(exc, self.config.category_overrides),
             time_limit=limits[0] or self.app.conf.task_time_limit,
+            fingerprint=fingerprint(),
         )
         return {
             "kind": "failure",
@@ -123,6 +131,7 @@ class Recovery:
             "worker": request.hostname,
             "query": query,
             "recovery_attempt": bool(marker) and not marker.get("manual", False),
+            "task_id": request.id,
             "at": time.time(),
         }
 
@@ -139,6 +148,7 @@ class Recovery:
                 worker=event["worker"],
                 query=event["query"],
                 recovery_attempt=event["recovery_attempt"],
+                task_id=event.get("task_id", ""),
                 now=event["at"],
             )
 
@@ -148,8 +158,12 @@ class Recovery:
             self.apply(event)
         except TrackerUnavailable as exc:
             where = self.spool.append(event)
-            log.error("docrecovery: Redis unreachable (%s); %s event spooled to %s",
-                      exc, event["kind"], where)  # fmt: skip
+            log.error(
+                "docrecovery: Redis unreachable (%s); %s event spooled to %s",
+                exc,
+                event["kind"],
+                where,
+            )
             return
         if self.spool.pending():
             self.replay_spool()
@@ -163,6 +177,105 @@ class Recovery:
         if replayed:
             log.warning("docrecovery: replayed %d spooled events", replayed)
         return replayed
+
+    def begin(self, task: Task) -> bool:
+        """Check a tracked run in before it starts; False means drop this message.
+
+        See ``lua/begin.lua``: a superseded task id is a stale duplicate; a task id
+        already in flight means its earlier run died silently, which is recorded as a
+        ``worker_lost`` failure (counted, so a crash loop ends dead) before this run
+        checks in again. With Redis away the run goes ahead: its outcome is spooled.
+        """
+        request = task.request
+        if request.called_directly or not self.tracks(task):
+            return True
+        path, query, metadata = document_call(task, request.args, request.kwargs)
+        doc_id = document_id(path, query)
+        now = time.time()
+        limit = (request.timelimit or (None, None))[0] or self.app.conf.task_time_limit
+        limit = limit or self.config.recovery_timeout
+        call = {
+            "path": path,
+            "query": query,
+            "metadata": metadata,
+            "task": task.name,
+            "args": list(request.args or ()),
+            "kwargs": dict(request.kwargs or {}),
+            "worker": request.hostname,
+            "fp": fingerprint(),
+            "tlimit": limit,
+            "marker": getattr(request, HEADER, None) or {},
+        }
+        deadline = now + limit + self.config.lease_grace_seconds
+        try:
+            verdict, _ = self.tracker.begin(doc_id, request.id, deadline, call, now)
+            if verdict == "lost":
+                lost = lost_run_record({**call, "task_id": request.id}, now)
+                outcome = self.tracker.record_failure(lost, lost_run=True, now=now)
+                log.error(
+                    "docrecovery: an earlier run of task %s died without reporting;"
+                    " recorded as worker_lost (%s)",
+                    request.id,
+                    outcome.state,
+                )
+                if outcome.state == DEAD:
+                    return False
+                verdict, _ = self.tracker.begin(doc_id, request.id, deadline, call, now)
+        except TrackerUnavailable as exc:
+            log.error("docrecovery: cannot check task %s in (%s); running it", request.id, exc)
+            return True
+        if verdict == "stale":
+            log.warning(
+                "docrecovery: dropping task %s for %s: recovery already resubmitted"
+                " it as a newer task",
+                request.id,
+                path,
+            )
+            return False
+        return True
+
+    def register_environment(self, worker: str) -> None:
+        fingerprint.cache_clear()
+        generation, new = self.tracker.register_environment(worker, fingerprint())
+        if new:
+            log.warning("docrecovery: new environment generation %d (%s)", generation, worker)
+
+    # --- signal handlers: thin, and never raising into Celery ----------------------
+
+    def on_task_failure(
+        self,
+        sender: Task | None = None,
+        task_id: str = "",
+        exception: BaseException | None = None,
+        args: Any = (),
+        kwargs: Any = None,
+        einfo: Any = None,
+        **_: Any,
+    ) -> None:
+        if exception is None or sender is None or not self.tracks(sender):
+            return
+        try:
+            tb = str(einfo.traceback) if einfo is not None else ""
+            self.deliver(self.failure_event(sender, task_id, exception, args, kwargs, tb))
+        except Exception:
+            log.exception("docrecovery: could not record the failure of task %s", task_id)
+
+    def on_task_success(self, sender: Task | None = None, **_: Any) -> None:
+        if sender is None or not self.tracks(sender):
+            return
+        try:
+            self.deliver(self.success_event(sender))
+        except Exception:
+            log.exception("docrecovery: could not clear task %s", sender.request.id)
+
+    def on_worker_ready(self, sender: Any = None, **_: Any) -> None:
+        if getattr(sender, "app", None) is not self.app:
+            return
+        try:
+            self.register_environment(str(sender.hostname))
+        except TrackerUnavailable as exc:
+            log.error("docrecovery: could not record this worker's environment: %s", exc)
+        self.replay_spool()
 
     # --- the recovery.run task ----------------------------------------------------
 
@@ -230,40 +343,9 @@ def install(
     rec = Recovery(app, config, redis_url)
     _installed[app] = rec
 
-    def on_failure(
-        sender: Task | None = None,
-        task_id: str = "",
-        exception: BaseException | None = None,
-        args: Any = (),
-        kwargs: Any = None,
-        einfo: Any = None,
-        **_: Any,
-    ) -> None:
-        if exception is None or not rec.tracks(sender):
-            return
-        assert sender is not None
-        try:
-            tb = str(einfo.traceback) if einfo is not None else ""
-            rec.deliver(rec.failure_event(sender, task_id, exception, args, kwargs, tb))
-        except Exception:
-            log.exception("docrecovery: could not record the failure of task %s", task_id)
-
-    def on_success(sender: Task | None = None, **_: Any) -> None:
-        if not rec.tracks(sender):
-            return
-        assert sender is not None
-        try:
-            rec.deliver(rec.success_event(sender))
-        except Exception:
-            log.exception("docrecovery: could not clear task %s", sender.request.id)
-
-    def on_worker_ready(sender: Any = None, **_: Any) -> None:
-        if getattr(sender, "app", None) is app:
-            rec.replay_spool()
-
-    task_failure.connect(on_failure, weak=False)
-    task_success.connect(on_success, weak=False)
-    worker_ready.connect(on_worker_ready, weak=False)
+    task_failure.connect(rec.on_task_failure, weak=False)
+    task_success.connect(rec.on_task_success, weak=False)
+    worker_ready.connect(rec.on_worker_ready, weak=False)
 
     @app.task(name="recovery.run", ignore_result=False)  # type: ignore[untyped-decorator]
     def run(dry_run: bool = False) -> dict[str, Any]:
@@ -280,6 +362,20 @@ def install(
             },
         }
     return rec
+
+
+class TrackedTask(Task):  # type: ignore[misc]
+    """Base class of tasks whose runs recovery should see start (``base=TrackedTask``).
+
+    Without it failures and successes are still tracked; with it, a run that dies
+    with its worker is found too, and stale duplicates are dropped.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        rec = _installed.get(self.app)
+        if rec is not None and not rec.begin(self):
+            raise Ignore()
+        return super().__call__(*args, **kwargs)
 
 
 def installed(app: Celery) -> Recovery:

@@ -55,6 +55,24 @@ class Keys:
         return self._name("dead")
 
     @property
+    def waiting(self) -> str:
+        """Sorted set: doc id scored by when a document whose precondition (its file
+        exists, is readable) still fails will be probed again."""
+        return self._name("waiting")
+
+    @property
+    def imports(self) -> str:
+        """Sorted set: import-failed doc id scored by the environment generation it
+        failed under; older than the newest generation means worth retrying now."""
+        return self._name("imports")
+
+    @property
+    def superseded(self) -> str:
+        """Sorted set: task ids replaced by a recovery resubmission, scored by time;
+        a redelivered message with such an id is a stale duplicate and is dropped."""
+        return self._name("superseded")
+
+    @property
     def inflight(self) -> str:
         """Sorted set: task id scored by the deadline of a running tracked task."""
         return self._name("inflight")
@@ -108,6 +126,12 @@ class Keys:
     def fingerprints(self) -> str:
         """Hash: worker -> fingerprint of its environment, set at worker start."""
         return self._name("env", "fingerprints")
+
+    @property
+    def generations(self) -> str:
+        """Hash: fingerprint -> generation, plus field ``latest`` (a counter raised
+        each time a worker starts with an environment it did not have before)."""
+        return self._name("env", "generations")
 
     @property
     def breakers(self) -> str:

@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from typing import Any
 
 from celery import Celery
 
-from recovery import policy
+from recovery import categories, policy
 from recovery.config import RecoveryConfig
 from recovery.records import FailedDocumentRecord
 from recovery.tracker import FailedDocumentsTracker, Settlement, as_config, strs
@@ -42,6 +43,51 @@ log = logging.getLogger(__name__)
 HEADER = "docrecovery"
 #: How long a document whose resubmission failed waits before it is due again.
 RELEASE_DELAY_SECONDS = 60.0
+
+
+def lost_run_record(call: dict[str, Any], now: float) -> FailedDocumentRecord:
+    """The failure record of an in-flight run that never reported (see begin.lua)."""
+    marker = call.get("marker") or {}
+    return FailedDocumentRecord(
+        document_path=str(call.get("path", "")),
+        task_id=str(call["task_id"]),
+        error_message=(
+            f"WorkerLost: run {call['task_id']} on {call.get('worker')} ended without "
+            "reporting success or failure (worker killed, out of memory, or crashed)"
+        ),
+        failure_timestamp=now,
+        query=call.get("query"),
+        worker_id=call.get("worker"),
+        metadata=call.get("metadata") or {},
+        task_name=str(call.get("task", "")),
+        args=list(call.get("args") or []),
+        kwargs=dict(call.get("kwargs") or {}),
+        error_type="WorkerLost",
+        error_category=categories.WORKER_LOST,
+        fingerprint=str(call.get("fp", "")),
+        time_limit=call.get("tlimit"),
+        recovery_attempts=int(marker.get("attempt", 0)),
+    )
+
+
+def probe(record: FailedDocumentRecord) -> str | None:
+    """Why resubmitting would fail again right now, for failures whose cause can be
+    checked from here (the file is still missing or unreadable); None to go ahead."""
+    path, category = record.document_path, record.error_category
+    if category == categories.FILE_NOT_FOUND and not os.path.exists(path):
+        return f"file still missing: {path}"
+    if category == categories.PERMISSION and not os.access(path, os.R_OK):
+        return f"file still unreadable: {path}"
+    return None
+
+
+def breaker_state(outcomes: str, config: RecoveryConfig) -> str:
+    """'open' when the category's recent recoveries mostly failed and the last did too;
+    an open category sends only ``breaker_canary_size`` documents a run."""
+    if not config.circuit_breaker or len(outcomes) < config.breaker_window:
+        return "closed"
+    failed = outcomes.count("0") / len(outcomes)
+    return "open" if failed >= config.breaker_threshold and outcomes[-1] == "0" else "closed"
 
 
 def sender_app(redis_url: str) -> Celery:
@@ -80,35 +126,97 @@ class DocumentRecoveryManager:
             return self.preview(started)
         store = self.tracker.sync
         cleaned = store.cleanup(started)
+        lost = self.sweep_lost(started)
+        promoted = store.promote_imports(started) if self.config.retry_on_environment_change else []
         returned, lease_dead = store.release_expired(started)
         claim = store.claim_due(self.config.recovery_batch_size, started)
-        outcomes: list[Settlement] = []
-        resubmitted: list[dict[str, Any]] = []
-        for record in claim.records:
-            settlement, info = self._resubmit(record, started)
-            outcomes.append(settlement)
-            if settlement.outcome == "sent":
-                resubmitted.append(info)
-        store.settle(outcomes, started)
+        outcomes = self._decide(claim.records, started)
+        store.settle([s for s, _ in outcomes], started)
+        resubmitted = [info for s, info in outcomes if s.outcome == "sent"]
         summary: dict[str, Any] = {
             "started_at": started,
             "cleaned": cleaned,
+            "lost_runs_recorded": lost,
+            "imports_promoted": len(promoted),
             "leases_returned": len(returned),
             "claimed": len(claim.records),
             "resubmitted": resubmitted,
-            "released": [s.doc_id for s in outcomes if s.outcome == "release"],
+            "waiting": [
+                {"doc_id": s.doc_id, "reason": s.detail} for s, _ in outcomes if s.outcome == "wait"
+            ],
+            "released": [s.doc_id for s, _ in outcomes if s.outcome == "release"],
             "dead": lease_dead + claim.exhausted,
             "corrupt": claim.corrupt,
             "duration": round(time.time() - started, 4),
         }
         log.info(
-            "recovery run: %d claimed, %d resubmitted, %d dead, %d corrupt",
+            "recovery run: %d claimed, %d resubmitted, %d waiting, %d dead, %d corrupt",
             len(claim.records),
             len(resubmitted),
+            len(summary["waiting"]),
             len(summary["dead"]),
             len(claim.corrupt),
         )
         return summary
+
+    def _decide(
+        self, records: list[FailedDocumentRecord], now: float
+    ) -> list[tuple[Settlement, dict[str, Any]]]:
+        """Resubmit each claimed document, or defer it without counting a retry when
+        its precondition still fails or its category's circuit breaker is open."""
+        breakers = self.breakers()
+        canaries = {
+            cat: self.config.breaker_canary_size
+            for cat, b in breakers.items()
+            if b["state"] == "open"
+        }
+        interval = self.config.recovery_interval_minutes * 60
+        decided: list[tuple[Settlement, dict[str, Any]]] = []
+        for record in records:
+            category = record.error_category
+            reason = probe(record) if self.config.probe_preconditions else None
+            if reason is None and category in canaries:
+                if canaries[category] > 0:
+                    canaries[category] -= 1
+                else:
+                    reason = f"circuit open for {category}: only a canary is sent per run"
+            if reason is not None:
+                delay = policy.backoff_delays(self.config, category)[
+                    min(record.retry_count, self.config.max_retry_count)
+                ]
+                wait = Settlement(record.doc_id, "wait", reason, now + max(delay, interval))
+                decided.append((wait, {}))
+                continue
+            decided.append(self._resubmit(record, now))
+        return decided
+
+    def sweep_lost(self, now: float) -> int:
+        """Record in-flight runs past their deadline as worker_lost failures."""
+        store = self.tracker.sync
+        recorded = 0
+        for call in store.lost_runs(now):
+            outcome = store.record_failure(lost_run_record(call, now), lost_run=True, now=now)
+            if outcome.state != "skipped":
+                recorded += 1
+                log.error(
+                    "run %s of %s never reported: recorded as worker_lost",
+                    call["task_id"],
+                    call.get("path"),
+                )
+        return recorded
+
+    def breakers(self) -> dict[str, dict[str, Any]]:
+        """Each category's circuit breaker: state and its recent recovery outcomes."""
+        store = self.tracker.sync
+        raw: dict[str, str] = store.client.hgetall(store.keys.breakers)  # type: ignore[assignment]
+        return {
+            category: {
+                "state": breaker_state(outcomes, self.config),
+                "recent": outcomes,
+                "failure_rate": outcomes.count("0") / len(outcomes) if outcomes else 0.0,
+            }
+            for category, outcomes in sorted(raw.items())
+        }
 
     def recover_all(self, *, max_batches: int = 10_000) -> dict[str, Any]:
         """Run batch after batch until nothing is due; a summary of all of them."""
@@ -201,6 +309,7 @@ class DocumentRecoveryManager:
         store = self.tracker.sync
         status = store.status(now)
         status["analysis"] = store.analysis(now)
+        status["circuit_breakers"] = self.breakers()
         return status
 
 

@@ -102,7 +102,7 @@ class FailedDocumentRecord:
         values: dict[str, Any] = {}
         for attr, (name, kind) in _FIELDS.items():
             raw = fields.get(name)
-            if raw is None:
+            if raw is None or (raw == "" and attr in _OPTIONAL):
                 continue
             try:
                 values[attr] = kind(raw)
@@ -145,3 +145,5 @@ _FIELDS: dict[str, tuple[str, Any]] = {
     "time_limit": ("tlimit", int),
 }
 _REQUIRED = ("path", "task", "msg", "last", "state")
+#: Optional numbers a script clears with an empty string (a dead record has no "next").
+_OPTIONAL = {"next_retry_at", "last_recovery_at", "time_limit", "first_failure_timestamp"}

@@ -14,7 +14,17 @@ from importlib import resources
 import redis
 from redis.commands.core import Script
 
-NAMES = ("record_failure", "resolve", "claim", "settle", "release", "remove")
+NAMES = (
+    "record_failure",
+    "resolve",
+    "claim",
+    "settle",
+    "release",
+    "remove",
+    "begin",
+    "register_env",
+    "promote_imports",
+)
 
 
 @cache
@@ -31,6 +41,9 @@ class Scripts:
     settle: Script
     release: Script
     remove: Script
+    begin: Script
+    register_env: Script
+    promote_imports: Script
 
     @classmethod
     def register(cls, client: redis.Redis) -> Scripts:

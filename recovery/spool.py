@@ -5,7 +5,8 @@ event. It appends the event as one JSON line to a file of its own process (so
 prefork children never interleave writes), and a later call with Redis back replays
 the spool. Replay takes a file by renaming it, so two processes never replay the
 same events; events that fail again are written back, and lines that cannot be
-parsed are moved aside to ``rejected.jsonl`` rather than deleted.
+parsed are moved aside to ``rejected.jsonl`` rather than deleted. Files are named by
+host and process, so one spool directory may be shared by several machines.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import contextlib
 import json
 import logging
 import os
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,7 @@ class Spool:
 
     def append(self, event: dict[str, Any]) -> Path:
         self.directory.mkdir(parents=True, exist_ok=True)
-        path = self.directory / f"events-{os.getpid()}.jsonl"
+        path = self._own_file()
         line = json.dumps(event, separators=(",", ":"), ensure_ascii=True) + "\n"
         with path.open("a", encoding="ascii") as fh:
             fh.write(line)
@@ -69,9 +71,11 @@ class Spool:
             taken.unlink()
         return replayed
 
+    def _own_file(self) -> Path:
+        return self.directory / f"events-{socket.gethostname()}-{os.getpid()}.jsonl"
+
     def _put_back(self, lines: list[str]) -> None:
-        path = self.directory / f"events-{os.getpid()}.jsonl"
-        with path.open("a", encoding="ascii") as fh:
+        with self._own_file().open("a", encoding="ascii") as fh:
             fh.write("".join(line + "\n" for line in lines))
 
     def _reject(self, line: str) -> None:

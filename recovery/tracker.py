@@ -17,6 +17,7 @@ Usage::
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import time
@@ -132,9 +133,13 @@ class SyncTracker:
         counted: bool = True,
         recovery_attempt: bool = False,
         now: float | None = None,
+        lost_run: bool = False,
     ) -> FailureOutcome:
         """Track a failure; a document already tracked gets its retry counted unless
-        ``counted`` is false (a manual retry). Permanent errors go straight to dead."""
+        ``counted`` is false (a manual retry). Permanent errors go straight to dead.
+        ``lost_run`` reports an in-flight run that never finished: it is skipped
+        (state ``skipped``) when that entry is already gone, so a lost run is
+        reported once however many sweeps see it."""
         now = record.failure_timestamp if now is None else now
         record.error_message = bound_message(record.error_message, self.config.max_error_chars)
         k = self.keys
@@ -158,6 +163,12 @@ class SyncTracker:
                     k.worker_processed,
                     k.query_failures,
                     k.query_processed,
+                    k.waiting,
+                    k.imports,
+                    k.inflight,
+                    k.inflight_tasks,
+                    k.generations,
+                    k.breakers,
                 ],
                 args=[
                     now,
@@ -168,6 +179,9 @@ class SyncTracker:
                     self.config.max_retry_count,
                     ttl,
                     _json_list(delays),
+                    record.task_id,
+                    int(lost_run),
+                    self.config.breaker_window,
                     *fields,
                 ],
             )
@@ -184,6 +198,7 @@ class SyncTracker:
         worker: str | None = None,
         query: str | None = None,
         recovery_attempt: bool = False,
+        task_id: str = "",
         now: float | None = None,
     ) -> float | None:
         """Stop tracking a document that was processed. Returns how long its recovery
@@ -204,10 +219,84 @@ class SyncTracker:
                     k.by_query,
                     k.worker_processed,
                     k.query_processed,
+                    k.waiting,
+                    k.imports,
+                    k.inflight,
+                    k.inflight_tasks,
+                    k.breakers,
                 ],
-                args=[now, doc_id, worker or "", query or "", int(recovery_attempt)],
+                args=[
+                    now,
+                    doc_id,
+                    worker or "",
+                    query or "",
+                    int(recovery_attempt),
+                    task_id,
+                    self.config.breaker_window,
+                ],
             )
         return float(took) if took else None
+
+    def begin(
+        self, doc_id: str, task_id: str, deadline: float, call: dict[str, Any], now: float
+    ) -> tuple[str, str]:
+        """A tracked run starts: returns ('run' | 'stale' | 'lost', record state);
+        see ``lua/begin.lua``."""
+        k = self.keys
+        with self._redis("begin"):
+            verdict, state = self.scripts.begin(
+                keys=[
+                    k.superseded,
+                    k.inflight,
+                    k.inflight_tasks,
+                    k.record(doc_id),
+                    k.due,
+                    k.claimed,
+                    k.waiting,
+                ],
+                args=[now, task_id, deadline, json.dumps(call, separators=(",", ":")), doc_id],
+            )
+        return str(verdict), str(state)
+
+    def lost_runs(self, now: float | None = None, limit: int = CHUNK) -> list[dict[str, Any]]:
+        """In-flight runs past their deadline: each is the JSON call stored at begin,
+        with its ``task_id``. Entries that cannot be decoded are reported and dropped."""
+        now = time.time() if now is None else now
+        k = self.keys
+        with self._redis("read in-flight runs"):
+            ids = strs(self.client.zrangebyscore(k.inflight, "-inf", now, 0, limit))
+            calls = self.client.hmget(k.inflight_tasks, ids) if ids else []
+            runs = []
+            for task_id, raw in zip(ids, calls, strict=True):
+                try:
+                    call = json.loads(raw) if raw else None
+                except ValueError:
+                    call = None
+                if not isinstance(call, dict):
+                    log.warning("in-flight entry of task %s is unreadable; dropped", task_id)
+                    self.client.zrem(k.inflight, task_id)
+                    continue
+                runs.append({**call, "task_id": task_id})
+        return runs
+
+    def register_environment(self, worker: str, fingerprint: str) -> tuple[int, bool]:
+        """Record a worker's environment; returns (generation, whether it is new)."""
+        with self._redis("register environment"):
+            generation, new = self.scripts.register_env(
+                keys=[self.keys.fingerprints, self.keys.generations], args=[worker, fingerprint]
+            )
+        return int(generation), bool(new)
+
+    def promote_imports(self, now: float | None = None) -> list[str]:
+        """Import failures recorded under an older environment become due now."""
+        now = time.time() if now is None else now
+        k = self.keys
+        with self._redis("promote import failures"):
+            return strs(
+                self.scripts.promote_imports(
+                    keys=[k.imports, k.due, k.generations], args=[now, CHUNK]
+                )
+            )
 
     def claim_due(
         self, limit: int, now: float | None = None, lease_seconds: float = 0
@@ -223,7 +312,7 @@ class SyncTracker:
             if not ids:
                 return ClaimResult([])
             claimed, corrupt, exhausted = self.scripts.claim(
-                keys=[k.due, k.claimed, k.dead, k.stats, *map(k.record, ids)],
+                keys=[k.due, k.claimed, k.dead, k.stats, k.waiting, *map(k.record, ids)],
                 args=[
                     now,
                     now + lease,
@@ -255,7 +344,14 @@ class SyncTracker:
             args += [s.doc_id, s.outcome, s.detail, s.next_at]
         with self._redis("settle"):
             sent = self.scripts.settle(
-                keys=[k.due, k.claimed, k.stats, *(k.record(s.doc_id) for s in outcomes)],
+                keys=[
+                    k.due,
+                    k.claimed,
+                    k.stats,
+                    k.waiting,
+                    k.superseded,
+                    *(k.record(s.doc_id) for s in outcomes),
+                ],
                 args=args,
             )
         return int(sent)
@@ -303,6 +399,7 @@ class SyncTracker:
             removed["dead_expired"] = self._remove_range(
                 k.dead, "dead", dead_cutoff, "dead_expired"
             )
+            self.client.zremrangebyscore(k.superseded, "-inf", cutoff)
             excess = int(self.client.zcard(k.dead)) - self.config.dead_max
             while excess > 0:
                 ids = strs(self.client.zrange(k.dead, 0, min(excess, CHUNK) - 1))
@@ -348,6 +445,8 @@ class SyncTracker:
                     k.by_worker,
                     k.by_query,
                     k.stats,
+                    k.waiting,
+                    k.imports,
                     *map(k.record, ids),
                 ],
                 args=[which, cutoff, counter, *ids],

@@ -36,3 +36,12 @@ local function untrack(idx, agg, rec, id)
   end
   redis.call('DEL', rec)
 end
+
+-- Append one recovery outcome ('1' success, '0' failure) to a category's breaker
+-- window: a string of the last `window` outcomes, oldest first.
+local function breaker_note(hash, category, outcome, window)
+  if category and category ~= '' then
+    local seen = (redis.call('HGET', hash, category) or '') .. outcome
+    redis.call('HSET', hash, category, string.sub(seen, -window))
+  end
+end

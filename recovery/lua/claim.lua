@@ -1,6 +1,6 @@
 -- Claim due documents for one recovery run, each with a lease.
--- KEYS[1] due  KEYS[2] claimed  KEYS[3] dead  KEYS[4] stats, then one record hash per
--- candidate (KEYS[4 + i] belongs to ARGV[4 + i]).
+-- KEYS[1] due  KEYS[2] claimed  KEYS[3] dead  KEYS[4] stats  KEYS[5] waiting, then one
+-- record hash per candidate (KEYS[5 + i] belongs to ARGV[4 + i]).
 -- ARGV[1] now  ARGV[2] lease expiry  ARGV[3] max retries  ARGV[4] retention cutoff
 -- (documents first failed before it are left to cleanup)  ARGV[5..] candidate ids.
 -- A candidate is taken only if it is still due now, so concurrent runs that read the
@@ -10,7 +10,7 @@ local now, lease = tonumber(ARGV[1]), ARGV[2]
 local max_retries, cutoff = tonumber(ARGV[3]), tonumber(ARGV[4])
 local claimed, corrupt, exhausted = {}, {}, {}
 for i = 5, #ARGV do
-  local id, rec = ARGV[i], KEYS[i]
+  local id, rec = ARGV[i], KEYS[i + 1]
   local score = tonumber(redis.call('ZSCORE', KEYS[1], id))
   if score and score <= now then
     if not is_hash(rec) then
@@ -31,6 +31,7 @@ for i = 5, #ARGV do
           exhausted[#exhausted + 1] = id
         else
           redis.call('ZREM', KEYS[1], id)
+          redis.call('ZREM', KEYS[5], id)
           redis.call('ZADD', KEYS[2], lease, id)
           redis.call('HSET', rec, 'state', 'claimed', 'rec_at', now)
           local item = redis.call('HGETALL', rec)

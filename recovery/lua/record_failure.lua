@@ -4,11 +4,16 @@
 -- KEYS[7]  by-category hash     KEYS[8] by-worker hash KEYS[9] by-query hash
 -- KEYS[10] worker-failures      KEYS[11] worker-processed
 -- KEYS[12] query-failures       KEYS[13] query-processed
+-- KEYS[14] waiting zset         KEYS[15] imports zset  KEYS[16] inflight zset
+-- KEYS[17] inflight-tasks hash  KEYS[18] env generations hash  KEYS[19] breakers hash
 -- ARGV[1] now  ARGV[2] doc id  ARGV[3] permanent (0/1)  ARGV[4] counted (0/1: this
 -- failure counts as a retry when the document is already tracked)
 -- ARGV[5] recovery attempt (0/1)  ARGV[6] max retries  ARGV[7] record TTL seconds
 -- ARGV[8] JSON list of backoff delays, indexed by retry count
--- ARGV[9..] field/value pairs of the record as built in Python.
+-- ARGV[9] id of the task run that failed (its in-flight entry is cleared)
+-- ARGV[10] 1 when reporting a lost run found in the in-flight index: skipped if the
+-- entry is already gone (another sweep, or the run reported after all)
+-- ARGV[11] circuit-breaker window  ARGV[12..] field/value pairs of the record.
 -- Returns {state, retries, next retry time or '', replaced corrupt (0/1)}.
 local rec, id = KEYS[1], ARGV[2]
 local now = tonumber(ARGV[1])
@@ -16,15 +21,22 @@ local permanent, counted, recovery = ARGV[3] == '1', ARGV[4] == '1', ARGV[5] == 
 local max_retries = tonumber(ARGV[6])
 local delays = cjson.decode(ARGV[8])
 local agg = {KEYS[7], KEYS[8], KEYS[9]}
+local task_id, window = ARGV[9], tonumber(ARGV[11])
+if ARGV[10] == '1' and not redis.call('ZSCORE', KEYS[16], task_id) then
+  return {'skipped', 0, '', 0}
+end
+redis.call('ZREM', KEYS[16], task_id)
+redis.call('HDEL', KEYS[17], task_id)
 
 local replaced = 0
-local retries, failures, first = 0, 1, now
+local retries, failures, first, old_cat = 0, 1, now, nil
 if redis.call('EXISTS', rec) == 1 then
   if is_hash(rec) then
     local old = redis.call('HMGET', rec, 'retries', 'failures', 'first', 'cat', 'worker', 'query')
     retries = tonumber(old[1]) or 0
     failures = (tonumber(old[2]) or 0) + 1
     first = tonumber(old[3]) or now
+    old_cat = old[4]
     if counted then retries = retries + 1 end
     agg_decr(agg[1], old[4])
     agg_decr(agg[2], old[5])
@@ -36,9 +48,9 @@ if redis.call('EXISTS', rec) == 1 then
 end
 
 local fields = {}
-for i = 9, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 12, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', rec, unpack(fields))
-local f = redis.call('HMGET', rec, 'cat', 'worker', 'query')
+local f = redis.call('HMGET', rec, 'cat', 'worker', 'query', 'fp')
 
 local state, reason, next_at = 'failed', '', ''
 if permanent then
@@ -54,6 +66,13 @@ redis.call('EXPIRE', rec, ARGV[7])
 
 redis.call('ZADD', KEYS[3], first, id)
 redis.call('ZREM', KEYS[4], id)
+redis.call('ZREM', KEYS[14], id)
+if f[1] == 'import' and state ~= 'dead' then
+  local generation = tonumber(redis.call('HGET', KEYS[18], f[4] or '')) or 0
+  redis.call('ZADD', KEYS[15], generation, id)
+else
+  redis.call('ZREM', KEYS[15], id)
+end
 if state == 'dead' then
   redis.call('ZREM', KEYS[2], id)
   redis.call('ZADD', KEYS[5], now, id)
@@ -70,6 +89,9 @@ agg_incr(KEYS[11], f[2])
 agg_incr(KEYS[12], f[3])
 agg_incr(KEYS[13], f[3])
 redis.call('HINCRBY', KEYS[6], 'failures_recorded', 1)
-if recovery then redis.call('HINCRBY', KEYS[6], 'failed_recoveries', 1) end
+if recovery then
+  redis.call('HINCRBY', KEYS[6], 'failed_recoveries', 1)
+  breaker_note(KEYS[19], old_cat or f[1], '0', window)
+end
 if state == 'dead' then redis.call('HINCRBY', KEYS[6], 'dead_total', 1) end
 return {state, retries, tostring(next_at), replaced}

@@ -1,18 +1,18 @@
 -- Stop tracking documents: retention cleanup, dead-set trimming, manual delete.
 -- KEYS[1] due  KEYS[2] failed  KEYS[3] claimed  KEYS[4] dead  KEYS[5] by-category
--- KEYS[6] by-worker  KEYS[7] by-query  KEYS[8] stats, then one record hash per id
--- (KEYS[8 + i] belongs to ARGV[3 + i]).
+-- KEYS[6] by-worker  KEYS[7] by-query  KEYS[8] stats  KEYS[9] waiting  KEYS[10] imports,
+-- then one record hash per id (KEYS[10 + i] belongs to ARGV[3 + i]).
 -- ARGV[1] index to check: 'failed', 'dead' or 'any'  ARGV[2] cutoff: an id is removed
 -- only if its score in that index is at most this (ignored for 'any')
 -- ARGV[3] stats counter to add the removals to  ARGV[4..] ids.
 -- Returns the number of documents removed.
 local which, cutoff, counter = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local index = ({failed = KEYS[2], dead = KEYS[4]})[which]
-local idx = {KEYS[1], KEYS[2], KEYS[3], KEYS[4]}
+local idx = {KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[9], KEYS[10]}
 local agg = {KEYS[5], KEYS[6], KEYS[7]}
 local removed = 0
 for i = 4, #ARGV do
-  local id, rec = ARGV[i], KEYS[i + 5]
+  local id, rec = ARGV[i], KEYS[i + 7]
   local ok = which == 'any'
   if not ok then
     local score = tonumber(redis.call('ZSCORE', index, id))
