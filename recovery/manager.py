@@ -28,13 +28,14 @@ import asyncio
 import logging
 import os
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from celery import Celery
 
 from recovery import categories, policy
 from recovery.config import RecoveryConfig
-from recovery.records import FailedDocumentRecord
+from recovery.records import DEAD, FailedDocumentRecord
 from recovery.tracker import FailedDocumentsTracker, Settlement, as_config, strs
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,31 @@ log = logging.getLogger(__name__)
 HEADER = "docrecovery"
 #: How long a document whose resubmission failed waits before it is due again.
 RELEASE_DELAY_SECONDS = 60.0
+#: A claimed record that cannot be decoded waits this long (kept, visible, not retried).
+RETRY_CORRUPT_SECONDS = 86400.0
+
+
+@dataclass(frozen=True)
+class Selection:
+    """A filter over tracked documents for manual operations; None matches anything."""
+
+    category: str | None = None
+    worker: str | None = None
+    query: str | None = None
+    older_than_hours: float | None = None
+    #: True: dead only; False: live (not dead) only; None: both.
+    dead: bool | None = None
+    limit: int | None = None
+
+    def matches(self, category: Any, worker: Any, query: Any, state: Any) -> bool:
+        wanted = (
+            (self.category, category),
+            (self.worker, worker),
+            (self.query, query),
+        )
+        if any(want is not None and want != have for want, have in wanted):
+            return False
+        return self.dead is not False or state != DEAD
 
 
 def lost_run_record(call: dict[str, Any], now: float) -> FailedDocumentRecord:
@@ -131,6 +157,10 @@ class DocumentRecoveryManager:
         returned, lease_dead = store.release_expired(started)
         claim = store.claim_due(self.config.recovery_batch_size, started)
         outcomes = self._decide(claim.records, started)
+        outcomes += [
+            (Settlement(doc_id, "wait", "undecodable record", started + RETRY_CORRUPT_SECONDS), {})
+            for doc_id in claim.undecodable
+        ]
         store.settle([s for s, _ in outcomes], started)
         resubmitted = [info for s, info in outcomes if s.outcome == "sent"]
         summary: dict[str, Any] = {
@@ -146,7 +176,7 @@ class DocumentRecoveryManager:
             ],
             "released": [s.doc_id for s, _ in outcomes if s.outcome == "release"],
             "dead": lease_dead + claim.exhausted,
-            "corrupt": claim.corrupt,
+            "corrupt": claim.corrupt + claim.undecodable,
             "duration": round(time.time() - started, 4),
         }
         log.info(
@@ -269,9 +299,10 @@ class DocumentRecoveryManager:
         }
 
     def _resubmit(
-        self, record: FailedDocumentRecord, now: float
+        self, record: FailedDocumentRecord, now: float, *, manual: bool = False
     ) -> tuple[Settlement, dict[str, Any]]:
         plan = self._plan(record, now)
+        header = {"doc_id": record.doc_id, "attempt": plan["attempt"], "manual": manual}
         try:
             result = self.app.send_task(
                 record.task_name,
@@ -280,7 +311,7 @@ class DocumentRecoveryManager:
                 queue=plan["queue"],
                 time_limit=plan["time_limit"],
                 soft_time_limit=max(1, int(plan["time_limit"] * 0.9)),
-                headers={HEADER: {"doc_id": record.doc_id, "attempt": plan["attempt"]}},
+                headers={HEADER: header},
             )
         except Exception as exc:
             log.error("could not resubmit %s: %s", record.document_path, exc)
@@ -288,6 +319,58 @@ class DocumentRecoveryManager:
             return Settlement(record.doc_id, "release", reason, now + RELEASE_DELAY_SECONDS), {}
         plan["task_id"] = result.id
         return Settlement(record.doc_id, "sent", result.id), plan
+
+    # --- manual operations -----------------------------------------------------
+
+    def select(self, selection: Selection | None = None) -> list[str]:
+        """Ids of tracked documents matching ``selection``, oldest failure first.
+
+        An operator's query, not a hot path: it reads each candidate's few filter
+        fields, in pipelined chunks, from the failed (or dead) index.
+        """
+        selection = selection or Selection()
+        store = self.tracker.sync
+        index = store.keys.dead if selection.dead else store.keys.failed
+        now = time.time()
+        low = now - selection.older_than_hours * 3600 if selection.older_than_hours else "+inf"
+        ids = strs(store.client.zrangebyscore(index, "-inf", low))
+        chosen = []
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            pipe = store.client.pipeline(transaction=False)
+            for doc_id in chunk:
+                pipe.hmget(store.keys.record(doc_id), "cat", "worker", "query", "state")
+            for doc_id, fields in zip(chunk, pipe.execute(raise_on_error=False), strict=True):
+                if isinstance(fields, list) and selection.matches(*fields):
+                    chosen.append(doc_id)
+        return chosen[: selection.limit] if selection.limit else chosen
+
+    def retry(self, doc_ids: list[str]) -> dict[str, Any]:
+        """Resubmit these documents now, dead ones too, as manual retries: they do not
+        count against ``max_retry_count``. The set is fixed when called, and a document
+        already claimed or in recovery is skipped, so none is enqueued twice."""
+        now = time.time()
+        store = self.tracker.sync
+        sent: list[dict[str, Any]] = []
+        skipped: list[str] = []
+        size = self.config.recovery_batch_size
+        for start in range(0, len(doc_ids), size):
+            chunk = doc_ids[start : start + size]
+            claim = store.claim_ids(chunk, now)
+            taken = {r.doc_id for r in claim.records}
+            skipped += [d for d in chunk if d not in taken]
+            outcomes = [self._resubmit(r, now, manual=True) for r in claim.records]
+            store.settle([o for o, _ in outcomes], now)
+            sent += [info for o, info in outcomes if o.outcome == "sent"]
+        return {"resubmitted": sent, "skipped": skipped}
+
+    def delete(self, doc_ids: list[str]) -> int:
+        """Stop tracking these documents (whatever their state)."""
+        return self.tracker.sync.delete(doc_ids)
+
+    def purge(self, *, dead_only: bool = True) -> int:
+        """Delete every dead document (or, with ``dead_only=False``, every one)."""
+        return self.delete(self.select(Selection(dead=True if dead_only else None)))
 
     # --- async face --------------------------------------------------------------
 

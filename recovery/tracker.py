@@ -91,9 +91,14 @@ class FailureOutcome:
 
 @dataclass(frozen=True)
 class ClaimResult:
+    """Claimed records; ids skipped as corrupt (not a hash, or missing its failure
+    time), moved to dead as exhausted, or claimed but undecodable (the caller defers
+    those, so they stay tracked and visible)."""
+
     records: list[FailedDocumentRecord]
     corrupt: list[str] = field(default_factory=list)
     exhausted: list[str] = field(default_factory=list)
+    undecodable: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -305,12 +310,23 @@ class SyncTracker:
         one ZRANGEBYSCORE (O(log N + limit)) and taken atomically by the script, which
         re-checks each, so concurrent runs never claim the same document."""
         now = time.time() if now is None else now
+        with self._redis("claim"):
+            ids = strs(self.client.zrangebyscore(self.keys.due, "-inf", now, start=0, num=limit))
+        return self._claim(ids, "due", now, lease_seconds)
+
+    def claim_ids(self, doc_ids: Sequence[str], now: float | None = None) -> ClaimResult:
+        """Claim these documents for an operator's retry, dead ones included; any that
+        is already claimed or being recovered is left alone (never sent twice)."""
+        return self._claim(doc_ids, "manual", time.time() if now is None else now, 0)
+
+    def _claim(
+        self, ids: Sequence[str], mode: str, now: float, lease_seconds: float
+    ) -> ClaimResult:
+        if not ids:
+            return ClaimResult([])
         lease = lease_seconds or self.config.recovery_timeout + self.config.lease_grace_seconds
         k = self.keys
         with self._redis("claim"):
-            ids = strs(self.client.zrangebyscore(k.due, "-inf", now, start=0, num=limit))
-            if not ids:
-                return ClaimResult([])
             claimed, corrupt, exhausted = self.scripts.claim(
                 keys=[k.due, k.claimed, k.dead, k.stats, k.waiting, *map(k.record, ids)],
                 args=[
@@ -318,21 +334,22 @@ class SyncTracker:
                     now + lease,
                     self.config.max_retry_count,
                     now - self.config.retention_seconds,
+                    mode,
                     *ids,
                 ],
             )
         records = []
+        undecodable = []
         for item in claimed:
             doc_id, flat = item[0], item[1:]
             try:
                 records.append(self._decode(doc_id, dict(zip(flat[::2], flat[1::2], strict=True))))
             except CorruptRecord as exc:
-                log.warning("skipping claimed record: %s", exc)
-                corrupt.append(doc_id)
-                self.settle([Settlement(doc_id, "release", "undecodable record", now + lease)], now)
+                log.warning("claimed record cannot be decoded: %s", exc)
+                undecodable.append(doc_id)
         for doc_id in corrupt:
             log.warning("corrupt record %s skipped by claim", k.record(doc_id))
-        return ClaimResult(records, list(corrupt), list(exhausted))
+        return ClaimResult(records, list(corrupt), list(exhausted), undecodable)
 
     def settle(self, outcomes: Sequence[Settlement], now: float | None = None) -> int:
         """Mark resubmitted documents, release or defer the others, stamp the run."""

@@ -1,16 +1,44 @@
 -- Claim due documents for one recovery run, each with a lease.
 -- KEYS[1] due  KEYS[2] claimed  KEYS[3] dead  KEYS[4] stats  KEYS[5] waiting, then one
--- record hash per candidate (KEYS[5 + i] belongs to ARGV[4 + i]).
+-- record hash per candidate.
 -- ARGV[1] now  ARGV[2] lease expiry  ARGV[3] max retries  ARGV[4] retention cutoff
--- (documents first failed before it are left to cleanup)  ARGV[5..] candidate ids.
--- A candidate is taken only if it is still due now, so concurrent runs that read the
--- same candidates never both claim one. Returns {claimed, corrupt, exhausted}: claimed
--- is a list of {id, HGETALL...}; corrupt and exhausted are lists of ids.
+-- (documents first failed before it are left to cleanup)  ARGV[5] mode: 'due' or
+-- 'manual'  ARGV[6..] candidate ids (KEYS[i] belongs to ARGV[i] from 6 on).
+-- 'due': a candidate is taken only if it is still due now, so concurrent runs that
+-- read the same candidates never both claim one. 'manual' (an operator's retry): any
+-- tracked document not already claimed or recovering is taken, dead ones included.
+-- Returns {claimed, corrupt, exhausted}: claimed is a list of {id, HGETALL...};
+-- corrupt and exhausted are lists of ids.
 local now, lease = tonumber(ARGV[1]), ARGV[2]
 local max_retries, cutoff = tonumber(ARGV[3]), tonumber(ARGV[4])
 local claimed, corrupt, exhausted = {}, {}, {}
-for i = 5, #ARGV do
-  local id, rec = ARGV[i], KEYS[i + 1]
+
+local function take(id, rec)
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('ZREM', KEYS[3], id)
+  redis.call('ZREM', KEYS[5], id)
+  redis.call('ZADD', KEYS[2], lease, id)
+  redis.call('HSET', rec, 'state', 'claimed', 'rec_at', now, 'reason', '')
+  local item = redis.call('HGETALL', rec)
+  table.insert(item, 1, id)
+  claimed[#claimed + 1] = item
+end
+
+if ARGV[5] == 'manual' then
+  for i = 6, #ARGV do
+    local id, rec = ARGV[i], KEYS[i]
+    if is_hash(rec) then
+      local state = redis.call('HGET', rec, 'state')
+      if state ~= 'claimed' and state ~= 'recovering' then take(id, rec) end
+    elseif redis.call('EXISTS', rec) == 1 then
+      corrupt[#corrupt + 1] = id
+    end
+  end
+  return {claimed, corrupt, exhausted}
+end
+
+for i = 6, #ARGV do
+  local id, rec = ARGV[i], KEYS[i]
   local score = tonumber(redis.call('ZSCORE', KEYS[1], id))
   if score and score <= now then
     if not is_hash(rec) then
@@ -30,13 +58,7 @@ for i = 5, #ARGV do
           redis.call('HINCRBY', KEYS[4], 'dead_total', 1)
           exhausted[#exhausted + 1] = id
         else
-          redis.call('ZREM', KEYS[1], id)
-          redis.call('ZREM', KEYS[5], id)
-          redis.call('ZADD', KEYS[2], lease, id)
-          redis.call('HSET', rec, 'state', 'claimed', 'rec_at', now)
-          local item = redis.call('HGETALL', rec)
-          table.insert(item, 1, id)
-          claimed[#claimed + 1] = item
+          take(id, rec)
         end
       end
     end
