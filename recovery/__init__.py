@@ -13,7 +13,7 @@ The seed's API: :class:`FailedDocumentRecord`, :class:`FailedDocumentsTracker`,
 
 from recovery.config import RecoveryConfig
 from recovery.errors import ConfigError, CorruptRecord, RecoveryError, TrackerUnavailable
-from recovery.integration import Recovery, install, installed
+from recovery.integration import Recovery, TrackedTask, install, installed
 from recovery.manager import DocumentRecoveryManager, run_document_recovery
 from recovery.records import FailedDocumentRecord, document_id
 from recovery.tracker import FailedDocumentsTracker
@@ -27,6 +27,7 @@ __all__ = [
     "Recovery",
     "RecoveryConfig",
     "RecoveryError",
+    "TrackedTask",
     "TrackerUnavailable",
     "document_id",
     "install",

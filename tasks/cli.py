@@ -1,0 +1,309 @@
+"""The ``docrecovery`` command (also ``python main.py``).
+
+::
+
+    docrecovery submit samples/*.txt --query "visibility timeout" --wait 30
+    docrecovery status [--json]
+    docrecovery recover [--dry-run]        # same as: python main.py --recover
+    docrecovery list [--dead] [--category C] [--worker W] [--query Q] [--older-than H]
+    docrecovery retry DOC_ID... | --all [filters]    # manual: not counted as a retry
+    docrecovery delete DOC_ID... | --all [filters]
+    docrecovery purge [--everything]       # delete dead documents (or all)
+    docrecovery demo
+
+``--redis-url`` (or ``REDIS_URL``) names the Redis to use. With neither, commands
+that need Redis start an embedded redis-server on loopback with its data in
+``.docrecovery/redis`` and stop it on exit. Exit codes: 0 done, 1 the work itself
+failed, 2 Redis unreachable or bad settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from recovery import ConfigError, DocumentRecoveryManager, RecoveryConfig, TrackerUnavailable
+from recovery.manager import Selection
+from recovery.redis_server import RedisServer
+from recovery.tracker import redact
+
+DATA_DIR = Path(os.environ.get("DOCRECOVERY_DATA_DIR", ".docrecovery"))
+EXIT_FAILED = 1
+EXIT_UNAVAILABLE = 2
+
+
+@contextmanager
+def redis_url_for(explicit: str | None) -> Iterator[str]:
+    """The Redis to use: explicit, else REDIS_URL, else an embedded server for the
+    duration of the command."""
+    url = explicit or os.environ.get("REDIS_URL")
+    if url:
+        yield url
+        return
+    with RedisServer(DATA_DIR / "redis") as server:
+        print(f"embedded redis-server at {server.url} (data in {server.data_dir})", file=sys.stderr)
+        yield server.url
+
+
+def use_redis(url: str) -> None:
+    """Point the pipeline app, and any child process, at ``url``."""
+    from tasks.app import app
+
+    os.environ["REDIS_URL"] = url
+    app.conf.update(broker_url=url, result_backend=url)
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from tasks.app import app
+
+    ids = [
+        app.send_task("tasks.process_document", args=[str(Path(p).resolve()), args.query, {}])
+        for p in args.paths
+    ]
+    for path, result in zip(args.paths, ids, strict=True):
+        print(f"{result.id}  {path}")
+    if not args.wait:
+        return 0
+    failed = 0
+    for path, result in zip(args.paths, ids, strict=True):
+        value = result.get(timeout=args.wait, propagate=False)
+        if result.failed():
+            failed += 1
+            print(f"FAILED  {path}: {type(value).__name__}: {value}")
+        else:
+            top = value["top_chunks"][0]["score"] if value["top_chunks"] else 0.0
+            print(f"ok      {path}: {value['type']}, {value['characters']} chars, top {top:.2f}")
+    return EXIT_FAILED if failed else 0
+
+
+def cmd_recover(args: argparse.Namespace) -> int:
+    from tasks.app import app
+
+    manager = DocumentRecoveryManager(args.url, recovery_config(args), app=app)
+    try:
+        summary = manager.preview() if args.dry_run else manager.recover_all()
+    finally:
+        manager.close()
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str))
+    elif args.dry_run:
+        plan = summary["would_resubmit"]
+        print(f"dry run: the next batch would resubmit {len(plan)} document(s)")
+        for item in plan:
+            print(f"  {item['path']}  -> queue {item['queue']}: {item['why']}")
+    else:
+        sent = summary["resubmitted"]
+        status = summary["status"]
+        print(
+            f"recovery: {len(sent)} resubmitted in {summary['batches']} batch(es), "
+            f"{len(summary['dead'])} moved to dead"
+        )
+        for item in sent:
+            print(f"  {item['path']}  attempt {item['attempt']} -> {item['queue']}")
+        print_status(status)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    manager = DocumentRecoveryManager(args.url, recovery_config(args))
+    try:
+        status = manager.status()
+    finally:
+        manager.close()
+    if args.json:
+        print(json.dumps(status, indent=2, default=str))
+    else:
+        print_status(status)
+    return 0
+
+
+def print_status(status: dict[str, Any]) -> None:
+    m = status["recovery_metrics"]
+    print(
+        f"tracked {status['total_failed_documents']}: {status['eligible_for_recovery']} due now, "
+        f"{status['in_recovery']} in recovery, {status['dead']} dead"
+    )
+    print(
+        f"recoveries: {m['recovery_attempts']} attempted, {m['successful_recoveries']} succeeded,"
+        f" {m['failed_recoveries']} failed ({m['recovery_success_rate']:.0%}),"
+        f" average {m['average_recovery_time']:.2f}s"
+    )
+    analysis = status.get("analysis")
+    if analysis and analysis["error_categories"]:
+        cats = ", ".join(f"{k} {v}" for k, v in analysis["error_categories"].items())
+        print(f"by category: {cats}")
+
+
+@contextmanager
+def _manager(args: argparse.Namespace) -> Iterator[DocumentRecoveryManager]:
+    from tasks.app import app
+
+    manager = DocumentRecoveryManager(args.url, recovery_config(args), app=app)
+    try:
+        yield manager
+    finally:
+        manager.close()
+
+
+def _selection(args: argparse.Namespace) -> Selection:
+    return Selection(
+        category=args.category,
+        worker=args.worker,
+        query=args.query,
+        older_than_hours=args.older_than,
+        dead=args.dead,
+        limit=getattr(args, "limit", None),
+    )
+
+
+def _chosen(args: argparse.Namespace, manager: DocumentRecoveryManager) -> list[str] | None:
+    """The ids named on the command line, else those the filters select with --all."""
+    if args.doc_ids:
+        return list(args.doc_ids)
+    return manager.select(_selection(args)) if args.all else None
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    with _manager(args) as manager:
+        ids = manager.select(_selection(args))
+        records = [r for r in map(manager.tracker.sync.get_record, ids) if r is not None]
+    if args.json:
+        print(json.dumps([vars(r) | {"doc_id": r.doc_id} for r in records], indent=2))
+        return 0
+    for r in records:
+        print(
+            f"{r.doc_id}  {r.state:10} {r.error_category:14} retries {r.retry_count}"
+            f"  {r.document_path}  {r.state_reason}"
+        )
+    print(f"{len(records)} document(s)")
+    return 0
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    with _manager(args) as manager:
+        ids = _chosen(args, manager)
+        if ids is None:
+            print("docrecovery retry: name document ids or use --all", file=sys.stderr)
+            return EXIT_UNAVAILABLE
+        result = manager.retry(ids)
+    for item in result["resubmitted"]:
+        print(f"resubmitted {item['doc_id']}  {item['path']} -> {item['queue']}")
+    for doc_id in result["skipped"]:
+        print(f"skipped     {doc_id}  (not tracked, or already being recovered)")
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    with _manager(args) as manager:
+        ids = _chosen(args, manager)
+        if ids is None:
+            print("docrecovery delete: name document ids or use --all", file=sys.stderr)
+            return EXIT_UNAVAILABLE
+        print(f"deleted {manager.delete(ids)} document(s)")
+    return 0
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    with _manager(args) as manager:
+        removed = manager.purge(dead_only=not args.everything)
+    print(f"purged {removed} {'tracked' if args.everything else 'dead'} document(s)")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from tasks.demo import run_demo
+
+    return run_demo(args.url, DATA_DIR / "demo")
+
+
+def recovery_config(args: argparse.Namespace) -> RecoveryConfig:
+    return RecoveryConfig.from_env({"verbose": True} if args.verbose else {})
+
+
+def _add_common(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """Options accepted before and after the command (``--json status`` or ``status --json``)."""
+    default: dict[str, Any] = {} if top else {"default": argparse.SUPPRESS}
+    parser.add_argument(
+        "--redis-url", help="Redis to use (default: $REDIS_URL, else embedded)", **default
+    )
+    parser.add_argument("--verbose", action="store_true", help="debug logging", **default)
+    parser.add_argument("--json", action="store_true", help="print JSON", **default)
+    parser.add_argument("--dry-run", action="store_true", help="recover: change nothing", **default)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="docrecovery", description="Celery document pipeline with failure recovery."
+    )
+    _add_common(parser, top=True)
+    parser.add_argument("--recover", action="store_true", help="same as the recover command")
+    common = argparse.ArgumentParser(add_help=False)
+    _add_common(common, top=False)
+    sub = parser.add_subparsers(dest="command")
+    submit = sub.add_parser("submit", parents=[common], help="send documents to the pipeline")
+    submit.add_argument("paths", nargs="+")
+    submit.add_argument("--query")
+    submit.add_argument("--wait", type=float, default=0, help="seconds to wait for results")
+    sub.add_parser("recover", parents=[common], help="resubmit every eligible failed document")
+    sub.add_parser("status", parents=[common], help="counts, metrics and failure analysis")
+    sub.add_parser("demo", parents=[common], help="pipeline and recovery on the bundled samples")
+    filters = argparse.ArgumentParser(add_help=False)
+    filters.add_argument("--category", help="error category, e.g. file_not_found")
+    filters.add_argument("--worker", help="worker hostname of the last failure")
+    filters.add_argument("--query", help="the query the document failed under")
+    filters.add_argument("--older-than", type=float, metavar="HOURS", help="first failed before")
+    state = filters.add_mutually_exclusive_group()
+    state.add_argument("--dead", action="store_true", default=None, help="dead documents only")
+    state.add_argument("--live", dest="dead", action="store_false", help="not dead only")
+    listing = sub.add_parser("list", parents=[common, filters], help="tracked documents")
+    listing.add_argument("--limit", type=int)
+    for name, text in (("retry", "resubmit now (manual: not counted)"), ("delete", "forget")):
+        cmd = sub.add_parser(name, parents=[common, filters], help=text)
+        cmd.add_argument("doc_ids", nargs="*", metavar="DOC_ID")
+        cmd.add_argument("--all", action="store_true", help="every document the filters match")
+    purge = sub.add_parser("purge", parents=[common], help="delete dead documents")
+    purge.add_argument("--everything", action="store_true", help="delete every tracked one")
+    return parser
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "submit": cmd_submit,
+    "recover": cmd_recover,
+    "status": cmd_status,
+    "list": cmd_list,
+    "retry": cmd_retry,
+    "delete": cmd_delete,
+    "purge": cmd_purge,
+    "demo": cmd_demo,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    command = "recover" if args.recover else args.command
+    if command is None:
+        build_parser().print_help()
+        return EXIT_UNAVAILABLE
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        with redis_url_for(args.redis_url) as url:
+            use_redis(url)
+            args.url = url
+            try:
+                return COMMANDS[command](args)
+            except TrackerUnavailable as exc:
+                print(f"docrecovery: cannot reach Redis at {redact(url)}: {exc}", file=sys.stderr)
+                return EXIT_UNAVAILABLE
+    except ConfigError as exc:
+        print(f"docrecovery: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE

@@ -1,0 +1,128 @@
+"""``DistributedProcessor``: the seed's facade for a process that submits and works.
+
+::
+
+    processor = DistributedProcessor(worker_id="worker-1", redis_url="redis://localhost:6379")
+    processor.config.update({"max_retry_count": 3, "recovery_batch_size": 5})
+    ids = processor.submit(["/data/docs/a.pdf"], query="retention")
+    await processor.start_worker()   # one recovery run, then a Celery worker until stopped
+
+``config`` is a plain dict of recovery settings (the seed's keys and docrecovery's
+additions); it is validated whenever it is used, so a bad value fails with a
+ConfigError naming the key. The worker runs as ``celery -A tasks worker`` in a child
+process and receives the same settings through ``DOCRECOVERY_*`` variables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from recovery import DocumentRecoveryManager, RecoveryConfig, installed
+from recovery.config import ENV_PREFIX
+from recovery.tracker import default_redis_url
+from tasks.app import app
+
+QUEUES = ("documents", "recovery", "highmem")
+
+
+def config_environment(config: RecoveryConfig) -> dict[str, str]:
+    """``DOCRECOVERY_*`` variables that make ``RecoveryConfig.from_env()`` equal ``config``."""
+    env = {}
+    for key, value in config.as_dict().items():
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, tuple):
+            text = ",".join(value)
+        elif isinstance(value, Mapping):
+            text = ",".join(f"{k}={v}" for k, v in value.items())
+        else:
+            text = str(value)
+        env[ENV_PREFIX + key.upper()] = text
+    return env
+
+
+class DistributedProcessor:
+    """Submit documents to the pipeline and run a worker with recovery built in."""
+
+    def __init__(
+        self,
+        worker_id: str = "worker-1",
+        redis_url: str | None = None,
+        *,
+        queues: Iterable[str] = QUEUES,
+        concurrency: int | None = None,
+    ) -> None:
+        self.worker_id = worker_id
+        self.redis_url = redis_url or default_redis_url()
+        self.queues = tuple(queues)
+        self.concurrency = concurrency
+        self.config: dict[str, Any] = RecoveryConfig.from_env().as_dict()
+        self._process: asyncio.subprocess.Process | None = None
+        app.conf.update(broker_url=self.redis_url, result_backend=self.redis_url)
+
+    @property
+    def recovery_config(self) -> RecoveryConfig:
+        return RecoveryConfig.from_mapping(self.config)
+
+    @property
+    def recovery_manager(self) -> DocumentRecoveryManager:
+        """A manager built from the current ``config`` (validated now)."""
+        config = self.recovery_config
+        installed(app).configure(config)
+        return DocumentRecoveryManager(self.redis_url, config, app=app)
+
+    def submit(
+        self,
+        paths: Iterable[str],
+        query: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> list[str]:
+        """Send one ``tasks.process_document`` per path; returns the task ids."""
+        return [
+            app.send_task("tasks.process_document", args=[str(path), query, metadata or {}]).id
+            for path in paths
+        ]
+
+    def worker_command(self) -> list[str]:
+        command = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "tasks",
+            "worker",
+            "-n",
+            f"{self.worker_id}@%h",
+            "-Q",
+            ",".join(self.queues),
+            "--loglevel=INFO",
+        ]
+        if self.concurrency:
+            command += ["--concurrency", str(self.concurrency)]
+        return command
+
+    async def start_worker(self) -> int:
+        """Run one recovery attempt, then a Celery worker until it exits or ``stop()``;
+        returns the worker's exit code."""
+        manager = self.recovery_manager
+        try:
+            await manager.run_recovery()
+        finally:
+            manager.close()
+        env = {
+            **os.environ,
+            **config_environment(self.recovery_config),
+            "REDIS_URL": self.redis_url,
+        }
+        self._process = await asyncio.create_subprocess_exec(*self.worker_command(), env=env)
+        return await self._process.wait()
+
+    def stop(self) -> None:
+        """Ask the worker for a warm shutdown (it finishes its current tasks)."""
+        if self._process is not None and self._process.returncode is None:
+            self._process.send_signal(signal.SIGTERM)
