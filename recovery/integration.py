@@ -76,9 +76,11 @@ class Recovery:
             self._tracker = FailedDocumentsTracker(self.redis_url, self.config)
         return self._tracker.sync
 
-    def configure(self, config: RecoveryConfig) -> None:
-        """Swap the settings (tests, or a processor whose config changed)."""
+    def configure(self, config: RecoveryConfig, redis_url: str | None = None) -> None:
+        """Swap the settings and, optionally, the tracker's Redis (which otherwise
+        follows the app's broker)."""
         self.config = config
+        self._redis_url = redis_url
         self.spool = Spool(config.spool_dir)
         self._tracker = None
 
@@ -338,7 +340,7 @@ def install(
     """Track failures of ``config.tracked_tasks`` on ``app`` and register ``recovery.run``."""
     config = config or RecoveryConfig.from_env()
     if app in _installed:
-        _installed[app].configure(config)
+        _installed[app].configure(config, redis_url)
         return _installed[app]
     rec = Recovery(app, config, redis_url)
     _installed[app] = rec

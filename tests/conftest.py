@@ -8,8 +8,13 @@ Docker-based fixture, and there is no Docker engine where these tests run.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterator
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -78,3 +83,100 @@ def celery_worker_pool() -> str:
 @pytest.fixture(scope="session")
 def celery_worker_parameters() -> dict[str, Any]:
     return {"perform_ping_check": False, "queues": QUEUES}
+
+
+class WorkerProcess:
+    """A real ``celery -A tasks worker`` in a child process (prefork unless told)."""
+
+    def __init__(self, name: str, env: dict[str, str], log: Path, args: tuple[str, ...]) -> None:
+        self.name = name
+        self.log_path = log
+        command = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "tasks",
+            "worker",
+            "-n",
+            f"{name}@%h",
+            "-Q",
+            ",".join(QUEUES),
+            "--loglevel=INFO",
+            "--without-gossip",
+            "--without-mingle",
+            *args,
+        ]
+        self._log = log.open("ab")
+        self.process = subprocess.Popen(command, env=env, stdout=self._log, stderr=self._log)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while " ready." not in self.log():
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker {self.name} exited at start:\n{self.log()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"worker {self.name} not ready:\n{self.log()[-3000:]}")
+            time.sleep(0.1)
+
+    def children(self) -> list[int]:
+        """Pids of the prefork pool's child processes."""
+        path = Path(f"/proc/{self.pid}/task/{self.pid}/children")
+        return [int(pid) for pid in path.read_text().split()] if path.exists() else []
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Kill the whole node at once, children included, as the OOM killer might."""
+        for child in self.children():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, sig)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, sig)
+        self.process.wait(10)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._log.close()
+
+
+@pytest.fixture
+def worker_process(
+    redis_url: str, doc_root: Path, tmp_path: Path
+) -> Iterator[Callable[..., WorkerProcess]]:
+    """Factory: ``worker_process("w1", env={...}, args=("-c", "1"))`` starts a real worker
+    on the test Redis and ``doc_root``; every worker started is stopped afterwards."""
+    started: list[WorkerProcess] = []
+
+    def start(
+        name: str = "w1",
+        env: dict[str, str] | None = None,
+        args: tuple[str, ...] = ("-P", "prefork", "-c", "1"),
+        ready: bool = True,
+    ) -> WorkerProcess:
+        full_env = {
+            **os.environ,
+            "REDIS_URL": redis_url,
+            "DOCRECOVERY_ROOTS": str(doc_root),
+            "DOCRECOVERY_SPOOL_DIR": str(tmp_path / "spool"),
+            **(env or {}),
+        }
+        worker = WorkerProcess(name, full_env, tmp_path / f"{name}.log", args)
+        started.append(worker)
+        if ready:
+            worker.wait_ready()
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
