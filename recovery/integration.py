@@ -36,6 +36,7 @@ from celery.signals import task_failure, task_success, worker_ready
 from redis.exceptions import LockError, RedisError
 
 from recovery.categories import categorize
+from recovery.checks import check_redis
 from recovery.config import RecoveryConfig
 from recovery.environment import fingerprint
 from recovery.errors import RecoveryError, TrackerUnavailable
@@ -275,8 +276,12 @@ class Recovery:
             return
         try:
             self.register_environment(str(sender.hostname))
+            for warning in check_redis(self.tracker.client):
+                log.warning("docrecovery: %s", warning)
         except TrackerUnavailable as exc:
             log.error("docrecovery: could not record this worker's environment: %s", exc)
+        except RedisError as exc:
+            log.error("docrecovery: could not check the tracker's Redis: %s", exc)
         self.replay_spool()
 
     # --- the recovery.run task ----------------------------------------------------

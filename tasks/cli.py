@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from recovery import ConfigError, DocumentRecoveryManager, RecoveryConfig, TrackerUnavailable
+from recovery.checks import check_redis
 from recovery.manager import Selection
 from recovery.redis_server import RedisServer
 from recovery.tracker import redact
@@ -115,12 +116,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     manager = DocumentRecoveryManager(args.url, recovery_config(args))
     try:
         status = manager.status()
+        status["warnings"] = check_redis(manager.tracker.client)
     finally:
         manager.close()
     if args.json:
         print(json.dumps(status, indent=2, default=str))
     else:
         print_status(status)
+        for warning in status["warnings"]:
+            print(f"WARNING: {warning}")
     return 0
 
 
