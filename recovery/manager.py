@@ -35,6 +35,7 @@ from celery import Celery
 
 from recovery import categories, policy
 from recovery.config import RecoveryConfig
+from recovery.errors import CorruptRecord
 from recovery.records import DEAD, FailedDocumentRecord
 from recovery.tracker import FailedDocumentsTracker, Settlement, as_config, strs
 
@@ -134,7 +135,8 @@ class DocumentRecoveryManager:
         app: Celery | None = None,
         tracker: FailedDocumentsTracker | None = None,
     ) -> None:
-        self.config = tracker.config if tracker and config is None else as_config(config)
+        # a given tracker's config wins, so the manager and its store never disagree
+        self.config = tracker.config if tracker else as_config(config)
         self.tracker = tracker or FailedDocumentsTracker(redis_url, self.config)
         self.app = app or sender_app(self.tracker.redis_url)
         if self.config.verbose:
@@ -194,14 +196,21 @@ class DocumentRecoveryManager:
     ) -> list[tuple[Settlement, dict[str, Any]]]:
         """Resubmit each claimed document, or defer it without counting a retry when
         its precondition still fails or its category's circuit breaker is open."""
-        breakers = self.breakers()
+        decided: list[tuple[Settlement, dict[str, Any]]] = []
+        for record, wait in zip(records, self._holds(records, now), strict=True):
+            decided.append((wait, {}) if wait else self._resubmit(record, now))
+        return decided
+
+    def _holds(self, records: list[FailedDocumentRecord], now: float) -> list[Settlement | None]:
+        """For each record, the deferral that holds it back, or None to send it. No side
+        effects: the dry run shows exactly what a run would do."""
         canaries = {
             cat: self.config.breaker_canary_size
-            for cat, b in breakers.items()
+            for cat, b in self.breakers().items()
             if b["state"] == "open"
         }
         interval = self.config.recovery_interval_minutes * 60
-        decided: list[tuple[Settlement, dict[str, Any]]] = []
+        holds: list[Settlement | None] = []
         for record in records:
             category = record.error_category
             reason = probe(record) if self.config.probe_preconditions else None
@@ -210,15 +219,14 @@ class DocumentRecoveryManager:
                     canaries[category] -= 1
                 else:
                     reason = f"circuit open for {category}: only a canary is sent per run"
-            if reason is not None:
-                delay = policy.backoff_delays(self.config, category)[
-                    min(record.retry_count, self.config.max_retry_count)
-                ]
-                wait = Settlement(record.doc_id, "wait", reason, now + max(delay, interval))
-                decided.append((wait, {}))
+            if reason is None:
+                holds.append(None)
                 continue
-            decided.append(self._resubmit(record, now))
-        return decided
+            delay = policy.backoff_delays(self.config, category)[
+                min(record.retry_count, self.config.max_retry_count)
+            ]
+            holds.append(Settlement(record.doc_id, "wait", reason, now + max(delay, interval)))
+        return holds
 
     def sweep_lost(self, now: float) -> int:
         """Record in-flight runs past their deadline as worker_lost failures."""
@@ -257,13 +265,14 @@ class DocumentRecoveryManager:
             totals["claimed"] += batch["claimed"]
             totals["resubmitted"] += batch["resubmitted"]
             totals["dead"] += batch["dead"]
-            if not batch["resubmitted"]:
+            if not (batch["claimed"] or batch["dead"] or batch["corrupt"]):
                 break
         totals["status"] = self.tracker.sync.status()
         return totals
 
     def preview(self, now: float | None = None) -> dict[str, Any]:
-        """What the next batch would resubmit and why, changing nothing."""
+        """What the next batch would do and why — resubmit, wait, or go dead — changing
+        nothing. Corrupt records are reported as the real run reports them."""
         now = time.time() if now is None else now
         store = self.tracker.sync
         ids = strs(
@@ -271,13 +280,34 @@ class DocumentRecoveryManager:
                 store.keys.due, "-inf", now, start=0, num=self.config.recovery_batch_size
             )
         )
-        plan = []
+        records: list[FailedDocumentRecord] = []
+        corrupt: list[str] = []
+        would_die: list[dict[str, Any]] = []
         for doc_id in ids:
-            record = store.get_record(doc_id)
+            try:
+                record = store.get_record(doc_id)
+            except CorruptRecord as exc:
+                log.warning("dry run: %s", exc)
+                corrupt.append(doc_id)
+                continue
             if record is None:
                 continue
-            plan.append(self._plan(record, now))
-        return {"dry_run": True, "started_at": now, "would_resubmit": plan}
+            if record.retry_count >= self.config.max_retry_count:
+                would_die.append({**self._plan(record, now), "why": "retries exhausted"})
+            else:
+                records.append(record)
+        plans = [self._plan(r, now) for r in records]
+        holds = self._holds(records, now)
+        return {
+            "dry_run": True,
+            "started_at": now,
+            "would_resubmit": [p for p, h in zip(plans, holds, strict=True) if h is None],
+            "would_wait": [
+                {**p, "why": h.detail} for p, h in zip(plans, holds, strict=True) if h is not None
+            ],
+            "would_die": would_die,
+            "corrupt": corrupt,
+        }
 
     def _plan(self, record: FailedDocumentRecord, now: float) -> dict[str, Any]:
         category = record.error_category

@@ -1,26 +1,33 @@
 """A local spool for failure and success events that could not reach Redis.
 
 When Redis is down, a signal handler must neither raise into Celery nor drop the
-event. It appends the event as one JSON line to a file of its own process (so
-prefork children never interleave writes), and a later call with Redis back replays
-the spool. Replay takes a file by renaming it, so two processes never replay the
-same events; events that fail again are written back, and lines that cannot be
-parsed are moved aside to ``rejected.jsonl`` rather than deleted. Files are named by
-host and process, so one spool directory may be shared by several machines.
+event. It appends the event as one JSON line, stamped with a nanosecond clock, to a
+file of its own host and process (so prefork children never interleave writes), and
+a later call with Redis back replays the spool:
+
+- a replayer takes files by renaming them to its own name, so two processes never
+  replay the same events; files left by a replayer that died on this host are taken
+  over, so its events are not stranded;
+- events of all files are replayed in the order they happened (a success must not be
+  applied before the failure it followed);
+- an event that fails again is written back with everything after it, and a line
+  that cannot be parsed is moved aside to ``rejected.jsonl`` rather than deleted.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
+
+SEQ = "spool_seq"
 
 
 class Spool:
@@ -29,64 +36,112 @@ class Spool:
 
     def append(self, event: dict[str, Any]) -> Path:
         self.directory.mkdir(parents=True, exist_ok=True)
-        path = self._own_file()
-        line = json.dumps(event, separators=(",", ":"), ensure_ascii=True) + "\n"
-        with path.open("a", encoding="ascii") as fh:
-            fh.write(line)
-            fh.flush()
-            os.fsync(fh.fileno())
+        path = self._own("events")
+        self._write(path, [{**event, SEQ: time.time_ns()}])
         return path
 
     def pending(self) -> bool:
         """Whether any spooled events wait; a cheap check for hot paths."""
         try:
-            return any(self.directory.glob("events-*.jsonl"))
+            return bool(self._waiting())
         except OSError:
             return False
 
-    def replay(self, handle: Callable[[dict[str, Any]], None]) -> int:
-        """Feed every spooled event to ``handle``; returns how many were replayed.
-        Stops at the first event ``handle`` raises on, keeping it and the rest."""
-        replayed = 0
-        for path in sorted(self.directory.glob("events-*.jsonl")):
-            taken = path.with_name(f"{path.stem}.replaying-{os.getpid()}")
-            try:
-                path.rename(taken)
-            except FileNotFoundError:
-                continue
-            lines = taken.read_text(encoding="ascii").splitlines()
-            for index, line in enumerate(lines):
-                try:
-                    event = json.loads(line)
-                except ValueError:
-                    self._reject(line)
-                    continue
-                try:
-                    handle(event)
-                except Exception:
-                    self._put_back(lines[index:])
-                    taken.unlink()
-                    raise
-                replayed += 1
-            taken.unlink()
-        return replayed
-
-    def _own_file(self) -> Path:
-        return self.directory / f"events-{socket.gethostname()}-{os.getpid()}.jsonl"
-
-    def _put_back(self, lines: list[str]) -> None:
-        with self._own_file().open("a", encoding="ascii") as fh:
-            fh.write("".join(line + "\n" for line in lines))
-
-    def _reject(self, line: str) -> None:
-        log.error("spooled event is not JSON, moved to rejected.jsonl: %.200s", line)
-        with (self.directory / "rejected.jsonl").open("a", encoding="ascii") as fh:
-            fh.write(line + "\n")
-
     def count(self) -> int:
         """Events waiting, for status output."""
-        total = 0
-        for path in self.directory.glob("events-*.jsonl"):
-            with contextlib.suppress(OSError), path.open("rb") as fh:
-                total += sum(1 for _ in fh)
-        return total
+        return sum(len(path.read_bytes().splitlines()) for path in self._waiting())
+
+    def replay(self, handle: Callable[[dict[str, Any]], None]) -> int:
+        """Feed every spooled event to ``handle``, oldest first; returns how many were
+        replayed. Stops at the first event ``handle`` raises on, keeping it and the
+        rest for the next replay, and re-raises."""
+        taken = self._take()
+        events = sorted(self._read(taken), key=lambda event: int(event.get(SEQ, 0)))
+        replayed = 0
+        try:
+            for event in events:
+                handle({k: v for k, v in event.items() if k != SEQ})
+                replayed += 1
+        except Exception:
+            self._write(self._own("events"), events[replayed:])
+            raise
+        finally:
+            for path in taken:
+                path.unlink(missing_ok=True)
+        return replayed
+
+    # --- files -------------------------------------------------------------------
+
+    def _own(self, kind: str) -> Path:
+        return self.directory / f"{kind}-{socket.gethostname()}-{os.getpid()}.jsonl"
+
+    def _waiting(self) -> list[Path]:
+        if not self.directory.is_dir():
+            return []
+        return [
+            path
+            for path in self.directory.glob("*.jsonl")
+            if path.name.startswith("events-") or _abandoned(path)
+        ]
+
+    def _take(self) -> list[Path]:
+        taken = []
+        mine = self._own("replaying")
+        for index, path in enumerate(sorted(self._waiting())):
+            target = mine.with_name(f"{mine.stem}-{index}.jsonl")
+            try:
+                path.rename(target)
+            except FileNotFoundError:
+                continue
+            taken.append(target)
+        return taken
+
+    def _read(self, paths: list[Path]) -> list[dict[str, Any]]:
+        events = []
+        for path in paths:
+            for raw in path.read_bytes().splitlines():
+                try:
+                    event = json.loads(raw.decode("ascii"))
+                    if not isinstance(event, dict):
+                        raise ValueError("not an object")
+                except ValueError:
+                    self._reject(raw)
+                    continue
+                events.append(event)
+        return events
+
+    def _write(self, path: Path, events: list[dict[str, Any]]) -> None:
+        if not events:
+            return
+        lines = "".join(
+            json.dumps(event, separators=(",", ":"), ensure_ascii=True) + "\n" for event in events
+        )
+        with path.open("a", encoding="ascii") as fh:
+            fh.write(lines)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def _reject(self, raw: bytes) -> None:
+        log.error("spooled event is not JSON, moved to rejected.jsonl: %.200r", raw)
+        with (self.directory / "rejected.jsonl").open("ab") as fh:
+            fh.write(raw + b"\n")
+
+
+def _abandoned(path: Path) -> bool:
+    """A ``replaying-<host>-<pid>-<n>.jsonl`` file of a process on this host that is gone."""
+    if not path.name.startswith("replaying-"):
+        return False
+    stem = path.name[len("replaying-") : -len(".jsonl")]
+    host, _, _index = stem.rpartition("-")
+    host, _, pid = host.rpartition("-")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    if int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False

@@ -328,7 +328,15 @@ class SyncTracker:
         k = self.keys
         with self._redis("claim"):
             claimed, corrupt, exhausted = self.scripts.claim(
-                keys=[k.due, k.claimed, k.dead, k.stats, k.waiting, *map(k.record, ids)],
+                keys=[
+                    k.due,
+                    k.claimed,
+                    k.dead,
+                    k.stats,
+                    k.waiting,
+                    k.failed,
+                    *map(k.record, ids),
+                ],
                 args=[
                     now,
                     now + lease,
@@ -397,7 +405,7 @@ class SyncTracker:
     def _release(self, ids: Sequence[str], now: float, force: bool) -> tuple[list[str], list[str]]:
         k = self.keys
         released, dead = self.scripts.release(
-            keys=[k.due, k.claimed, k.dead, k.stats, *map(k.record, ids)],
+            keys=[k.due, k.claimed, k.dead, k.stats, k.failed, *map(k.record, ids)],
             args=[now, int(force), self.config.max_retry_count, *ids],
         )
         return list(released), list(dead)
@@ -451,24 +459,59 @@ class SyncTracker:
 
     def _remove(self, ids: Sequence[str], which: str, cutoff: float, counter: str) -> int:
         k = self.keys
-        return int(
-            self.scripts.remove(
-                keys=[
-                    k.due,
-                    k.failed,
-                    k.claimed,
-                    k.dead,
-                    k.by_category,
-                    k.by_worker,
-                    k.by_query,
-                    k.stats,
-                    k.waiting,
-                    k.imports,
-                    *map(k.record, ids),
-                ],
-                args=[which, cutoff, counter, *ids],
-            )
+        removed, orphans = self.scripts.remove(
+            keys=[
+                k.due,
+                k.failed,
+                k.claimed,
+                k.dead,
+                k.by_category,
+                k.by_worker,
+                k.by_query,
+                k.stats,
+                k.waiting,
+                k.imports,
+                *map(k.record, ids),
+            ],
+            args=[which, cutoff, counter, *ids],
         )
+        if orphans:
+            log.warning(
+                "%d tracked document(s) had lost their record (TTL fired before cleanup, "
+                "was beat stopped?); rebuilding the aggregate counts",
+                orphans,
+            )
+            self.rebuild_aggregates()
+        return int(removed)
+
+    def rebuild_aggregates(self) -> None:
+        """Recount documents by category, worker and query from the records.
+
+        A repair, O(N): needed only when records vanished without the scripts (their
+        TTL safety net fired), which leaves counts behind.
+        """
+        k = self.keys
+        counts: dict[str, dict[str, int]] = {k.by_category: {}, k.by_worker: {}, k.by_query: {}}
+        with self._redis("rebuild aggregates"):
+            ids = strs(self.client.zrange(k.failed, 0, -1)) + strs(
+                self.client.zrange(k.dead, 0, -1)
+            )
+            for chunk in _chunks(ids, CHUNK):
+                pipe = self.client.pipeline(transaction=False)
+                for doc_id in chunk:
+                    pipe.hmget(k.record(doc_id), "cat", "worker", "query")
+                for fields in pipe.execute(raise_on_error=False):
+                    if not isinstance(fields, list):
+                        continue
+                    for key, value in zip(counts, fields, strict=True):
+                        if value:
+                            counts[key][value] = counts[key].get(value, 0) + 1
+            pipe = self.client.pipeline(transaction=True)
+            for key, values in counts.items():
+                pipe.delete(key)
+                if values:
+                    pipe.hset(key, mapping=dict(values.items()))
+            pipe.execute()
 
     # --- reads -------------------------------------------------------------------
 
@@ -488,12 +531,16 @@ class SyncTracker:
     def get_failed_documents(
         self, limit: int | None = None, offset: int = 0, index: str | None = None
     ) -> list[FailedDocumentRecord]:
-        """Tracked documents, oldest failure first (or from another index such as
-        ``keys.dead``). Corrupt records are logged and skipped."""
-        key = index or self.keys.failed
-        stop = -1 if limit is None else offset + limit - 1
+        """Tracked documents: live ones by first failure, then dead ones by time of
+        death (or one index, such as ``keys.dead``). Corrupt records are logged and
+        skipped."""
+        if limit is not None and limit <= 0:
+            return []
         with self._redis("list failed documents"):
-            ids = strs(self.client.zrange(key, offset, stop))
+            ids: list[str] = []
+            for key in [index] if index else [self.keys.failed, self.keys.dead]:
+                ids += strs(self.client.zrange(key, 0, -1 if limit is None else offset + limit - 1))
+            ids = ids[offset:] if limit is None else ids[offset : offset + limit]
             records: list[FailedDocumentRecord] = []
             for chunk in _chunks(ids, CHUNK):
                 pipe = self.client.pipeline(transaction=False)
@@ -528,13 +575,16 @@ class SyncTracker:
             pipe.zcard(k.due)
             pipe.zcard(k.claimed)
             pipe.zcard(k.dead)
+            pipe.zcard(k.waiting)
             pipe.hgetall(k.stats)
-            total, eligible, scheduled, claimed, dead, stats = pipe.execute()
+            live, eligible, scheduled, claimed, dead, waiting, stats = pipe.execute()
+        total = live + dead
         return {
             "total_failed_documents": total,
             "eligible_for_recovery": eligible,
             "scheduled": scheduled,
             "in_recovery": claimed,
+            "waiting": waiting,
             "dead": dead,
             "recovery_metrics": recovery_metrics(stats, total, eligible),
         }

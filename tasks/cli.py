@@ -97,8 +97,15 @@ def cmd_recover(args: argparse.Namespace) -> int:
     elif args.dry_run:
         plan = summary["would_resubmit"]
         print(f"dry run: the next batch would resubmit {len(plan)} document(s)")
-        for item in plan:
-            print(f"  {item['path']}  -> queue {item['queue']}: {item['why']}")
+        for verb, key in (
+            ("resubmit", "would_resubmit"),
+            ("wait", "would_wait"),
+            ("die", "would_die"),
+        ):
+            for item in summary[key]:
+                print(f"  {verb:8} {item['path']}  -> {item['queue']}: {item['why']}")
+        for doc_id in summary["corrupt"]:
+            print(f"  corrupt  {doc_id}: record cannot be decoded")
     else:
         sent = summary["resubmitted"]
         status = summary["status"]

@@ -25,6 +25,9 @@ if is_hash(KEYS[4]) then
     redis.call('ZREM', KEYS[7], id)
     redis.call('ZADD', KEYS[6], deadline, id)
     redis.call('HSET', KEYS[4], 'state', 'recovering', 'task_id', tid, 'rec_at', ARGV[1])
+  elseif state == 'recovering' and redis.call('HGET', KEYS[4], 'task_id') == tid then
+    -- a resubmission that starts late keeps its lease until its own deadline
+    redis.call('ZADD', KEYS[6], 'GT', deadline, id)
   end
 end
 return {'run', state}

@@ -29,14 +29,16 @@ redis.call('ZREM', KEYS[16], task_id)
 redis.call('HDEL', KEYS[17], task_id)
 
 local replaced = 0
-local retries, failures, first, old_cat = 0, 1, now, nil
+local retries, failures, first, old_cat, attempts = 0, 1, now, nil, 0
 if redis.call('EXISTS', rec) == 1 then
   if is_hash(rec) then
-    local old = redis.call('HMGET', rec, 'retries', 'failures', 'first', 'cat', 'worker', 'query')
+    local old = redis.call('HMGET', rec, 'retries', 'failures', 'first', 'cat', 'worker', 'query',
+      'attempts')
     retries = tonumber(old[1]) or 0
     failures = (tonumber(old[2]) or 0) + 1
     first = tonumber(old[3]) or now
     old_cat = old[4]
+    attempts = tonumber(old[7]) or 0
     if counted then retries = retries + 1 end
     agg_decr(agg[1], old[4])
     agg_decr(agg[2], old[5])
@@ -50,7 +52,9 @@ end
 local fields = {}
 for i = 12, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', rec, unpack(fields))
-local f = redis.call('HMGET', rec, 'cat', 'worker', 'query', 'fp')
+local f = redis.call('HMGET', rec, 'cat', 'worker', 'query', 'fp', 'attempts')
+-- a new failure keeps the recovery attempts counted so far
+attempts = math.max(attempts, tonumber(f[5]) or 0)
 
 local state, reason, next_at = 'failed', '', ''
 if permanent then
@@ -61,10 +65,9 @@ else
   next_at = now + (delays[retries + 1] or delays[#delays] or 0)
 end
 redis.call('HSET', rec, 'retries', retries, 'failures', failures, 'first', first,
-  'last', now, 'state', state, 'reason', reason, 'next', next_at)
+  'last', now, 'state', state, 'reason', reason, 'next', next_at, 'attempts', attempts)
 redis.call('EXPIRE', rec, ARGV[7])
 
-redis.call('ZADD', KEYS[3], first, id)
 redis.call('ZREM', KEYS[4], id)
 redis.call('ZREM', KEYS[14], id)
 if f[1] == 'import' and state ~= 'dead' then
@@ -73,11 +76,14 @@ if f[1] == 'import' and state ~= 'dead' then
 else
   redis.call('ZREM', KEYS[15], id)
 end
+-- live documents are indexed by first failure (age, retention), dead ones by death
 if state == 'dead' then
   redis.call('ZREM', KEYS[2], id)
+  redis.call('ZREM', KEYS[3], id)
   redis.call('ZADD', KEYS[5], now, id)
 else
   redis.call('ZREM', KEYS[5], id)
+  redis.call('ZADD', KEYS[3], first, id)
   redis.call('ZADD', KEYS[2], next_at, id)
 end
 

@@ -1,7 +1,7 @@
 -- Return claimed documents to due: leases that expired (a run or a resubmitted task
 -- that never reported) or, with force, any claim (a run giving its batch back).
--- KEYS[1] due  KEYS[2] claimed  KEYS[3] dead  KEYS[4] stats, then one record hash
--- per id (KEYS[4 + i] belongs to ARGV[3 + i]).
+-- KEYS[1] due  KEYS[2] claimed  KEYS[3] dead  KEYS[4] stats  KEYS[5] failed, then one
+-- record hash per id (KEYS[5 + i] belongs to ARGV[3 + i]).
 -- ARGV[1] now  ARGV[2] force (0/1)  ARGV[3] max retries  ARGV[4..] ids.
 -- A resubmitted task that never reported used up its attempt: the retry is counted,
 -- and a document out of retries goes dead instead of looping.
@@ -9,7 +9,7 @@
 local now, force, max_retries = tonumber(ARGV[1]), ARGV[2] == '1', tonumber(ARGV[3])
 local released, dead = {}, {}
 for i = 4, #ARGV do
-  local id, rec = ARGV[i], KEYS[i + 1]
+  local id, rec = ARGV[i], KEYS[i + 2]
   local score = tonumber(redis.call('ZSCORE', KEYS[2], id))
   if score and (force or score <= now) then
     redis.call('ZREM', KEYS[2], id)
@@ -21,6 +21,7 @@ for i = 4, #ARGV do
         redis.call('HINCRBY', KEYS[4], 'failed_recoveries', 1)
       end
       if retries >= max_retries and f[1] == 'recovering' then
+        redis.call('ZREM', KEYS[5], id)
         redis.call('ZADD', KEYS[3], now, id)
         redis.call('HSET', rec, 'state', 'dead', 'retries', retries,
           'reason', 'resubmitted task never reported; retries exhausted', 'next', '')

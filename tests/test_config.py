@@ -1,0 +1,246 @@
+"""Recovery settings: the seed's dict works, bad values fail naming key, value and rule."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import pytest
+
+from recovery.config import RecoveryConfig
+from recovery.errors import ConfigError, RecoveryError
+
+#: The configuration dict of the seed's "Recovery Configuration Parameters".
+SEED_CONFIG: dict[str, Any] = {
+    "max_retry_count": 3,
+    "min_retry_interval_hours": 1.0,
+    "recovery_batch_size": 10,
+    "enable_periodic_recovery": True,
+    "recovery_interval_minutes": 30,
+    "recovery_timeout": 300,
+    "failed_docs_retention_days": 7,
+}
+
+
+def test_the_seeds_config_dict_is_accepted_as_is() -> None:
+    config = RecoveryConfig.from_mapping(SEED_CONFIG)
+
+    assert {key: getattr(config, key) for key in SEED_CONFIG} == SEED_CONFIG
+    assert config.verbose is False
+    assert config.retention_seconds == 7 * 86400.0
+    assert config.soft_time_limit == 270
+
+
+def test_the_seeds_standalone_recovery_dict_is_accepted() -> None:
+    config = RecoveryConfig.from_mapping(
+        {
+            "max_retry_count": 3,
+            "min_retry_interval_hours": 0.5,
+            "recovery_batch_size": 5,
+            "enable_periodic_recovery": False,
+            "recovery_interval_minutes": 15,
+        }
+    )
+
+    assert config.min_retry_interval_hours == 0.5
+    assert config.recovery_batch_size == 5
+    assert config.enable_periodic_recovery is False
+    assert config.recovery_interval_minutes == 15
+
+
+def test_an_empty_mapping_gives_the_documented_defaults() -> None:
+    config = RecoveryConfig.from_mapping(None)
+
+    assert config == RecoveryConfig()
+    assert config.max_retry_count == 3
+    assert config.recovery_batch_size == 10
+    assert config.key_prefix == "docrecovery"
+    assert config.tracked_tasks == ("tasks.process_document",)
+    assert config.resubmit_queue == "documents"
+    assert config.highmem_queue == "highmem"
+
+
+BAD_VALUES: list[tuple[str, Any, str]] = [
+    ("max_retry_count", -1, "a whole number >= 0"),
+    ("max_retry_count", "3", "a whole number >= 0"),
+    ("max_retry_count", 2.5, "a whole number >= 0"),
+    ("max_retry_count", True, "a whole number >= 0"),
+    ("recovery_batch_size", 0, "a whole number >= 1"),
+    ("recovery_batch_size", False, "a whole number >= 1"),
+    ("recovery_timeout", 0, "a whole number >= 1"),
+    ("recovery_timeout", None, "a whole number >= 1"),
+    ("min_retry_interval_hours", -0.5, "a finite number >= 0.0"),
+    ("min_retry_interval_hours", math.nan, "a finite number >= 0.0"),
+    ("min_retry_interval_hours", math.inf, "a finite number >= 0.0"),
+    ("min_retry_interval_hours", "1.0", "a finite number >= 0.0"),
+    ("min_retry_interval_hours", True, "a finite number >= 0.0"),
+    ("recovery_interval_minutes", 0, "a finite number > 0.0"),
+    ("failed_docs_retention_days", -7, "a finite number > 0.0"),
+    ("failed_docs_retention_days", math.nan, "a finite number > 0.0"),
+    ("retry_jitter", 1.5, "a finite number >= 0.0 and <= 1.0"),
+    ("backoff_factor", 0.5, "a finite number >= 1.0"),
+    ("breaker_threshold", 0, "a finite number > 0.0 and <= 1.0"),
+    ("enable_periodic_recovery", 1, "True or False"),
+    ("verbose", "yes", "True or False"),
+    ("max_error_chars", 100, "a whole number >= 200"),
+    ("dead_max", 0, "a whole number >= 1"),
+    ("key_prefix", "", "a non-empty string without braces, colons or spaces"),
+    ("key_prefix", "{tag}", "a non-empty string without braces, colons or spaces"),
+    ("key_prefix", "a:b", "a non-empty string without braces, colons or spaces"),
+    ("resubmit_queue", "my queue", "a non-empty string without braces, colons or spaces"),
+    ("spool_dir", "", "a non-empty path"),
+    ("tracked_tasks", "tasks.process_document", "a list of task names"),
+    ("tracked_tasks", ["tasks.ok", ""], "a list of task names"),
+    ("category_overrides", {"ValueError": "bogus"}, "a mapping of exception class names"),
+    ("category_overrides", ["ValueError"], "a mapping of exception class names"),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "allowed"), BAD_VALUES)
+def test_a_bad_value_fails_naming_the_key_the_value_and_what_is_allowed(
+    key: str, value: Any, allowed: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        RecoveryConfig.from_mapping({**SEED_CONFIG, key: value})
+
+    message = str(caught.value)
+    assert repr(key) in message
+    assert repr(value) in message
+    assert allowed in message
+    assert caught.value.key == key
+
+
+@pytest.mark.parametrize("value", [None, 5])
+def test_tracked_tasks_that_are_not_a_list_fail_as_a_config_error(value: Any) -> None:
+    with pytest.raises(ConfigError, match="tracked_tasks"):
+        RecoveryConfig.from_mapping({"tracked_tasks": value})
+
+
+def test_an_unknown_key_fails_naming_it_and_listing_the_known_ones() -> None:
+    with pytest.raises(ConfigError) as caught:
+        RecoveryConfig.from_mapping({**SEED_CONFIG, "max_retries": 3})
+
+    assert caught.value.key == "max_retries"
+    assert "'max_retries'" in str(caught.value)
+    assert "max_retry_count" in caught.value.allowed
+    assert "recovery_batch_size" in caught.value.allowed
+
+
+def test_a_config_error_is_a_value_error_and_a_recovery_error() -> None:
+    with pytest.raises(ValueError, match="recovery_batch_size"):
+        RecoveryConfig(recovery_batch_size=0)
+    assert issubclass(ConfigError, RecoveryError)
+
+
+def test_ints_are_accepted_where_floats_are_expected() -> None:
+    config = RecoveryConfig.from_mapping({"min_retry_interval_hours": 2, "retry_jitter": 0})
+
+    assert config.min_retry_interval_hours == 2
+    assert config.retry_jitter == 0
+
+
+def test_environment_variables_are_parsed_by_the_type_of_each_key() -> None:
+    environ = {
+        "DOCRECOVERY_MAX_RETRY_COUNT": "5",
+        "DOCRECOVERY_MIN_RETRY_INTERVAL_HOURS": "0.25",
+        "DOCRECOVERY_VERBOSE": "Yes",
+        "DOCRECOVERY_ENABLE_PERIODIC_RECOVERY": "off",
+        "DOCRECOVERY_TRACKED_TASKS": " tasks.a , tasks.b ,",
+        "DOCRECOVERY_CATEGORY_OVERRIDES": "ValueError=permanent, KeyError = network",
+        "DOCRECOVERY_KEY_PREFIX": "acme",
+        "UNRELATED": "ignored",
+    }
+
+    config = RecoveryConfig.from_env(environ=environ)
+
+    assert config.max_retry_count == 5
+    assert config.min_retry_interval_hours == 0.25
+    assert config.verbose is True
+    assert config.enable_periodic_recovery is False
+    assert config.tracked_tasks == ("tasks.a", "tasks.b")
+    assert config.category_overrides == {"ValueError": "permanent", "KeyError": "network"}
+    assert config.key_prefix == "acme"
+
+
+def test_overrides_win_over_the_environment() -> None:
+    environ = {"DOCRECOVERY_RECOVERY_BATCH_SIZE": "50", "DOCRECOVERY_VERBOSE": "1"}
+
+    config = RecoveryConfig.from_env({"recovery_batch_size": 7}, environ=environ)
+
+    assert config.recovery_batch_size == 7
+    assert config.verbose is True
+
+
+def test_from_env_reads_the_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCRECOVERY_RECOVERY_TIMEOUT", "120")
+
+    assert RecoveryConfig.from_env().recovery_timeout == 120
+
+
+@pytest.mark.parametrize(
+    ("variable", "raw", "key", "allowed"),
+    [
+        ("DOCRECOVERY_MAX_RETRY_COUNT", "three", "max_retry_count", "a whole number"),
+        ("DOCRECOVERY_RECOVERY_TIMEOUT", "300.5", "recovery_timeout", "a whole number"),
+        ("DOCRECOVERY_MAX_RETRY_COUNT", "-1", "max_retry_count", "a whole number >= 0"),
+        ("DOCRECOVERY_MIN_RETRY_INTERVAL_HOURS", "soon", "min_retry_interval_hours", "a number"),
+        ("DOCRECOVERY_MIN_RETRY_INTERVAL_HOURS", "nan", "min_retry_interval_hours", "finite"),
+        ("DOCRECOVERY_VERBOSE", "maybe", "verbose", "true/false"),
+        ("DOCRECOVERY_CATEGORY_OVERRIDES", "ValueError", "category_overrides", "pairs"),
+        ("DOCRECOVERY_CATEGORY_OVERRIDES", "ValueError=nope", "category_overrides", "one of"),
+        ("DOCRECOVERY_KEY_PREFIX", "a b", "key_prefix", "without braces"),
+    ],
+)
+def test_a_bad_environment_value_fails_naming_the_key(
+    variable: str, raw: str, key: str, allowed: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        RecoveryConfig.from_env(environ={variable: raw})
+
+    assert caught.value.key == key
+    assert repr(key) in str(caught.value)
+    assert allowed in str(caught.value)
+
+
+def test_the_config_is_frozen() -> None:
+    config = RecoveryConfig()
+
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.max_retry_count = 10  # type: ignore[misc]
+
+
+def test_a_frozen_config_cannot_be_changed_through_its_overrides_mapping() -> None:
+    # A validated config must not take an invalid category after construction.
+    config = RecoveryConfig(category_overrides={"ValueError": "permanent"})
+
+    with pytest.raises(TypeError):
+        config.category_overrides["KeyError"] = "no such category"  # type: ignore[index]
+    assert config.category_overrides == {"ValueError": "permanent"}
+    assert hash(config) == hash(RecoveryConfig(category_overrides={"ValueError": "permanent"}))
+
+
+def test_replace_validates_like_construction() -> None:
+    config = RecoveryConfig()
+
+    assert config.replace(recovery_batch_size=20).recovery_batch_size == 20
+    assert config.recovery_batch_size == 10
+    with pytest.raises(ConfigError, match="recovery_batch_size"):
+        config.replace(recovery_batch_size=0)
+
+
+def test_tracked_tasks_given_as_a_list_are_stored_as_a_tuple() -> None:
+    config = RecoveryConfig.from_mapping({"tracked_tasks": ["tasks.a", "tasks.b"]})
+
+    assert config.tracked_tasks == ("tasks.a", "tasks.b")
+
+
+def test_as_dict_round_trips_through_from_mapping() -> None:
+    config = RecoveryConfig.from_mapping({**SEED_CONFIG, "verbose": True, "dead_max": 5})
+
+    assert RecoveryConfig.from_mapping(config.as_dict()) == config
+
+
+def test_the_soft_time_limit_is_ninety_percent_of_the_hard_one_and_at_least_one() -> None:
+    assert RecoveryConfig(recovery_timeout=100).soft_time_limit == 90
+    assert RecoveryConfig(recovery_timeout=1).soft_time_limit == 1

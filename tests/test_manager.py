@@ -1,0 +1,430 @@
+"""Recovery runs against a real Redis and a real Celery app sending to the Redis broker.
+
+Kombu's Redis transport keeps each queue as a list named after it, so a resubmitted
+task is checked where a worker would find it: ``LRANGE documents``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import socket
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from celery import Celery
+
+from recovery.config import RecoveryConfig
+from recovery.manager import HEADER, DocumentRecoveryManager, run_document_recovery
+from recovery.records import FailedDocumentRecord, document_id
+from recovery.tracker import FailedDocumentsTracker
+
+HOUR = 3600.0
+DAY = 86400.0
+T0 = 1_700_000_000.0
+
+#: The configuration dict of the seed's standalone recovery example.
+SEED_CONFIG: dict[str, Any] = {
+    "max_retry_count": 3,
+    "min_retry_interval_hours": 1.0,
+    "recovery_batch_size": 10,
+    "enable_periodic_recovery": False,
+}
+
+#: The metric names the seed documents.
+SEED_METRICS = {
+    "total_failed_documents",
+    "documents_eligible_for_retry",
+    "recovery_attempts",
+    "successful_recoveries",
+    "failed_recoveries",
+    "recovery_success_rate",
+    "average_recovery_time",
+    "last_recovery_run",
+}
+
+ManagerFactory = Callable[..., DocumentRecoveryManager]
+
+
+@pytest.fixture
+def make_manager(redis_url: str) -> Iterator[ManagerFactory]:
+    """Factory of managers on the test's Redis (no jitter unless asked); closed after."""
+    made: list[DocumentRecoveryManager] = []
+
+    def create(app: Celery | None = None, **settings: Any) -> DocumentRecoveryManager:
+        config = RecoveryConfig.from_mapping({"retry_jitter": 0.0, **settings})
+        manager = DocumentRecoveryManager(redis_url, config, app=app)
+        made.append(manager)
+        return manager
+
+    yield create
+    for manager in made:
+        manager.close()
+        manager.app.close()
+
+
+def failure(path: str, at: float = T0, **fields: Any) -> FailedDocumentRecord:
+    fields.setdefault("task_id", f"task-{path}-{at}")
+    fields.setdefault("error_message", "RuntimeError: boom")
+    fields.setdefault("args", [path])
+    return FailedDocumentRecord(document_path=path, failure_timestamp=at, **fields)
+
+
+def messages(client: redis.Redis, queue: str) -> list[dict[str, Any]]:
+    """The kombu messages waiting in ``queue``, oldest first, with the body decoded."""
+    raw: list[str] = client.lrange(queue, 0, -1)  # type: ignore[assignment]
+    decoded = []
+    for item in reversed(raw):  # kombu LPUSHes, workers BRPOP
+        message: dict[str, Any] = json.loads(item)
+        message["decoded_body"] = json.loads(base64.b64decode(message["body"]))
+        decoded.append(message)
+    return decoded
+
+
+def snapshot(redis_url: str) -> dict[bytes, tuple[bytes | None, bool]]:
+    """Every key's serialized value and whether it has a TTL."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        return {
+            key: (client.dump(key), int(client.ttl(key)) > 0)
+            for key in client.scan_iter(count=1000)
+        }
+    finally:
+        client.close()
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def unreachable_broker_app() -> Celery:
+    app = Celery("unreachable", broker=f"redis://127.0.0.1:{closed_port()}/0", set_as_current=False)
+    app.conf.update(
+        broker_connection_timeout=1,
+        broker_connection_max_retries=0,
+        task_publish_retry_policy={"max_retries": 0},
+    )
+    return app
+
+
+# --- a recovery run ------------------------------------------------------------------
+
+
+def test_a_run_resubmits_due_documents_to_their_queues_with_the_recovery_header(
+    make_manager: ManagerFactory, redis_client: redis.Redis
+) -> None:
+    # Given three due documents of different categories, and one not due yet
+    manager = make_manager(recovery_timeout=300, lease_grace_seconds=60)
+    store = manager.tracker.sync
+    plain = failure(
+        "/docs/a.pdf", T0, args=["/docs/a.pdf", "revenue", {"src": "s3"}], query="revenue"
+    )
+    big = failure("/docs/big.pdf", T0 + 1, error_category="memory")
+    slow = failure("/docs/slow.pdf", T0 + 2, error_category="timeout", time_limit=100)
+    later = failure("/docs/later.pdf", T0 + DAY)
+    for seeded in (plain, big, slow, later):
+        store.record_failure(seeded)
+    now = T0 + 2 * HOUR
+
+    # When a run goes
+    summary = manager.run_batch(now=now)
+
+    # Then the three were claimed and sent, the memory one to the high-memory queue
+    assert summary["claimed"] == 3
+    assert [info["doc_id"] for info in summary["resubmitted"]] == [
+        plain.doc_id,
+        big.doc_id,
+        slow.doc_id,
+    ]
+    assert (summary["released"], summary["dead"], summary["corrupt"]) == ([], [], [])
+    documents, highmem = messages(redis_client, "documents"), messages(redis_client, "highmem")
+    assert len(documents) == 2
+    assert len(highmem) == 1
+    by_doc = {m["headers"][HEADER]["doc_id"]: m for m in documents + highmem}
+    assert set(by_doc) == {plain.doc_id, big.doc_id, slow.doc_id}
+
+    # And each message is the original call, by task name, with its docrecovery header
+    first = by_doc[plain.doc_id]
+    assert first["headers"]["task"] == "tasks.process_document"
+    assert first["headers"][HEADER]["attempt"] == 1
+    assert first["decoded_body"][:2] == [["/docs/a.pdf", "revenue", {"src": "s3"}], {}]
+    assert first["properties"]["delivery_info"]["routing_key"] == "documents"
+    assert by_doc[big.doc_id]["properties"]["delivery_info"]["routing_key"] == "highmem"
+
+    # And its time limits come from recovery_timeout (a timed-out one gets twice its own)
+    assert first["headers"]["timelimit"] == [300, 270]
+    assert by_doc[big.doc_id]["headers"]["timelimit"] == [300, 270]
+    assert by_doc[slow.doc_id]["headers"]["timelimit"] == [200, 180]
+
+    # And each document is recovering under the new task id, with a lease covering it
+    for doc, message in by_doc.items():
+        record = store.get_record(doc)
+        assert record is not None
+        assert (record.state, record.recovery_attempts) == ("recovering", 1)
+        assert record.task_id == message["headers"]["id"]
+        assert redis_client.zscore(store.keys.claimed, doc) == now + 300 + 60
+    metrics = store.status(now=now)["recovery_metrics"]
+    assert (metrics["recovery_attempts"], metrics["recovery_runs"]) == (3, 1)
+    assert metrics["last_recovery_run"] == now
+    assert redis_client.zscore(store.keys.due, later.doc_id) is not None
+
+
+@pytest.mark.parametrize(("timeout", "limits"), [(120, [120, 108]), (10, [10, 9])])
+def test_the_time_limits_of_a_resubmission_come_from_recovery_timeout(
+    make_manager: ManagerFactory, redis_client: redis.Redis, timeout: int, limits: list[int]
+) -> None:
+    manager = make_manager(recovery_timeout=timeout)
+    manager.tracker.sync.record_failure(failure("/docs/a.pdf"))
+
+    manager.run_batch(now=T0 + 2 * HOUR)
+
+    [message] = messages(redis_client, "documents")
+    assert message["headers"]["timelimit"] == limits
+
+
+def test_a_run_takes_at_most_one_batch(
+    make_manager: ManagerFactory, redis_client: redis.Redis
+) -> None:
+    manager = make_manager(recovery_batch_size=4)
+    for n in range(10):
+        manager.tracker.sync.record_failure(failure(f"/docs/{n}.pdf", T0 + n))
+
+    summary = manager.run_batch(now=T0 + 2 * HOUR)
+
+    assert summary["claimed"] == 4
+    assert int(redis_client.llen("documents")) == 4
+    assert manager.tracker.sync.status(now=T0 + 2 * HOUR)["eligible_for_recovery"] == 6
+
+
+def test_a_resubmission_that_fails_releases_the_document_back_to_due(
+    make_manager: ManagerFactory, redis_client: redis.Redis
+) -> None:
+    # Given a due document and a Celery app whose broker cannot be reached
+    manager = make_manager(app=unreachable_broker_app())
+    record = failure("/docs/a.pdf")
+    manager.tracker.sync.record_failure(record)
+    now = T0 + 2 * HOUR
+
+    # When a run tries to resubmit it
+    summary = manager.run_batch(now=now)
+
+    # Then nothing was sent and the document is due again shortly, not lost, no retry used
+    assert summary["resubmitted"] == []
+    assert summary["released"] == [record.doc_id]
+    store = manager.tracker.sync
+    kept = store.get_record(record.doc_id)
+    assert kept is not None
+    assert (kept.state, kept.retry_count, kept.recovery_attempts) == ("failed", 0, 0)
+    assert kept.state_reason.startswith("resubmission failed")
+    due_at = redis_client.zscore(store.keys.due, record.doc_id)
+    assert due_at is not None
+    assert now < due_at <= now + 300
+    assert redis_client.zscore(store.keys.claimed, record.doc_id) is None
+
+    # And once the broker is back, a later run sends it
+    working = make_manager()
+    assert working.run_batch(now=now + DAY)["claimed"] == 1
+    assert int(redis_client.llen("documents")) == 1
+
+
+def test_a_run_reports_garbage_keeps_it_visible_and_counts_itself_once(
+    make_manager: ManagerFactory, redis_client: redis.Redis
+) -> None:
+    # Given a good due document, a string and an undecodable hash indexed as due
+    manager = make_manager()
+    store = manager.tracker.sync
+    good = failure("/docs/good.pdf", T0)
+    store.record_failure(good)
+    redis_client.set(store.keys.record("plainstring"), "not a hash")
+    bad: dict[Any, Any] = {**failure("/docs/bad.pdf").to_redis(), "retries": "many"}
+    redis_client.hset(store.keys.record("badretries"), mapping=bad)
+    redis_client.zadd(store.keys.due, {"plainstring": T0, "badretries": T0})
+    now = T0 + 2 * HOUR
+
+    # When a run goes
+    summary = manager.run_batch(now=now)
+
+    # Then the good one is sent, the garbage reported, and the run counted once
+    assert [info["doc_id"] for info in summary["resubmitted"]] == [good.doc_id]
+    assert sorted(summary["corrupt"]) == ["badretries", "plainstring"]
+    assert int(redis_client.llen("documents")) == 1
+    assert store.status(now=now)["recovery_metrics"]["recovery_runs"] == 1
+    # and the undecodable record is kept for an operator, not retried at every run
+    assert redis_client.exists(store.keys.record("badretries")) == 1
+    assert manager.run_batch(now=now + 60)["corrupt"] == []
+
+
+def test_recover_all_runs_batches_until_nothing_is_due(
+    make_manager: ManagerFactory, redis_client: redis.Redis
+) -> None:
+    # Given 25 documents due now, in batches of 10
+    manager = make_manager(recovery_batch_size=10)
+    now = time.time()
+    for n in range(25):
+        manager.tracker.sync.record_failure(failure(f"/docs/{n}.pdf", now - 2 * HOUR + n))
+
+    # When everything is recovered
+    totals = manager.recover_all()
+
+    # Then 3 batches sent them all and a 4th found nothing left
+    assert totals["batches"] == 4
+    assert totals["claimed"] == 25
+    assert len(totals["resubmitted"]) == 25
+    assert int(redis_client.llen("documents")) == 25
+    assert totals["status"]["eligible_for_recovery"] == 0
+    assert totals["status"]["in_recovery"] == 25
+
+
+def test_recover_all_keeps_going_past_a_batch_of_exhausted_documents(
+    make_manager: ManagerFactory, redis_client: redis.Redis
+) -> None:
+    # Given 10 documents that used 2 retries while the limit was 5, due first, and
+    # 5 fresh failures due after them
+    now = time.time()
+    generous = make_manager(max_retry_count=5).tracker.sync
+    for n in range(10):
+        for attempt in range(3):
+            generous.record_failure(failure(f"/docs/old-{n}.pdf", now - 3 * DAY + attempt))
+    for n in range(5):
+        generous.record_failure(failure(f"/docs/new-{n}.pdf", now - DAY + n))
+
+    # When the limit is lowered to 2 and everything is recovered, batches of 10
+    totals = make_manager(max_retry_count=2, recovery_batch_size=10).recover_all()
+
+    # Then the 10 go dead and the 5 fresh ones are still sent (bug: recover_all stops
+    # at the first batch that resubmitted nothing, though that batch only moved
+    # exhausted documents to dead and more are due)
+    assert len(totals["dead"]) == 10
+    assert int(redis_client.llen("documents")) == 5
+    assert totals["status"]["eligible_for_recovery"] == 0
+
+
+# --- dry run ---------------------------------------------------------------------------
+
+
+def test_a_dry_run_changes_nothing_and_says_what_it_would_do(
+    make_manager: ManagerFactory, redis_url: str, redis_client: redis.Redis
+) -> None:
+    # Given due, future, dead and recovering documents, and some stats
+    manager = make_manager(recovery_batch_size=5)
+    store = manager.tracker.sync
+    store.record_failure(failure("/docs/sent.pdf", T0 - DAY))
+    manager.run_batch(now=T0 - 20 * HOUR)
+    store.record_failure(failure("/docs/a.pdf", T0, error_category="memory", query="q"))
+    store.record_failure(failure("/docs/b.pdf", T0 + 1, error_category="timeout", time_limit=50))
+    store.record_failure(failure("/docs/later.pdf", T0 + DAY))
+    store.record_failure(failure("/docs/x.exe", T0, error_category="permanent"))
+    before = snapshot(redis_url)
+    queued = int(redis_client.llen("documents"))
+
+    # When a dry run looks at the next batch
+    preview = manager.run_batch(dry_run=True, now=T0 + 2 * HOUR)
+
+    # Then no key changed and nothing was sent
+    assert snapshot(redis_url) == before
+    assert int(redis_client.llen("documents")) == queued == 1
+    assert int(redis_client.llen("highmem")) == 0
+
+    # And it lists what a real run would send, where, and why
+    assert preview["dry_run"] is True
+    plan = {item["path"]: item for item in preview["would_resubmit"]}
+    assert set(plan) == {"/docs/a.pdf", "/docs/b.pdf"}
+    assert plan["/docs/a.pdf"]["queue"] == "highmem"
+    assert plan["/docs/a.pdf"]["doc_id"] == document_id("/docs/a.pdf", "q")
+    assert plan["/docs/b.pdf"]["time_limit"] == 100
+    assert plan["/docs/b.pdf"]["attempt"] == 1
+    assert "timeout failure" in plan["/docs/b.pdf"]["why"]
+
+
+def test_a_dry_run_skips_a_corrupt_record_as_a_real_run_does(
+    make_manager: ManagerFactory, redis_client: redis.Redis
+) -> None:
+    # Given a good due document and garbage indexed as due
+    manager = make_manager()
+    store = manager.tracker.sync
+    store.record_failure(failure("/docs/good.pdf", T0))
+    redis_client.set(store.keys.record("garbage"), "not a hash")
+    redis_client.zadd(store.keys.due, {"garbage": T0})
+
+    # When a dry run looks, it plans the good one and does not raise (bug: preview
+    # calls get_record, which raises CorruptRecord, so the dry run crashes where the
+    # real run would skip and report the garbage)
+    preview = manager.run_batch(dry_run=True, now=T0 + 2 * HOUR)
+
+    assert [item["path"] for item in preview["would_resubmit"]] == ["/docs/good.pdf"]
+
+
+def test_a_dry_run_does_not_promise_to_resend_a_document_whose_file_is_still_missing(
+    make_manager: ManagerFactory, tmp_path: Path, redis_client: redis.Redis
+) -> None:
+    # Given two file-not-found failures: one file is back, the other is still missing
+    manager = make_manager(probe_preconditions=True)
+    back, missing = tmp_path / "back.txt", tmp_path / "missing.txt"
+    back.write_text("restored")
+    for path in (back, missing):
+        manager.tracker.sync.record_failure(failure(str(path), error_category="file_not_found"))
+    now = T0 + 2 * HOUR
+
+    # When a dry run and then a real run look at the batch
+    preview = manager.run_batch(dry_run=True, now=now)
+    summary = manager.run_batch(now=now)
+
+    # Then the real run sends only the restored one and defers the other...
+    assert [info["path"] for info in summary["resubmitted"]] == [str(back)]
+    assert [item["doc_id"] for item in summary["waiting"]] == [document_id(str(missing))]
+    assert int(redis_client.llen("documents")) == 1
+    # ...and the dry run said so (bug: preview plans every due document without the
+    # precondition probe or the circuit breaker the real run applies in _decide)
+    assert [item["path"] for item in preview["would_resubmit"]] == [str(back)]
+
+
+# --- the seed's entry points -------------------------------------------------------------
+
+
+def test_run_document_recovery_with_the_seeds_config_returns_a_summary(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    # Given three documents due now, tracked with the seed's settings
+    tracker = FailedDocumentsTracker(redis_url, SEED_CONFIG)
+    now = time.time()
+    try:
+        for n in range(3):
+            tracker.sync.record_failure(failure(f"/docs/{n}.pdf", now - 2 * HOUR))
+    finally:
+        tracker.close()
+
+    # When the seed's standalone recovery function runs
+    result = asyncio.run(run_document_recovery(redis_url=redis_url, config=SEED_CONFIG))
+
+    # Then it reports what it did, and did it
+    assert result["claimed"] == 3
+    assert len(result["resubmitted"]) == 3
+    assert result["batches"] == 2
+    assert result["status"]["eligible_for_recovery"] == 0
+    assert int(redis_client.llen("documents")) == 3
+
+
+def test_recovery_status_has_the_seeds_keys_and_metrics(
+    make_manager: ManagerFactory,
+) -> None:
+    manager = make_manager(**SEED_CONFIG)
+    now = time.time()
+    manager.tracker.sync.record_failure(failure("/docs/a.pdf", now - 2 * HOUR))
+    manager.tracker.sync.record_failure(failure("/docs/b.pdf", now - 60))
+
+    status = asyncio.run(manager.get_recovery_status())
+
+    assert status["total_failed_documents"] == 2
+    assert status["eligible_for_recovery"] == 1
+    assert set(status["recovery_metrics"]) >= SEED_METRICS
+    assert status["recovery_metrics"]["documents_eligible_for_retry"] == 1
+    assert status["recovery_metrics"]["recovery_success_rate"] == 0.0
+    assert status["analysis"]["error_categories"] == {"other": 2}
+    assert f"{status['recovery_metrics']['recovery_success_rate']:.2%}" == "0.00%"

@@ -1,0 +1,1006 @@
+"""The tracker against a real redis-server: records, indexes, aggregates, leases, retention,
+garbage, status and analysis, and a clear error when Redis is away."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from recovery.config import RecoveryConfig
+from recovery.errors import CorruptRecord, TrackerUnavailable
+from recovery.records import FailedDocumentRecord, document_id
+from recovery.redis_server import RedisServer
+from recovery.tracker import FailedDocumentsTracker, Settlement, SyncTracker
+
+HOUR = 3600.0
+DAY = 86400.0
+#: A fixed clock: every call takes ``now=`` (or a failure time), nothing sleeps.
+T0 = 1_700_000_000.0
+
+TrackerFactory = Callable[..., SyncTracker]
+
+
+@pytest.fixture
+def make_tracker(redis_url: str) -> Iterator[TrackerFactory]:
+    """Factory of trackers on the test's Redis, without jitter unless asked; closed after."""
+    made: list[FailedDocumentsTracker] = []
+
+    def create(**settings: Any) -> SyncTracker:
+        config = RecoveryConfig.from_mapping({"retry_jitter": 0.0, **settings})
+        tracker = FailedDocumentsTracker(redis_url, config)
+        made.append(tracker)
+        return tracker.sync
+
+    yield create
+    for tracker in made:
+        tracker.close()
+
+
+@pytest.fixture
+def tracker(make_tracker: TrackerFactory) -> SyncTracker:
+    return make_tracker()
+
+
+def failure(path: str, at: float = T0, **fields: Any) -> FailedDocumentRecord:
+    fields.setdefault("task_id", f"task-{path}-{at}")
+    fields.setdefault("error_message", "RuntimeError: boom")
+    return FailedDocumentRecord(document_path=path, failure_timestamp=at, **fields)
+
+
+def zscore(client: redis.Redis, key: str, member: str) -> float | None:
+    score = client.zscore(key, member)
+    return None if score is None else float(score)
+
+
+def hash_of(client: redis.Redis, key: str) -> dict[str, str]:
+    return client.hgetall(key)  # type: ignore[return-value]
+
+
+class CountingConnection(redis.Connection):
+    """A real connection that counts the requests it sends (one per round trip)."""
+
+    sent = 0
+
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        CountingConnection.sent += 1
+        super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
+
+
+def round_trips(action: Callable[[], object]) -> int:
+    CountingConnection.sent = 0
+    action()
+    return CountingConnection.sent
+
+
+# --- recording failures ------------------------------------------------------------
+
+
+def test_a_first_failure_creates_record_indexes_and_aggregates_in_one_call(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    # Given a tracker whose connection is open and whose scripts are loaded
+    client = redis.Redis.from_url(
+        redis_url, decode_responses=True, connection_class=CountingConnection
+    )
+    tracker = SyncTracker(client, RecoveryConfig(retry_jitter=0.0))
+    tracker.record_failure(failure("/docs/warmup.pdf"))
+    record = failure("/docs/a.pdf", error_category="import", worker_id="celery@w1", query="revenue")
+
+    # When a document fails for the first time, it takes one round trip
+    outcome_box: list[Any] = []
+    assert round_trips(lambda: outcome_box.append(tracker.record_failure(record))) == 1
+    outcome = outcome_box[0]
+    client.close()
+
+    # Then the record, its indexes and the aggregates are all there
+    k = tracker.keys
+    assert (outcome.state, outcome.retry_count, outcome.next_retry_at) == ("failed", 0, T0 + HOUR)
+    stored = hash_of(redis_client, k.record(record.doc_id))
+    assert stored["path"] == "/docs/a.pdf"
+    assert (stored["state"], stored["retries"], stored["cat"]) == ("failed", "0", "import")
+    assert zscore(redis_client, k.due, record.doc_id) == T0 + HOUR
+    assert zscore(redis_client, k.failed, record.doc_id) == T0
+    assert zscore(redis_client, k.dead, record.doc_id) is None
+    assert hash_of(redis_client, k.by_category) == {"other": "1", "import": "1"}
+    assert hash_of(redis_client, k.by_worker) == {"celery@w1": "1"}
+    assert hash_of(redis_client, k.by_query) == {"revenue": "1"}
+    assert hash_of(redis_client, k.worker_failures) == {"celery@w1": "1"}
+    assert redis_client.hget(k.stats, "failures_recorded") == "2"
+    assert int(redis_client.ttl(k.record(record.doc_id))) > 0
+
+
+def test_a_second_counted_failure_counts_a_retry_and_keeps_the_first_failure_time(
+    tracker: SyncTracker, redis_client: redis.Redis
+) -> None:
+    tracker.record_failure(failure("/docs/a.pdf", T0))
+
+    outcome = tracker.record_failure(failure("/docs/a.pdf", T0 + 10 * HOUR), counted=True)
+
+    record = tracker.get_record(document_id("/docs/a.pdf"))
+    assert record is not None
+    assert outcome.retry_count == record.retry_count == 1
+    assert record.failure_count == 2
+    assert record.first_failure_timestamp == T0
+    assert record.failure_timestamp == T0 + 10 * HOUR
+    assert zscore(redis_client, tracker.keys.failed, record.doc_id) == T0
+    assert hash_of(redis_client, tracker.keys.by_category) == {"other": "1"}
+
+
+def test_an_uncounted_failure_does_not_use_up_a_retry(tracker: SyncTracker) -> None:
+    tracker.record_failure(failure("/docs/a.pdf", T0))
+
+    outcome = tracker.record_failure(failure("/docs/a.pdf", T0 + HOUR), counted=False)
+
+    record = tracker.get_record(document_id("/docs/a.pdf"))
+    assert record is not None
+    assert outcome.retry_count == record.retry_count == 0
+    assert record.failure_count == 2
+
+
+def test_a_failure_that_changes_category_worker_and_query_moves_its_aggregates(
+    tracker: SyncTracker, redis_client: redis.Redis
+) -> None:
+    tracker.record_failure(failure("/docs/a.pdf", error_category="import", worker_id="w1"))
+
+    tracker.record_failure(
+        failure("/docs/a.pdf", T0 + HOUR, error_category="memory", worker_id="w2")
+    )
+
+    assert hash_of(redis_client, tracker.keys.by_category) == {"memory": "1"}
+    assert hash_of(redis_client, tracker.keys.by_worker) == {"w2": "1"}
+    assert hash_of(redis_client, tracker.keys.worker_failures) == {"w1": "1", "w2": "1"}
+
+
+def test_backoff_grows_by_the_factor_per_retry_and_is_capped(
+    make_tracker: TrackerFactory, redis_client: redis.Redis
+) -> None:
+    # Given 1 h backoff doubling per retry, capped at 5 h
+    tracker = make_tracker(
+        min_retry_interval_hours=1.0,
+        backoff_factor=2.0,
+        max_retry_interval_hours=5.0,
+        max_retry_count=10,
+    )
+    doc = document_id("/docs/a.pdf")
+    waits = []
+
+    # When the document fails six times
+    for n in range(6):
+        at = T0 + n * DAY
+        outcome = tracker.record_failure(failure("/docs/a.pdf", at))
+        assert outcome.next_retry_at is not None
+        assert zscore(redis_client, tracker.keys.due, doc) == outcome.next_retry_at
+        waits.append((outcome.next_retry_at - at) / HOUR)
+
+    # Then each wait doubles until the cap
+    assert waits == [1.0, 2.0, 4.0, 5.0, 5.0, 5.0]
+
+
+def test_network_failures_back_off_from_the_shorter_network_interval(
+    make_tracker: TrackerFactory,
+) -> None:
+    tracker = make_tracker(network_retry_interval_hours=0.05, backoff_factor=3.0)
+
+    first = tracker.record_failure(failure("/docs/n.pdf", T0, error_category="network"))
+    second = tracker.record_failure(failure("/docs/n.pdf", T0 + 1, error_category="network"))
+
+    assert first.next_retry_at == pytest.approx(T0 + 180.0)
+    assert second.next_retry_at == pytest.approx(T0 + 1 + 540.0)
+
+
+def test_jitter_spreads_the_backoff_within_its_bound(make_tracker: TrackerFactory) -> None:
+    tracker = make_tracker(retry_jitter=0.1, min_retry_interval_hours=1.0)
+
+    waits = set()
+    for n in range(20):
+        outcome = tracker.record_failure(failure(f"/docs/{n}.pdf", T0))
+        assert outcome.next_retry_at is not None
+        waits.add(outcome.next_retry_at - T0)
+
+    assert all(0.9 * HOUR <= wait <= 1.1 * HOUR for wait in waits)
+    assert len(waits) > 1
+
+
+def test_a_document_out_of_retries_is_dead_in_the_dead_index_and_not_due(
+    make_tracker: TrackerFactory, redis_client: redis.Redis
+) -> None:
+    tracker = make_tracker(max_retry_count=2)
+    doc = document_id("/docs/a.pdf")
+
+    states = [tracker.record_failure(failure("/docs/a.pdf", T0 + n)).state for n in range(3)]
+
+    assert states == ["failed", "failed", "dead"]
+    k = tracker.keys
+    assert redis_client.hget(k.record(doc), "state") == "dead"
+    assert "retries exhausted" in str(redis_client.hget(k.record(doc), "reason"))
+    assert zscore(redis_client, k.dead, doc) == T0 + 2
+    assert zscore(redis_client, k.due, doc) is None
+    # the failed index holds live documents only: dead ones age by their time of death
+    assert zscore(redis_client, k.failed, doc) is None
+    assert float(str(redis_client.hget(k.record(doc), "first"))) == T0
+    status = tracker.status(now=T0 + DAY)
+    assert (status["dead"], status["eligible_for_recovery"]) == (1, 0)
+    assert status["total_failed_documents"] == 1
+    assert status["recovery_metrics"]["dead_total"] == 1
+
+
+def test_a_permanent_error_is_dead_at_once(tracker: SyncTracker, redis_client: redis.Redis) -> None:
+    record = failure("/docs/virus.exe", error_category="permanent")
+
+    outcome = tracker.record_failure(record)
+
+    assert (outcome.state, outcome.retry_count, outcome.next_retry_at) == ("dead", 0, None)
+    assert zscore(redis_client, tracker.keys.dead, record.doc_id) == T0
+    assert zscore(redis_client, tracker.keys.due, record.doc_id) is None
+
+
+def test_a_dead_record_can_still_be_read_and_listed(make_tracker: TrackerFactory) -> None:
+    tracker = make_tracker(max_retry_count=0)
+    record = failure("/docs/a.pdf", worker_id="w1")
+    tracker.record_failure(record)
+
+    read = tracker.get_record(record.doc_id)
+
+    assert read is not None
+    assert (read.state, read.next_retry_at, read.worker_id) == ("dead", None, "w1")
+    assert [r.doc_id for r in tracker.get_failed_documents()] == [record.doc_id]
+    assert [r.doc_id for r in tracker.get_failed_documents(index=tracker.keys.dead)] == [
+        record.doc_id
+    ]
+
+
+def test_a_new_failure_keeps_the_recovery_attempts_counted_so_far(
+    tracker: SyncTracker,
+) -> None:
+    # Given a document resubmitted once by recovery (attempts = 1)
+    record = failure("/docs/a.pdf", T0)
+    tracker.record_failure(record)
+    claim = tracker.claim_due(10, now=T0 + 2 * HOUR)
+    tracker.settle([Settlement(record.doc_id, "sent", "recovery-task-1")], now=T0 + 2 * HOUR)
+    before = tracker.get_record(record.doc_id)
+    assert claim.records
+    assert before is not None
+    assert before.recovery_attempts == 1
+
+    # When that recovery run fails, reported as the worker's signal handler builds it
+    # (a fresh record from the failed task: recovery_attempts=0)
+    tracker.record_failure(
+        failure("/docs/a.pdf", T0 + 3 * HOUR, task_id="recovery-task-1"), recovery_attempt=True
+    )
+
+    # Then the record still knows it was attempted once, so the next resubmission is
+    # attempt 2 (bug: record_failure.lua DELs the hash and writes the new fields, so
+    # `attempts` is reset to 0 on every failure)
+    after = tracker.get_record(record.doc_id)
+    assert after is not None
+    assert after.retry_count == 1
+    assert after.recovery_attempts == 1
+
+
+def test_an_undecodable_value_at_a_record_key_is_replaced_with_a_warning(
+    tracker: SyncTracker, redis_client: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    record = failure("/docs/a.pdf")
+    redis_client.set(tracker.keys.record(record.doc_id), "garbage")
+
+    with caplog.at_level(logging.WARNING, logger="recovery.tracker"):
+        outcome = tracker.record_failure(record)
+
+    assert outcome.replaced_corrupt
+    assert "replaced an undecodable value" in caplog.text
+    assert redis_client.type(tracker.keys.record(record.doc_id)) == "hash"
+
+
+# --- resolving ---------------------------------------------------------------------
+
+
+def test_resolve_removes_the_record_every_index_entry_and_its_aggregates(
+    tracker: SyncTracker, redis_client: redis.Redis
+) -> None:
+    # Given two failed documents of one category, worker and query
+    a = failure("/docs/a.pdf", error_category="import", worker_id="w1", query="q")
+    b = failure("/docs/b.pdf", error_category="import", worker_id="w1", query="q")
+    tracker.record_failure(a)
+    tracker.record_failure(b)
+    k = tracker.keys
+
+    # When the first is processed
+    took = tracker.resolve(a.doc_id, worker="w1", query="q", now=T0 + 60)
+
+    # Then its record and every index entry are gone, the counts drop by one
+    assert took is None
+    assert redis_client.exists(k.record(a.doc_id)) == 0
+    for index in (k.due, k.failed, k.claimed, k.dead, k.waiting, k.imports):
+        assert zscore(redis_client, index, a.doc_id) is None
+    assert hash_of(redis_client, k.by_category) == {"import": "1"}
+    assert hash_of(redis_client, k.by_worker) == {"w1": "1"}
+    assert hash_of(redis_client, k.by_query) == {"q": "1"}
+
+    # And when the second is, the aggregate fields are dropped, not left at 0
+    tracker.resolve(b.doc_id, worker="w1", query="q", now=T0 + 60)
+    assert hash_of(redis_client, k.by_category) == {}
+    assert hash_of(redis_client, k.by_worker) == {}
+    assert hash_of(redis_client, k.by_query) == {}
+    assert hash_of(redis_client, k.worker_processed) == {"w1": "4"}
+    stats = tracker.status(now=T0)["recovery_metrics"]
+    assert (stats["resolved"], stats["successful_recoveries"]) == (2, 0)
+    assert stats["total_failed_documents"] == 0
+
+
+def test_resolving_a_recovery_attempt_counts_a_success_and_its_duration(
+    tracker: SyncTracker,
+) -> None:
+    record = failure("/docs/a.pdf", T0)
+    tracker.record_failure(record)
+    tracker.claim_due(10, now=T0 + 2 * HOUR)
+    tracker.settle([Settlement(record.doc_id, "sent", "new-task")], now=T0 + 2 * HOUR)
+
+    took = tracker.resolve(record.doc_id, recovery_attempt=True, now=T0 + 2 * HOUR + 42)
+
+    assert took == pytest.approx(42.0)
+    metrics = tracker.status(now=T0 + 3 * HOUR)["recovery_metrics"]
+    assert metrics["successful_recoveries"] == 1
+    assert metrics["average_recovery_time"] == pytest.approx(42.0)
+    assert metrics["recovery_success_rate"] == 1.0
+
+
+def test_resolving_a_claimed_document_outside_recovery_counts_no_recovery(
+    tracker: SyncTracker,
+) -> None:
+    # Given a document resubmitted by recovery that the pipeline then processed on its
+    # own (a user resubmitted it by hand: no docrecovery header)
+    record = failure("/docs/a.pdf", T0)
+    tracker.record_failure(record)
+    tracker.claim_due(10, now=T0 + 2 * HOUR)
+    tracker.settle([Settlement(record.doc_id, "sent", "new-task")], now=T0 + 2 * HOUR)
+
+    took = tracker.resolve(record.doc_id, recovery_attempt=False, now=T0 + 3 * HOUR)
+
+    # Then it is no longer tracked, but no recovery success or time is counted
+    metrics = tracker.status(now=T0 + 3 * HOUR)["recovery_metrics"]
+    assert took is None
+    assert tracker.get_record(record.doc_id) is None
+    assert (metrics["resolved"], metrics["successful_recoveries"]) == (1, 0)
+    assert metrics["average_recovery_time"] == 0.0
+
+
+def test_resolving_a_document_that_is_not_tracked_only_counts_the_run(
+    tracker: SyncTracker, redis_client: redis.Redis
+) -> None:
+    took = tracker.resolve(document_id("/docs/fine.pdf"), worker="w1", query="q", now=T0)
+
+    assert took is None
+    assert hash_of(redis_client, tracker.keys.worker_processed) == {"w1": "1"}
+    assert hash_of(redis_client, tracker.keys.query_processed) == {"q": "1"}
+    assert redis_client.hget(tracker.keys.stats, "resolved") is None
+
+
+# --- claiming, settling, leases ----------------------------------------------------
+
+
+def seed_due(tracker: SyncTracker, due: int, future: int = 0) -> list[str]:
+    """``due`` documents due at ``T0 + HOUR + n`` and ``future`` due a day later."""
+    ids = []
+    for n in range(due):
+        record = failure(f"/docs/due-{n}.pdf", T0 + n)
+        tracker.record_failure(record)
+        ids.append(record.doc_id)
+    for n in range(future):
+        tracker.record_failure(failure(f"/docs/later-{n}.pdf", T0 + DAY))
+    return ids
+
+
+def test_claim_returns_at_most_the_batch_and_only_due_documents(
+    tracker: SyncTracker, redis_client: redis.Redis
+) -> None:
+    # Given 5 documents due and 2 due only tomorrow
+    ids = seed_due(tracker, due=5, future=2)
+    now = T0 + 2 * HOUR
+
+    # When a run claims a batch of 3
+    claim = tracker.claim_due(3, now=now)
+
+    # Then it gets the 3 that were due first, each claimed with a lease
+    k = tracker.keys
+    lease = now + tracker.config.recovery_timeout + tracker.config.lease_grace_seconds
+    assert [r.doc_id for r in claim.records] == ids[:3]
+    for record in claim.records:
+        assert record.state == "claimed"
+        assert record.last_recovery_at == now
+        assert zscore(redis_client, k.claimed, record.doc_id) == lease
+        assert zscore(redis_client, k.due, record.doc_id) is None
+    assert int(redis_client.zcard(k.due)) == 4
+    assert (claim.corrupt, claim.exhausted) == ([], [])
+
+
+def test_claiming_a_batch_and_reading_status_cost_a_fixed_number_of_round_trips(
+    redis_url: str,
+) -> None:
+    client = redis.Redis.from_url(
+        redis_url, decode_responses=True, connection_class=CountingConnection
+    )
+    tracker = SyncTracker(client, RecoveryConfig(retry_jitter=0.0))
+    try:
+        seed_due(tracker, due=60)
+        tracker.claim_due(1, now=T0 + 2 * HOUR)  # loads the claim script
+
+        # one ZRANGEBYSCORE for the candidates, one script call to take them all
+        assert round_trips(lambda: tracker.claim_due(50, now=T0 + 2 * HOUR)) == 2
+        # one pipeline, whatever the number of records
+        assert round_trips(lambda: tracker.status(now=T0)) == 1
+        assert round_trips(lambda: tracker.analysis(now=T0)) == 1
+    finally:
+        client.close()
+
+
+def test_claim_never_returns_a_document_twice(
+    tracker: SyncTracker, redis_client: redis.Redis
+) -> None:
+    ids = seed_due(tracker, due=5, future=2)
+    now = T0 + 2 * HOUR
+
+    first = tracker.claim_due(10, now=now)
+    second = tracker.claim_due(10, now=now)
+
+    assert sorted(r.doc_id for r in first.records) == sorted(ids)
+    assert second.records == []
+    assert int(redis_client.zcard(tracker.keys.due)) == 2
+    assert tracker.status(now=now)["in_recovery"] == 5
+
+
+def test_a_document_over_a_lowered_retry_limit_is_moved_to_dead_by_claim(
+    make_tracker: TrackerFactory, redis_client: redis.Redis
+) -> None:
+    # Given a document with 2 retries used under max_retry_count=5
+    generous = make_tracker(max_retry_count=5)
+    for n in range(3):
+        generous.record_failure(failure("/docs/a.pdf", T0 + n))
+    doc = document_id("/docs/a.pdf")
+
+    # When a tracker configured with max_retry_count=2 claims it
+    strict = make_tracker(max_retry_count=2)
+    claim = strict.claim_due(10, now=T0 + DAY)
+
+    # Then it is not resubmitted but dead
+    assert (claim.records, claim.exhausted) == ([], [doc])
+    assert zscore(redis_client, strict.keys.dead, doc) == T0 + DAY
+    assert redis_client.hget(strict.keys.record(doc), "state") == "dead"
+
+
+def test_settling_sent_marks_recovering_and_counts_an_attempt(
+    tracker: SyncTracker, redis_client: redis.Redis
+) -> None:
+    ids = seed_due(tracker, due=2)
+    now = T0 + 2 * HOUR
+    tracker.claim_due(10, now=now)
+
+    sent = tracker.settle([Settlement(doc, "sent", f"new-{doc}") for doc in ids], now=now + 5)
+
+    assert sent == 2
+    for doc in ids:
+        record = tracker.get_record(doc)
+        assert record is not None
+        assert (record.state, record.recovery_attempts, record.task_id) == (
+            "recovering",
+            1,
+            f"new-{doc}",
+        )
+        lease = now + 5 + tracker.config.recovery_timeout + tracker.config.lease_grace_seconds
+        assert zscore(redis_client, tracker.keys.claimed, doc) == lease
+    metrics = tracker.status(now=now)["recovery_metrics"]
+    assert metrics["recovery_attempts"] == 2
+    assert metrics["recovery_runs"] == 1
+    assert metrics["last_recovery_run"] == now + 5
+
+
+def test_settling_release_puts_the_document_back_to_due(
+    tracker: SyncTracker, redis_client: redis.Redis
+) -> None:
+    [doc] = seed_due(tracker, due=1)
+    now = T0 + 2 * HOUR
+    tracker.claim_due(10, now=now)
+
+    tracker.settle([Settlement(doc, "release", "broker down", now + 60)], now=now)
+
+    record = tracker.get_record(doc)
+    assert record is not None
+    assert (record.state, record.state_reason, record.retry_count) == ("failed", "broker down", 0)
+    assert zscore(redis_client, tracker.keys.due, doc) == now + 60
+    assert zscore(redis_client, tracker.keys.claimed, doc) is None
+    assert tracker.claim_due(10, now=now + 60).records[0].doc_id == doc
+
+
+def test_an_expired_lease_of_a_lost_recovery_returns_to_due_counting_a_retry(
+    tracker: SyncTracker, redis_client: redis.Redis
+) -> None:
+    # Given a document resubmitted whose new task never reported
+    [doc] = seed_due(tracker, due=1)
+    now = T0 + 2 * HOUR
+    tracker.claim_due(10, now=now)
+    tracker.settle([Settlement(doc, "sent", "lost-task")], now=now)
+
+    # When the lease has run out
+    later = now + DAY
+    released, dead = tracker.release_expired(now=later)
+
+    # Then the document is due again, with the lost attempt counted
+    assert (released, dead) == ([doc], [])
+    record = tracker.get_record(doc)
+    assert record is not None
+    assert (record.state, record.retry_count) == ("failed", 1)
+    assert zscore(redis_client, tracker.keys.due, doc) == later
+    assert zscore(redis_client, tracker.keys.claimed, doc) is None
+    assert tracker.status(now=later)["recovery_metrics"]["failed_recoveries"] == 1
+
+
+def test_an_expired_lease_of_a_crashed_run_returns_to_due_without_a_retry(
+    tracker: SyncTracker,
+) -> None:
+    [doc] = seed_due(tracker, due=1)
+    tracker.claim_due(10, now=T0 + 2 * HOUR)
+
+    released, _ = tracker.release_expired(now=T0 + DAY)
+
+    record = tracker.get_record(doc)
+    assert released == [doc]
+    assert record is not None
+    assert (record.state, record.retry_count) == ("failed", 0)
+
+
+def test_a_lease_that_has_not_expired_is_left_alone(tracker: SyncTracker) -> None:
+    seed_due(tracker, due=1)
+    tracker.claim_due(10, now=T0 + 2 * HOUR)
+
+    assert tracker.release_expired(now=T0 + 2 * HOUR + 1) == ([], [])
+
+
+def test_a_lost_recovery_out_of_retries_goes_dead(
+    make_tracker: TrackerFactory, redis_client: redis.Redis
+) -> None:
+    tracker = make_tracker(max_retry_count=1)
+    [doc] = seed_due(tracker, due=1)
+    now = T0 + 2 * HOUR
+    tracker.claim_due(10, now=now)
+    tracker.settle([Settlement(doc, "sent", "lost-task")], now=now)
+
+    released, dead = tracker.release_expired(now=now + DAY)
+
+    assert (released, dead) == ([], [doc])
+    assert redis_client.hget(tracker.keys.record(doc), "state") == "dead"
+    assert zscore(redis_client, tracker.keys.dead, doc) == now + DAY
+    assert zscore(redis_client, tracker.keys.due, doc) is None
+
+
+def test_a_resubmitted_run_that_starts_late_keeps_its_lease_until_its_own_deadline(
+    tracker: SyncTracker, redis_client: redis.Redis
+) -> None:
+    # Given a document resubmitted at `now`, leased for recovery_timeout + grace
+    [doc] = seed_due(tracker, due=1)
+    now = T0 + 2 * HOUR
+    tracker.claim_due(10, now=now)
+    tracker.settle([Settlement(doc, "sent", "new-task")], now=now)
+    config = tracker.config
+    lease = now + config.recovery_timeout + config.lease_grace_seconds
+
+    # When its task waited in the queue and checks in 10 s before that lease ends
+    started = lease - 10
+    deadline = started + config.recovery_timeout + config.lease_grace_seconds
+    call = {"path": "/docs/due-0.pdf", "task": "tasks.process_document"}
+    assert tracker.begin(doc, "new-task", deadline, call, started) == ("run", "recovering")
+
+    # Then a recovery run a minute later does not hand the running document out again
+    # (bug: begin.lua extends the lease only for 'failed'/'waiting' records, so the
+    # lease of a 'recovering' one still ends at `lease`; release_expired counts a retry
+    # and returns it to due, and the next run resubmits it while it is running)
+    assert tracker.release_expired(now=lease + 60) == ([], [])
+    claimed_until = zscore(redis_client, tracker.keys.claimed, doc)
+    assert claimed_until is not None
+    assert claimed_until >= deadline
+
+
+# --- retention -----------------------------------------------------------------------
+
+
+def test_cleanup_removes_records_past_retention_with_index_entries_and_aggregates(
+    make_tracker: TrackerFactory, redis_client: redis.Redis
+) -> None:
+    # Given one document first failed 8 days ago and one an hour ago, retention 7 days
+    tracker = make_tracker(failed_docs_retention_days=7)
+    now = T0 + 30 * DAY
+    old = failure("/docs/old.pdf", now - 8 * DAY, error_category="import", worker_id="w1")
+    new = failure("/docs/new.pdf", now - HOUR, error_category="memory", worker_id="w2")
+    tracker.record_failure(old)
+    tracker.record_failure(new)
+
+    # When cleanup runs
+    removed = tracker.cleanup(now=now)
+
+    # Then the old one is gone everywhere and counted; the new one stays
+    k = tracker.keys
+    assert removed == {"expired": 1, "dead_expired": 0, "dead_trimmed": 0}
+    assert redis_client.exists(k.record(old.doc_id)) == 0
+    assert zscore(redis_client, k.due, old.doc_id) is None
+    assert zscore(redis_client, k.failed, old.doc_id) is None
+    assert hash_of(redis_client, k.by_category) == {"memory": "1"}
+    assert hash_of(redis_client, k.by_worker) == {"w2": "1"}
+    assert tracker.get_record(new.doc_id) is not None
+    assert tracker.status(now=now)["recovery_metrics"]["expired"] == 1
+
+
+def test_cleanup_trims_the_oldest_dead_beyond_dead_max_with_a_warning_and_a_metric(
+    make_tracker: TrackerFactory, redis_client: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given four dead documents and room for two
+    tracker = make_tracker(dead_max=2)
+    dead = [failure(f"/docs/{n}.exe", T0 + n, error_category="permanent") for n in range(4)]
+    for record in dead:
+        tracker.record_failure(record)
+
+    # When cleanup runs
+    with caplog.at_level(logging.WARNING, logger="recovery.tracker"):
+        removed = tracker.cleanup(now=T0 + 10)
+
+    # Then the two that died first are removed, loudly
+    assert removed["dead_trimmed"] == 2
+    assert [str(m) for m in redis_client.zrange(tracker.keys.dead, 0, -1)] == [
+        dead[2].doc_id,
+        dead[3].doc_id,
+    ]
+    assert redis_client.exists(tracker.keys.record(dead[0].doc_id)) == 0
+    assert "dead_max=2" in caplog.text
+    assert "removed the 2 oldest dead documents" in caplog.text
+    assert tracker.status(now=T0)["recovery_metrics"]["dead_trimmed"] == 2
+    assert hash_of(redis_client, tracker.keys.by_category) == {"permanent": "2"}
+
+
+def test_cleanup_removes_dead_documents_past_dead_retention(
+    make_tracker: TrackerFactory, redis_client: redis.Redis
+) -> None:
+    tracker = make_tracker(failed_docs_retention_days=60, dead_retention_days=30)
+    now = T0 + 100 * DAY
+    gone = failure("/docs/gone.exe", now - 31 * DAY, error_category="permanent")
+    kept = failure("/docs/kept.exe", now - 29 * DAY, error_category="permanent")
+    tracker.record_failure(gone)
+    tracker.record_failure(kept)
+
+    removed = tracker.cleanup(now=now)
+
+    assert removed == {"expired": 0, "dead_expired": 1, "dead_trimmed": 0}
+    assert redis_client.exists(tracker.keys.record(gone.doc_id)) == 0
+    assert zscore(redis_client, tracker.keys.dead, kept.doc_id) == now - 29 * DAY
+
+
+def test_a_dead_document_is_kept_for_dead_retention_not_the_shorter_failed_retention(
+    make_tracker: TrackerFactory, redis_client: redis.Redis
+) -> None:
+    # Given the defaults: records kept 7 days, dead documents 30 days after they died
+    tracker = make_tracker(failed_docs_retention_days=7, dead_retention_days=30)
+    record = failure("/docs/a.exe", T0, error_category="permanent")
+    tracker.record_failure(record)
+
+    # When cleanup runs 8 days later
+    tracker.cleanup(now=T0 + 8 * DAY)
+
+    # Then the dead document is still there for an operator to see (bug: cleanup's
+    # "expired" pass removes everything in the failed index first failed before the
+    # cutoff, dead documents included, so dead_retention_days > 7 never applies)
+    assert zscore(redis_client, tracker.keys.dead, record.doc_id) == T0
+    assert redis_client.exists(tracker.keys.record(record.doc_id)) == 1
+
+
+# --- garbage under our prefix ------------------------------------------------------
+
+
+def test_garbage_at_record_keys_is_skipped_and_reported_by_claim(
+    tracker: SyncTracker, redis_client: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a good due document and three kinds of garbage indexed as due and failed
+    good = failure("/docs/good.pdf", T0)
+    tracker.record_failure(good)
+    k = tracker.keys
+    redis_client.set(k.record("plainstring"), "not a hash")
+    redis_client.hset(k.record("missingfields"), mapping={"path": "/x", "first": str(T0)})
+    fields: dict[Any, Any] = {**failure("/docs/bad.pdf").to_redis(), "retries": "many"}
+    redis_client.hset(k.record("badretries"), mapping=fields)
+    garbage = ["plainstring", "missingfields", "badretries"]
+    redis_client.zadd(k.due, dict.fromkeys(garbage, T0))
+    redis_client.zadd(k.failed, dict.fromkeys(garbage, T0))
+
+    # When a run claims
+    with caplog.at_level(logging.WARNING, logger="recovery.tracker"):
+        claim = tracker.claim_due(10, now=T0 + 2 * HOUR)
+
+    # Then the good document is claimed and each piece of garbage reported, no exception
+    assert [r.doc_id for r in claim.records] == [good.doc_id]
+    assert sorted(claim.corrupt + claim.undecodable) == sorted(garbage)
+    for doc in garbage:
+        assert k.record(doc) in caplog.text
+    assert redis_client.get(k.record("plainstring")) == "not a hash"
+
+
+def test_garbage_at_record_keys_is_skipped_and_reported_by_listing(
+    tracker: SyncTracker, redis_client: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    good = failure("/docs/good.pdf", T0 + 10)
+    tracker.record_failure(good)
+    k = tracker.keys
+    redis_client.set(k.record("plainstring"), "not a hash")
+    redis_client.hset(k.record("missingfields"), mapping={"path": "/x"})
+    bad: dict[Any, Any] = {**good.to_redis(), "retries": "x"}
+    redis_client.hset(k.record("badretries"), mapping=bad)
+    redis_client.zadd(k.failed, dict.fromkeys(["plainstring", "missingfields", "badretries"], T0))
+
+    with caplog.at_level(logging.WARNING, logger="recovery.tracker"):
+        records = tracker.get_failed_documents()
+
+    assert [r.doc_id for r in records] == [good.doc_id]
+    assert k.record("plainstring") in caplog.text
+    assert "missing field(s)" in caplog.text
+    assert "'retries'" in caplog.text
+
+
+def test_get_record_raises_corrupt_record_for_garbage(
+    tracker: SyncTracker, redis_client: redis.Redis
+) -> None:
+    redis_client.set(tracker.keys.record("x"), "not a hash")
+
+    with pytest.raises(CorruptRecord, match="holds a string"):
+        tracker.get_record("x")
+    assert tracker.get_record("nothing-here") is None
+
+
+def test_listing_zero_documents_lists_none(tracker: SyncTracker) -> None:
+    tracker.record_failure(failure("/docs/a.pdf"))
+
+    # bug: stop = offset + limit - 1 = -1, and ZRANGE 0 -1 is the whole index
+    assert tracker.get_failed_documents(limit=0) == []
+
+
+def test_a_record_removed_by_its_ttl_leaves_no_count_behind_once_cleaned(
+    tracker: SyncTracker, redis_client: redis.Redis
+) -> None:
+    # Given a record whose safety-net TTL fired (beat was stopped for longer than the
+    # retention): Redis expires the hash, its index entries and aggregates stay
+    record = failure("/docs/a.pdf", error_category="import", worker_id="w1", query="q")
+    tracker.record_failure(record)
+    redis_client.pexpire(tracker.keys.record(record.doc_id), 1)
+    while redis_client.exists(tracker.keys.record(record.doc_id)):
+        time.sleep(0.005)
+
+    # When cleanup runs after the retention
+    tracker.cleanup(now=T0 + 30 * DAY)
+
+    # Then the index entries are gone and the aggregates count nothing (bug: untrack
+    # decrements the aggregates only from the hash's fields, which expired with it,
+    # so by-category, by-worker and by-query stay at 1 forever)
+    assert tracker.status(now=T0 + 30 * DAY)["total_failed_documents"] == 0
+    assert hash_of(redis_client, tracker.keys.by_category) == {}
+    assert hash_of(redis_client, tracker.keys.by_worker) == {}
+    assert hash_of(redis_client, tracker.keys.by_query) == {}
+
+
+def test_listing_pages_oldest_failure_first(tracker: SyncTracker) -> None:
+    for n in (3, 1, 2, 0):
+        tracker.record_failure(failure(f"/docs/{n}.pdf", T0 + n))
+
+    page = tracker.get_failed_documents(limit=2, offset=1)
+
+    assert [r.document_path for r in page] == ["/docs/1.pdf", "/docs/2.pdf"]
+
+
+# --- status and analysis -------------------------------------------------------------
+
+#: (path, age in hours, category, worker, query): one document per age bucket.
+DATA_SET = [
+    ("/docs/a.pdf", 0.5, "import", "w1", "q1"),
+    ("/docs/b.pdf", 3.0, "import", "w1", "q1"),
+    ("/docs/c.pdf", 12.0, "import", "w2", "q1"),
+    ("/docs/d.pdf", 48.0, "memory", "w1", "q2"),
+    ("/docs/e.pdf", 100.0, "memory", "w2", "q2"),
+    ("/docs/f.pdf", 200.0, "timeout", "w1", "q2"),
+]
+
+
+def seed_data_set(tracker: SyncTracker, now: float) -> None:
+    for path, age, category, worker, query in DATA_SET:
+        tracker.record_failure(
+            failure(path, now - age * HOUR, error_category=category, worker_id=worker, query=query)
+        )
+    # and four successful runs on w1 / q1 of documents that never failed
+    for n in range(4):
+        tracker.resolve(document_id(f"/docs/ok-{n}.pdf"), worker="w1", query="q1", now=now)
+
+
+def test_analysis_of_a_known_data_set_gives_exact_numbers(make_tracker: TrackerFactory) -> None:
+    tracker = make_tracker(failed_docs_retention_days=30)
+    now = T0 + 30 * DAY
+    seed_data_set(tracker, now)
+
+    analysis = tracker.analysis(now=now)
+
+    assert analysis["age_distribution"] == {
+        "<1h": 1, "1-6h": 1, "6-24h": 1, "1-3d": 1, "3-7d": 1, ">7d": 1,
+    }  # fmt: skip
+    assert analysis["error_categories"] == {"import": 3, "memory": 2, "timeout": 1}
+    assert list(analysis["error_categories"]) == ["import", "memory", "timeout"]
+    assert analysis["workers"] == {
+        "w1": {"tracked": 4, "failures": 4, "processed": 8, "failure_rate": 0.5},
+        "w2": {"tracked": 2, "failures": 2, "processed": 2, "failure_rate": 1.0},
+    }
+    assert analysis["queries"] == {
+        "q1": {"tracked": 3, "failures": 3, "processed": 7, "failure_rate": 3 / 7},
+        "q2": {"tracked": 3, "failures": 3, "processed": 3, "failure_rate": 1.0},
+    }
+
+
+def test_a_document_exactly_one_hour_old_is_counted_in_one_bucket_only(
+    tracker: SyncTracker,
+) -> None:
+    tracker.record_failure(failure("/docs/a.pdf", T0 - HOUR))
+
+    ages = tracker.analysis(now=T0)["age_distribution"]
+
+    assert sum(ages.values()) == 1
+
+
+def test_status_of_a_known_data_set_gives_exact_counts(make_tracker: TrackerFactory) -> None:
+    tracker = make_tracker(failed_docs_retention_days=30, min_retry_interval_hours=1.0)
+    now = T0 + 30 * DAY
+    seed_data_set(tracker, now)
+
+    status = tracker.status(now=now)
+
+    # every document but the half-hour-old one has waited out its 1 h backoff
+    assert status["total_failed_documents"] == 6
+    assert status["eligible_for_recovery"] == 5
+    assert (status["scheduled"], status["in_recovery"], status["dead"]) == (6, 0, 0)
+    metrics = status["recovery_metrics"]
+    assert metrics["total_failed_documents"] == 6
+    assert metrics["documents_eligible_for_retry"] == 5
+    assert metrics["failures_recorded"] == 6
+    assert metrics["recovery_success_rate"] == 0.0
+    assert metrics["last_recovery_run"] is None
+
+
+def test_recovery_metrics_give_the_success_rate_and_average_recovery_time(
+    tracker: SyncTracker,
+) -> None:
+    # Given three documents resubmitted at `now`
+    ids = seed_due(tracker, due=3)
+    now = T0 + 2 * HOUR
+    tracker.claim_due(10, now=now)
+    tracker.settle([Settlement(doc, "sent", f"new-{doc}") for doc in ids], now=now)
+
+    # When two succeed after 30 s and 90 s and the third fails again
+    tracker.resolve(ids[0], recovery_attempt=True, now=now + 30)
+    tracker.resolve(ids[1], recovery_attempt=True, now=now + 90)
+    tracker.record_failure(failure("/docs/due-2.pdf", now + 60), recovery_attempt=True)
+
+    # Then
+    metrics = tracker.status(now=now + 100)["recovery_metrics"]
+    assert metrics["recovery_attempts"] == 3
+    assert metrics["successful_recoveries"] == 2
+    assert metrics["failed_recoveries"] == 1
+    assert metrics["recovery_success_rate"] == pytest.approx(2 / 3)
+    assert metrics["average_recovery_time"] == pytest.approx(60.0)
+    assert metrics["last_recovery_run"] == now
+    assert metrics["total_failed_documents"] == 1
+
+
+# --- Redis away ----------------------------------------------------------------------
+
+
+def test_a_stopped_server_gives_tracker_unavailable_not_a_redis_error(
+    tracker: SyncTracker, redis_server: RedisServer
+) -> None:
+    tracker.record_failure(failure("/docs/a.pdf"))
+    redis_server.stop()
+
+    with pytest.raises(TrackerUnavailable) as caught:
+        tracker.record_failure(failure("/docs/b.pdf"))
+    assert isinstance(caught.value.__cause__, redis.RedisError)
+    assert "record failure failed on redis://127.0.0.1" in str(caught.value)
+
+    for call in (
+        lambda: tracker.status(),
+        lambda: tracker.claim_due(10),
+        lambda: tracker.get_failed_documents(),
+        lambda: tracker.resolve("x"),
+        lambda: tracker.cleanup(),
+    ):
+        with pytest.raises(TrackerUnavailable):
+            call()
+
+
+def test_a_tracker_keeps_working_after_redis_restarts_with_its_data(
+    tracker: SyncTracker, redis_server: RedisServer
+) -> None:
+    # Given a tracked failure, on a server with append-only persistence
+    first = failure("/docs/a.pdf")
+    tracker.record_failure(first)
+
+    # When the server restarts (its script cache is empty afterwards)
+    redis_server.stop()
+    redis_server.start()
+
+    # Then the record is still there and the scripts load again on first use
+    assert tracker.record_failure(failure("/docs/b.pdf")).state == "failed"
+    listed = {r.doc_id for r in tracker.get_failed_documents()}
+    assert listed == {first.doc_id, document_id("/docs/b.pdf")}
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_the_unavailable_message_never_shows_the_password() -> None:
+    url = f"redis://admin:hunter2-secret@127.0.0.1:{closed_port()}/0"
+    tracker = FailedDocumentsTracker(url, RecoveryConfig())
+    try:
+        with pytest.raises(TrackerUnavailable) as caught:
+            tracker.sync.status()
+        with pytest.raises(TrackerUnavailable) as caught_script:
+            tracker.sync.record_failure(failure("/docs/a.pdf"))
+    finally:
+        tracker.close()
+
+    for exc in (caught.value, caught_script.value):
+        assert "hunter2-secret" not in str(exc)
+        assert "hunter2-secret" not in repr(exc)
+        assert "admin:***@127.0.0.1" in str(exc)
+
+
+# --- the async face -------------------------------------------------------------------
+
+
+def test_the_async_face_runs_the_same_code(redis_url: str) -> None:
+    config = RecoveryConfig(retry_jitter=0.0)
+    record = failure("/docs/a.pdf", T0, worker_id="w1")
+
+    async def scenario() -> tuple[Any, ...]:
+        tracker = FailedDocumentsTracker(redis_url, config)
+        try:
+            outcome = await tracker.track_failure(record)
+            listed = await tracker.get_failed_documents()
+            one = await tracker.get_record(record.doc_id)
+            metrics = await tracker.get_metrics()
+            claim = await tracker.claim_due(10, now=T0 + 2 * HOUR)
+            await tracker.mark_success(record.doc_id, worker="w1", now=T0 + 3 * HOUR)
+            after = await tracker.get_status(now=T0 + 3 * HOUR)
+            return outcome, listed, one, metrics, claim, after
+        finally:
+            tracker.close()
+
+    outcome, listed, one, metrics, claim, after = asyncio.run(scenario())
+
+    assert outcome.state == "failed"
+    assert [r.doc_id for r in listed] == [record.doc_id]
+    assert one is not None
+    assert one.document_path == "/docs/a.pdf"
+    assert one.get_failure_age_hours(now=T0 + HOUR) == 1.0
+    assert metrics["total_failed_documents"] == 1
+    assert [r.doc_id for r in claim.records] == [record.doc_id]
+    assert after["total_failed_documents"] == 0
+    assert after["recovery_metrics"]["resolved"] == 1
+
+
+def test_the_async_face_accepts_the_seeds_config_dict(redis_url: str) -> None:
+    tracker = FailedDocumentsTracker(redis_url, {"max_retry_count": 0, "recovery_batch_size": 5})
+    try:
+        assert tracker.config.max_retry_count == 0
+
+        async def fail() -> str:
+            return (await tracker.track_failure(failure("/docs/a.pdf"))).state
+
+        assert asyncio.run(fail()) == "dead"
+    finally:
+        tracker.close()
