@@ -78,17 +78,19 @@ def exception_chain(exc: BaseException) -> Iterator[BaseException]:
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         yield current
-        current = current.__cause__ or current.__context__
+        hidden = current.__suppress_context__  # ``raise X from None`` hides the context
+        current = current.__cause__ or (None if hidden else current.__context__)
 
 
 def categorize(exc: BaseException, overrides: Mapping[str, str] | None = None) -> str:
-    """The category of an exception: its chain's types first, its message last."""
-    table = {**_BY_CLASS, **(overrides or {})}
-    for link in exception_chain(exc):
-        for klass in type(link).__mro__:
-            category = table.get(klass.__name__)
-            if category is not None:
-                return category
+    """The category of an exception: the user's overrides anywhere in the chain's
+    types first, then the built-in table, its message last."""
+    for table in (overrides or {}, _BY_CLASS):
+        for link in exception_chain(exc):
+            for klass in type(link).__mro__:
+                category = table.get(klass.__name__)
+                if category is not None:
+                    return category
     return categorize_message(f"{type(exc).__name__}: {exc}")
 
 

@@ -227,3 +227,27 @@ def test_an_unknown_type_falls_back_to_its_message() -> None:
 
     assert categorize(BackendError("connection refused by 10.0.0.5")) == categories.NETWORK
     assert categorize(BackendError("quota exceeded")) == categories.OTHER
+
+
+def test_an_override_on_a_base_class_beats_the_built_in_entry_for_a_subclass() -> None:
+    # Given an operator who files every OSError under network
+    overrides = {"OSError": categories.NETWORK}
+
+    # When a FileNotFoundError (an OSError with a built-in entry of its own) is seen
+    category = categorize(FileNotFoundError(2, "gone"), overrides)
+
+    # Then the override wins: overrides are checked before the built-in table
+    assert category == categories.NETWORK
+
+
+def test_a_context_hidden_with_raise_from_none_is_not_followed() -> None:
+    try:
+        try:
+            raise ModuleNotFoundError("No module named 'pypdf'")
+        except ModuleNotFoundError:
+            raise ValueError("bad document") from None
+    except ValueError as exc:
+        error = exc
+
+    assert [type(e) for e in exception_chain(error)] == [ValueError]
+    assert categorize(error) == categories.OTHER
