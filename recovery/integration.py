@@ -35,7 +35,7 @@ from celery.exceptions import Ignore
 from celery.signals import task_failure, task_success, worker_ready
 from redis.exceptions import LockError, RedisError
 
-from recovery.categories import categorize
+from recovery.categories import IMPORT, categorize
 from recovery.checks import check_redis
 from recovery.config import RecoveryConfig
 from recovery.environment import fingerprint
@@ -113,10 +113,11 @@ class Recovery:
             args=list(args or ()),
             kwargs=dict(kwargs or {}),
             error_type=type(exc).__name__,
-            error_category=categorize(exc, self.config.category_overrides),
             time_limit=limits[0] or self.app.conf.task_time_limit,
-            fingerprint=fingerprint(),
         )
+        record.error_category = categorize(exc, self.config.category_overrides)
+        if record.error_category == IMPORT:
+            record.fingerprint = fingerprint()
         return {
             "kind": "failure",
             "fields": record.to_redis(),
@@ -190,7 +191,7 @@ class Recovery:
         checks in again. With Redis away the run goes ahead: its outcome is spooled.
         """
         request = task.request
-        if request.called_directly or not self.tracks(task):
+        if request.called_directly or request.is_eager or not self.tracks(task):
             return True
         path, query, metadata = document_call(task, request.args, request.kwargs)
         doc_id = document_id(path, query)
@@ -205,7 +206,6 @@ class Recovery:
             "args": list(request.args or ()),
             "kwargs": dict(request.kwargs or {}),
             "worker": request.hostname,
-            "fp": fingerprint(),
             "tlimit": limit,
             "marker": getattr(request, HEADER, None) or {},
         }

@@ -91,7 +91,6 @@ def lost_run_record(call: dict[str, Any], now: float) -> FailedDocumentRecord:
         kwargs=dict(call.get("kwargs") or {}),
         error_type="WorkerLost",
         error_category=categories.WORKER_LOST,
-        fingerprint=str(call.get("fp", "")),
         time_limit=call.get("tlimit"),
         recovery_attempts=int(marker.get("attempt", 0)),
     )
