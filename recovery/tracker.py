@@ -129,6 +129,22 @@ class SyncTracker:
             where = redact(self.url) if self.url else "Redis"
             raise TrackerUnavailable(f"{operation} failed on {where}: {exc}") from exc
 
+    def _document_keys(self, doc_id: str) -> list[str]:
+        """KEYS[1..9] of record_failure.lua and resolve.lua: a record, its indexes,
+        the stats and the per-document aggregates."""
+        k = self.keys
+        return [
+            k.record(doc_id),
+            k.due,
+            k.failed,
+            k.claimed,
+            k.dead,
+            k.stats,
+            k.by_category,
+            k.by_worker,
+            k.by_query,
+        ]
+
     # --- state changes: one script call each -----------------------------------
 
     def record_failure(
@@ -155,15 +171,7 @@ class SyncTracker:
         with self._redis("record failure"):
             state, retries, next_at, replaced = self.scripts.record_failure(
                 keys=[
-                    k.record(record.doc_id),
-                    k.due,
-                    k.failed,
-                    k.claimed,
-                    k.dead,
-                    k.stats,
-                    k.by_category,
-                    k.by_worker,
-                    k.by_query,
+                    *self._document_keys(record.doc_id),
                     k.worker_failures,
                     k.worker_processed,
                     k.query_failures,
@@ -213,15 +221,7 @@ class SyncTracker:
         with self._redis("resolve"):
             _tracked, took = self.scripts.resolve(
                 keys=[
-                    k.record(doc_id),
-                    k.due,
-                    k.failed,
-                    k.claimed,
-                    k.dead,
-                    k.stats,
-                    k.by_category,
-                    k.by_worker,
-                    k.by_query,
+                    *self._document_keys(doc_id),
                     k.worker_processed,
                     k.query_processed,
                     k.waiting,

@@ -174,11 +174,17 @@ def _selection(args: argparse.Namespace) -> Selection:
     )
 
 
-def _chosen(args: argparse.Namespace, manager: DocumentRecoveryManager) -> list[str] | None:
+def _chosen(args: argparse.Namespace, manager: DocumentRecoveryManager) -> list[str]:
     """The ids named on the command line, else those the filters select with --all."""
     if args.doc_ids:
         return list(args.doc_ids)
-    return manager.select(_selection(args)) if args.all else None
+    if not args.all:
+        raise UsageError(f"docrecovery {args.command}: name document ids or use --all")
+    return manager.select(_selection(args))
+
+
+class UsageError(Exception):
+    """Raised when a command's arguments cannot be acted on; exits with code 2."""
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -199,11 +205,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_retry(args: argparse.Namespace) -> int:
     with _manager(args) as manager:
-        ids = _chosen(args, manager)
-        if ids is None:
-            print("docrecovery retry: name document ids or use --all", file=sys.stderr)
-            return EXIT_UNAVAILABLE
-        result = manager.retry(ids)
+        result = manager.retry(_chosen(args, manager))
     for item in result["resubmitted"]:
         print(f"resubmitted {item['doc_id']}  {item['path']} -> {item['queue']}")
     for doc_id in result["skipped"]:
@@ -213,11 +215,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
 
 def cmd_delete(args: argparse.Namespace) -> int:
     with _manager(args) as manager:
-        ids = _chosen(args, manager)
-        if ids is None:
-            print("docrecovery delete: name document ids or use --all", file=sys.stderr)
-            return EXIT_UNAVAILABLE
-        print(f"deleted {manager.delete(ids)} document(s)")
+        print(f"deleted {manager.delete(_chosen(args, manager))} document(s)")
     return 0
 
 
@@ -317,4 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return EXIT_UNAVAILABLE
     except ConfigError as exc:
         print(f"docrecovery: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except UsageError as exc:
+        print(exc, file=sys.stderr)
         return EXIT_UNAVAILABLE
