@@ -28,7 +28,7 @@ from tasks.app import app
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 HELD_BACK = ("worker-failures.csv", "visibility-timeout.pdf")
-QUERY = "worker lost visibility timeout retry"
+QUERY = "pipeline worker lost visibility timeout retry"
 PREFIX = "docrecovery-demo"
 WAIT_SECONDS = 60.0
 
