@@ -30,7 +30,7 @@ from datetime import timedelta
 from functools import cache
 from typing import Any
 
-from celery import Celery, Task
+from celery import Celery, Task, states
 from celery.exceptions import Ignore
 from celery.signals import task_failure, task_success, worker_ready
 from redis.exceptions import LockError, RedisError
@@ -381,6 +381,8 @@ class TrackedTask(Task):  # type: ignore[misc]
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         rec = _installed.get(self.app)
         if rec is not None and not rec.begin(self):
+            # the STARTED state is already stored: leave a final state, not a hang
+            self.update_state(state=states.IGNORED, meta={"reason": "dropped by docrecovery"})
             raise Ignore()
         return super().__call__(*args, **kwargs)
 

@@ -72,6 +72,13 @@ class Selection:
         return self.dead is not False or state != DEAD
 
 
+def _float(raw: Any) -> float:
+    try:
+        return float(raw)
+    except (TypeError, ValueError):
+        return 0.0
+
+
 def lost_run_record(call: dict[str, Any], now: float) -> FailedDocumentRecord:
     """The failure record of an in-flight run that never reported (see begin.lua)."""
     marker = call.get("marker") or {}
@@ -264,8 +271,9 @@ class DocumentRecoveryManager:
             totals["claimed"] += batch["claimed"]
             totals["resubmitted"] += batch["resubmitted"]
             totals["dead"] += batch["dead"]
-            if not (batch["claimed"] or batch["dead"] or batch["corrupt"]):
-                break
+            taken = batch["claimed"] + len(batch["dead"]) + len(batch["corrupt"])
+            if taken < self.config.recovery_batch_size:
+                break  # the due set ran out within this batch
         totals["status"] = self.tracker.sync.status()
         return totals
 
@@ -355,24 +363,28 @@ class DocumentRecoveryManager:
         """Ids of tracked documents matching ``selection``, oldest failure first.
 
         An operator's query, not a hot path: it reads each candidate's few filter
-        fields, in pipelined chunks, from the failed (or dead) index.
+        fields, in pipelined chunks, from the live and/or dead index.
         """
         selection = selection or Selection()
         store = self.tracker.sync
-        index = store.keys.dead if selection.dead else store.keys.failed
-        now = time.time()
-        low = now - selection.older_than_hours * 3600 if selection.older_than_hours else "+inf"
-        ids = strs(store.client.zrangebyscore(index, "-inf", low))
-        chosen = []
+        k = store.keys
+        indexes = {True: [k.dead], False: [k.failed], None: [k.failed, k.dead]}[selection.dead]
+        ids = [doc_id for index in indexes for doc_id in strs(store.client.zrange(index, 0, -1))]
+        cutoff = time.time() - (selection.older_than_hours or 0) * 3600
+        chosen: list[tuple[float, str]] = []
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             pipe = store.client.pipeline(transaction=False)
             for doc_id in chunk:
-                pipe.hmget(store.keys.record(doc_id), "cat", "worker", "query", "state")
+                pipe.hmget(k.record(doc_id), "cat", "worker", "query", "state", "first")
             for doc_id, fields in zip(chunk, pipe.execute(raise_on_error=False), strict=True):
-                if isinstance(fields, list) and selection.matches(*fields):
-                    chosen.append(doc_id)
-        return chosen[: selection.limit] if selection.limit else chosen
+                if not isinstance(fields, list) or not selection.matches(*fields[:4]):
+                    continue
+                first = _float(fields[4])
+                if selection.older_than_hours is None or first <= cutoff:
+                    chosen.append((first, doc_id))
+        ordered = [doc_id for _, doc_id in sorted(chosen)]
+        return ordered[: selection.limit] if selection.limit else ordered
 
     def retry(self, doc_ids: list[str]) -> dict[str, Any]:
         """Resubmit these documents now, dead ones too, as manual retries: they do not

@@ -14,12 +14,16 @@ import random
 from recovery import categories
 from recovery.config import RecoveryConfig
 
+#: One generator for the jitter: building a Random per failure costs more than the
+#: rest of the policy.
+_RNG = random.Random()
+
 
 def backoff_delays(
     config: RecoveryConfig, category: str, rng: random.Random | None = None
 ) -> list[float]:
     """Seconds to wait before retry n (index n), for n = 0 .. max_retry_count."""
-    rng = rng or random.Random()
+    rng = rng or _RNG
     base = (
         config.network_retry_interval_hours
         if category == categories.NETWORK

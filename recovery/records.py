@@ -84,11 +84,13 @@ class FailedDocumentRecord:
         return max(0.0, ((now if now is not None else time.time()) - first) / 3600.0)
 
     def to_redis(self) -> dict[str, str]:
-        """The hash fields this record is stored as (every value a string)."""
+        """The hash fields this record is stored as (every value a string). Optional
+        fields that are empty or zero are left out: with millions of records every
+        absent field saves its name and value (``from_redis`` restores the defaults)."""
         out: dict[str, str] = {}
         for attr, (name, kind) in _FIELDS.items():
             value = getattr(self, attr)
-            if value is None:
+            if value is None or (name not in _REQUIRED and value in _EMPTY):
                 continue
             out[name] = json.dumps(value, separators=(",", ":")) if kind is _JSON else str(value)
         return out
@@ -145,5 +147,6 @@ _FIELDS: dict[str, tuple[str, Any]] = {
     "time_limit": ("tlimit", int),
 }
 _REQUIRED = ("path", "task", "msg", "last", "state")
+_EMPTY: tuple[Any, ...] = ("", 0, [], {})
 #: Optional numbers a script clears with an empty string (a dead record has no "next").
 _OPTIONAL = {"next_retry_at", "last_recovery_at", "time_limit", "first_failure_timestamp"}

@@ -120,21 +120,10 @@ class SyncTracker:
         self.keys = Keys(config.key_prefix)
         self.scripts = Scripts.register(client)
         self.url = url
-
-    @contextmanager
-    def _redis(self, operation: str) -> Iterator[None]:
-        try:
-            yield
-        except redis.RedisError as exc:
-            where = redact(self.url) if self.url else "Redis"
-            raise TrackerUnavailable(f"{operation} failed on {where}: {exc}") from exc
-
-    def _document_keys(self, doc_id: str) -> list[str]:
-        """KEYS[1..9] of record_failure.lua and resolve.lua: a record, its indexes,
-        the stats and the per-document aggregates."""
         k = self.keys
-        return [
-            k.record(doc_id),
+        # KEYS of record_failure.lua and resolve.lua after the record's own key; built
+        # once, as they are the same for every document (hot path: every task run).
+        shared = [
             k.due,
             k.failed,
             k.claimed,
@@ -144,6 +133,37 @@ class SyncTracker:
             k.by_worker,
             k.by_query,
         ]
+        self._failure_keys = [
+            *shared,
+            k.worker_failures,
+            k.worker_processed,
+            k.query_failures,
+            k.query_processed,
+            k.waiting,
+            k.imports,
+            k.inflight,
+            k.inflight_tasks,
+            k.generations,
+            k.breakers,
+        ]
+        self._resolve_keys = [
+            *shared,
+            k.worker_processed,
+            k.query_processed,
+            k.waiting,
+            k.imports,
+            k.inflight,
+            k.inflight_tasks,
+            k.breakers,
+        ]
+
+    @contextmanager
+    def _redis(self, operation: str) -> Iterator[None]:
+        try:
+            yield
+        except redis.RedisError as exc:
+            where = redact(self.url) if self.url else "Redis"
+            raise TrackerUnavailable(f"{operation} failed on {where}: {exc}") from exc
 
     # --- state changes: one script call each -----------------------------------
 
@@ -165,24 +185,12 @@ class SyncTracker:
         record.error_message = bound_message(record.error_message, self.config.max_error_chars)
         k = self.keys
         delays = policy.backoff_delays(self.config, record.error_category)
-        fields = [item for pair in record.to_redis().items() for item in pair]
+        fields = [wire(item) for pair in record.to_redis().items() for item in pair]
         ttl = int(self.config.retention_seconds + TTL_MARGIN_SECONDS)
         ttl = max(ttl, int(self.config.dead_retention_days * 86400 + TTL_MARGIN_SECONDS))
         with self._redis("record failure"):
             state, retries, next_at, replaced = self.scripts.record_failure(
-                keys=[
-                    *self._document_keys(record.doc_id),
-                    k.worker_failures,
-                    k.worker_processed,
-                    k.query_failures,
-                    k.query_processed,
-                    k.waiting,
-                    k.imports,
-                    k.inflight,
-                    k.inflight_tasks,
-                    k.generations,
-                    k.breakers,
-                ],
+                keys=[k.record(record.doc_id), *self._failure_keys],
                 args=[
                     now,
                     record.doc_id,
@@ -220,21 +228,12 @@ class SyncTracker:
         k = self.keys
         with self._redis("resolve"):
             _tracked, took = self.scripts.resolve(
-                keys=[
-                    *self._document_keys(doc_id),
-                    k.worker_processed,
-                    k.query_processed,
-                    k.waiting,
-                    k.imports,
-                    k.inflight,
-                    k.inflight_tasks,
-                    k.breakers,
-                ],
+                keys=[k.record(doc_id), *self._resolve_keys],
                 args=[
                     now,
                     doc_id,
-                    worker or "",
-                    query or "",
+                    wire(worker or ""),
+                    wire(query or ""),
                     int(recovery_attempt),
                     task_id,
                     self.config.breaker_window,
@@ -350,8 +349,9 @@ class SyncTracker:
         undecodable = []
         for item in claimed:
             doc_id, flat = item[0], item[1:]
+            fields = {"msg": "", **dict(zip(flat[::2], flat[1::2], strict=True))}
             try:
-                records.append(self._decode(doc_id, dict(zip(flat[::2], flat[1::2], strict=True))))
+                records.append(self._decode(doc_id, fields))
             except CorruptRecord as exc:
                 log.warning("claimed record cannot be decoded: %s", exc)
                 undecodable.append(doc_id)
@@ -366,7 +366,7 @@ class SyncTracker:
         lease = now + self.config.recovery_timeout + self.config.lease_grace_seconds
         args: list[Any] = [now, lease]
         for s in outcomes:
-            args += [s.doc_id, s.outcome, s.detail, s.next_at]
+            args += [s.doc_id, s.outcome, wire(s.detail), s.next_at]
         with self._redis("settle"):
             sent = self.scripts.settle(
                 keys=[
@@ -669,6 +669,12 @@ def _rates(
 
 def _json_list(values: Iterable[float]) -> str:
     return "[" + ",".join(repr(v) for v in values) + "]"
+
+
+def wire(value: str) -> bytes:
+    """A string as the bytes Redis stores. Paths from the file system may hold
+    undecodable bytes (surrogate escapes), which hiredis's packer refuses as str."""
+    return value.encode("utf-8", "surrogateescape")
 
 
 def strs(reply: Any) -> list[str]:

@@ -137,18 +137,18 @@ def test_a_path_that_is_not_utf8_round_trips_byte_for_byte(
         binary.close()
 
 
-def test_to_redis_writes_strings_and_omits_missing_values() -> None:
+def test_to_redis_writes_strings_and_omits_missing_and_empty_values() -> None:
     record = FailedDocumentRecord("/docs/a.txt", "t1", "boom", failure_timestamp=T0)
 
     fields = record.to_redis()
 
     assert all(isinstance(value, str) for value in fields.values())
-    assert "query" not in fields
-    assert "worker" not in fields
-    assert "tlimit" not in fields
+    # empty or zero optional fields cost memory per record and are left out
+    for absent in ("query", "worker", "tlimit", "args", "kwargs", "meta", "retries", "fp"):
+        assert absent not in fields
     assert fields["last"] == repr(T0)
-    assert fields["args"] == "[]"
-    assert fields["meta"] == "{}"
+    assert fields["state"] == "failed"
+    assert FailedDocumentRecord.from_redis("k", fields) == record
 
 
 def test_from_redis_of_to_redis_is_the_same_record() -> None:

@@ -7,7 +7,8 @@
 -- 'due': a candidate is taken only if it is still due now, so concurrent runs that
 -- read the same candidates never both claim one. 'manual' (an operator's retry): any
 -- tracked document not already claimed or recovering is taken, dead ones included.
--- Returns {claimed, corrupt, exhausted}: claimed is a list of {id, HGETALL...};
+-- Returns {claimed, corrupt, exhausted}: claimed is a list of {id, field, value, ...}
+-- (every field but the error message);
 -- corrupt and exhausted are lists of ids.
 local now, lease = tonumber(ARGV[1]), ARGV[2]
 local max_retries, cutoff = tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -20,9 +21,17 @@ local function take(id, rec)
   redis.call('ZREM', KEYS[1], id)
   redis.call('ZREM', KEYS[5], id)
   redis.call('ZADD', KEYS[2], lease, id)
-  redis.call('HSET', rec, 'state', 'claimed', 'rec_at', now, 'reason', '')
-  local item = redis.call('HGETALL', rec)
-  table.insert(item, 1, id)
+  redis.call('HSET', rec, 'state', 'claimed', 'rec_at', now)
+  redis.call('HDEL', rec, 'reason')
+  -- everything but the error message, which a resubmission does not need
+  local item = {id}
+  local all = redis.call('HGETALL', rec)
+  for j = 1, #all, 2 do
+    if all[j] ~= 'msg' then
+      item[#item + 1] = all[j]
+      item[#item + 1] = all[j + 1]
+    end
+  end
   claimed[#claimed + 1] = item
 end
 
@@ -57,7 +66,8 @@ for i = 6, #ARGV do
           redis.call('ZREM', KEYS[1], id)
           redis.call('ZREM', KEYS[6], id)
           redis.call('ZADD', KEYS[3], now, id)
-          redis.call('HSET', rec, 'state', 'dead', 'reason', 'retries exhausted', 'next', '')
+          redis.call('HSET', rec, 'state', 'dead', 'reason', 'retries exhausted')
+          redis.call('HDEL', rec, 'next')
           redis.call('HINCRBY', KEYS[4], 'dead_total', 1)
           exhausted[#exhausted + 1] = id
         else

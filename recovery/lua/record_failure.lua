@@ -65,7 +65,11 @@ else
   next_at = now + (delays[retries + 1] or delays[#delays] or 0)
 end
 redis.call('HSET', rec, 'retries', retries, 'failures', failures, 'first', first,
-  'last', now, 'state', state, 'reason', reason, 'next', next_at, 'attempts', attempts)
+  'last', now, 'state', state)
+-- empty values are not stored (see records.to_redis): every field costs memory
+if reason ~= '' then redis.call('HSET', rec, 'reason', reason) end
+if next_at ~= '' then redis.call('HSET', rec, 'next', next_at) end
+if attempts > 0 then redis.call('HSET', rec, 'attempts', attempts) end
 redis.call('EXPIRE', rec, ARGV[7])
 
 redis.call('ZREM', KEYS[4], id)

@@ -24,7 +24,8 @@ for i = 4, #ARGV do
         redis.call('ZREM', KEYS[5], id)
         redis.call('ZADD', KEYS[3], now, id)
         redis.call('HSET', rec, 'state', 'dead', 'retries', retries,
-          'reason', 'resubmitted task never reported; retries exhausted', 'next', '')
+          'reason', 'resubmitted task never reported; retries exhausted')
+        redis.call('HDEL', rec, 'next')
         redis.call('HINCRBY', KEYS[4], 'dead_total', 1)
         dead[#dead + 1] = id
       else

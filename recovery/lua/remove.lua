@@ -14,8 +14,14 @@ local agg = {KEYS[5], KEYS[6], KEYS[7]}
 local removed, orphans = 0, 0
 for i = 4, #ARGV do
   local id, rec = ARGV[i], KEYS[i + 7]
-  local ok = which == 'any'
-  if not ok then
+  local ok
+  if which == 'any' then
+    -- only what is tracked counts as removed (an unknown id is not a deletion)
+    ok = redis.call('EXISTS', rec) == 1
+    for _, key in ipairs(idx) do
+      ok = ok or redis.call('ZSCORE', key, id) ~= false
+    end
+  else
     local score = tonumber(redis.call('ZSCORE', index, id))
     ok = score ~= nil and score <= cutoff
   end

@@ -24,7 +24,8 @@ for i = 3, #ARGV, 4 do
       local old = redis.call('HGET', rec, 'task_id')
       if old and old ~= '' then redis.call('ZADD', KEYS[5], now, old) end
       redis.call('ZADD', KEYS[2], lease, id)
-      redis.call('HSET', rec, 'state', 'recovering', 'task_id', detail, 'reason', '')
+      redis.call('HSET', rec, 'state', 'recovering', 'task_id', detail)
+      redis.call('HDEL', rec, 'reason')
     end
   elseif mine then
     redis.call('ZREM', KEYS[2], id)

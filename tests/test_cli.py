@@ -1,0 +1,516 @@
+"""The command line as a user runs it: ``python main.py ...`` and ``docrecovery ...``.
+
+Each command is a real subprocess with ``REDIS_URL`` set to the test's Redis; failed
+documents are set up through the tracker API, and what a command resubmits is read
+where a worker would find it, kombu's list named after the queue (``LLEN documents``).
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from recovery.config import RecoveryConfig
+from recovery.records import FailedDocumentRecord, document_id
+from recovery.tracker import FailedDocumentsTracker, SyncTracker
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLES = REPO / "samples"
+DOCRECOVERY = Path(sys.executable).parent / "docrecovery"
+HOUR = 3600.0
+#: The metric names the seed documents.
+SEED_METRICS = {
+    "total_failed_documents",
+    "documents_eligible_for_retry",
+    "recovery_attempts",
+    "successful_recoveries",
+    "failed_recoveries",
+    "recovery_success_rate",
+    "average_recovery_time",
+    "last_recovery_run",
+}
+EXIT_UNAVAILABLE = 2
+
+Cli = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def cli_env(redis_url: str, doc_root: Path, tmp_path: Path) -> dict[str, str]:
+    """The environment a user's shell would have: REDIS_URL, documents due at once."""
+    return {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "DOCRECOVERY_ROOTS": str(doc_root),
+        "DOCRECOVERY_MIN_RETRY_INTERVAL_HOURS": "0",
+        "DOCRECOVERY_RETRY_JITTER": "0",
+        "DOCRECOVERY_SPOOL_DIR": str(tmp_path / "spool"),
+        "DOCRECOVERY_DATA_DIR": str(tmp_path / "data"),
+    }
+
+
+def command(via: str, args: tuple[str, ...]) -> list[str]:
+    if via == "main":
+        return [sys.executable, str(REPO / "main.py"), *args]
+    return [str(DOCRECOVERY), *args]
+
+
+@pytest.fixture
+def cli(cli_env: dict[str, str], tmp_path: Path) -> Cli:
+    """``cli("status", "--json", via="docrecovery", env={...})``: run and wait."""
+
+    def run(
+        *args: str, via: str = "docrecovery", env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            command(via, args),
+            env={**cli_env, **(env or {})},
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    return run
+
+
+@pytest.fixture
+def store(redis_url: str) -> Iterator[SyncTracker]:
+    """The tracker the CLI reads, with the CLI's settings (due at once, no jitter)."""
+    config = RecoveryConfig.from_mapping({"min_retry_interval_hours": 0, "retry_jitter": 0})
+    tracker = FailedDocumentsTracker(redis_url, config)
+    yield tracker.sync
+    tracker.close()
+
+
+def failure(
+    path: Path | str, category: str = "file_not_found", at: float | None = None
+) -> FailedDocumentRecord:
+    errors = {"file_not_found": "FileNotFoundError", "import": "ModuleNotFoundError"}
+    return FailedDocumentRecord(
+        document_path=str(path),
+        task_id=f"task-{Path(path).name}",
+        error_message=f"{errors.get(category, 'RuntimeError')}: {path}",
+        failure_timestamp=time.time() if at is None else at,
+        args=[str(path), None, {}],
+        error_type=errors.get(category, "RuntimeError"),
+        error_category=category,
+    )
+
+
+def present(root: Path, name: str) -> Path:
+    """A document that failed and is back in place (so its recovery is not held)."""
+    return Path(shutil.copy(SAMPLES / "worker-lost.txt", root / name))
+
+
+def an_hour_ago() -> float:
+    """Failure times an hour back, strictly increasing from call to call, so the
+    documents of a test are listed in the order they were recorded."""
+    return time.time() - HOUR + next(_TICKS) * 1e-3
+
+
+_TICKS = itertools.count()
+
+
+def record_due(
+    store: SyncTracker, paths: list[Path], category: str = "file_not_found"
+) -> list[str]:
+    """Record a failure of each path, oldest first; returns their ids."""
+    for path in paths:
+        store.record_failure(failure(path, category, at=an_hour_ago()))
+    return [document_id(str(path)) for path in paths]
+
+
+def record_dead(store: SyncTracker, path: Path) -> str:
+    """A document whose retries ran out (max_retry_count 3: four counted failures)."""
+    for _ in range(4):
+        store.record_failure(failure(path, at=an_hour_ago()))
+    record = store.get_record(document_id(str(path)))
+    assert record is not None
+    assert (record.state, record.retry_count) == ("dead", 3)
+    return record.doc_id
+
+
+def queued(client: redis.Redis, queue: str = "documents") -> list[dict[str, Any]]:
+    """The messages waiting in a queue: headers, with the args decoded from the body."""
+    raw: list[str] = client.lrange(queue, 0, -1)  # type: ignore[assignment]
+    out = []
+    for item in raw:
+        message = json.loads(item)
+        body = json.loads(base64.b64decode(message["body"]))
+        out.append({**message["headers"], "args": body[0]})
+    return out
+
+
+def snapshot(client: redis.Redis) -> dict[str, Any]:
+    return {key: client.dump(key) for key in client.scan_iter(count=1000)}
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# --- python main.py --recover ------------------------------------------------------------
+
+
+def test_main_recover_with_nothing_due_exits_0_and_prints_a_summary(cli: Cli) -> None:
+    done = cli("--recover", via="main")
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[:2] == [
+        "recovery: 0 resubmitted in 1 batch(es), 0 moved to dead",
+        "tracked 0: 0 due now, 0 in recovery, 0 dead",
+    ]
+
+
+def test_main_recover_resubmits_every_due_document_batch_after_batch(
+    cli: Cli, store: SyncTracker, doc_root: Path, redis_client: redis.Redis
+) -> None:
+    # Given 25 due documents and batches of 10
+    ids = record_due(store, [present(doc_root, f"doc-{n:02}.txt") for n in range(25)])
+
+    done = cli("--recover", via="main", env={"DOCRECOVERY_RECOVERY_BATCH_SIZE": "10"})
+
+    # Then each is resubmitted exactly once, in three batches
+    assert done.returncode == 0, done.stderr
+    messages = queued(redis_client)
+    assert len(messages) == 25
+    assert sorted(m["docrecovery"]["doc_id"] for m in messages) == sorted(ids)
+    assert all(m["task"] == "tasks.process_document" for m in messages)
+    assert done.stdout.splitlines()[0] == "recovery: 25 resubmitted in 3 batch(es), 0 moved to dead"
+    assert store.status()["in_recovery"] == 25
+
+
+def test_main_recover_goes_on_past_a_full_batch_of_documents_still_missing(
+    cli: Cli, store: SyncTracker, doc_root: Path, redis_client: redis.Redis
+) -> None:
+    # Given the ten oldest failures are files still missing, and five are back
+    record_due(store, [doc_root / f"missing-{n}.txt" for n in range(10)])
+    back = record_due(store, [present(doc_root, f"back-{n}.txt") for n in range(5)])
+
+    done = cli("--recover", via="main", env={"DOCRECOVERY_RECOVERY_BATCH_SIZE": "10"})
+
+    # Then the five behind the full batch of waiting ones are resubmitted too
+    assert done.returncode == 0, done.stderr
+    assert sorted(m["docrecovery"]["doc_id"] for m in queued(redis_client)) == sorted(back)
+    assert len(store.get_failed_documents()) == 15
+    assert store.status()["in_recovery"] == 5
+
+
+def test_redis_url_option_overrides_the_environment(
+    cli: Cli, store: SyncTracker, doc_root: Path, redis_url: str, redis_client: redis.Redis
+) -> None:
+    record_due(store, [present(doc_root, "a.txt")])
+    elsewhere = f"redis://127.0.0.1:{closed_port()}/0"
+
+    done = cli("--recover", "--redis-url", redis_url, via="main", env={"REDIS_URL": elsewhere})
+
+    assert done.returncode == 0, done.stderr
+    assert "recovery: 1 resubmitted" in done.stdout
+    assert redis_client.llen("documents") == 1
+
+
+def test_verbose_logs_debug_lines_and_the_default_does_not(cli: Cli) -> None:
+    quiet = cli("--recover", via="main")
+    verbose = cli("--recover", "--verbose", via="main")
+
+    assert (quiet.returncode, verbose.returncode) == (0, 0)
+    assert "DEBUG " not in quiet.stderr
+    assert "DEBUG " in verbose.stderr
+    assert "recovery run: 0 claimed" in verbose.stderr
+
+
+@pytest.mark.parametrize("via", ["option", "environment"])
+def test_unreachable_redis_exits_2_with_a_clear_message_and_no_password(cli: Cli, via: str) -> None:
+    url = "redis://:s3cret@127.0.0.1:1/0"
+    if via == "option":
+        done = cli("--recover", "--redis-url", url, via="main")
+    else:
+        done = cli("--recover", via="main", env={"REDIS_URL": url})
+
+    assert done.returncode == EXIT_UNAVAILABLE
+    assert "cannot reach Redis at redis://:***@127.0.0.1:1/0" in done.stderr
+    assert "s3cret" not in done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_recover_dry_run_prints_what_would_be_resubmitted_and_changes_nothing(
+    cli: Cli, store: SyncTracker, doc_root: Path, redis_client: redis.Redis
+) -> None:
+    paths = [present(doc_root, "a.txt"), present(doc_root, "b.txt")]
+    record_due(store, paths)
+    before = snapshot(redis_client)
+
+    done = cli("--recover", "--dry-run", via="main")
+
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "dry run: the next batch would resubmit 2 document(s)"
+    for path in paths:
+        assert any(str(path) in line and "resubmit" in line for line in lines[1:])
+    assert snapshot(redis_client) == before
+    assert redis_client.llen("documents") == 0
+
+
+# --- docrecovery status / list ----------------------------------------------------------
+
+
+def test_status_json_parses_and_carries_the_seeds_metric_names(
+    cli: Cli, store: SyncTracker, doc_root: Path
+) -> None:
+    record_due(store, [doc_root / "a.txt", doc_root / "b.txt"])
+    record_due(store, [doc_root / "c.docx"], category="import")
+
+    done = cli("status", "--json")
+
+    assert done.returncode == 0, done.stderr
+    status = json.loads(done.stdout)
+    assert set(status["recovery_metrics"]) >= SEED_METRICS
+    assert status["total_failed_documents"] == 3
+    assert status["recovery_metrics"]["documents_eligible_for_retry"] == 3
+    assert status["analysis"]["error_categories"] == {"file_not_found": 2, "import": 1}
+
+
+def test_list_shows_every_tracked_document_and_filters_by_category_and_state(
+    cli: Cli, store: SyncTracker, doc_root: Path
+) -> None:
+    # Given two missing files, an import failure and a dead document
+    missing = record_due(store, [doc_root / "a.txt", doc_root / "b.txt"])
+    [imported] = record_due(store, [doc_root / "c.docx"], category="import")
+    dead = record_dead(store, doc_root / "gone.txt")
+
+    everything = cli("list")
+    live = cli("list", "--live")
+    by_category = cli("list", "--category", "import")
+    only_dead = cli("list", "--dead")
+
+    # Then the live ones are listed oldest first with state, category and retries
+    assert live.returncode == 0, live.stderr
+    lines = live.stdout.splitlines()
+    assert lines[-1] == "3 document(s)"
+    assert [line.split()[0] for line in lines[:-1]] == [*missing, imported]
+    assert lines[0].split()[1:5] == ["failed", "file_not_found", "retries", "0"]
+    assert str(doc_root / "a.txt") in lines[0]
+    assert by_category.stdout.splitlines() == [
+        next(line for line in lines if line.startswith(imported)),
+        "1 document(s)",
+    ]
+    [dead_line, count] = only_dead.stdout.splitlines()
+    assert dead_line.split()[:5] == [dead, "dead", "file_not_found", "retries", "3"]
+    assert count == "1 document(s)"
+    # And without a state filter every tracked document is listed, the dead one too
+    assert everything.stdout.splitlines()[-1] == "4 document(s)"
+    assert {line.split()[0] for line in everything.stdout.splitlines()[:-1]} == {
+        *missing,
+        imported,
+        dead,
+    }
+
+
+# --- docrecovery retry / delete / purge -------------------------------------------------
+
+
+@pytest.mark.usefixtures("celery_worker")
+def test_retry_resubmits_a_dead_document_as_a_manual_retry_that_is_not_counted(
+    cli: Cli, store: SyncTracker, doc_root: Path
+) -> None:
+    # Given a document whose retries ran out, its file still missing
+    path = doc_root / "gone.txt"
+    doc_id = record_dead(store, path)
+
+    # When an operator retries it by id and the worker runs it
+    done = cli("retry", doc_id)
+
+    # Then it was resubmitted as a manual retry, and its failure counted no retry
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"resubmitted {doc_id}  {path} -> documents")
+
+    def failed_again() -> bool:
+        record = store.get_record(doc_id)
+        return record is not None and record.failure_count == 5
+
+    wait_for(failed_again, "the manual retry to fail")
+    record = store.get_record(doc_id)
+    assert record is not None
+    assert (record.state, record.retry_count) == ("dead", 3)
+    metrics = store.status()["recovery_metrics"]
+    assert (metrics["failed_recoveries"], metrics["successful_recoveries"]) == (0, 0)
+
+    # When the file is back and it is retried again, it is processed and cleared
+    present(doc_root, "gone.txt")
+    assert cli("retry", doc_id).returncode == 0
+    wait_for(lambda: store.get_record(doc_id) is None, "the manual retry to succeed")
+    assert store.status()["recovery_metrics"]["successful_recoveries"] == 0
+
+
+def test_retry_a_document_not_tracked_is_reported_as_skipped(cli: Cli) -> None:
+    done = cli("retry", "0" * 20)
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        f"skipped     {'0' * 20}  (not tracked, or already being recovered)"
+    ]
+
+
+def test_retry_all_by_category_enqueues_each_document_once_even_run_twice_at_once(
+    cli_env: dict[str, str],
+    tmp_path: Path,
+    store: SyncTracker,
+    doc_root: Path,
+    redis_client: redis.Redis,
+) -> None:
+    # Given 20 file_not_found failures and 3 import failures
+    chosen = record_due(store, [doc_root / f"missing-{n:02}.txt" for n in range(20)])
+    record_due(store, [doc_root / f"doc-{n}.docx" for n in range(3)], category="import")
+
+    # When two operators run the same retry at the same time
+    args = ("retry", "--all", "--category", "file_not_found")
+    both = [
+        subprocess.Popen(
+            command("docrecovery", args),
+            env=cli_env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [process.communicate(timeout=60) for process in both]
+
+    # Then each selected document was enqueued exactly once, and nothing else
+    assert [process.returncode for process in both] == [0, 0], outputs
+    ids = [m["docrecovery"]["doc_id"] for m in queued(redis_client)]
+    assert sorted(ids) == sorted(chosen)
+    assert all(m["docrecovery"]["manual"] is True for m in queued(redis_client))
+    lines = [line for out, _ in outputs for line in out.splitlines()]
+    assert sum(line.startswith("resubmitted ") for line in lines) == 20
+
+
+def test_retry_all_selects_dead_documents_of_the_category_too(
+    cli: Cli, store: SyncTracker, doc_root: Path, redis_client: redis.Redis
+) -> None:
+    [live] = record_due(store, [doc_root / "live.txt"])
+    dead = record_dead(store, doc_root / "dead.txt")
+
+    done = cli("retry", "--all", "--category", "file_not_found")
+
+    assert done.returncode == 0, done.stderr
+    assert sorted(m["docrecovery"]["doc_id"] for m in queued(redis_client)) == sorted([live, dead])
+
+
+def test_delete_stops_tracking_the_named_document(
+    cli: Cli, store: SyncTracker, doc_root: Path, redis_client: redis.Redis
+) -> None:
+    [gone, kept] = record_due(store, [doc_root / "a.txt", doc_root / "b.txt"])
+
+    done = cli("delete", gone)
+    again = cli("delete", gone)
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "deleted 1 document(s)"
+    assert again.stdout.strip() == "deleted 0 document(s)"
+    assert store.get_record(gone) is None
+    assert store.get_record(kept) is not None
+    assert redis_client.zscore("{docrecovery}:due", gone) is None
+    assert store.status()["total_failed_documents"] == 1
+
+
+def test_purge_deletes_dead_documents_only(cli: Cli, store: SyncTracker, doc_root: Path) -> None:
+    dead = [record_dead(store, doc_root / f"dead-{n}.txt") for n in range(2)]
+    [live] = record_due(store, [doc_root / "live.txt"])
+
+    done = cli("purge")
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "purged 2 dead document(s)"
+    assert [store.get_record(doc_id) for doc_id in dead] == [None, None]
+    assert store.get_record(live) is not None
+    status = store.status()
+    assert (status["total_failed_documents"], status["dead"]) == (1, 0)
+
+
+def test_purge_everything_deletes_live_and_dead_documents(
+    cli: Cli, store: SyncTracker, doc_root: Path
+) -> None:
+    dead = record_dead(store, doc_root / "dead.txt")
+    [live] = record_due(store, [doc_root / "live.txt"])
+
+    done = cli("purge", "--everything")
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "purged 2 tracked document(s)"
+    assert (store.get_record(dead), store.get_record(live)) == (None, None)
+    status = store.status()
+    assert (status["total_failed_documents"], status["dead"]) == (0, 0)
+
+
+# --- bad settings -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("via", ["main", "docrecovery"])
+def test_a_bad_docrecovery_setting_exits_2_with_a_message_naming_the_key(
+    cli: Cli, via: str
+) -> None:
+    done = cli(
+        "--recover" if via == "main" else "status",
+        via=via,
+        env={"DOCRECOVERY_MAX_RETRY_COUNT": "abc"},
+    )
+
+    assert done.returncode == EXIT_UNAVAILABLE, done.stderr
+    assert "max_retry_count" in done.stderr
+    assert "'abc'" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+# --- docrecovery submit against a real worker -------------------------------------------
+
+
+@pytest.mark.slow
+def test_submit_and_wait_against_a_worker_prints_ok_and_a_failure_names_the_worker(
+    cli: Cli,
+    worker_process: Callable[..., Any],
+    store: SyncTracker,
+    doc_root: Path,
+) -> None:
+    worker_process("w1")
+    good = present(doc_root, "good.txt")
+    missing = doc_root / "missing.txt"
+
+    ok = cli("submit", str(good), "--query", "lease", "--wait", "30")
+    failed = cli("submit", str(missing), "--wait", "30")
+
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    [line] = [line for line in ok.stdout.splitlines() if line.startswith("ok")]
+    assert line.startswith(f"ok      {good}: text, ")
+    assert failed.returncode == 1
+    assert f"FAILED  {missing}: FileNotFoundError" in failed.stdout
+    doc_id = document_id(str(missing))
+    wait_for(lambda: store.get_record(doc_id) is not None, "the failure to be recorded")
+    record = store.get_record(doc_id)
+    assert record is not None
+    assert record.worker_id == f"w1@{socket.gethostname()}"
+
+
+def wait_for(condition: Callable[[], object], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)

@@ -1,0 +1,771 @@
+"""Issue 3's rules, checked through the real in-thread worker.
+
+Every failure here is produced by ``tasks.process_document`` running in a real Celery
+worker (``celery_worker``: solo pool, in a thread of the test process) against real
+files and a real Redis; the recovery system's signal handlers record it, a recovery
+batch resubmits it, and the same worker processes the resubmission. Nothing is mocked:
+a missing optional extra is simulated the way Python itself reports one, by putting
+``None`` in ``sys.modules``.
+
+The worker reports each run through Celery's ``task_prerun`` / ``task_postrun``
+signals; ``task_postrun`` is sent after the failure and success handlers returned, so
+waiting for it (``Runs.wait``) is waiting for the recovery system to have written.
+The worker a failure is filed under is the run's ``task.request.hostname``: a real
+``celery worker`` sets it to its node name, Celery's in-thread test worker to the host.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from celery import Celery
+from celery.result import AsyncResult
+from celery.signals import task_postrun, task_prerun
+
+from recovery import DocumentRecoveryManager, RecoveryConfig, installed
+from recovery.environment import fingerprint
+from recovery.keys import Keys
+from recovery.records import FailedDocumentRecord, document_id
+from recovery.redis_server import RedisServer
+from recovery.spool import Spool
+from recovery.tracker import SyncTracker
+
+SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+TIMEOUT = 30.0
+KEYS = Keys()
+#: Every index a tracked document can be in.
+INDEXES = (KEYS.due, KEYS.failed, KEYS.claimed, KEYS.dead, KEYS.waiting, KEYS.imports)
+#: Lua keeps times as doubles printed with 14 significant digits: 1e-4 s at 1.7e9.
+LUA_TIME = 1e-3
+
+pytestmark = pytest.mark.usefixtures("redis_url", "celery_worker")
+
+Setup = Callable[..., DocumentRecoveryManager]
+
+
+# --- fixtures -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def recovery_setup(celery_app: Celery, redis_url: str, tmp_path: Path) -> Iterator[Setup]:
+    """Factory: ``recovery_setup(max_retry_count=2)`` configures the recovery system
+    installed on the app (documents due at once, no jitter, a spool of this test) and
+    returns a manager with the same settings; the app's config is restored after."""
+    rec = installed(celery_app)
+    original = rec.config
+    made: list[DocumentRecoveryManager] = []
+
+    def configure(tracker_url: str | None = None, **changes: Any) -> DocumentRecoveryManager:
+        config = RecoveryConfig.from_mapping(
+            {
+                "min_retry_interval_hours": 0,
+                "retry_jitter": 0,
+                "enable_periodic_recovery": False,
+                "spool_dir": str(tmp_path / "spool"),
+                **changes,
+            }
+        )
+        rec.configure(config, redis_url=tracker_url)
+        manager = DocumentRecoveryManager(tracker_url or redis_url, config, app=celery_app)
+        made.append(manager)
+        return manager
+
+    yield configure
+    for manager in made:
+        manager.close()
+    rec.configure(original)
+
+
+@dataclass
+class Runs:
+    """What the worker ran: the docrecovery header each run carried, and each finish."""
+
+    headers: dict[str, Any] = field(default_factory=dict)
+    #: The worker hostname each run had (``task.request.hostname``).
+    hostnames: dict[str, str] = field(default_factory=dict)
+    finished: list[tuple[str, str]] = field(default_factory=list)
+
+    def states(self, task_id: str) -> list[str]:
+        return [state for tid, state in list(self.finished) if tid == task_id]
+
+    def wait(self, task_id: str, count: int = 1) -> str:
+        """The state of the ``count``-th finished run of ``task_id``, once it finished."""
+        wait_for(lambda: len(self.states(task_id)) >= count, f"run {count} of {task_id}")
+        return self.states(task_id)[count - 1]
+
+
+@pytest.fixture
+def runs() -> Iterator[Runs]:
+    seen = Runs()
+
+    def on_prerun(task_id: str = "", task: Any = None, **_: Any) -> None:
+        seen.headers[task_id] = getattr(task.request, "docrecovery", None)
+        seen.hostnames[task_id] = task.request.hostname
+
+    def on_postrun(task_id: str = "", state: str = "", **_: Any) -> None:
+        seen.finished.append((task_id, str(state)))
+
+    task_prerun.connect(on_prerun, weak=False)
+    task_postrun.connect(on_postrun, weak=False)
+    yield seen
+    task_prerun.disconnect(on_prerun)
+    task_postrun.disconnect(on_postrun)
+
+
+class ListHandler(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture
+def recovery_log() -> Iterator[ListHandler]:
+    """Messages the recovery system's Celery wiring logs in the worker (whose logging
+    setup leaves only errors through, hence the level)."""
+    handler = ListHandler()
+    logger = logging.getLogger("recovery.integration")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    yield handler
+    logger.setLevel(level)
+    logger.removeHandler(handler)
+
+
+@pytest.fixture
+def fresh_fingerprint() -> Iterator[None]:
+    """Recompute the environment fingerprint after a test that changed sys.path."""
+    yield
+    fingerprint.cache_clear()
+
+
+# --- helpers --------------------------------------------------------------------------
+
+
+def wait_for(condition: Callable[[], object], what: str, timeout: float = TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+def submit(
+    app: Celery,
+    path: str | Path,
+    query: str | None = None,
+    metadata: dict[str, Any] | None = None,
+    **options: Any,
+) -> AsyncResult:
+    return app.send_task(
+        "tasks.process_document", args=[str(path), query, metadata or {}], **options
+    )
+
+
+def copy_sample(name: str, dest: Path) -> Path:
+    return Path(shutil.copy(SAMPLES / name, dest))
+
+
+def record_of(
+    store: SyncTracker, path: str | Path, query: str | None = None
+) -> FailedDocumentRecord:
+    record = store.get_record(document_id(str(path), query))
+    assert record is not None, f"no record for {path}"
+    return record
+
+
+def indexes_holding(client: redis.Redis, doc_id: str) -> list[str]:
+    return [key for key in INDEXES if client.zscore(key, doc_id) is not None]
+
+
+def assert_dead(client: redis.Redis, doc_id: str) -> None:
+    held = indexes_holding(client, doc_id)
+    assert KEYS.dead in held
+    assert not {KEYS.due, KEYS.claimed, KEYS.waiting, KEYS.imports} & set(held)
+
+
+def snapshot(client: redis.Redis) -> dict[str, Any]:
+    """Every docrecovery key's type and content."""
+    state: dict[str, Any] = {}
+    for key in client.scan_iter(match="{docrecovery}*", count=1000):
+        kind = client.type(key)
+        if kind == "hash":
+            state[key] = client.hgetall(key)
+        elif kind == "zset":
+            state[key] = client.zrange(key, 0, -1, withscores=True)
+        else:
+            state[key] = (kind, client.dump(key))
+    return state
+
+
+def fail_missing(app: Celery, runs: Runs, path: Path, query: str | None = None) -> AsyncResult:
+    """Send a document that does not exist and wait until its failure is recorded."""
+    assert not path.exists()
+    result = submit(app, path, query)
+    assert runs.wait(result.id) == "FAILURE"
+    return result
+
+
+# --- what a failure record holds ------------------------------------------------------
+
+
+def test_a_missing_file_is_recorded_with_every_field_needed_to_run_it_again(
+    recovery_setup: Setup,
+    runs: Runs,
+    doc_root: Path,
+    celery_app: Celery,
+    redis_client: redis.Redis,
+) -> None:
+    store = recovery_setup().tracker.sync
+    path = doc_root / "not-uploaded-yet.txt"
+    metadata = {"source": "upload", "batch": 7}
+
+    # When the worker fails to process a document that does not exist
+    before = time.time()
+    result = submit(celery_app, path, "visibility timeout", metadata)
+    assert runs.wait(result.id) == "FAILURE"
+    after = time.time()
+
+    # Then its record holds the call, the error and where and when it failed
+    record = record_of(store, path, "visibility timeout")
+    assert record.document_path == str(path)
+    assert record.task_id == result.id
+    assert record.error_message.startswith("Traceback (most recent call last)")
+    assert "FileNotFoundError" in record.error_message
+    assert str(path) in record.error_message
+    assert record.error_type == "FileNotFoundError"
+    assert record.error_category == "file_not_found"
+    assert record.query == "visibility timeout"
+    assert record.worker_id == runs.hostnames[result.id]
+    assert record.metadata == metadata
+    assert record.task_name == "tasks.process_document"
+    assert record.args == [str(path), "visibility timeout", metadata]
+    assert before - LUA_TIME <= record.failure_timestamp <= after + LUA_TIME
+    assert record.first_failure_timestamp == record.failure_timestamp
+    assert record.retry_count == 0
+    assert record.state == "failed"
+    # And it is in the failed index and due (the minimum interval is 0 here)
+    assert indexes_holding(redis_client, record.doc_id) == [KEYS.due, KEYS.failed]
+
+
+def test_a_missing_optional_extra_is_recorded_as_an_import_failure(
+    recovery_setup: Setup,
+    runs: Runs,
+    doc_root: Path,
+    celery_app: Celery,
+    redis_client: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store = recovery_setup().tracker.sync
+    path = copy_sample("document-pipeline.docx", doc_root)
+
+    # Given python-docx cannot be imported, when the worker processes a .docx
+    monkeypatch.setitem(sys.modules, "docx", None)
+    result = submit(celery_app, path, "BM25", {"lang": "en"})
+    assert runs.wait(result.id) == "FAILURE"
+
+    # Then the failure is recorded as an import failure with its whole call
+    record = record_of(store, path, "BM25")
+    assert (record.error_type, record.error_category) == ("ModuleNotFoundError", "import")
+    assert "docx" in record.error_message
+    assert record.task_id == result.id
+    assert record.worker_id == runs.hostnames[result.id]
+    assert (record.query, record.metadata) == ("BM25", {"lang": "en"})
+    assert record.args == [str(path), "BM25", {"lang": "en"}]
+    assert (record.retry_count, record.state) == (0, "failed")
+    assert record.fingerprint == fingerprint()
+    # And it is indexed among the import failures an environment change may retry
+    assert KEYS.imports in indexes_holding(redis_client, record.doc_id)
+
+
+# --- recovery -------------------------------------------------------------------------
+
+
+def test_a_recovered_document_is_cleared_from_every_index_and_counted_as_a_recovery(
+    recovery_setup: Setup,
+    runs: Runs,
+    doc_root: Path,
+    celery_app: Celery,
+    redis_client: redis.Redis,
+) -> None:
+    manager = recovery_setup()
+    store = manager.tracker.sync
+    path = doc_root / "report.txt"
+    fail_missing(celery_app, runs, path, "retry")
+    doc_id = document_id(str(path), "retry")
+
+    # Given the file is restored, when a recovery batch runs
+    copy_sample("celery-retries.txt", path)
+    summary = manager.run_batch()
+
+    # Then the document is resubmitted and the worker processes it
+    [sent] = summary["resubmitted"]
+    assert sent["doc_id"] == doc_id
+    assert runs.wait(sent["task_id"]) == "SUCCESS"
+    assert AsyncResult(sent["task_id"], app=celery_app).get(timeout=TIMEOUT)["type"] == "text"
+    # And the message it ran from carried the docrecovery header
+    assert runs.headers[sent["task_id"]] == {"doc_id": doc_id, "attempt": 1, "manual": False}
+    # And the document is tracked nowhere any more
+    assert store.get_record(doc_id) is None
+    assert redis_client.exists(KEYS.record(doc_id)) == 0
+    assert indexes_holding(redis_client, doc_id) == []
+    # And the success counted as a recovery, with its duration
+    status = store.status()
+    metrics = status["recovery_metrics"]
+    assert status["total_failed_documents"] == 0
+    assert metrics["recovery_attempts"] == 1
+    assert metrics["successful_recoveries"] == 1
+    assert metrics["failed_recoveries"] == 0
+    assert metrics["recovery_success_rate"] == 1.0
+    assert metrics["average_recovery_time"] > 0
+
+
+def test_a_recovery_that_fails_again_counts_a_retry_until_the_document_is_dead(
+    recovery_setup: Setup,
+    runs: Runs,
+    doc_root: Path,
+    celery_app: Celery,
+    redis_client: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    manager = recovery_setup(max_retry_count=2)
+    store = manager.tracker.sync
+    path = copy_sample("document-pipeline.docx", doc_root)
+    monkeypatch.setitem(sys.modules, "docx", None)
+    first = submit(celery_app, path)
+    assert runs.wait(first.id) == "FAILURE"
+    doc_id = document_id(str(path))
+
+    # When a recovery attempt fails again (the extra is still missing)
+    [sent] = manager.run_batch()["resubmitted"]
+    assert runs.wait(sent["task_id"]) == "FAILURE"
+
+    # Then one retry and one failed recovery are counted, and it is due again
+    record = record_of(store, path)
+    assert (record.state, record.retry_count) == ("failed", 1)
+    assert record.task_id == sent["task_id"]
+    assert record.recovery_attempts == 1
+    assert record.failure_count == 2
+    metrics = store.status()["recovery_metrics"]
+    assert (metrics["recovery_attempts"], metrics["failed_recoveries"]) == (1, 1)
+    assert metrics["successful_recoveries"] == 0
+
+    # When the second (the last allowed) recovery fails too
+    [again] = manager.run_batch()["resubmitted"]
+    assert runs.headers[again["task_id"]] == {"doc_id": doc_id, "attempt": 2, "manual": False}
+    assert runs.wait(again["task_id"]) == "FAILURE"
+
+    # Then the document is dead: in the dead index, not due, not claimed
+    record = record_of(store, path)
+    assert (record.state, record.retry_count) == ("dead", 2)
+    assert_dead(redis_client, doc_id)
+    assert store.status()["recovery_metrics"]["failed_recoveries"] == 2
+
+    # And a further run does not resubmit it
+    summary = manager.run_batch()
+    assert (summary["claimed"], summary["resubmitted"]) == (0, [])
+    assert redis_client.llen("documents") == 0
+    assert runs.states(again["task_id"]) == ["FAILURE"]
+
+
+def test_a_permanent_failure_is_dead_at_once_and_never_resubmitted(
+    recovery_setup: Setup,
+    runs: Runs,
+    doc_root: Path,
+    tmp_path: Path,
+    celery_app: Celery,
+    redis_client: redis.Redis,
+) -> None:
+    manager = recovery_setup()
+    store = manager.tracker.sync
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not under the document root")
+    corrupt = doc_root / "broken.pdf"
+    corrupt.write_bytes(b"%PDF-1.4\nnothing else")
+
+    # When the worker fails on a file outside the roots and on a corrupt PDF
+    for path, error in ((outside, "DocumentOutsideRoots"), (corrupt, "CorruptedDocument")):
+        result = submit(celery_app, path)
+        assert runs.wait(result.id) == "FAILURE"
+
+        # Then each is dead at once, with no retry counted
+        record = record_of(store, path)
+        assert (record.error_type, record.error_category) == (error, "permanent")
+        assert (record.state, record.retry_count) == ("dead", 0)
+        assert record.state_reason == "permanent error: not retried"
+        assert_dead(redis_client, record.doc_id)
+
+    # And a recovery run resubmits neither
+    summary = manager.run_batch()
+    assert (summary["claimed"], summary["resubmitted"]) == (0, [])
+    assert redis_client.llen("documents") == 0
+    assert store.status()["dead"] == 2
+
+
+# --- recovery.run as a Celery task ----------------------------------------------------
+
+
+def test_recovery_run_sent_as_a_task_resubmits_and_returns_a_json_summary(
+    recovery_setup: Setup,
+    runs: Runs,
+    doc_root: Path,
+    celery_app: Celery,
+) -> None:
+    store = recovery_setup().tracker.sync
+    path = doc_root / "late.txt"
+    fail_missing(celery_app, runs, path)
+    copy_sample("worker-lost.txt", path)
+
+    summary = celery_app.send_task("recovery.run").get(timeout=TIMEOUT)
+
+    assert isinstance(summary, dict)
+    assert json.loads(json.dumps(summary)) == summary
+    assert (summary["claimed"], summary["spool_replayed"]) == (1, 0)
+    [sent] = summary["resubmitted"]
+    assert sent["path"] == str(path)
+    assert runs.wait(sent["task_id"]) == "SUCCESS"
+    assert store.get_record(document_id(str(path))) is None
+
+
+def test_recovery_run_is_skipped_while_another_run_holds_the_lock(
+    recovery_setup: Setup,
+    runs: Runs,
+    doc_root: Path,
+    celery_app: Celery,
+    redis_client: redis.Redis,
+) -> None:
+    store = recovery_setup().tracker.sync
+    path = doc_root / "late.txt"
+    fail_missing(celery_app, runs, path)
+    copy_sample("worker-lost.txt", path)
+
+    # Given another recovery run holds the lock
+    lock = redis_client.lock(KEYS.run_lock, timeout=60)
+    assert lock.acquire(blocking=False)
+    try:
+        # When recovery.run is sent
+        summary = celery_app.send_task("recovery.run").get(timeout=TIMEOUT)
+    finally:
+        lock.release()
+
+    # Then it did nothing but say why
+    assert list(summary) == ["skipped"]
+    assert "lock" in summary["skipped"]
+    assert record_of(store, path).state == "failed"
+    assert redis_client.llen("documents") == 0
+
+
+def test_recovery_run_as_a_dry_run_reports_the_plan_and_changes_nothing(
+    recovery_setup: Setup,
+    runs: Runs,
+    doc_root: Path,
+    celery_app: Celery,
+    redis_client: redis.Redis,
+) -> None:
+    recovery_setup()
+    path = doc_root / "late.txt"
+    fail_missing(celery_app, runs, path)
+    copy_sample("worker-lost.txt", path)
+    before = snapshot(redis_client)
+
+    summary = celery_app.send_task("recovery.run", kwargs={"dry_run": True}).get(timeout=TIMEOUT)
+
+    assert summary["dry_run"] is True
+    [plan] = summary["would_resubmit"]
+    assert (plan["path"], plan["queue"], plan["attempt"]) == (str(path), "documents", 1)
+    assert snapshot(redis_client) == before
+    assert redis_client.llen("documents") == 0
+
+
+# --- Redis away: spooled, then replayed ------------------------------------------------
+
+
+def test_a_failure_while_the_trackers_redis_is_down_is_spooled_and_replayed_later(
+    recovery_setup: Setup,
+    runs: Runs,
+    doc_root: Path,
+    tmp_path: Path,
+    celery_app: Celery,
+) -> None:
+    # Given the tracker uses a second Redis (the broker stays on the session's)
+    second = RedisServer(tmp_path / "tracker-redis")
+    second.start()
+    try:
+        manager = recovery_setup(tracker_url=second.url)
+        store = manager.tracker.sync
+        spool = Spool(tmp_path / "spool")
+
+        # When that Redis is down and a document fails
+        second.stop()
+        path = doc_root / "during-outage.txt"
+        result = fail_missing(celery_app, runs, path, "outage")
+
+        # Then the failure event waits in the spool
+        assert spool.pending()
+        events = [
+            json.loads(line)
+            for file in (tmp_path / "spool").glob("events-*.jsonl")
+            for line in file.read_text().splitlines()
+        ]
+        [event] = [e for e in events if e["kind"] == "failure"]
+        assert (event["fields"]["path"], event["fields"]["task_id"]) == (str(path), result.id)
+        failed_at = float(event["fields"]["last"])
+
+        # And the worker still processes the next document
+        nxt = submit(celery_app, copy_sample("worker-lost.txt", doc_root), "lease")
+        assert runs.wait(nxt.id) == "SUCCESS"
+        assert nxt.get(timeout=TIMEOUT)["type"] == "text"
+
+        # When the Redis is back (same data, append-only) and another task runs
+        restarted_at = time.time()
+        second.start()
+        after = submit(celery_app, copy_sample("celery-retries.txt", doc_root), "retry")
+        assert runs.wait(after.id) == "SUCCESS"
+
+        # Then the spooled failure was replayed with its original failure time
+        record = record_of(store, path, "outage")
+        assert record.task_id == result.id
+        assert record.failure_timestamp == pytest.approx(failed_at, abs=LUA_TIME)
+        assert record.failure_timestamp < restarted_at
+        assert (record.state, record.error_category) == ("failed", "file_not_found")
+        # And the spool is empty
+        assert not spool.pending()
+        assert spool.count() == 0
+    finally:
+        second.stop()
+
+
+# --- stale duplicates -----------------------------------------------------------------
+
+
+def test_a_stale_duplicate_of_a_resubmitted_message_is_dropped_by_the_worker(
+    recovery_setup: Setup,
+    runs: Runs,
+    recovery_log: ListHandler,
+    doc_root: Path,
+    celery_app: Celery,
+    redis_client: redis.Redis,
+) -> None:
+    manager = recovery_setup()
+    store = manager.tracker.sync
+    path = doc_root / "dup.txt"
+    original = fail_missing(celery_app, runs, path, "dup")
+    doc_id = document_id(str(path), "dup")
+
+    # Given a recovery batch replaced the original task by a new one, which ran once
+    copy_sample("worker-lost.txt", path)
+    [sent] = manager.run_batch()["resubmitted"]
+    assert sent["task_id"] != original.id
+    assert runs.wait(sent["task_id"]) == "SUCCESS"
+    result_key = KEYS.result(doc_id)
+    assert redis_client.exists(result_key) == 1
+    redis_client.delete(result_key)
+
+    # When a message with the ORIGINAL task id arrives again (a broker redelivery)
+    submit(celery_app, path, "dup", task_id=original.id)
+
+    # Then the worker drops it: the run is ignored, nothing is processed or written
+    assert runs.wait(original.id, count=2) == "IGNORED"
+    assert any(f"dropping task {original.id}" in m for m in recovery_log.messages)
+    assert AsyncResult(original.id, app=celery_app).state == "IGNORED"
+    assert redis_client.exists(result_key) == 0
+    assert store.get_record(doc_id) is None
+    # And the resubmitted run was processed exactly once
+    assert runs.states(sent["task_id"]) == ["SUCCESS"]
+    assert store.status()["recovery_metrics"]["successful_recoveries"] == 1
+
+
+# --- environment changes --------------------------------------------------------------
+
+
+def fail_import(app: Celery, runs: Runs, path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with monkeypatch.context() as patch:
+        patch.setitem(sys.modules, "docx", None)
+        result = submit(app, path)
+        assert runs.wait(result.id) == "FAILURE"
+
+
+@pytest.mark.usefixtures("fresh_fingerprint")
+def test_an_import_failure_is_retried_at_once_when_a_new_environment_appears(
+    recovery_setup: Setup,
+    runs: Runs,
+    doc_root: Path,
+    tmp_path: Path,
+    celery_app: Celery,
+    celery_worker: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given the running worker's environment is known (worker_ready records it)
+    manager = recovery_setup(min_retry_interval_hours=5)
+    store = manager.tracker.sync
+    rec = installed(celery_app)
+    rec.register_environment(celery_worker.hostname)
+    # And an import failure that is not due for hours
+    path = copy_sample("document-pipeline.docx", doc_root)
+    fail_import(celery_app, runs, path, monkeypatch)
+    record = record_of(store, path)
+    assert record.error_category == "import"
+    assert record.next_retry_at is not None
+    assert record.next_retry_at > time.time() + 4 * 3600
+    assert manager.run_batch()["claimed"] == 0
+
+    # When a worker starts with something new installed
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "docrecovery_test_new_extra.py").write_text("INSTALLED = True\n")
+    monkeypatch.syspath_prepend(str(site))
+    old = fingerprint()
+    rec.register_environment("w-new")
+    assert fingerprint() != old
+
+    # Then the next run resubmits the import failure at once, and it succeeds
+    summary = manager.run_batch()
+    assert summary["imports_promoted"] == 1
+    [sent] = summary["resubmitted"]
+    assert sent["doc_id"] == record.doc_id
+    assert runs.wait(sent["task_id"]) == "SUCCESS"
+    assert store.get_record(record.doc_id) is None
+    assert store.status()["recovery_metrics"]["successful_recoveries"] == 1
+
+
+def test_an_import_failure_keeps_its_backoff_when_the_environment_is_unchanged(
+    recovery_setup: Setup,
+    runs: Runs,
+    doc_root: Path,
+    celery_app: Celery,
+    celery_worker: Any,
+    redis_client: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    manager = recovery_setup(min_retry_interval_hours=5)
+    store = manager.tracker.sync
+    rec = installed(celery_app)
+    rec.register_environment(celery_worker.hostname)
+    path = copy_sample("document-pipeline.docx", doc_root)
+    fail_import(celery_app, runs, path, monkeypatch)
+
+    # When another worker starts with the same environment
+    rec.register_environment("w-same")
+
+    # Then nothing is promoted or resubmitted: the normal backoff applies
+    summary = manager.run_batch()
+    assert (summary["imports_promoted"], summary["claimed"], summary["resubmitted"]) == (0, 0, [])
+    assert redis_client.llen("documents") == 0
+    record = record_of(store, path)
+    assert (record.state, record.retry_count) == ("failed", 0)
+
+
+# --- preconditions: a missing file waits without using up retries ------------------------
+
+
+def test_a_missing_file_waits_without_a_retry_counted_and_recovers_once_restored(
+    recovery_setup: Setup,
+    runs: Runs,
+    doc_root: Path,
+    celery_app: Celery,
+    redis_client: redis.Redis,
+) -> None:
+    manager = recovery_setup()
+    store = manager.tracker.sync
+    path = doc_root / "restored-later.txt"
+    fail_missing(celery_app, runs, path)
+    doc_id = document_id(str(path))
+
+    # When a run finds the file still missing
+    summary = manager.run_batch()
+
+    # Then it reports the document as waiting, with the reason, and sends nothing
+    assert summary["waiting"] == [{"doc_id": doc_id, "reason": f"file still missing: {path}"}]
+    assert summary["resubmitted"] == []
+    assert redis_client.llen("documents") == 0
+    record = record_of(store, path)
+    assert (record.state, record.retry_count) == ("waiting", 0)
+    assert record.state_reason == f"file still missing: {path}"
+    assert KEYS.waiting in indexes_holding(redis_client, doc_id)
+    # And status shows it tracked, not yet due again
+    status = manager.status()
+    assert (status["total_failed_documents"], status["eligible_for_recovery"]) == (1, 0)
+    assert manager.select() == [doc_id]
+
+    # When the file is restored and the next run comes after the wait
+    copy_sample("redis-persistence.md", path)
+    assert record.next_retry_at is not None
+    summary = manager.run_batch(now=record.next_retry_at + 1)
+
+    # Then it is resubmitted and recovered, never having used a retry
+    [sent] = summary["resubmitted"]
+    assert sent["retry_count"] == 0
+    assert runs.wait(sent["task_id"]) == "SUCCESS"
+    assert store.get_record(doc_id) is None
+    metrics = store.status()["recovery_metrics"]
+    assert (metrics["successful_recoveries"], metrics["failed_recoveries"]) == (1, 0)
+
+
+# --- status and analysis --------------------------------------------------------------
+
+
+def test_status_and_analysis_count_exactly_what_the_worker_recorded(
+    recovery_setup: Setup,
+    runs: Runs,
+    doc_root: Path,
+    celery_app: Celery,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    manager = recovery_setup()
+    # Given three failures of two categories under two queries, and one success
+    fail_missing(celery_app, runs, doc_root / "a.txt", "alpha")
+    fail_missing(celery_app, runs, doc_root / "b.txt", "beta")
+    docx = copy_sample("document-pipeline.docx", doc_root)
+    with monkeypatch.context() as patch:
+        patch.setitem(sys.modules, "docx", None)
+        failed = submit(celery_app, docx, "alpha")
+        assert runs.wait(failed.id) == "FAILURE"
+    ok = submit(celery_app, copy_sample("worker-lost.txt", doc_root), "alpha")
+    assert runs.wait(ok.id) == "SUCCESS"
+
+    status = manager.status()
+
+    assert status["total_failed_documents"] == 3
+    assert status["eligible_for_recovery"] == 3
+    assert (status["in_recovery"], status["dead"]) == (0, 0)
+    metrics = status["recovery_metrics"]
+    assert metrics["total_failed_documents"] == 3
+    assert metrics["documents_eligible_for_retry"] == 3
+    assert metrics["failures_recorded"] == 3
+    assert (metrics["recovery_attempts"], metrics["recovery_success_rate"]) == (0, 0.0)
+    analysis = status["analysis"]
+    worker = runs.hostnames[ok.id]
+    assert analysis["age_distribution"] == {
+        "<1h": 3,
+        "1-6h": 0,
+        "6-24h": 0,
+        "1-3d": 0,
+        "3-7d": 0,
+        ">7d": 0,
+    }
+    assert analysis["error_categories"] == {"file_not_found": 2, "import": 1}
+    assert analysis["workers"] == {
+        worker: {
+            "tracked": 3,
+            "failures": 3,
+            "processed": 4,
+            "failure_rate": 0.75,
+        }
+    }
+    assert analysis["queries"] == {
+        "alpha": {"tracked": 2, "failures": 2, "processed": 3, "failure_rate": 2 / 3},
+        "beta": {"tracked": 1, "failures": 1, "processed": 1, "failure_rate": 1.0},
+    }
