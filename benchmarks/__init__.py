@@ -1,0 +1,1 @@
+"""docrecovery benchmarks: ``python -m benchmarks.run`` (see run.py)."""

@@ -1,0 +1,718 @@
+"""docrecovery benchmarks: what tracking and recovery cost, as ratios.
+
+Every figure is a ratio against a baseline measured in the same run, on the same
+private redis-server (started here on a free port, append-only off), so a busy machine
+slows both sides alike. Nothing is asserted: the table says PASS or MISS against each
+target, and ``benchmarks/results/latest.json`` keeps the details.
+
+    python benchmarks/run.py              # all six figures, full sizes (a few minutes)
+    python benchmarks/run.py --quick      # smaller sizes, for a smoke run
+    python benchmarks/run.py --only 2,3   # some figures
+
+Every benchmark record has the same text: a 100-character path, a query and a 2 KB
+traceback. Large stores (figures 2 and 3) are written by a clone loader that copies
+what one real ``record_failure`` call wrote; before each use it is checked against
+``record_failure`` on a few documents, and refuses to run if they differ.
+
+The exit code is 0 whenever every figure was measured, whatever the results; 1 when a
+figure could not be measured (its row says why).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import redis
+from celery import Celery
+from celery.result import AsyncResult
+
+from recovery.config import RecoveryConfig
+from recovery.manager import HEADER, DocumentRecoveryManager
+from recovery.records import FailedDocumentRecord, bound_message, document_id
+from recovery.redis_server import RedisServer
+from recovery.tracker import FailedDocumentsTracker
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+RESULTS = HERE / "results" / "latest.json"
+CLONE_LUA = HERE / "clone_records.lua"
+
+PATH_CHARS = 100
+TRACEBACK_CHARS = 2048
+QUERY = "quarterly revenue by region"
+WORKER = "celery@bench-worker-1"
+#: Stands for a document's number in the template record of the clone loader.
+MARK = "@" * 12
+CLAIM_BATCH = 100
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Sizes:
+    tracking_records: int
+    claim_sizes: tuple[int, ...]
+    status_sizes: tuple[int, int]
+    memory_records: int
+    pipeline_docs: int
+    recovery_docs: int
+    repeat: int
+
+
+FULL = Sizes(5_000, (10_000, 100_000, 1_000_000), (10_000, 1_000_000), 100_000, 300, 5_000, 50)
+QUICK = Sizes(1_000, (1_000, 10_000, 100_000), (1_000, 100_000), 10_000, 60, 1_000, 20)
+
+
+@dataclass
+class Figure:
+    number: int
+    name: str
+    value: float | None = None
+    target: str = ""
+    passed: bool | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+
+
+def judged(number: int, name: str, value: float, target: str, **details: Any) -> Figure:
+    """A figure with its verdict; ``target`` is ">= x" or "<= x"."""
+    op, limit = target.split()
+    passed = value >= float(limit) if op == ">=" else value <= float(limit)
+    return Figure(number, name, round(value, 3), target, passed, details)
+
+
+# --- timing ----------------------------------------------------------------------
+
+
+def seconds(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def median_ms(
+    fn: Callable[[], T], repeat: int, after: Callable[[T], object] = lambda _: None
+) -> float:
+    """Median latency of ``fn`` over ``repeat`` calls, after one untimed warm-up call;
+    ``after`` runs untimed on each result (to undo what ``fn`` changed)."""
+    after(fn())
+    samples = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        out = fn()
+        samples.append(time.perf_counter() - start)
+        after(out)
+    return statistics.median(samples) * 1000
+
+
+def best_of(rounds: int, **runs: Callable[[], float]) -> dict[str, float]:
+    """Run each rate measurement in turn, ``rounds`` times; the best rate of each."""
+    best = dict.fromkeys(runs, 0.0)
+    for _ in range(rounds):
+        for name, run in runs.items():
+            best[name] = max(best[name], run())
+    return best
+
+
+@dataclass(frozen=True)
+class Paired:
+    ratio: float  # median of the per-round ratios measured / baseline
+    measured: float  # median rate
+    baseline: float
+    ratios: list[float]  # every round's ratio, to show the spread
+
+
+def paired(rounds: int, measured: Callable[[], float], baseline: Callable[[], float]) -> Paired:
+    """Two rates measured back to back, ``rounds`` times, the order swapped each round.
+    The median of the per-round ratios holds up on a machine that is busy in bursts."""
+    pairs = []
+    for i in range(rounds):
+        if i % 2:
+            base = baseline()
+            pairs.append((measured(), base))
+        else:
+            pairs.append((measured(), baseline()))
+    ratios = [m / b for m, b in pairs]
+    return Paired(
+        statistics.median(ratios),
+        statistics.median(m for m, _ in pairs),
+        statistics.median(b for _, b in pairs),
+        [round(r, 3) for r in ratios],
+    )
+
+
+def note(message: str) -> None:
+    print(f"  .. {message}", file=sys.stderr, flush=True)
+
+
+# --- records and the bench Redis ----------------------------------------------------
+
+
+def ident(i: int) -> str:
+    return f"{i:012d}"
+
+
+def doc_path(number: str) -> str:
+    tail = f"/doc-{number}.txt"
+    head = "/srv/ingest/finance/quarterly-reports/2024/emea/scanned-originals/archive-batch"
+    return head[: PATH_CHARS - len(tail)].ljust(PATH_CHARS - len(tail), "x") + tail
+
+
+def _traceback() -> str:
+    """A 2 KB traceback whose frames differ, so it compresses like a real one (~4x)."""
+    rng = random.Random(3)
+    modules = (
+        "celery/app/trace",
+        "tasks/documents",
+        "tasks/extract",
+        "pypdf/_reader",
+        "pypdf/generic/_data_structures",
+        "urllib3/connectionpool",
+        "requests/adapters",
+    )
+    names = ("trace_task", "__call__", "process_document", "extract", "read_object",
+             "get_object", "urlopen", "send", "_make_request", "decode_text")  # fmt: skip
+    lines = ["Traceback (most recent call last):"]
+    while sum(map(len, lines)) < TRACEBACK_CHARS:
+        site = f"/srv/app/.venv/lib/python3.11/site-packages/{rng.choice(modules)}.py"
+        lines.append(f'  File "{site}", line {rng.randint(10, 2000)}, in {rng.choice(names)}')
+        lines.append(f"    result = {rng.choice(names)}(self, {rng.choice(names)}, **options)")
+    tail = "\nRuntimeError: the extraction service answered 503 Service Unavailable\n"
+    return "\n".join(lines)[: TRACEBACK_CHARS - len(tail)] + tail
+
+
+TRACEBACK = _traceback()
+
+
+def make_record(number: str, now: float) -> FailedDocumentRecord:
+    path = doc_path(number)
+    return FailedDocumentRecord(
+        document_path=path,
+        task_id=f"00000000-0000-4000-8000-{number}",
+        error_message=TRACEBACK,
+        failure_timestamp=now,
+        query=QUERY,
+        worker_id=WORKER,
+        args=[path, QUERY],
+        error_type="RuntimeError",
+        error_category="other",
+        time_limit=300,
+    )
+
+
+class Bench:
+    """The private redis-server, a tracker on it, and loaders of benchmark records."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.server = RedisServer(workdir / "redis", appendonly=False)
+        self.server.start()
+        self.config = RecoveryConfig(
+            min_retry_interval_hours=0.0,
+            recovery_batch_size=500,
+            spool_dir=str(workdir / "spool"),
+        )
+        self.tracker = FailedDocumentsTracker(self.server.url, self.config)
+        self.store = self.tracker.sync
+        self.client = self.store.client
+        self.loaded = 0  # documents the clone loader left, 0 when unknown
+
+    def close(self) -> None:
+        self.tracker.close()
+        self.server.stop()
+
+    def flush(self) -> None:
+        self.client.flushall()
+        self.loaded = 0
+
+    def used_memory(self) -> int:
+        return int(self.client.info("memory")["used_memory"])
+
+    def record_failures(self, count: int) -> None:
+        """Track ``count`` new documents the real way: one record_failure call each."""
+        now = time.time()
+        for i in range(count):
+            self.store.record_failure(make_record(ident(i), now))
+
+    def ensure_loaded(self, count: int) -> float:
+        """Leave exactly ``count`` due documents tracked; returns the seconds it took
+        (0 when they were already there)."""
+        if self.loaded == count:
+            return 0.0
+        check_clone_loader(self)
+        took = seconds(lambda: clone_load(self, count, time.time()))
+        self.loaded = count
+        note(f"loaded {count:,} records in {took:.1f} s")
+        return took
+
+
+# --- the clone loader -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Template:
+    """Everything one record_failure call wrote, ready to be written for others."""
+
+    doc_id: str
+    fields: list[str]  # the record hash as a flat field/value list
+    slots: list[int]  # 1-based positions of the values that differ per document
+    ttl: int
+    scores: dict[str, float]  # index sorted set -> the document's score in it
+    counts: list[tuple[str, str, int]]  # aggregate hash, field, increment per document
+
+
+def take_template(bench: Bench, now: float) -> Template:
+    """Record one document on an empty database, read back all it wrote, and empty the
+    database again."""
+    bench.flush()
+    record = make_record(MARK, now)
+    bench.store.record_failure(record, now=now)
+    key, client = bench.store.keys.record(record.doc_id), bench.client
+    fields: list[str] = []
+    scores: dict[str, float] = {}
+    counts: list[tuple[str, str, int]] = []
+    for name in sorted(map(str, client.scan_iter())):
+        kind = str(client.type(name))
+        if name == key:
+            fields = [str(item) for pair in client.hgetall(name).items() for item in pair]
+        elif kind == "zset":
+            members = {str(m): float(s) for m, s in zset_items(client, name)}
+            scores[name] = members.pop(record.doc_id)
+            if members:
+                raise RuntimeError(f"clone loader: {name} holds more than the document")
+        elif kind == "hash":
+            counts += [(name, str(f), int(v)) for f, v in client.hgetall(name).items()]
+        else:
+            raise RuntimeError(f"clone loader: cannot copy the {kind} record_failure wrote")
+    slots = [i + 1 for i, v in enumerate(fields) if MARK in v or record.doc_id in v]
+    ttl = int(client.ttl(key))
+    bench.flush()
+    return Template(record.doc_id, fields, slots, ttl, scores, counts)
+
+
+def clone_load(bench: Bench, count: int, now: float, start: int = 0, batch: int = 1000) -> None:
+    """Track documents ``start`` .. ``count - 1`` as the template was tracked, one
+    pipeline per batch: the record hashes through clone_records.lua, then one ZADD per
+    index and one HINCRBY per aggregate field. Two threads, so that Python builds one
+    batch while Redis writes the other."""
+    tpl = take_template(bench, now)
+    script = bench.client.register_script(CLONE_LUA.read_text())
+    head: list[str | int] = [tpl.ttl, len(tpl.fields), *tpl.fields, ",".join(map(str, tpl.slots))]
+    varying = [tpl.fields[pos - 1] for pos in tpl.slots]
+
+    def write(low: int) -> None:
+        ids: list[str] = []
+        values: list[str] = []
+        for i in range(low, min(count, low + batch)):
+            number = ident(i)
+            doc_id = document_id(doc_path(number), QUERY)
+            ids.append(doc_id)
+            values += [v.replace(MARK, number).replace(tpl.doc_id, doc_id) for v in varying]
+        pipe = bench.client.pipeline(transaction=False)
+        keys = [bench.store.keys.record(doc_id) for doc_id in ids]
+        script(keys=keys, args=[*head, *values], client=pipe)
+        for name, score in tpl.scores.items():
+            pipe.zadd(name, dict.fromkeys(ids, score))
+        for name, agg_field, by in tpl.counts:
+            pipe.hincrby(name, agg_field, by * len(ids))
+        pipe.execute()
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        list(pool.map(write, range(start, count, batch)))
+
+
+def zset_items(client: redis.Redis, name: str) -> list[tuple[str, float]]:
+    return client.zrange(name, 0, -1, withscores=True)  # type: ignore[return-value]
+
+
+def snapshot(client: redis.Redis) -> dict[str, Any]:
+    """Every key of a small database: type, encoding, value, whether it expires."""
+    out: dict[str, Any] = {}
+    for name in client.scan_iter():
+        kind = str(client.type(name))
+        if kind == "hash":
+            value: Any = client.hgetall(name)
+        elif kind == "zset":
+            value = zset_items(client, name)
+        else:
+            value = client.dump(name)
+        out[str(name)] = (kind, client.object("encoding", name), value, client.ttl(name) > 0)
+    return out
+
+
+def check_clone_loader(bench: Bench) -> None:
+    """The clone loader must leave exactly what record_failure leaves."""
+    now = time.time()
+    bench.flush()
+    for i in range(1, 4):
+        bench.store.record_failure(make_record(ident(i), now), now=now)
+    real = snapshot(bench.client)
+    clone_load(bench, 4, now, start=1)
+    cloned = snapshot(bench.client)
+    bench.flush()
+    if real != cloned:
+        differ = sorted(k for k in real.keys() | cloned.keys() if real.get(k) != cloned.get(k))
+        raise RuntimeError(f"clone loader differs from record_failure at {differ[:4]}")
+
+
+# --- the figures ------------------------------------------------------------------------
+
+
+def tracking_cost(bench: Bench, sizes: Sizes) -> Figure:
+    """Failures recorded per second by record_failure vs. a bare HSET of the same hash."""
+    rounds = 10
+    count = sizes.tracking_records // rounds
+    now = time.time()
+    records = [make_record(ident(i), now) for i in range(count)]
+    hashes: list[tuple[str, dict[Any, Any]]] = [
+        (f"bench:{r.doc_id}", r.to_redis()) for r in records
+    ]
+
+    def tracked() -> float:
+        bench.flush()
+        return count / seconds(lambda: [bench.store.record_failure(r) for r in records])
+
+    def bare() -> float:
+        bench.flush()
+        return count / seconds(lambda: [bench.client.hset(k, mapping=m) for k, m in hashes])
+
+    bench.client.config_resetstat()
+    rates = paired(rounds, tracked, bare)
+    stats = bench.client.info("commandstats")
+    return judged(
+        1,
+        "tracking cost: record_failure / bare HSET rate",
+        rates.ratio,
+        ">= 0.8",
+        records=count * rounds,
+        tracked_per_second=round(rates.measured),
+        hset_per_second=round(rates.baseline),
+        extra_us_per_record=round(1e6 / rates.measured - 1e6 / rates.baseline, 1),
+        ratios=rates.ratios,
+        server_us_per_record_failure=stats.get("cmdstat_evalsha", {}).get("usec_per_call"),
+        server_us_per_hset=stats.get("cmdstat_hset", {}).get("usec_per_call"),
+    )
+
+
+def claim_scaling(bench: Bench, sizes: Sizes) -> Figure:
+    """Latency of claiming a batch of 100 due documents as the store grows."""
+    store = bench.store
+    latency: dict[int, float] = {}
+    load_seconds: dict[int, float] = {}
+    claimed: set[int] = set()
+
+    def claim() -> list[str]:
+        ids = [r.doc_id for r in store.claim_due(CLAIM_BATCH).records]
+        claimed.add(len(ids))
+        return ids
+
+    for count in sizes.claim_sizes:
+        load_seconds[count] = round(bench.ensure_loaded(count), 1)
+        latency[count] = round(median_ms(claim, sizes.repeat, after=store.release), 3)
+    if claimed != {CLAIM_BATCH}:
+        raise RuntimeError(f"claims took {sorted(claimed)} documents, not {CLAIM_BATCH}")
+    small, large = min(latency), max(latency)
+    return judged(
+        2,
+        f"claim {CLAIM_BATCH}: {large:,} / {small:,} records latency",
+        latency[large] / latency[small],
+        "<= 1.5",
+        median_ms=latency,
+        load_seconds=load_seconds,
+        repeat=sizes.repeat,
+    )
+
+
+def status_scaling(bench: Bench, sizes: Sizes) -> Figure:
+    """manager.status() latency (status + analysis) at a small and a large store."""
+    manager = DocumentRecoveryManager(bench.server.url, bench.config)
+    latency: dict[int, float] = {}
+    try:
+        # The size already loaded (by figure 2) goes first, to load one size less.
+        for count in sorted(sizes.status_sizes, key=lambda n: n != bench.loaded):
+            bench.ensure_loaded(count)
+            latency[count] = round(median_ms(manager.status, sizes.repeat * 10), 3)
+    finally:
+        manager.close()
+    small, large = sizes.status_sizes
+    return judged(
+        3,
+        f"status: {large:,} / {small:,} records latency",
+        latency[large] / latency[small],
+        "<= 1.5",
+        median_ms=latency,
+        large_store_ms=latency[large],
+        large_store_target_ms=5.0,
+        large_store_under_target=latency[large] < 5.0,
+    )
+
+
+def memory_per_record(bench: Bench, sizes: Sizes) -> Figure:
+    """Redis bytes per tracked record beyond its own text (path, query, error)."""
+    count = sizes.memory_records
+    bench.flush()
+    before = bench.used_memory()
+    took = seconds(lambda: bench.record_failures(count))
+    bench.loaded = 0
+    note(f"recorded {count:,} failures through record_failure in {took:.1f} s")
+    total = (bench.used_memory() - before) / count
+    sample = make_record(ident(0), 0.0)
+    stored = bound_message(sample.error_message, bench.config.max_error_chars)
+    text = sum(len(s.encode()) for s in (sample.document_path, QUERY, stored))
+    key = bench.store.keys.record(sample.doc_id)
+    hash_bytes = int(bench.client.memory_usage(key, samples=0) or 0)
+    encoding = str(bench.client.object("encoding", key))
+    bench.flush()
+    return judged(
+        4,
+        "memory: bytes per record beyond its text",
+        total - text,
+        "<= 500",
+        records=count,
+        total_bytes_per_record=round(total),
+        text_bytes=text,
+        record_hash_bytes=hash_bytes,
+        record_hash_encoding=encoding,
+        outside_the_hash_bytes=round(total - hash_bytes),
+    )
+
+
+def pipeline_overhead(bench: Bench, sizes: Sizes) -> Figure:
+    """Documents per second through a prefork worker, recovery tracking on vs. off."""
+    docs = write_documents(bench.workdir / "docs", sizes.pipeline_docs)
+    app = Celery("bench", broker=bench.server.url, backend=bench.server.url, set_as_current=False)
+    app.conf.update(task_serializer="json", accept_content=["json"], result_accept_content=["json"])
+
+    def run(tracked: bool) -> float:
+        bench.flush()
+        with celery_worker(bench, app, tracked=tracked):
+            return process_all(app, docs)
+
+    best = best_of(2, on=lambda: run(True), off=lambda: run(False))
+    return judged(
+        5,
+        "pipeline: docs/s tracking on / off",
+        best["on"] / best["off"],
+        ">= 0.9",
+        documents=len(docs),
+        on_per_second=round(best["on"], 1),
+        off_per_second=round(best["off"], 1),
+        extra_ms_per_document=round(1e3 / best["on"] - 1e3 / best["off"], 3),
+    )
+
+
+def write_documents(folder: Path, count: int) -> list[Path]:
+    """``count`` 20 KB text documents of words the query can rank."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(7)
+    words = (QUERY + " the of and a in to invoice margin forecast cost sales europe asia").split()
+    words += [f"term{n}" for n in range(300)]
+    paths = []
+    for i in range(count):
+        path = folder / f"doc-{i:05d}.txt"
+        text = " ".join(rng.choices(words, k=4000))
+        path.write_text(text[: 20 * 1024])
+        paths.append(path)
+    return paths
+
+
+@contextlib.contextmanager
+def celery_worker(bench: Bench, app: Celery, *, tracked: bool) -> Iterator[None]:
+    """A real ``celery -A tasks worker`` on the bench Redis, answering pings."""
+    env = {
+        **os.environ,
+        "REDIS_URL": bench.server.url,
+        "DOCRECOVERY_ROOTS": str(bench.workdir / "docs"),
+        "DOCRECOVERY_SPOOL_DIR": str(bench.workdir / "spool"),
+    }
+    if not tracked:
+        env["DOCRECOVERY_TRACKED_TASKS"] = "none.such"
+    log = bench.workdir / f"worker-{'on' if tracked else 'off'}.log"
+    command = [
+        sys.executable, "-m", "celery", "-A", "tasks", "worker", "-P", "prefork", "-c", "2",
+        "-Q", "documents", "--without-heartbeat", "--without-mingle", "--without-gossip",
+        "--loglevel", "WARNING", "-n", f"bench-{os.getpid()}@%h",
+    ]  # fmt: skip
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    try:
+        deadline = time.monotonic() + 60
+        while not app.control.ping(timeout=0.5):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"worker did not start: {log.read_text()[-1500:]}")
+        yield
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def process_all(app: Celery, docs: Sequence[Path]) -> float:
+    """Documents per second: send them all, then wait for every result (after a
+    warm-up of four, so both worker children have imported everything)."""
+
+    def send(paths: Sequence[Path]) -> list[AsyncResult]:
+        return [
+            app.send_task("tasks.process_document", args=[str(p), QUERY], queue="documents")
+            for p in paths
+        ]
+
+    for result in send(docs[:4]):
+        result.get(timeout=120)
+    start = time.perf_counter()
+    for result in send(docs):
+        result.get(timeout=300)
+    return len(docs) / (time.perf_counter() - start)
+
+
+def recovery_throughput(bench: Bench, sizes: Sizes) -> Figure:
+    """Documents resubmitted per second by run_batch vs. a bare send_task loop."""
+    count = sizes.recovery_docs
+    manager = DocumentRecoveryManager(bench.server.url, bench.config)
+    records = [make_record(ident(i), time.time()) for i in range(count)]
+    timeout = bench.config.recovery_timeout
+    runs_per_recovery: list[int] = []
+
+    def recovered() -> float:
+        bench.flush()
+        bench.record_failures(count)
+        sent, runs = 0, 0
+        start = time.perf_counter()
+        while sent < count:
+            done = len(manager.run_batch()["resubmitted"])
+            if not done:
+                raise RuntimeError(f"recovery stalled after {sent} of {count} documents")
+            sent, runs = sent + done, runs + 1
+        rate = sent / (time.perf_counter() - start)
+        runs_per_recovery.append(runs)
+        return rate
+
+    def bare() -> float:
+        bench.flush()
+        start = time.perf_counter()
+        for r in records:
+            manager.app.send_task(
+                r.task_name,
+                args=r.args,
+                kwargs=r.kwargs,
+                queue=bench.config.resubmit_queue,
+                time_limit=timeout,
+                soft_time_limit=int(timeout * 0.9),
+                headers={HEADER: {"doc_id": r.doc_id, "attempt": 1, "manual": False}},
+            )
+        return count / (time.perf_counter() - start)
+
+    try:
+        rates = paired(5, recovered, bare)
+    finally:
+        manager.close()
+    return judged(
+        6,
+        "recovery: resubmitted/s run_batch / bare send_task",
+        rates.ratio,
+        ">= 0.8",
+        documents=count,
+        batch_size=bench.config.recovery_batch_size,
+        runs_per_recovery=runs_per_recovery[0],
+        recovered_per_second=round(rates.measured),
+        send_task_per_second=round(rates.baseline),
+        extra_us_per_document=round(1e6 / rates.measured - 1e6 / rates.baseline, 1),
+        ratios=rates.ratios,
+    )
+
+
+FIGURES: dict[int, Callable[[Bench, Sizes], Figure]] = {
+    1: tracking_cost,
+    2: claim_scaling,
+    3: status_scaling,
+    4: memory_per_record,
+    5: pipeline_overhead,
+    6: recovery_throughput,
+}
+
+
+# --- the report ---------------------------------------------------------------------------
+
+
+def measure(number: int, bench: Bench, sizes: Sizes) -> Figure:
+    name = FIGURES[number].__name__.replace("_", " ")
+    note(f"figure {number}: {name}")
+    try:
+        return FIGURES[number](bench, sizes)
+    except Exception as exc:  # a figure that cannot be measured is reported, not fatal
+        return Figure(number, name, error=f"{type(exc).__name__}: {exc}")
+
+
+def table(figures: Sequence[Figure]) -> str:
+    rows = [("#", "figure", "value", "target", "result")]
+    for f in figures:
+        verdict = "ERROR" if f.error else ("PASS" if f.passed else "MISS")
+        value = f.error[:60] if f.error else f"{f.value:g}"
+        rows.append((str(f.number), f.name, value, f.target, verdict))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
+    parser.add_argument("--only", default="", help="comma-separated figure numbers, e.g. 2,3")
+    options = parser.parse_args(argv)
+    chosen = [int(n) for n in options.only.split(",") if n.strip()] or list(FIGURES)
+    unknown = [n for n in chosen if n not in FIGURES]
+    if unknown:
+        parser.error(f"--only: no figure {unknown}; figures are 1 to {len(FIGURES)}")
+    sizes = QUICK if options.quick else FULL
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="docrecovery-bench-") as tmp:
+        bench = Bench(Path(tmp))
+        try:
+            redis_version = bench.client.info("server")["redis_version"]
+            figures = [measure(n, bench, sizes) for n in chosen]
+        finally:
+            bench.close()
+    wall = time.perf_counter() - started
+    print(table(figures))
+    print(f"\nwall time {wall:.0f} s, redis {redis_version}{' (--quick)' if options.quick else ''}")
+    for f in figures:
+        print(f"  {f.number}. {json.dumps(f.details)}")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    report = {
+        "quick": options.quick,
+        "wall_seconds": round(wall, 1),
+        "redis_version": redis_version,
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "sizes": asdict(sizes),
+        "figures": [asdict(f) for f in figures],
+    }
+    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"written to {RESULTS.relative_to(REPO)}")
+    return 1 if any(f.error for f in figures) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
