@@ -122,7 +122,7 @@ class Recovery:
             "kind": "failure",
             "fields": record.to_redis(),
             "counted": not marker.get("manual", False),
-            "recovery_attempt": bool(marker) and not marker.get("manual", False),
+            "recovery_attempt": bool(marker),
         }
 
     def success_event(self, task: Task) -> dict[str, Any]:
@@ -134,7 +134,7 @@ class Recovery:
             "doc_id": document_id(path, query),
             "worker": request.hostname,
             "query": query,
-            "recovery_attempt": bool(marker) and not marker.get("manual", False),
+            "recovery_attempt": bool(marker),
             "task_id": request.id,
             "at": time.time(),
         }

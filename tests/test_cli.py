@@ -348,14 +348,17 @@ def test_retry_resubmits_a_dead_document_as_a_manual_retry_that_is_not_counted(
     record = store.get_record(doc_id)
     assert record is not None
     assert (record.state, record.retry_count) == ("dead", 3)
+    # a manual retry is a recovery attempt in the metrics, just not a counted retry
     metrics = store.status()["recovery_metrics"]
-    assert (metrics["failed_recoveries"], metrics["successful_recoveries"]) == (0, 0)
+    assert (metrics["failed_recoveries"], metrics["successful_recoveries"]) == (1, 0)
 
     # When the file is back and it is retried again, it is processed and cleared
     present(doc_root, "gone.txt")
     assert cli("retry", doc_id).returncode == 0
     wait_for(lambda: store.get_record(doc_id) is None, "the manual retry to succeed")
-    assert store.status()["recovery_metrics"]["successful_recoveries"] == 0
+    metrics = store.status()["recovery_metrics"]
+    assert (metrics["failed_recoveries"], metrics["successful_recoveries"]) == (1, 1)
+    assert metrics["recovery_attempts"] == 2
 
 
 def test_retry_a_document_not_tracked_is_reported_as_skipped(cli: Cli) -> None:
