@@ -18,7 +18,6 @@ from types import TracebackType
 
 import redis
 
-
 #: Largest value a small hash keeps in its compact encoding (README: operations).
 HASH_MAX_VALUE = 8192
 
