@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 
 #: A recovery run holding the lock longer than this is presumed dead.
 RUN_LOCK_SECONDS = 300
+#: Seconds during which a second failure report of one task id is a duplicate.
+REPORT_WINDOW = 60.0
 
 _installed: weakref.WeakKeyDictionary[Celery, Recovery] = weakref.WeakKeyDictionary()
 
@@ -62,6 +64,9 @@ class Recovery:
         self._redis_url = redis_url
         self._tracker: FailedDocumentsTracker | None = None
         self.spool = Spool(config.spool_dir)
+        # task id -> when its failure was handled here: Celery reports a hard time
+        # limit twice (once without the run's context), and one run is one failure
+        self._reported: dict[str, float] = {}
 
     @property
     def redis_url(self) -> str:
@@ -157,8 +162,11 @@ class Recovery:
             )
 
     def deliver(self, event: dict[str, Any]) -> None:
-        """Apply an event, or spool it when Redis cannot be reached: never lose it."""
+        """Apply an event, or spool it when Redis cannot be reached: never lose it.
+        Spooled events go first: they happened before this one."""
         try:
+            if self.spool.pending():
+                self.spool.replay(self.apply)
             self.apply(event)
         except TrackerUnavailable as exc:
             where = self.spool.append(event)
@@ -168,9 +176,6 @@ class Recovery:
                 event["kind"],
                 where,
             )
-            return
-        if self.spool.pending():
-            self.replay_spool()
 
     def replay_spool(self) -> int:
         try:
@@ -257,11 +262,22 @@ class Recovery:
     ) -> None:
         if exception is None or sender is None or not self.tracks(sender):
             return
+        if self._seen(task_id):
+            return
         try:
             tb = str(einfo.traceback) if einfo is not None else ""
             self.deliver(self.failure_event(sender, task_id, exception, args, kwargs, tb))
         except Exception:
             log.exception("docrecovery: could not record the failure of task %s", task_id)
+
+    def _seen(self, task_id: str) -> bool:
+        now = time.monotonic()
+        if now - self._reported.get(task_id, -REPORT_WINDOW) < REPORT_WINDOW:
+            return True
+        if len(self._reported) >= 1024:
+            self._reported = {t: at for t, at in self._reported.items() if now - at < REPORT_WINDOW}
+        self._reported[task_id] = now
+        return False
 
     def on_task_success(self, sender: Task | None = None, **_: Any) -> None:
         if sender is None or not self.tracks(sender):

@@ -347,7 +347,7 @@ class DocumentRecoveryManager:
                 kwargs=record.kwargs,
                 queue=plan["queue"],
                 time_limit=plan["time_limit"],
-                soft_time_limit=max(1, int(plan["time_limit"] * 0.9)),
+                soft_time_limit=round(plan["time_limit"] * 0.9, 3),
                 headers={HEADER: header},
             )
         except Exception as exc:
