@@ -78,9 +78,13 @@ class Recovery:
 
     @property
     def tracker(self) -> SyncTracker:
+        return self._store().sync
+
+    def _store(self) -> FailedDocumentsTracker:
+        """The tracker for the current URL (tests and processors may repoint the app)."""
         if self._tracker is None or self._tracker.redis_url != self.redis_url:
             self._tracker = FailedDocumentsTracker(self.redis_url, self.config)
-        return self._tracker.sync
+        return self._tracker
 
     def configure(self, config: RecoveryConfig, redis_url: str | None = None) -> None:
         """Swap the settings and, optionally, the tracker's Redis (which otherwise
@@ -91,8 +95,7 @@ class Recovery:
         self._tracker = None
 
     def manager(self) -> DocumentRecoveryManager:
-        self.tracker  # noqa: B018 - builds the tracker for the current URL
-        return DocumentRecoveryManager(app=self.app, tracker=self._tracker)
+        return DocumentRecoveryManager(app=self.app, tracker=self._store())
 
     def tracks(self, task: Task | None) -> bool:
         return task is not None and task.app is self.app and task.name in self.config.tracked_tasks
