@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from kombu import Queue
+from kombu import Exchange, Queue
 
 redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -24,7 +24,11 @@ accept_content = ["json"]
 result_accept_content = ["json"]
 
 task_default_queue = "documents"
-task_queues = (Queue("documents"), Queue("recovery"), Queue("highmem"))
+# Each queue has its own exchange and routing key: declared bare, all three would bind
+# to the default exchange under the key "documents".
+task_queues = tuple(
+    Queue(name, Exchange(name), routing_key=name) for name in ("documents", "recovery", "highmem")
+)
 task_routes = {
     "tasks.process_document": {"queue": "documents"},
     "recovery.run": {"queue": "recovery"},

@@ -132,12 +132,15 @@ class WorkerProcess:
         return [int(pid) for pid in path.read_text().split()] if path.exists() else []
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
-        """Kill the whole node at once, children included, as the OOM killer might."""
-        for child in self.children():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(child, sig)
+        """Kill the whole node at once, children included, as the OOM killer might.
+        The parent goes first: a parent that saw its child die would requeue the
+        child's message (task_reject_on_worker_lost), which a dead node never does."""
+        children = self.children()
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, sig)
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, sig)
         self.process.wait(10)
 
     def stop(self, timeout: float = 20.0) -> None:
