@@ -71,7 +71,15 @@ def celery_app(redis_server: RedisServer) -> Celery:
     """The pipeline's own app (``tasks.app``), pointed at the session's Redis."""
     from tasks import app
 
-    app.conf.update(broker_url=redis_server.url, result_backend=redis_server.url)
+    # No time limits on this side: once the app is finalized, send_task stamps the
+    # producer's task_time_limit into every message, overriding the limit a worker
+    # process under test was started with (CELERY_TASK_TIME_LIMIT in its env).
+    app.conf.update(
+        broker_url=redis_server.url,
+        result_backend=redis_server.url,
+        task_time_limit=None,
+        task_soft_time_limit=None,
+    )
     return app
 
 

@@ -87,9 +87,10 @@ def test_a_child_killed_mid_task_is_tracked_as_worker_lost_and_the_document_is_p
     celery_app: Celery,
     redis_client: redis.Redis,
 ) -> None:
-    # Given a worker busy parsing a large document
+    # Given a worker busy parsing a large document (large enough that the record of the
+    # lost run lives a few seconds, while the redelivered run parses it again)
     worker = worker_process("w1", env=FAST_ENV)
-    doc = Doc(str(write_slow_html(doc_root / "big.html", 2)), "alpha")
+    doc = Doc(str(write_slow_html(doc_root / "big.html", 6)), "alpha")
     task_id = submit(celery_app, doc)
     wait_for(lambda: inflight_score(redis_client, task_id), 30, "the run to check in")
 
