@@ -27,6 +27,12 @@ from recovery.redis_server import RedisServer
 
 __all__ = ["celery_worker"]
 
+# No time limit on the test side, set before celeryconfig is first imported: once the
+# app is finalized, send_task stamps the producer's task_time_limit into every message,
+# which would override the limit a worker process under test was started with
+# (CELERY_TASK_TIME_LIMIT in its env). Workers started by the tests inherit this too.
+os.environ["CELERY_TASK_TIME_LIMIT"] = "0"
+
 QUEUES = ("documents", "recovery", "highmem")
 
 
@@ -71,15 +77,7 @@ def celery_app(redis_server: RedisServer) -> Celery:
     """The pipeline's own app (``tasks.app``), pointed at the session's Redis."""
     from tasks import app
 
-    # No time limits on this side: once the app is finalized, send_task stamps the
-    # producer's task_time_limit into every message, overriding the limit a worker
-    # process under test was started with (CELERY_TASK_TIME_LIMIT in its env).
-    app.conf.update(
-        broker_url=redis_server.url,
-        result_backend=redis_server.url,
-        task_time_limit=None,
-        task_soft_time_limit=None,
-    )
+    app.conf.update(broker_url=redis_server.url, result_backend=redis_server.url)
     return app
 
 
