@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 import redis
+import seed
 
 from recovery.config import RecoveryConfig
 from recovery.records import FailedDocumentRecord, document_id
@@ -31,17 +32,6 @@ REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "samples"
 DOCRECOVERY = Path(sys.executable).parent / "docrecovery"
 HOUR = 3600.0
-#: The metric names the seed documents.
-SEED_METRICS = {
-    "total_failed_documents",
-    "documents_eligible_for_retry",
-    "recovery_attempts",
-    "successful_recoveries",
-    "failed_recoveries",
-    "recovery_success_rate",
-    "average_recovery_time",
-    "last_recovery_run",
-}
 EXIT_UNAVAILABLE = 2
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
@@ -280,7 +270,7 @@ def test_status_json_parses_and_carries_the_seeds_metric_names(
 
     assert done.returncode == 0, done.stderr
     status = json.loads(done.stdout)
-    assert set(status["recovery_metrics"]) >= SEED_METRICS
+    assert set(status["recovery_metrics"]) >= seed.METRICS
     assert status["total_failed_documents"] == 3
     assert status["recovery_metrics"]["documents_eligible_for_retry"] == 3
     assert status["analysis"]["error_categories"] == {"file_not_found": 2, "import": 1}

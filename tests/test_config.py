@@ -7,26 +7,16 @@ import math
 from typing import Any
 
 import pytest
+import seed
 
 from recovery.config import RecoveryConfig
 from recovery.errors import ConfigError, RecoveryError
 
-#: The configuration dict of the seed's "Recovery Configuration Parameters".
-SEED_CONFIG: dict[str, Any] = {
-    "max_retry_count": 3,
-    "min_retry_interval_hours": 1.0,
-    "recovery_batch_size": 10,
-    "enable_periodic_recovery": True,
-    "recovery_interval_minutes": 30,
-    "recovery_timeout": 300,
-    "failed_docs_retention_days": 7,
-}
-
 
 def test_the_seeds_config_dict_is_accepted_as_is() -> None:
-    config = RecoveryConfig.from_mapping(SEED_CONFIG)
+    config = RecoveryConfig.from_mapping(seed.PARAMETERS)
 
-    assert {key: getattr(config, key) for key in SEED_CONFIG} == SEED_CONFIG
+    assert {key: getattr(config, key) for key in seed.PARAMETERS} == seed.PARAMETERS
     assert config.verbose is False
     assert config.retention_seconds == 7 * 86400.0
     assert config.soft_time_limit == 270
@@ -102,7 +92,7 @@ def test_a_bad_value_fails_naming_the_key_the_value_and_what_is_allowed(
     key: str, value: Any, allowed: str
 ) -> None:
     with pytest.raises(ConfigError) as caught:
-        RecoveryConfig.from_mapping({**SEED_CONFIG, key: value})
+        RecoveryConfig.from_mapping({**seed.PARAMETERS, key: value})
 
     message = str(caught.value)
     assert repr(key) in message
@@ -119,7 +109,7 @@ def test_tracked_tasks_that_are_not_a_list_fail_as_a_config_error(value: Any) ->
 
 def test_an_unknown_key_fails_naming_it_and_listing_the_known_ones() -> None:
     with pytest.raises(ConfigError) as caught:
-        RecoveryConfig.from_mapping({**SEED_CONFIG, "max_retries": 3})
+        RecoveryConfig.from_mapping({**seed.PARAMETERS, "max_retries": 3})
 
     assert caught.value.key == "max_retries"
     assert "'max_retries'" in str(caught.value)
@@ -236,7 +226,7 @@ def test_tracked_tasks_given_as_a_list_are_stored_as_a_tuple() -> None:
 
 
 def test_as_dict_round_trips_through_from_mapping() -> None:
-    config = RecoveryConfig.from_mapping({**SEED_CONFIG, "verbose": True, "dead_max": 5})
+    config = RecoveryConfig.from_mapping({**seed.PARAMETERS, "verbose": True, "dead_max": 5})
 
     assert RecoveryConfig.from_mapping(config.as_dict()) == config
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import redis
+import seed
 from celery import Celery
 
 from recovery.config import RecoveryConfig
@@ -28,25 +29,6 @@ HOUR = 3600.0
 DAY = 86400.0
 T0 = 1_700_000_000.0
 
-#: The configuration dict of the seed's standalone recovery example.
-SEED_CONFIG: dict[str, Any] = {
-    "max_retry_count": 3,
-    "min_retry_interval_hours": 1.0,
-    "recovery_batch_size": 10,
-    "enable_periodic_recovery": False,
-}
-
-#: The metric names the seed documents.
-SEED_METRICS = {
-    "total_failed_documents",
-    "documents_eligible_for_retry",
-    "recovery_attempts",
-    "successful_recoveries",
-    "failed_recoveries",
-    "recovery_success_rate",
-    "average_recovery_time",
-    "last_recovery_run",
-}
 
 ManagerFactory = Callable[..., DocumentRecoveryManager]
 
@@ -392,7 +374,7 @@ def test_run_document_recovery_with_the_seeds_config_returns_a_summary(
     redis_url: str, redis_client: redis.Redis
 ) -> None:
     # Given three documents due now, tracked with the seed's settings
-    tracker = FailedDocumentsTracker(redis_url, SEED_CONFIG)
+    tracker = FailedDocumentsTracker(redis_url, seed.STANDALONE_CONFIG)
     now = time.time()
     try:
         for n in range(3):
@@ -401,7 +383,7 @@ def test_run_document_recovery_with_the_seeds_config_returns_a_summary(
         tracker.close()
 
     # When the seed's standalone recovery function runs
-    result = asyncio.run(run_document_recovery(redis_url=redis_url, config=SEED_CONFIG))
+    result = asyncio.run(run_document_recovery(redis_url=redis_url, config=seed.STANDALONE_CONFIG))
 
     # Then it reports what it did, and did it
     assert result["claimed"] == 3
@@ -415,7 +397,7 @@ def test_run_document_recovery_with_the_seeds_config_returns_a_summary(
 def test_recovery_status_has_the_seeds_keys_and_metrics(
     make_manager: ManagerFactory,
 ) -> None:
-    manager = make_manager(**SEED_CONFIG)
+    manager = make_manager(**seed.STANDALONE_CONFIG)
     now = time.time()
     manager.tracker.sync.record_failure(failure("/docs/a.pdf", now - 2 * HOUR))
     manager.tracker.sync.record_failure(failure("/docs/b.pdf", now - 60))
@@ -424,7 +406,7 @@ def test_recovery_status_has_the_seeds_keys_and_metrics(
 
     assert status["total_failed_documents"] == 2
     assert status["eligible_for_recovery"] == 1
-    assert set(status["recovery_metrics"]) >= SEED_METRICS
+    assert set(status["recovery_metrics"]) >= seed.METRICS
     assert status["recovery_metrics"]["documents_eligible_for_retry"] == 1
     assert status["recovery_metrics"]["recovery_success_rate"] == 0.0
     assert status["analysis"]["error_categories"] == {"other": 2}

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 import redis
+import seed
 from celery import Celery
 from celery.result import AsyncResult
 
@@ -32,22 +33,6 @@ from recovery.tracker import SyncTracker
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 HOUR = 3600.0
 TIMEOUT = 60.0
-
-#: The seed's "Standalone Recovery Function" dict.
-SEED_RECOVERY_CONFIG: dict[str, Any] = {
-    "max_retry_count": 3,
-    "min_retry_interval_hours": 1.0,
-    "recovery_batch_size": 10,
-    "enable_periodic_recovery": False,
-}
-#: The seed's "Distributed Processor Integration" update.
-SEED_PROCESSOR_CONFIG: dict[str, Any] = {
-    "max_retry_count": 3,
-    "min_retry_interval_hours": 0.5,
-    "recovery_batch_size": 5,
-    "enable_periodic_recovery": True,
-    "recovery_interval_minutes": 15,
-}
 
 
 @pytest.fixture(autouse=True)
@@ -115,9 +100,9 @@ def test_the_processor_snippet_recovers_then_runs_a_worker_that_processes_docume
     store.record_failure(failure(recovered, time.time() - 2 * HOUR, "lease"))
     fresh = Path(shutil.copy(SAMPLES / "celery-retries.txt", doc_root / "fresh.txt"))
 
-    async def seed() -> tuple[list[dict[str, Any]], int]:
+    async def snippet() -> tuple[list[dict[str, Any]], int]:
         processor = DistributedProcessor(worker_id="worker-1", redis_url=redis_url)
-        processor.config.update(SEED_PROCESSOR_CONFIG)
+        processor.config.update(seed.PROCESSOR_CONFIG)
         manager = processor.recovery_manager
         assert isinstance(manager.tracker, FailedDocumentsTracker)
         manager.close()
@@ -145,7 +130,7 @@ def test_the_processor_snippet_recovers_then_runs_a_worker_that_processes_docume
                     processor._process.send_signal(signal.SIGKILL)
         return results, code
 
-    results, code = asyncio.run(seed())
+    results, code = asyncio.run(snippet())
 
     # Then the worker processed the submitted document and the recovered one
     assert [r["path"] for r in results] == [str(fresh)]
@@ -160,11 +145,11 @@ def test_the_processor_applies_the_seeds_config_keys(redis_url: str, celery_app:
     from distributed_processor import DistributedProcessor
 
     processor = DistributedProcessor(worker_id="worker-1", redis_url=redis_url)
-    processor.config.update(SEED_PROCESSOR_CONFIG)
+    processor.config.update(seed.PROCESSOR_CONFIG)
 
     manager = processor.recovery_manager
     try:
-        for key, value in SEED_PROCESSOR_CONFIG.items():
+        for key, value in seed.PROCESSOR_CONFIG.items():
             assert getattr(manager.config, key) == value
         assert manager.tracker.redis_url == redis_url
         # And the worker it starts gets the same settings
@@ -183,7 +168,7 @@ def test_a_bad_processor_config_value_fails_naming_the_key_and_starts_no_worker(
     from distributed_processor import DistributedProcessor
 
     processor = DistributedProcessor(worker_id="worker-1", redis_url=redis_url)
-    processor.config.update(SEED_PROCESSOR_CONFIG)
+    processor.config.update(seed.PROCESSOR_CONFIG)
     processor.config[key] = value
 
     with pytest.raises(ConfigError, match=key) as raised:
@@ -212,7 +197,7 @@ def test_run_document_recovery_with_the_seeds_dict_resubmits_what_is_due(
     store.record_failure(failure(restored(doc_root, "recent.txt"), time.time()))
 
     async def main() -> None:
-        config = dict(SEED_RECOVERY_CONFIG)
+        config = dict(seed.STANDALONE_CONFIG)
         result = await run_document_recovery(redis_url=redis_url, config=config)
         print(f"Recovery completed: {result}")
 
