@@ -12,6 +12,8 @@ import os
 
 from kombu import Exchange, Queue
 
+from recovery.config import RecoveryConfig
+
 redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 
 broker_url = redis_url
@@ -46,13 +48,14 @@ task_track_started = True
 task_time_limit = int(os.environ.get("CELERY_TASK_TIME_LIMIT", "300"))
 task_soft_time_limit = int(task_time_limit * 0.9)
 
+# The longest a run may take: the time limit, or a recovery resubmission's limit.
+_longest_run = max(task_time_limit, RecoveryConfig.from_env().recovery_timeout)
+
 broker_transport_options = {
     # An unacked message of a vanished node becomes visible again after this long. It
-    # must outlive the longest task (else a running task is delivered twice), so it
-    # follows the time limit instead of kombu's one-hour default.
-    "visibility_timeout": int(
-        os.environ.get("CELERY_VISIBILITY_TIMEOUT", str(task_time_limit + 60))
-    ),
+    # must outlive the longest run (else a running task is delivered twice), so it
+    # follows the time limits instead of kombu's one-hour default.
+    "visibility_timeout": int(os.environ.get("CELERY_VISIBILITY_TIMEOUT", str(_longest_run + 60))),
     # Sweep for such messages every few seconds, on every sweep (not every tenth).
     "unacked_restore_interval": 5,
     "unacked_restore_throttle": 1,

@@ -31,8 +31,8 @@ from functools import cache
 from typing import Any
 
 from celery import Celery, Task, states
-from celery.exceptions import Ignore
-from celery.signals import task_failure, task_success, worker_ready
+from celery.exceptions import Ignore, Reject, Retry
+from celery.signals import task_failure, task_revoked, task_success, worker_ready
 from redis.exceptions import LockError, RedisError
 
 from recovery.categories import IMPORT, categorize
@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 RUN_LOCK_SECONDS = 300
 #: Seconds during which a second failure report of one task id is a duplicate.
 REPORT_WINDOW = 60.0
+#: How often a process looks for spooled events of other processes on its host.
+SPOOL_CHECK_SECONDS = 30.0
 
 _installed: weakref.WeakKeyDictionary[Celery, Recovery] = weakref.WeakKeyDictionary()
 
@@ -67,6 +69,7 @@ class Recovery:
         # task id -> when its failure was handled here: Celery reports a hard time
         # limit twice (once without the run's context), and one run is one failure
         self._reported: dict[str, float] = {}
+        self._spool_checked = 0.0
 
     @property
     def redis_url(self) -> str:
@@ -168,21 +171,35 @@ class Recovery:
         """Apply an event, or spool it when Redis cannot be reached: never lose it.
         Spooled events go first: they happened before this one."""
         try:
-            if self.spool.pending():
-                self.spool.replay(self.apply)
+            if self._spool_may_hold_events():
+                self.spool.replay(self.apply, TrackerUnavailable)
             self.apply(event)
         except TrackerUnavailable as exc:
             where = self.spool.append(event)
+            self._spool_checked = 0.0
             log.error(
                 "docrecovery: Redis unreachable (%s); %s event spooled to %s",
                 exc,
                 event["kind"],
                 where,
             )
+        except Exception:
+            log.exception("docrecovery: %s event cannot be applied; rejected", event["kind"])
+            self.spool.reject(event)
+
+    def _spool_may_hold_events(self) -> bool:
+        """Whether to look at the spool before applying an event. Looking lists a
+        directory, so a process does it right after it spooled, else every
+        SPOOL_CHECK_SECONDS (events of other processes on this host)."""
+        now = time.monotonic()
+        if now - self._spool_checked < SPOOL_CHECK_SECONDS:
+            return False
+        self._spool_checked = now
+        return self.spool.pending()
 
     def replay_spool(self) -> int:
         try:
-            replayed = self.spool.replay(self.apply)
+            replayed = self.spool.replay(self.apply, TrackerUnavailable)
         except TrackerUnavailable as exc:
             log.warning("docrecovery: spool replay stopped, Redis unreachable: %s", exc)
             return 0
@@ -222,7 +239,13 @@ class Recovery:
             verdict, _ = self.tracker.begin(doc_id, request.id, deadline, call, now)
             if verdict == "lost":
                 lost = lost_run_record({**call, "task_id": request.id}, now)
-                outcome = self.tracker.record_failure(lost, lost_run=True, now=now)
+                outcome = self.tracker.record_failure(
+                    lost,
+                    lost_run="any",
+                    counted=not call["marker"].get("manual", False),
+                    recovery_attempt=bool(call["marker"]),
+                    now=now,
+                )
                 log.error(
                     "docrecovery: an earlier run of task %s died without reporting;"
                     " recorded as worker_lost (%s)",
@@ -244,6 +267,12 @@ class Recovery:
             )
             return False
         return True
+
+    def end_run(self, task_id: str) -> None:
+        try:
+            self.tracker.end_run(task_id)
+        except TrackerUnavailable as exc:
+            log.error("docrecovery: could not take task %s out of flight: %s", task_id, exc)
 
     def register_environment(self, worker: str) -> None:
         fingerprint.cache_clear()
@@ -289,6 +318,10 @@ class Recovery:
             self.deliver(self.success_event(sender))
         except Exception:
             log.exception("docrecovery: could not clear task %s", sender.request.id)
+
+    def on_task_revoked(self, sender: Task | None = None, request: Any = None, **_: Any) -> None:
+        if sender is not None and request is not None and self.tracks(sender):
+            self.end_run(str(request.id))
 
     def on_worker_ready(self, sender: Any = None, **_: Any) -> None:
         if getattr(sender, "app", None) is not self.app:
@@ -371,6 +404,7 @@ def install(
 
     task_failure.connect(rec.on_task_failure, weak=False)
     task_success.connect(rec.on_task_success, weak=False)
+    task_revoked.connect(rec.on_task_revoked, weak=False)
     worker_ready.connect(rec.on_worker_ready, weak=False)
 
     @app.task(name="recovery.run", ignore_result=False)  # type: ignore[untyped-decorator]
@@ -399,11 +433,19 @@ class TrackedTask(Task):  # type: ignore[misc]
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         rec = _installed.get(self.app)
-        if rec is not None and not rec.begin(self):
+        if rec is None:
+            return super().__call__(*args, **kwargs)
+        if not rec.begin(self):
             # the STARTED state is already stored: leave a final state, not a hang
             self.update_state(state=states.IGNORED, meta={"reason": "dropped by docrecovery"})
             raise Ignore()
-        return super().__call__(*args, **kwargs)
+        try:
+            return super().__call__(*args, **kwargs)
+        except (Retry, Ignore, Reject):
+            # ends with neither success nor failure: a retry comes back under the same
+            # id, which must not look like a run that died
+            rec.end_run(self.request.id)
+            raise
 
 
 def installed(app: Celery) -> Recovery:

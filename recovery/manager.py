@@ -235,12 +235,21 @@ class DocumentRecoveryManager:
         return holds
 
     def sweep_lost(self, now: float) -> int:
-        """Record in-flight runs past their deadline as worker_lost failures."""
+        """Record in-flight runs past their deadline as worker_lost failures (all of
+        them: each recorded entry leaves the in-flight index)."""
         store = self.tracker.sync
         recorded = 0
-        for call in store.lost_runs(now):
-            outcome = store.record_failure(lost_run_record(call, now), lost_run=True, now=now)
-            if outcome.state != "skipped":
+        while calls := store.lost_runs(now):
+            for call in calls:
+                outcome = store.record_failure(
+                    lost_run_record(call, now),
+                    lost_run=now,
+                    counted=not (call.get("marker") or {}).get("manual", False),
+                    recovery_attempt=bool(call.get("marker")),
+                    now=now,
+                )
+                if outcome.state == "skipped":
+                    continue
                 recorded += 1
                 log.error(
                     "run %s of %s never reported: recorded as worker_lost",

@@ -48,7 +48,7 @@ def queue_for(config: RecoveryConfig, category: str) -> str:
     return config.highmem_queue if category == categories.MEMORY else config.resubmit_queue
 
 
-def time_limit_for(config: RecoveryConfig, category: str, previous_limit: int | None) -> int:
+def time_limit_for(config: RecoveryConfig, category: str, previous_limit: float | None) -> float:
     """Hard time limit of a resubmitted task: a timed-out document gets twice the limit
     it last ran with, capped by ``recovery_timeout``; others get ``recovery_timeout``."""
     if category == categories.TIMEOUT and config.grow_timeouts and previous_limit:

@@ -70,7 +70,7 @@ class FailedDocumentRecord:
     last_recovery_at: float | None = None
     fingerprint: str = ""
     #: Hard time limit (seconds) the failed run had, to grow it for timeouts.
-    time_limit: int | None = None
+    time_limit: float | None = None
 
     def __post_init__(self) -> None:
         if self.first_failure_timestamp is None:
@@ -159,9 +159,9 @@ _FIELDS: dict[str, tuple[str, Any]] = {
     "next_retry_at": ("next", float),
     "last_recovery_at": ("rec_at", float),
     "fingerprint": ("fp", str),
-    "time_limit": ("tlimit", int),
+    "time_limit": ("tlimit", float),
 }
 _REQUIRED = ("path", "task", "msg", "last", "state")
 _EMPTY: tuple[Any, ...] = ("", 0, [], {})
-#: Optional numbers a script clears with an empty string (a dead record has no "next").
+#: Optional numbers that may be stored empty by an older version of the scripts.
 _OPTIONAL = {"next_retry_at", "last_recovery_at", "time_limit", "first_failure_timestamp"}

@@ -24,6 +24,7 @@ NAMES = (
     "begin",
     "register_env",
     "promote_imports",
+    "end_run",
 )
 
 
@@ -44,6 +45,7 @@ class Scripts:
     begin: Script
     register_env: Script
     promote_imports: Script
+    end_run: Script
 
     @classmethod
     def register(cls, client: redis.Redis) -> Scripts:

@@ -10,8 +10,10 @@ a later call with Redis back replays the spool:
   over, so its events are not stranded;
 - events of all files are replayed in the order they happened (a success must not be
   applied before the failure it followed);
-- an event that fails again is written back with everything after it, and a line
-  that cannot be parsed is moved aside to ``rejected.jsonl`` rather than deleted.
+- an event that fails again because Redis is still away is written back with
+  everything after it; an event that fails for any other reason, and a line that
+  cannot be parsed, are moved aside to ``rejected.jsonl`` (never deleted, never
+  blocking the events behind them).
 """
 
 from __future__ import annotations
@@ -51,24 +53,39 @@ class Spool:
         """Events waiting, for status output."""
         return sum(len(path.read_bytes().splitlines()) for path in self._waiting())
 
-    def replay(self, handle: Callable[[dict[str, Any]], None]) -> int:
+    def replay(
+        self,
+        handle: Callable[[dict[str, Any]], None],
+        unavailable: type[Exception] = Exception,
+    ) -> int:
         """Feed every spooled event to ``handle``, oldest first; returns how many were
-        replayed. Stops at the first event ``handle`` raises on, keeping it and the
-        rest for the next replay, and re-raises."""
+        replayed. At the first event that raises ``unavailable`` it stops, keeping that
+        event and the rest for the next replay, and re-raises; an event that raises
+        anything else is rejected and the replay goes on."""
         taken = self._take()
         events = sorted(self._read(taken), key=lambda event: int(event.get(SEQ, 0)))
         replayed = 0
         try:
-            for event in events:
-                handle({k: v for k, v in event.items() if k != SEQ})
+            for index, event in enumerate(events):
+                try:
+                    handle({k: v for k, v in event.items() if k != SEQ})
+                except unavailable:
+                    self._write(self._own("events"), events[index:])
+                    raise
+                except Exception:
+                    log.exception("spooled event cannot be applied; moved to rejected.jsonl")
+                    self.reject(event)
+                    continue
                 replayed += 1
-        except Exception:
-            self._write(self._own("events"), events[replayed:])
-            raise
         finally:
             for path in taken:
                 path.unlink(missing_ok=True)
         return replayed
+
+    def reject(self, event: dict[str, Any]) -> None:
+        """Keep an event that can never be applied where an operator can read it."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._write(self.directory / "rejected.jsonl", [event])
 
     # --- files -------------------------------------------------------------------
 

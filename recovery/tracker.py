@@ -52,6 +52,8 @@ AGE_BUCKETS: tuple[tuple[str, float, float], ...] = (
 TTL_MARGIN_SECONDS = 86400
 #: Ids handled per script call in cleanup and sweeps, to keep each call short.
 CHUNK = 500
+#: Names kept in each per-worker and per-query run counter (the busiest ones).
+RATE_ENTRIES = 1000
 
 
 def redact(url: str) -> str:
@@ -120,6 +122,7 @@ class SyncTracker:
         self.keys = Keys(config.key_prefix)
         self.scripts = Scripts.register(client)
         self.url = url
+        self._orphans = 0
         k = self.keys
         # KEYS of record_failure.lua and resolve.lua after the record's own key; built
         # once, as they are the same for every document (hot path: every task run).
@@ -174,13 +177,14 @@ class SyncTracker:
         counted: bool = True,
         recovery_attempt: bool = False,
         now: float | None = None,
-        lost_run: bool = False,
+        lost_run: float | str | None = None,
     ) -> FailureOutcome:
         """Track a failure; a document already tracked gets its retry counted unless
         ``counted`` is false (a manual retry). Permanent errors go straight to dead.
-        ``lost_run`` reports an in-flight run that never finished: it is skipped
-        (state ``skipped``) when that entry is already gone, so a lost run is
-        reported once however many sweeps see it."""
+        ``lost_run`` reports an in-flight run that never finished: ``"any"`` from the
+        redelivery that found its own entry, or the bound a sweep read entries with.
+        It is skipped (state ``skipped``) when the entry is gone or, for a sweep, was
+        renewed since: a lost run is reported once however many see it."""
         now = record.failure_timestamp if now is None else now
         record.error_message = bound_message(record.error_message, self.config.max_error_chars)
         k = self.keys
@@ -201,7 +205,7 @@ class SyncTracker:
                     ttl,
                     _json_list(delays),
                     record.task_id,
-                    int(lost_run),
+                    "" if lost_run is None else lost_run,
                     self.config.breaker_window,
                     *fields,
                 ],
@@ -262,6 +266,12 @@ class SyncTracker:
             )
         return str(verdict), str(state)
 
+    def end_run(self, task_id: str) -> bool:
+        """Take a run out of flight when it ends with neither success nor failure."""
+        k = self.keys
+        with self._redis("end run"):
+            return bool(self.scripts.end_run(keys=[k.inflight, k.inflight_tasks], args=[task_id]))
+
     def lost_runs(self, now: float | None = None, limit: int = CHUNK) -> list[dict[str, Any]]:
         """In-flight runs past their deadline: each is the JSON call stored at begin,
         with its ``task_id``. Entries that cannot be decoded are reported and dropped."""
@@ -279,6 +289,7 @@ class SyncTracker:
                 if not isinstance(call, dict):
                     log.warning("in-flight entry of task %s is unreadable; dropped", task_id)
                     self.client.zrem(k.inflight, task_id)
+                    self.client.hdel(k.inflight_tasks, task_id)
                     continue
                 runs.append({**call, "task_id": task_id})
         return runs
@@ -433,6 +444,8 @@ class SyncTracker:
                 n = self._remove(ids, "any", 0, "dead_trimmed")
                 removed["dead_trimmed"] += n
                 excess -= len(ids)
+            self._repair_aggregates()
+            self._trim_rate_counters()
         if removed["dead_trimmed"]:
             log.warning(
                 "dead set over dead_max=%d: removed the %d oldest dead documents",
@@ -444,10 +457,12 @@ class SyncTracker:
     def delete(self, doc_ids: Sequence[str]) -> int:
         """Stop tracking these documents, whatever their state."""
         with self._redis("delete"):
-            return sum(
+            removed = sum(
                 self._remove(doc_ids[i : i + CHUNK], "any", 0, "deleted")
                 for i in range(0, len(doc_ids), CHUNK)
             )
+            self._repair_aggregates()
+        return removed
 
     def _remove_range(self, index: str, which: str, cutoff: float, counter: str) -> int:
         total = 0
@@ -475,14 +490,37 @@ class SyncTracker:
             ],
             args=[which, cutoff, counter, *ids],
         )
-        if orphans:
+        self._orphans += int(orphans)
+        return int(removed)
+
+    def _repair_aggregates(self) -> None:
+        """Rebuild the counts once after removals that met records gone by TTL."""
+        if self._orphans:
             log.warning(
                 "%d tracked document(s) had lost their record (TTL fired before cleanup, "
                 "was beat stopped?); rebuilding the aggregate counts",
-                orphans,
+                self._orphans,
             )
+            self._orphans = 0
             self.rebuild_aggregates()
-        return int(removed)
+
+    def _trim_rate_counters(self) -> None:
+        """Keep the per-worker and per-query run counters to the RATE_ENTRIES busiest
+        names: free-text queries would otherwise add a field each, forever."""
+        k = self.keys
+        for processed, failures in (
+            (k.worker_processed, k.worker_failures),
+            (k.query_processed, k.query_failures),
+        ):
+            if int(self.client.hlen(processed)) <= RATE_ENTRIES:
+                continue
+            counts: dict[str, str] = self.client.hgetall(processed)  # type: ignore[assignment]
+            ranked = sorted(counts, key=lambda name: -int(counts[name]))
+            for chunk in _chunks(ranked[RATE_ENTRIES:], CHUNK):
+                pipe = self.client.pipeline(transaction=True)
+                pipe.hdel(processed, *chunk)
+                pipe.hdel(failures, *chunk)
+                pipe.execute()
 
     def rebuild_aggregates(self) -> None:
         """Recount documents by category, worker and query from the records.
@@ -540,9 +578,15 @@ class SyncTracker:
             ids: list[str] = []
             for key in [index] if index else [self.keys.failed, self.keys.dead]:
                 ids += strs(self.client.zrange(key, 0, -1 if limit is None else offset + limit - 1))
-            ids = ids[offset:] if limit is None else ids[offset : offset + limit]
-            records: list[FailedDocumentRecord] = []
-            for chunk in _chunks(ids, CHUNK):
+        ids = ids[offset:] if limit is None else ids[offset : offset + limit]
+        return self.get_records(ids)
+
+    def get_records(self, doc_ids: Sequence[str]) -> list[FailedDocumentRecord]:
+        """These documents' records, read in pipelined chunks; missing ones are left
+        out, corrupt ones logged and skipped."""
+        records: list[FailedDocumentRecord] = []
+        with self._redis("read records"):
+            for chunk in _chunks(doc_ids, CHUNK):
                 pipe = self.client.pipeline(transaction=False)
                 for doc_id in chunk:
                     pipe.hgetall(self.keys.record(doc_id))

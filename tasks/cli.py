@@ -85,13 +85,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_recover(args: argparse.Namespace) -> int:
-    from tasks.app import app
-
-    manager = DocumentRecoveryManager(args.url, recovery_config(args), app=app)
-    try:
+    with _manager(args) as manager:
         summary = manager.preview() if args.dry_run else manager.recover_all()
-    finally:
-        manager.close()
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
     elif args.dry_run:
@@ -120,12 +115,9 @@ def cmd_recover(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    manager = DocumentRecoveryManager(args.url, recovery_config(args))
-    try:
+    with _manager(args) as manager:
         status = manager.status()
         status["warnings"] = check_redis(manager.tracker.client)
-    finally:
-        manager.close()
     if args.json:
         print(json.dumps(status, indent=2, default=str))
     else:
@@ -190,7 +182,7 @@ class UsageError(Exception):
 def cmd_list(args: argparse.Namespace) -> int:
     with _manager(args) as manager:
         ids = manager.select(_selection(args))
-        records = [r for r in map(manager.tracker.sync.get_record, ids) if r is not None]
+        records = manager.tracker.sync.get_records(ids)
     if args.json:
         print(json.dumps([vars(r) | {"doc_id": r.doc_id} for r in records], indent=2))
         return 0

@@ -102,6 +102,31 @@ def test_an_event_the_handler_fails_on_is_kept_with_the_rest(tmp_path: Path) -> 
     assert spool.count() == 0
 
 
+def test_an_event_that_fails_for_another_reason_is_rejected_and_the_rest_replayed(
+    tmp_path: Path,
+) -> None:
+    # Given five spooled events, the third of which can never be applied
+    spool = Spool(tmp_path)
+    for event in events(5):
+        spool.append(event)
+    seen: list[dict[str, Any]] = []
+
+    def poison_at_the_third(event: dict[str, Any]) -> None:
+        if event["n"] == 2:
+            raise ValueError("a record that cannot be decoded")
+        seen.append(event)
+
+    # When replay runs, only a ConnectionError meaning "Redis is away"
+    replayed = spool.replay(poison_at_the_third, ConnectionError)
+
+    # Then the poison event is kept aside and does not block the ones behind it
+    assert replayed == 4
+    assert [e["n"] for e in seen] == [0, 1, 3, 4]
+    rejected = [json.loads(line) for line in (tmp_path / "rejected.jsonl").read_text().splitlines()]
+    assert [e["n"] for e in rejected] == [2]
+    assert spool.count() == 0
+
+
 def test_a_line_that_is_not_json_is_moved_to_rejected_and_the_rest_replayed(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

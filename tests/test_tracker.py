@@ -1004,3 +1004,54 @@ def test_the_async_face_accepts_the_seeds_config_dict(redis_url: str) -> None:
         assert asyncio.run(fail()) == "dead"
     finally:
         tracker.close()
+
+
+def test_a_sweep_does_not_report_a_run_whose_entry_was_renewed_after_it_read_it(
+    make_tracker: TrackerFactory, redis_client: redis.Redis
+) -> None:
+    # Given a run in flight until T0 + 100 (a redelivery that checked in again)
+    tracker = make_tracker()
+    doc = document_id("/docs/a.pdf")
+    call = {"path": "/docs/a.pdf", "task": "tasks.process_document", "marker": {}}
+    assert tracker.begin(doc, "t1", T0 + 100, call, T0)[0] == "run"
+    lost = failure("/docs/a.pdf", T0 + 60, task_id="t1", error_category="worker_lost")
+
+    # When a sweep that read entries due by T0 + 50 reports it
+    outcome = tracker.record_failure(lost, lost_run=T0 + 50, now=T0 + 60)
+
+    # Then nothing is recorded and the run stays in flight
+    assert outcome.state == "skipped"
+    assert tracker.get_record(doc) is None
+    assert zscore(redis_client, tracker.keys.inflight, "t1") == T0 + 100
+    # While a sweep past its deadline records it once
+    assert tracker.record_failure(lost, lost_run=T0 + 200, now=T0 + 200).state == "failed"
+    assert tracker.record_failure(lost, lost_run=T0 + 200, now=T0 + 200).state == "skipped"
+
+
+def test_a_fractional_time_limit_round_trips(make_tracker: TrackerFactory) -> None:
+    tracker = make_tracker()
+    tracker.record_failure(failure("/docs/a.pdf", T0, time_limit=2.5))
+
+    record = tracker.get_record(document_id("/docs/a.pdf"))
+
+    assert record is not None
+    assert record.time_limit == 2.5
+
+
+def test_cleanup_keeps_only_the_busiest_names_in_the_run_counters(
+    make_tracker: TrackerFactory, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given failures under five queries, query n failing n + 1 times
+    monkeypatch.setattr("recovery.tracker.RATE_ENTRIES", 3)
+    tracker = make_tracker()
+    for n in range(5):
+        for attempt in range(n + 1):
+            tracker.record_failure(failure(f"/docs/{n}-{attempt}.pdf", T0, query=f"q{n}"))
+
+    # When cleanup runs
+    tracker.cleanup(now=T0)
+
+    # Then the three busiest queries keep their counters, in both hashes
+    k = tracker.keys
+    assert set(hash_of(redis_client, k.query_processed)) == {"q2", "q3", "q4"}
+    assert set(hash_of(redis_client, k.query_failures)) == {"q2", "q3", "q4"}

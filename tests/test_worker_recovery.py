@@ -28,17 +28,18 @@ from typing import Any
 
 import pytest
 import redis
-from celery import Celery
+from celery import Celery, Task
 from celery.result import AsyncResult
 from celery.signals import task_postrun, task_prerun
 
-from recovery import DocumentRecoveryManager, RecoveryConfig, installed
+from recovery import DocumentRecoveryManager, RecoveryConfig, TrackedTask, installed
 from recovery.environment import fingerprint
 from recovery.keys import Keys
 from recovery.records import FailedDocumentRecord, document_id
 from recovery.redis_server import RedisServer
 from recovery.spool import Spool
 from recovery.tracker import SyncTracker
+from tasks import app as pipeline_app
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 TIMEOUT = 30.0
@@ -769,3 +770,30 @@ def test_status_and_analysis_count_exactly_what_the_worker_recorded(
         "alpha": {"tracked": 2, "failures": 2, "processed": 3, "failure_rate": 2 / 3},
         "beta": {"tracked": 1, "failures": 1, "processed": 1, "failure_rate": 1.0},
     }
+
+
+# --- runs that end with neither success nor failure -----------------------------------
+
+
+@pipeline_app.task(name="tests.retry_once", bind=True, base=TrackedTask, max_retries=1)  # type: ignore[untyped-decorator]
+def retry_once(self: Task, document_path: str) -> str:
+    """Fails its first run with a Celery retry (same task id), succeeds the second."""
+    if self.request.retries == 0:
+        raise self.retry(countdown=0)
+    return document_path
+
+
+def test_a_celery_retry_is_not_mistaken_for_a_run_that_died(
+    recovery_setup: Setup, redis_client: redis.Redis
+) -> None:
+    # Given a tracked task that retries itself once under the same task id
+    manager = recovery_setup(tracked_tasks=("tests.retry_once",))
+    store = manager.tracker.sync
+
+    # When it runs: retry, then success
+    assert retry_once.apply_async(args=["/docs/retry.txt"]).get(timeout=30) == "/docs/retry.txt"
+
+    # Then the retried run was taken out of flight and not recorded as worker_lost
+    assert redis_client.zcard(store.keys.inflight) == 0
+    assert store.status()["recovery_metrics"]["failures_recorded"] == 0
+    assert store.get_record(document_id("/docs/retry.txt")) is None

@@ -64,6 +64,7 @@ for i = 6, #ARGV do
       elseif first >= cutoff then
         if (tonumber(f[1]) or 0) >= max_retries then
           redis.call('ZREM', KEYS[1], id)
+          redis.call('ZREM', KEYS[5], id)
           redis.call('ZREM', KEYS[6], id)
           redis.call('ZADD', KEYS[3], now, id)
           redis.call('HSET', rec, 'state', 'dead', 'reason', 'retries exhausted')

@@ -11,8 +11,10 @@
 -- ARGV[5] recovery attempt (0/1)  ARGV[6] max retries  ARGV[7] record TTL seconds
 -- ARGV[8] JSON list of backoff delays, indexed by retry count
 -- ARGV[9] id of the task run that failed (its in-flight entry is cleared)
--- ARGV[10] 1 when reporting a lost run found in the in-flight index: skipped if the
--- entry is already gone (another sweep, or the run reported after all)
+-- ARGV[10] '' for a reported failure; for a lost run found in the in-flight index,
+-- 'any' (a redelivery found its own entry) or the deadline bound a sweep read with:
+-- skipped unless the entry is still there (and, for a sweep, still past that bound),
+-- so another sweep, a redelivery that checked in again, or a late report wins
 -- ARGV[11] circuit-breaker window  ARGV[12..] field/value pairs of the record.
 -- Returns {state, retries, next retry time or '', replaced corrupt (0/1)}.
 local rec, id = KEYS[1], ARGV[2]
@@ -22,8 +24,11 @@ local max_retries = tonumber(ARGV[6])
 local delays = cjson.decode(ARGV[8])
 local agg = {KEYS[7], KEYS[8], KEYS[9]}
 local task_id, window = ARGV[9], tonumber(ARGV[11])
-if ARGV[10] == '1' and not redis.call('ZSCORE', KEYS[16], task_id) then
-  return {'skipped', 0, '', 0}
+if ARGV[10] ~= '' then
+  local deadline = tonumber(redis.call('ZSCORE', KEYS[16], task_id))
+  if not deadline or (ARGV[10] ~= 'any' and deadline > tonumber(ARGV[10])) then
+    return {'skipped', 0, '', 0}
+  end
 end
 redis.call('ZREM', KEYS[16], task_id)
 redis.call('HDEL', KEYS[17], task_id)
