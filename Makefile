@@ -31,5 +31,7 @@ test: lint typecheck pytest
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 
+# Keeps .docrecovery/redis and .docrecovery/spool: the embedded Redis's data and any
+# failure events still waiting to be replayed.
 clean:
-	rm -rf $(VENV) .docrecovery *.egg-info
+	rm -rf $(VENV) .docrecovery/demo *.egg-info

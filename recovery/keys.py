@@ -31,10 +31,6 @@ class Keys:
         return self._name("result", doc_id)
 
     @property
-    def record_prefix(self) -> str:
-        return self._name("doc", "")
-
-    @property
     def due(self) -> str:
         """Sorted set: doc id scored by the time it may next be retried."""
         return self._name("due")
@@ -124,13 +120,14 @@ class Keys:
 
     @property
     def fingerprints(self) -> str:
-        """Hash: worker -> fingerprint of its environment, set at worker start."""
+        """Hash: worker -> fingerprint of its environment, set at worker start
+        (``docrecovery status`` shows which worker runs which generation)."""
         return self._name("env", "fingerprints")
 
     @property
     def generations(self) -> str:
         """Hash: fingerprint -> generation, plus field ``latest`` (a counter raised
-        each time a worker starts with an environment it did not have before)."""
+        each time a worker starts with a fingerprint no worker has had before)."""
         return self._name("env", "generations")
 
     @property

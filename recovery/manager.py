@@ -37,7 +37,7 @@ from recovery import categories, policy
 from recovery.config import RecoveryConfig
 from recovery.errors import CorruptRecord
 from recovery.records import DEAD, FailedDocumentRecord
-from recovery.tracker import FailedDocumentsTracker, Settlement, as_config, strs
+from recovery.tracker import CHUNK, FailedDocumentsTracker, Settlement, as_config, chunks, strs
 
 log = logging.getLogger(__name__)
 
@@ -261,7 +261,8 @@ class DocumentRecoveryManager:
     def breakers(self) -> dict[str, dict[str, Any]]:
         """Each category's circuit breaker: state and its recent recovery outcomes."""
         store = self.tracker.sync
-        raw: dict[str, str] = store.client.hgetall(store.keys.breakers)  # type: ignore[assignment]
+        with store.translate_errors("read circuit breakers"):
+            raw: dict[str, str] = store.client.hgetall(store.keys.breakers)  # type: ignore[assignment]
         return {
             category: {
                 "state": breaker_state(outcomes, self.config),
@@ -270,6 +271,17 @@ class DocumentRecoveryManager:
             }
             for category, outcomes in sorted(raw.items())
         }
+
+    def environments(self) -> dict[str, int]:
+        """Each worker's environment generation, as recorded when it last started."""
+        store = self.tracker.sync
+        k = store.keys
+        with store.translate_errors("read environments"):
+            pipe = store.client.pipeline(transaction=False)
+            pipe.hgetall(k.fingerprints)
+            pipe.hgetall(k.generations)
+            workers, generations = pipe.execute()
+        return {worker: int(generations.get(fp, 0)) for worker, fp in sorted(workers.items())}
 
     def recover_all(self, *, max_batches: int = 10_000) -> dict[str, Any]:
         """Run batch after batch until nothing is due; a summary of all of them."""
@@ -291,11 +303,12 @@ class DocumentRecoveryManager:
         nothing. Corrupt records are reported as the real run reports them."""
         now = time.time() if now is None else now
         store = self.tracker.sync
-        ids = strs(
-            store.client.zrangebyscore(
-                store.keys.due, "-inf", now, start=0, num=self.config.recovery_batch_size
+        with store.translate_errors("dry run"):
+            ids = strs(
+                store.client.zrangebyscore(
+                    store.keys.due, "-inf", now, start=0, num=self.config.recovery_batch_size
+                )
             )
-        )
         records: list[FailedDocumentRecord] = []
         corrupt: list[str] = []
         would_die: list[dict[str, Any]] = []
@@ -378,20 +391,20 @@ class DocumentRecoveryManager:
         store = self.tracker.sync
         k = store.keys
         indexes = {True: [k.dead], False: [k.failed], None: [k.failed, k.dead]}[selection.dead]
-        ids = [doc_id for index in indexes for doc_id in strs(store.client.zrange(index, 0, -1))]
         cutoff = time.time() - (selection.older_than_hours or 0) * 3600
         chosen: list[tuple[float, str]] = []
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            pipe = store.client.pipeline(transaction=False)
-            for doc_id in chunk:
-                pipe.hmget(k.record(doc_id), "cat", "worker", "query", "state", "first")
-            for doc_id, fields in zip(chunk, pipe.execute(raise_on_error=False), strict=True):
-                if not isinstance(fields, list) or not selection.matches(*fields[:4]):
-                    continue
-                first = _float(fields[4])
-                if selection.older_than_hours is None or first <= cutoff:
-                    chosen.append((first, doc_id))
+        with store.translate_errors("select documents"):
+            ids = [i for index in indexes for i in strs(store.client.zrange(index, 0, -1))]
+            for chunk in chunks(ids, CHUNK):
+                pipe = store.client.pipeline(transaction=False)
+                for doc_id in chunk:
+                    pipe.hmget(k.record(doc_id), "cat", "worker", "query", "state", "first")
+                for doc_id, fields in zip(chunk, pipe.execute(raise_on_error=False), strict=True):
+                    if not isinstance(fields, list) or not selection.matches(*fields[:4]):
+                        continue
+                    first = _float(fields[4])
+                    if selection.older_than_hours is None or first <= cutoff:
+                        chosen.append((first, doc_id))
         ordered = [doc_id for _, doc_id in sorted(chosen)]
         return ordered[: selection.limit] if selection.limit else ordered
 

@@ -161,7 +161,9 @@ class SyncTracker:
         ]
 
     @contextmanager
-    def _redis(self, operation: str) -> Iterator[None]:
+    def translate_errors(self, operation: str) -> Iterator[None]:
+        """Redis errors inside become TrackerUnavailable, naming the operation and
+        the server without its password."""
         try:
             yield
         except redis.RedisError as exc:
@@ -192,7 +194,7 @@ class SyncTracker:
         fields = [wire(item) for pair in record.to_redis().items() for item in pair]
         ttl = int(self.config.retention_seconds + TTL_MARGIN_SECONDS)
         ttl = max(ttl, int(self.config.dead_retention_days * 86400 + TTL_MARGIN_SECONDS))
-        with self._redis("record failure"):
+        with self.translate_errors("record failure"):
             state, retries, next_at, replaced = self.scripts.record_failure(
                 keys=[k.record(record.doc_id), *self._failure_keys],
                 args=[
@@ -230,7 +232,7 @@ class SyncTracker:
         took when this success was a recovery attempt, else None."""
         now = time.time() if now is None else now
         k = self.keys
-        with self._redis("resolve"):
+        with self.translate_errors("resolve"):
             _tracked, took = self.scripts.resolve(
                 keys=[k.record(doc_id), *self._resolve_keys],
                 args=[
@@ -251,7 +253,7 @@ class SyncTracker:
         """A tracked run starts: returns ('run' | 'stale' | 'lost', record state);
         see ``lua/begin.lua``."""
         k = self.keys
-        with self._redis("begin"):
+        with self.translate_errors("begin"):
             verdict, state = self.scripts.begin(
                 keys=[
                     k.superseded,
@@ -269,7 +271,7 @@ class SyncTracker:
     def end_run(self, task_id: str) -> bool:
         """Take a run out of flight when it ends with neither success nor failure."""
         k = self.keys
-        with self._redis("end run"):
+        with self.translate_errors("end run"):
             return bool(self.scripts.end_run(keys=[k.inflight, k.inflight_tasks], args=[task_id]))
 
     def lost_runs(self, now: float | None = None, limit: int = CHUNK) -> list[dict[str, Any]]:
@@ -277,7 +279,7 @@ class SyncTracker:
         with its ``task_id``. Entries that cannot be decoded are reported and dropped."""
         now = time.time() if now is None else now
         k = self.keys
-        with self._redis("read in-flight runs"):
+        with self.translate_errors("read in-flight runs"):
             ids = strs(self.client.zrangebyscore(k.inflight, "-inf", now, 0, limit))
             calls = self.client.hmget(k.inflight_tasks, ids) if ids else []
             runs = []
@@ -296,7 +298,7 @@ class SyncTracker:
 
     def register_environment(self, worker: str, fingerprint: str) -> tuple[int, bool]:
         """Record a worker's environment; returns (generation, whether it is new)."""
-        with self._redis("register environment"):
+        with self.translate_errors("register environment"):
             generation, new = self.scripts.register_env(
                 keys=[self.keys.fingerprints, self.keys.generations], args=[worker, fingerprint]
             )
@@ -306,7 +308,7 @@ class SyncTracker:
         """Import failures recorded under an older environment become due now."""
         now = time.time() if now is None else now
         k = self.keys
-        with self._redis("promote import failures"):
+        with self.translate_errors("promote import failures"):
             return strs(
                 self.scripts.promote_imports(
                     keys=[k.imports, k.due, k.generations], args=[now, CHUNK]
@@ -320,7 +322,7 @@ class SyncTracker:
         one ZRANGEBYSCORE (O(log N + limit)) and taken atomically by the script, which
         re-checks each, so concurrent runs never claim the same document."""
         now = time.time() if now is None else now
-        with self._redis("claim"):
+        with self.translate_errors("claim"):
             ids = strs(self.client.zrangebyscore(self.keys.due, "-inf", now, start=0, num=limit))
         return self._claim(ids, "due", now, lease_seconds)
 
@@ -336,7 +338,7 @@ class SyncTracker:
             return ClaimResult([])
         lease = lease_seconds or self.config.recovery_timeout + self.config.lease_grace_seconds
         k = self.keys
-        with self._redis("claim"):
+        with self.translate_errors("claim"):
             claimed, corrupt, exhausted = self.scripts.claim(
                 keys=[
                     k.due,
@@ -378,7 +380,7 @@ class SyncTracker:
         args: list[Any] = [now, lease]
         for s in outcomes:
             args += [s.doc_id, s.outcome, wire(s.detail), s.next_at]
-        with self._redis("settle"):
+        with self.translate_errors("settle"):
             sent = self.scripts.settle(
                 keys=[
                     k.due,
@@ -398,7 +400,7 @@ class SyncTracker:
         now = time.time() if now is None else now
         released: list[str] = []
         dead: list[str] = []
-        with self._redis("release expired leases"):
+        with self.translate_errors("release expired leases"):
             while ids := strs(self.client.zrangebyscore(self.keys.claimed, "-inf", now, 0, CHUNK)):
                 r, d = self._release(ids, now, force=False)
                 released += r
@@ -410,7 +412,7 @@ class SyncTracker:
     def release(self, doc_ids: Sequence[str], now: float | None = None) -> list[str]:
         """Give claimed documents back to due at once."""
         now = time.time() if now is None else now
-        with self._redis("release"):
+        with self.translate_errors("release"):
             return self._release(doc_ids, now, force=True)[0] if doc_ids else []
 
     def _release(self, ids: Sequence[str], now: float, force: bool) -> tuple[list[str], list[str]]:
@@ -428,7 +430,7 @@ class SyncTracker:
         now = time.time() if now is None else now
         k = self.keys
         removed = {"expired": 0, "dead_expired": 0, "dead_trimmed": 0}
-        with self._redis("cleanup"):
+        with self.translate_errors("cleanup"):
             cutoff = now - self.config.retention_seconds
             removed["expired"] = self._remove_range(k.failed, "failed", cutoff, "expired")
             dead_cutoff = now - self.config.dead_retention_days * 86400
@@ -456,7 +458,7 @@ class SyncTracker:
 
     def delete(self, doc_ids: Sequence[str]) -> int:
         """Stop tracking these documents, whatever their state."""
-        with self._redis("delete"):
+        with self.translate_errors("delete"):
             removed = sum(
                 self._remove(doc_ids[i : i + CHUNK], "any", 0, "deleted")
                 for i in range(0, len(doc_ids), CHUNK)
@@ -516,7 +518,7 @@ class SyncTracker:
                 continue
             counts: dict[str, str] = self.client.hgetall(processed)  # type: ignore[assignment]
             ranked = sorted(counts, key=lambda name: -int(counts[name]))
-            for chunk in _chunks(ranked[RATE_ENTRIES:], CHUNK):
+            for chunk in chunks(ranked[RATE_ENTRIES:], CHUNK):
                 pipe = self.client.pipeline(transaction=True)
                 pipe.hdel(processed, *chunk)
                 pipe.hdel(failures, *chunk)
@@ -530,11 +532,11 @@ class SyncTracker:
         """
         k = self.keys
         counts: dict[str, dict[str, int]] = {k.by_category: {}, k.by_worker: {}, k.by_query: {}}
-        with self._redis("rebuild aggregates"):
+        with self.translate_errors("rebuild aggregates"):
             ids = strs(self.client.zrange(k.failed, 0, -1)) + strs(
                 self.client.zrange(k.dead, 0, -1)
             )
-            for chunk in _chunks(ids, CHUNK):
+            for chunk in chunks(ids, CHUNK):
                 pipe = self.client.pipeline(transaction=False)
                 for doc_id in chunk:
                     pipe.hmget(k.record(doc_id), "cat", "worker", "query")
@@ -559,7 +561,7 @@ class SyncTracker:
     def get_record(self, doc_id: str) -> FailedDocumentRecord | None:
         """One record, or None; raises CorruptRecord if it cannot be decoded."""
         key = self.keys.record(doc_id)
-        with self._redis("read record"):
+        with self.translate_errors("read record"):
             kind = str(self.client.type(key))
             if kind not in ("hash", "none"):
                 raise CorruptRecord(key, f"holds a {kind}, not a hash")
@@ -574,7 +576,7 @@ class SyncTracker:
         skipped."""
         if limit is not None and limit <= 0:
             return []
-        with self._redis("list failed documents"):
+        with self.translate_errors("list failed documents"):
             ids: list[str] = []
             for key in [index] if index else [self.keys.failed, self.keys.dead]:
                 ids += strs(self.client.zrange(key, 0, -1 if limit is None else offset + limit - 1))
@@ -585,8 +587,8 @@ class SyncTracker:
         """These documents' records, read in pipelined chunks; missing ones are left
         out, corrupt ones logged and skipped."""
         records: list[FailedDocumentRecord] = []
-        with self._redis("read records"):
-            for chunk in _chunks(doc_ids, CHUNK):
+        with self.translate_errors("read records"):
+            for chunk in chunks(doc_ids, CHUNK):
                 pipe = self.client.pipeline(transaction=False)
                 for doc_id in chunk:
                     pipe.hgetall(self.keys.record(doc_id))
@@ -612,7 +614,7 @@ class SyncTracker:
         """Counts and recovery metrics, O(1) in the number of records."""
         now = time.time() if now is None else now
         k = self.keys
-        with self._redis("status"):
+        with self.translate_errors("status"):
             pipe = self.client.pipeline(transaction=False)
             pipe.zcard(k.failed)
             pipe.zcount(k.due, "-inf", now)
@@ -637,7 +639,7 @@ class SyncTracker:
         """Failures by age, category, worker and query, from ZCOUNTs and aggregates."""
         now = time.time() if now is None else now
         k = self.keys
-        with self._redis("analysis"):
+        with self.translate_errors("analysis"):
             pipe = self.client.pipeline(transaction=False)
             for _label, low, high in AGE_BUCKETS:
                 upper = "+inf" if low == 0 else f"({now - low * 3600}"
@@ -726,7 +728,7 @@ def strs(reply: Any) -> list[str]:
     return [str(item) for item in reply]
 
 
-def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
+def chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
 

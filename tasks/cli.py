@@ -33,6 +33,7 @@ from recovery import ConfigError, DocumentRecoveryManager, RecoveryConfig, Track
 from recovery.checks import check_redis
 from recovery.manager import Selection
 from recovery.redis_server import RedisServer
+from recovery.spool import Spool
 from recovery.tracker import redact
 
 DATA_DIR = Path(os.environ.get("DOCRECOVERY_DATA_DIR", ".docrecovery"))
@@ -117,11 +118,17 @@ def cmd_recover(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     with _manager(args) as manager:
         status = manager.status()
+        status["environments"] = manager.environments()
+        status["spooled_events_here"] = Spool(manager.config.spool_dir).count()
         status["warnings"] = check_redis(manager.tracker.client)
     if args.json:
         print(json.dumps(status, indent=2, default=str))
     else:
         print_status(status)
+        envs = ", ".join(f"{w} gen {g}" for w, g in status["environments"].items())
+        print(f"worker environments: {envs or 'none recorded'}")
+        if status["spooled_events_here"]:
+            print(f"{status['spooled_events_here']} failure event(s) spooled on this host")
         for warning in status["warnings"]:
             print(f"WARNING: {warning}")
     return 0

@@ -6,8 +6,9 @@
 -- next due time (release/wait).
 -- 'sent' counts a recovery attempt; its lease now covers the new task's run, so a
 -- task that never reports returns the document to due. The task id it replaces is
--- marked superseded: a broker redelivery of that old message is a stale duplicate. 'release' puts a document
--- back (resubmission failed) and 'wait' defers it without counting a retry.
+-- marked superseded: a broker redelivery of that old message is a stale duplicate.
+-- 'release' puts a document back (resubmission failed) and 'wait' defers it without
+-- counting a retry.
 -- A document whose new task already reported is left as that report made it.
 local now, lease = tonumber(ARGV[1]), ARGV[2]
 local sent = 0
