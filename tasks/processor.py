@@ -63,6 +63,7 @@ class DistributedProcessor:
         self.concurrency = concurrency
         self.config: dict[str, Any] = RecoveryConfig.from_env().as_dict()
         self._process: asyncio.subprocess.Process | None = None
+        self._manager: DocumentRecoveryManager | None = None
         app.conf.update(broker_url=self.redis_url, result_backend=self.redis_url)
 
     @property
@@ -71,10 +72,15 @@ class DistributedProcessor:
 
     @property
     def recovery_manager(self) -> DocumentRecoveryManager:
-        """A manager built from the current ``config`` (validated now)."""
+        """The manager for the current ``config`` (validated now); rebuilt, and the
+        app's recovery reconfigured, only when ``config`` has changed."""
         config = self.recovery_config
-        installed(app).configure(config)
-        return DocumentRecoveryManager(self.redis_url, config, app=app)
+        if self._manager is None or self._manager.config != config:
+            if self._manager is not None:
+                self._manager.close()
+            installed(app).configure(config, redis_url=self.redis_url)
+            self._manager = DocumentRecoveryManager(self.redis_url, config, app=app)
+        return self._manager
 
     def submit(
         self,
@@ -109,11 +115,7 @@ class DistributedProcessor:
     async def start_worker(self) -> int:
         """Run one recovery attempt, then a Celery worker until it exits or ``stop()``;
         returns the worker's exit code."""
-        manager = self.recovery_manager
-        try:
-            await manager.run_recovery()
-        finally:
-            manager.close()
+        await self.recovery_manager.run_recovery()
         env = {
             **os.environ,
             **config_environment(self.recovery_config),
@@ -123,6 +125,10 @@ class DistributedProcessor:
         return await self._process.wait()
 
     def stop(self) -> None:
-        """Ask the worker for a warm shutdown (it finishes its current tasks)."""
+        """Ask the worker for a warm shutdown (it finishes its current tasks) and close
+        the recovery manager's connections."""
         if self._process is not None and self._process.returncode is None:
             self._process.send_signal(signal.SIGTERM)
+        if self._manager is not None:
+            self._manager.close()
+            self._manager = None

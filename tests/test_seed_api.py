@@ -158,6 +158,24 @@ def test_the_processor_applies_the_seeds_config_keys(redis_url: str, celery_app:
         manager.close()
 
 
+def test_the_processor_keeps_its_manager_until_its_config_changes(redis_url: str) -> None:
+    from distributed_processor import DistributedProcessor
+
+    processor = DistributedProcessor(worker_id="worker-1", redis_url=redis_url)
+    try:
+        first = processor.recovery_manager
+        assert processor.recovery_manager is first
+
+        processor.config.update({"recovery_batch_size": 7})
+
+        second = processor.recovery_manager
+        assert second is not first
+        assert second.config.recovery_batch_size == 7
+        assert processor.recovery_manager is second
+    finally:
+        processor.stop()
+
+
 @pytest.mark.parametrize(
     ("key", "value"),
     [("max_retry_count", -1), ("recovery_batch_size", 0), ("max_retries", 3)],

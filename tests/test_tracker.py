@@ -17,7 +17,7 @@ from recovery.config import RecoveryConfig
 from recovery.errors import CorruptRecord, TrackerUnavailable
 from recovery.records import FailedDocumentRecord, document_id
 from recovery.redis_server import RedisServer
-from recovery.tracker import FailedDocumentsTracker, Settlement, SyncTracker
+from recovery.tracker import FailedDocumentsTracker, Settlement, SyncTracker, redact
 
 HOUR = 3600.0
 DAY = 86400.0
@@ -1055,3 +1055,16 @@ def test_cleanup_keeps_only_the_busiest_names_in_the_run_counters(
     k = tracker.keys
     assert set(hash_of(redis_client, k.query_processed)) == {"q2", "q3", "q4"}
     assert set(hash_of(redis_client, k.query_failures)) == {"q2", "q3", "q4"}
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+        ("redis://:s3cret@host:1/0", "redis://:***@host:1/0"),
+        ("redis://user:s3cret@[::1]:6380/2", "redis://user:***@[::1]:6380/2"),
+        ("redis://host/0?password=s3cret&db=1", "redis://host/0?password=***&db=1"),
+    ],
+)
+def test_a_url_is_shown_without_its_password(url: str, shown: str) -> None:
+    assert redact(url) == shown
