@@ -5,9 +5,10 @@ event. It appends the event as one JSON line, stamped with a nanosecond clock, t
 file of its own host and process (so prefork children never interleave writes), and
 a later call with Redis back replays the spool:
 
-- a replayer takes files by renaming them to its own name, so two processes never
-  replay the same events; files left by a replayer that died on this host are taken
-  over, so its events are not stranded;
+- a replayer takes files by renaming them to its own name under the file's lock, so
+  two processes never replay the same events and no append lands in a file already
+  read; files left by a replayer that died on this host are taken over, so its
+  events are not stranded;
 - events of all files are replayed in the order they happened (a success must not be
   applied before the failure it followed);
 - an event that fails again because Redis is still away is written back with
@@ -18,6 +19,7 @@ a later call with Redis back replays the spool:
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -95,19 +97,20 @@ class Spool:
     def _waiting(self) -> list[Path]:
         if not self.directory.is_dir():
             return []
-        return [
-            path
-            for path in self.directory.glob("*.jsonl")
-            if path.name.startswith("events-") or _abandoned(path)
-        ]
+        return [path for path in self.directory.glob("*.jsonl") if _replayable(path)]
 
     def _take(self) -> list[Path]:
+        """Rename each file to this replayer's name while holding its lock, so no
+        appender is mid-write (an appender checks, under the lock, that its file was
+        not renamed away, and reopens if it was)."""
         taken = []
         mine = self._own("replaying")
         for index, path in enumerate(sorted(self._waiting())):
             target = mine.with_name(f"{mine.stem}-{index}.jsonl")
             try:
-                path.rename(target)
+                with path.open("rb") as fh:
+                    fcntl.flock(fh, fcntl.LOCK_EX)
+                    path.rename(target)
             except FileNotFoundError:
                 continue
             taken.append(target)
@@ -133,10 +136,15 @@ class Spool:
         lines = "".join(
             json.dumps(event, separators=(",", ":"), ensure_ascii=True) + "\n" for event in events
         )
-        with path.open("a", encoding="ascii") as fh:
-            fh.write(lines)
-            fh.flush()
-            os.fsync(fh.fileno())
+        while True:
+            with path.open("a", encoding="ascii") as fh:
+                fcntl.flock(fh, fcntl.LOCK_EX)
+                if _same_file(fh.fileno(), path):
+                    fh.write(lines)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                    return
+            # a replayer renamed the file between our open and our lock: open anew
 
     def _reject(self, raw: bytes) -> None:
         log.error("spooled event is not JSON, moved to rejected.jsonl: %.200r", raw)
@@ -144,16 +152,17 @@ class Spool:
             fh.write(raw + b"\n")
 
 
-def _abandoned(path: Path) -> bool:
-    """A ``replaying-<host>-<pid>-<n>.jsonl`` file of a process on this host that is gone."""
-    if not path.name.startswith("replaying-"):
+def _replayable(path: Path) -> bool:
+    """``events-*`` files are taken as found (under their lock, see ``_take``);
+    ``replaying-<host>-<pid>-<n>.jsonl`` only from a replayer on this host that died
+    mid-replay."""
+    name = path.name[: -len(".jsonl")]
+    if name.startswith("events-"):
+        return True
+    if not name.startswith("replaying-"):
         return False
-    stem = path.name[len("replaying-") : -len(".jsonl")]
-    host, _, _index = stem.rpartition("-")
-    host, _, pid = host.rpartition("-")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    if int(pid) == os.getpid():
+    host, _, pid = name[len("replaying-") :].rpartition("-")[0].rpartition("-")
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
         return False
     try:
         os.kill(int(pid), 0)
@@ -162,3 +171,11 @@ def _abandoned(path: Path) -> bool:
     except PermissionError:
         return False
     return False
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether the open file ``fd`` is still the file at ``path``."""
+    try:
+        return os.fstat(fd).st_ino == os.stat(path).st_ino
+    except FileNotFoundError:
+        return False

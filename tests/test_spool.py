@@ -209,11 +209,14 @@ def replay_and_hang(directory: str, handling: Any) -> None:
 
 
 def test_events_taken_by_a_replayer_that_was_killed_are_replayed(tmp_path: Path) -> None:
-    # Given a replaying process killed while handling the first event: SIGKILL or the
-    # OOM killer, the very failures docrecovery exists for
+    # Given events spooled by a process that has exited (a live process's own file is
+    # never taken from under it), and a replaying process killed while handling the
+    # first event: SIGKILL or the OOM killer, the very failures docrecovery exists for
     spool = Spool(tmp_path)
-    for event in events(3):
-        spool.append(event)
+    writer = SPAWN.Process(target=append_all_in_child, args=(str(tmp_path), events(3)))
+    writer.start()
+    writer.join(60)
+    assert writer.exitcode == 0
     handling = SPAWN.Event()
     child = SPAWN.Process(target=replay_and_hang, args=(str(tmp_path), handling))
     child.start()
@@ -231,6 +234,11 @@ def test_events_taken_by_a_replayer_that_was_killed_are_replayed(tmp_path: Path)
 
 def append_in_child(directory: str, event: dict[str, Any]) -> None:
     Spool(directory).append(event)
+
+
+def append_all_in_child(directory: str, spooled: list[dict[str, Any]]) -> None:
+    for event in spooled:
+        Spool(directory).append(event)
 
 
 def test_events_spooled_by_several_processes_replay_in_the_order_they_happened(
