@@ -361,7 +361,7 @@ def test_a_recovery_that_fails_again_counts_a_retry_until_the_document_is_dead(
     assert record.recovery_attempts == 1
     assert record.failure_count == 2
     metrics = store.status()["recovery_metrics"]
-    assert (metrics["recovery_attempts"], metrics["failed_recoveries"]) == (1, 1)
+    assert (metrics["recovery_attempts"], metrics["failed_recoveries"]) == (1, 1), metrics
     assert metrics["successful_recoveries"] == 0
 
     # When the second (the last allowed) recovery fails too
