@@ -111,7 +111,6 @@ class Recovery:
         request = task.request
         path, query, metadata = document_call(task, args, kwargs)
         marker = getattr(request, HEADER, None) or {}
-        limits = request.timelimit or (None, None)
         record = FailedDocumentRecord(
             document_path=path,
             task_id=task_id,
@@ -124,7 +123,7 @@ class Recovery:
             args=list(args or ()),
             kwargs=dict(kwargs or {}),
             error_type=type(exc).__name__,
-            time_limit=limits[0] or self.app.conf.task_time_limit,
+            time_limit=self._time_limit(request),
         )
         record.error_category = categorize(exc, self.config.category_overrides)
         if record.error_category == IMPORT:
@@ -135,6 +134,12 @@ class Recovery:
             "counted": not marker.get("manual", False),
             "recovery_attempt": bool(marker),
         }
+
+    def _time_limit(self, request: Any) -> float:
+        """The hard limit a run has: its message's, else the app's, else (no limit)
+        ``recovery_timeout`` as the horizon after which it counts as lost."""
+        limit = (request.timelimit or (None, None))[0] or self.app.conf.task_time_limit
+        return float(limit or self.config.recovery_timeout)
 
     def success_event(self, task: Task) -> dict[str, Any]:
         request = task.request
@@ -221,8 +226,7 @@ class Recovery:
         path, query, metadata = document_call(task, request.args, request.kwargs)
         doc_id = document_id(path, query)
         now = time.time()
-        limit = (request.timelimit or (None, None))[0] or self.app.conf.task_time_limit
-        limit = limit or self.config.recovery_timeout
+        limit = self._time_limit(request)
         call = {
             "path": path,
             "query": query,

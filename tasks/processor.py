@@ -30,6 +30,24 @@ from tasks.app import app
 QUEUES = ("documents", "recovery", "highmem")
 
 
+def worker_command(name: str, queues: Iterable[str] = QUEUES, *extra: str) -> list[str]:
+    """``celery -A tasks worker`` for this interpreter, node ``name@<host>``."""
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "tasks",
+        "worker",
+        "-n",
+        f"{name}@%h",
+        "-Q",
+        ",".join(queues),
+        "--loglevel=INFO",
+        *extra,
+    ]
+
+
 def config_environment(config: RecoveryConfig) -> dict[str, str]:
     """``DOCRECOVERY_*`` variables that make ``RecoveryConfig.from_env()`` equal ``config``."""
     env = {}
@@ -95,22 +113,8 @@ class DistributedProcessor:
         ]
 
     def worker_command(self) -> list[str]:
-        command = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "tasks",
-            "worker",
-            "-n",
-            f"{self.worker_id}@%h",
-            "-Q",
-            ",".join(self.queues),
-            "--loglevel=INFO",
-        ]
-        if self.concurrency:
-            command += ["--concurrency", str(self.concurrency)]
-        return command
+        extra = ["--concurrency", str(self.concurrency)] if self.concurrency else []
+        return worker_command(self.worker_id, self.queues, *extra)
 
     async def start_worker(self) -> int:
         """Run one recovery attempt, then a Celery worker until it exits or ``stop()``;

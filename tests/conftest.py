@@ -12,7 +12,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -97,22 +96,9 @@ class WorkerProcess:
     def __init__(self, name: str, env: dict[str, str], log: Path, args: tuple[str, ...]) -> None:
         self.name = name
         self.log_path = log
-        command = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "tasks",
-            "worker",
-            "-n",
-            f"{name}@%h",
-            "-Q",
-            ",".join(QUEUES),
-            "--loglevel=INFO",
-            "--without-gossip",
-            "--without-mingle",
-            *args,
-        ]
+        from tasks.processor import worker_command
+
+        command = worker_command(name, QUEUES, "--without-gossip", "--without-mingle", *args)
         self._log = log.open("ab")
         self.process = subprocess.Popen(command, env=env, stdout=self._log, stderr=self._log)
 
