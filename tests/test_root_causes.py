@@ -114,7 +114,9 @@ def test_a_child_killed_mid_task_is_tracked_as_worker_lost_and_the_document_is_p
     ), seen
     assert seen["worker"].startswith("w1@")
     assert "recorded as worker_lost" in worker.log()
-    # And processing it afterwards resolved it: nothing left tracked or in flight
+    # And processing it afterwards resolved it: nothing left tracked or in flight (the
+    # result is stored inside the task, the record cleared just after, on task_success)
+    wait_for(lambda: record(redis_client, doc.doc_id) == {}, 10, "the success to clear it")
     assert record(redis_client, doc.doc_id) == {}
     assert redis_client.zcard(KEYS.inflight) == 0
     counters = stats(redis_client)
