@@ -12,7 +12,7 @@ import os
 
 from kombu import Exchange, Queue
 
-from recovery.config import RecoveryConfig
+from recovery.config import RecoveryConfig, soft_limit
 
 redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -46,7 +46,7 @@ worker_prefetch_multiplier = 1
 task_track_started = True
 # No document may hold a child forever: 5 min hard, 4.5 min soft (SoftTimeLimitExceeded).
 task_time_limit = int(os.environ.get("CELERY_TASK_TIME_LIMIT", "300"))
-task_soft_time_limit = int(task_time_limit * 0.9)
+task_soft_time_limit = soft_limit(task_time_limit)
 
 # The longest a run may take: the time limit, or a recovery resubmission's limit.
 _longest_run = max(task_time_limit, RecoveryConfig.from_env().recovery_timeout)

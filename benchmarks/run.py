@@ -42,11 +42,11 @@ import redis
 from celery import Celery
 from celery.result import AsyncResult
 
+from recovery.api import DocumentRecoveryManager, FailedDocumentsTracker
+from recovery.calls import HEADER
 from recovery.config import RecoveryConfig
-from recovery.manager import HEADER, DocumentRecoveryManager
 from recovery.records import FailedDocumentRecord, bound_message, document_id
 from recovery.redis_server import RedisServer
-from recovery.tracker import FailedDocumentsTracker
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -228,8 +228,8 @@ class Bench:
             spool_dir=str(workdir / "spool"),
         )
         self.tracker = FailedDocumentsTracker(self.server.url, self.config)
-        self.store = self.tracker.sync
-        self.client = self.store.client
+        self.store = self.tracker.store
+        self.client = self.tracker.connection.client
         self.loaded = 0  # documents the clone loader left, 0 when unknown
 
     def close(self) -> None:

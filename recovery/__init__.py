@@ -9,14 +9,16 @@ Then failures of the tracked tasks are recorded in Redis, successes clear them, 
 ``recovery.run`` (on beat, or ``celery call recovery.run``) resubmits what is due.
 The seed's API: :class:`FailedDocumentRecord`, :class:`FailedDocumentsTracker`,
 :class:`DocumentRecoveryManager` and ``await run_document_recovery(...)``.
+
+Layers: :mod:`recovery.store` is the only code that talks to Redis; the manager,
+the Celery wiring and the seed's API (:mod:`recovery.api`) sit on it.
 """
 
+from recovery.api import DocumentRecoveryManager, FailedDocumentsTracker, run_document_recovery
 from recovery.config import RecoveryConfig
 from recovery.errors import ConfigError, CorruptRecord, RecoveryError, TrackerUnavailable
 from recovery.integration import Recovery, TrackedTask, install, installed
-from recovery.manager import DocumentRecoveryManager, run_document_recovery
 from recovery.records import FailedDocumentRecord, document_id
-from recovery.tracker import FailedDocumentsTracker
 
 __all__ = [
     "ConfigError",

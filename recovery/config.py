@@ -130,8 +130,14 @@ class RecoveryConfig:
         return self.failed_docs_retention_days * 86400.0
 
     @property
-    def soft_time_limit(self) -> int:
-        return max(1, int(self.recovery_timeout * 0.9))
+    def soft_time_limit(self) -> float:
+        return soft_limit(self.recovery_timeout)
+
+
+def soft_limit(hard: float) -> float:
+    """The soft time limit that goes with a hard one: 90% of it, at least a second,
+    so a task can catch SoftTimeLimitExceeded and still report; 0 (no limit) stays 0."""
+    return max(1.0, round(hard * 0.9, 3)) if hard else 0
 
 
 def _parse_env(key: str, raw: str, default: Any, factory: Any) -> Any:

@@ -16,34 +16,33 @@ Installing connects thin signal handlers and registers the ``recovery.run`` task
   ``enable_periodic_recovery`` is set; a Redis lock keeps two runs from overlapping.
 
 Handlers never raise into Celery. When Redis cannot be reached they log an error and
-append the event to a local spool (``spool_dir``), replayed once Redis answers again.
+append the event to a local spool (``spool_dir``), replayed once Redis answers again
+(see :mod:`recovery.events`).
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 import time
 import traceback
 import weakref
 from datetime import timedelta
-from functools import cache
 from typing import Any
 
 from celery import Celery, Task, states
 from celery.exceptions import Ignore, Reject, Retry
 from celery.signals import task_failure, task_revoked, task_success, worker_ready
-from redis.exceptions import LockError, RedisError
 
+from recovery.calls import HEADER, Marker, RunCall, counted, describe
 from recovery.categories import IMPORT, categorize
-from recovery.checks import check_redis
 from recovery.config import RecoveryConfig
 from recovery.environment import fingerprint
 from recovery.errors import RecoveryError, TrackerUnavailable
-from recovery.manager import HEADER, DocumentRecoveryManager, lost_run_record
+from recovery.events import FailureEvent, Reporter, SuccessEvent
+from recovery.manager import RecoveryManager
 from recovery.records import DEAD, FailedDocumentRecord, document_id
 from recovery.spool import Spool
-from recovery.tracker import FailedDocumentsTracker, SyncTracker, default_redis_url
+from recovery.store import Tracker, default_redis_url
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +50,6 @@ log = logging.getLogger(__name__)
 RUN_LOCK_SECONDS = 300
 #: Seconds during which a second failure report of one task id is a duplicate.
 REPORT_WINDOW = 60.0
-#: How often a process looks for spooled events of other processes on its host.
-SPOOL_CHECK_SECONDS = 30.0
 
 _installed: weakref.WeakKeyDictionary[Celery, Recovery] = weakref.WeakKeyDictionary()
 
@@ -62,14 +59,11 @@ class Recovery:
 
     def __init__(self, app: Celery, config: RecoveryConfig, redis_url: str | None) -> None:
         self.app = app
-        self.config = config
-        self._redis_url = redis_url
-        self._tracker: FailedDocumentsTracker | None = None
-        self.spool = Spool(config.spool_dir)
+        self._tracker: Tracker | None = None
+        self.configure(config, redis_url)
         # task id -> when its failure was handled here: Celery reports a hard time
         # limit twice (once without the run's context), and one run is one failure
         self._reported: dict[str, float] = {}
-        self._spool_checked = 0.0
 
     @property
     def redis_url(self) -> str:
@@ -80,13 +74,10 @@ class Recovery:
         return broker if broker.startswith(("redis://", "rediss://")) else default_redis_url()
 
     @property
-    def tracker(self) -> SyncTracker:
-        return self._store().sync
-
-    def _store(self) -> FailedDocumentsTracker:
+    def tracker(self) -> Tracker:
         """The tracker for the current URL (tests and processors may repoint the app)."""
-        if self._tracker is None or self._tracker.redis_url != self.redis_url:
-            self._tracker = FailedDocumentsTracker(self.redis_url, self.config)
+        if self._tracker is None or self._tracker.url != self.redis_url:
+            self._tracker = Tracker(self.redis_url, self.config)
         return self._tracker
 
     def configure(self, config: RecoveryConfig, redis_url: str | None = None) -> None:
@@ -94,123 +85,35 @@ class Recovery:
         follows the app's broker)."""
         self.config = config
         self._redis_url = redis_url
-        self.spool = Spool(config.spool_dir)
         self._tracker = None
+        self.reporter = Reporter(Spool(config.spool_dir))
 
-    def manager(self) -> DocumentRecoveryManager:
-        return DocumentRecoveryManager(app=self.app, tracker=self._store())
+    def manager(self) -> RecoveryManager:
+        return RecoveryManager(app=self.app, tracker=self.tracker)
 
     def tracks(self, task: Task | None) -> bool:
         return task is not None and task.app is self.app and task.name in self.config.tracked_tasks
 
-    # --- events ------------------------------------------------------------------
+    # --- the run of a tracked task -------------------------------------------------
 
-    def failure_event(
-        self, task: Task, task_id: str, exc: BaseException, args: Any, kwargs: Any, tb: str
-    ) -> dict[str, Any]:
+    def call_of(self, task: Task, task_id: str, args: Any, kwargs: Any) -> RunCall:
+        """The run of ``task`` with these arguments, as its request describes it."""
         request = task.request
-        path, query, metadata = document_call(task, args, kwargs)
-        marker = getattr(request, HEADER, None) or {}
-        record = FailedDocumentRecord(
-            document_path=path,
-            task_id=task_id,
-            error_message=tb or "".join(traceback.format_exception(exc)),
-            failure_timestamp=time.time(),
-            query=query,
-            worker_id=request.hostname,
-            metadata=metadata,
-            task_name=task.name,
-            args=list(args or ()),
-            kwargs=dict(kwargs or {}),
-            error_type=type(exc).__name__,
+        return describe(
+            task,
+            task_id,
+            args,
+            kwargs,
+            worker=request.hostname,
             time_limit=self._time_limit(request),
+            marker=Marker.parse(getattr(request, HEADER, None)),
         )
-        record.error_category = categorize(exc, self.config.category_overrides)
-        if record.error_category == IMPORT:
-            record.fingerprint = fingerprint()
-        return {
-            "kind": "failure",
-            "fields": record.to_redis(),
-            "counted": not marker.get("manual", False),
-            "recovery_attempt": bool(marker),
-        }
 
     def _time_limit(self, request: Any) -> float:
         """The hard limit a run has: its message's, else the app's, else (no limit)
         ``recovery_timeout`` as the horizon after which it counts as lost."""
         limit = (request.timelimit or (None, None))[0] or self.app.conf.task_time_limit
         return float(limit or self.config.recovery_timeout)
-
-    def success_event(self, task: Task) -> dict[str, Any]:
-        request = task.request
-        path, query, _ = document_call(task, request.args or (), request.kwargs or {})
-        marker = getattr(request, HEADER, None) or {}
-        return {
-            "kind": "success",
-            "doc_id": document_id(path, query),
-            "worker": request.hostname,
-            "query": query,
-            "recovery_attempt": bool(marker),
-            "task_id": request.id,
-            "at": time.time(),
-        }
-
-    def apply(self, event: dict[str, Any]) -> None:
-        """Apply one event to the tracker; raises TrackerUnavailable if Redis is away."""
-        if event["kind"] == "failure":
-            record = FailedDocumentRecord.from_redis("spooled event", event["fields"])
-            self.tracker.record_failure(
-                record, counted=event["counted"], recovery_attempt=event["recovery_attempt"]
-            )
-        else:
-            self.tracker.resolve(
-                event["doc_id"],
-                worker=event["worker"],
-                query=event["query"],
-                recovery_attempt=event["recovery_attempt"],
-                task_id=event.get("task_id", ""),
-                now=event["at"],
-            )
-
-    def deliver(self, event: dict[str, Any]) -> None:
-        """Apply an event, or spool it when Redis cannot be reached: never lose it.
-        Spooled events go first: they happened before this one."""
-        try:
-            if self._spool_may_hold_events():
-                self.spool.replay(self.apply, TrackerUnavailable)
-            self.apply(event)
-        except TrackerUnavailable as exc:
-            where = self.spool.append(event)
-            self._spool_checked = 0.0
-            log.error(
-                "docrecovery: Redis unreachable (%s); %s event spooled to %s",
-                exc,
-                event["kind"],
-                where,
-            )
-        except Exception:
-            log.exception("docrecovery: %s event cannot be applied; rejected", event["kind"])
-            self.spool.reject(event)
-
-    def _spool_may_hold_events(self) -> bool:
-        """Whether to look at the spool before applying an event. Looking lists a
-        directory, so a process does it right after it spooled, else every
-        SPOOL_CHECK_SECONDS (events of other processes on this host)."""
-        now = time.monotonic()
-        if now - self._spool_checked < SPOOL_CHECK_SECONDS:
-            return False
-        self._spool_checked = now
-        return self.spool.pending()
-
-    def replay_spool(self) -> int:
-        try:
-            replayed = self.spool.replay(self.apply, TrackerUnavailable)
-        except TrackerUnavailable as exc:
-            log.warning("docrecovery: spool replay stopped, Redis unreachable: %s", exc)
-            return 0
-        if replayed:
-            log.warning("docrecovery: replayed %d spooled events", replayed)
-        return replayed
 
     def begin(self, task: Task) -> bool:
         """Check a tracked run in before it starts; False means drop this message.
@@ -223,64 +126,47 @@ class Recovery:
         request = task.request
         if request.called_directly or request.is_eager or not self.tracks(task):
             return True
-        path, query, metadata = document_call(task, request.args, request.kwargs)
-        doc_id = document_id(path, query)
+        call = self.call_of(task, request.id, request.args, request.kwargs)
+        doc_id = document_id(call.path, call.query)
         now = time.time()
-        limit = self._time_limit(request)
-        call = {
-            "path": path,
-            "query": query,
-            "metadata": metadata,
-            "task": task.name,
-            "args": list(request.args or ()),
-            "kwargs": dict(request.kwargs or {}),
-            "worker": request.hostname,
-            "tlimit": limit,
-            "marker": getattr(request, HEADER, None) or {},
-        }
-        deadline = now + limit + self.config.lease_grace_seconds
+        deadline = now + (call.time_limit or 0) + self.config.lease_grace_seconds
+        store = self.tracker.store
         try:
-            verdict, _ = self.tracker.begin(doc_id, request.id, deadline, call, now)
+            verdict, _ = store.begin(doc_id, call, deadline, now)
             if verdict == "lost":
-                lost = lost_run_record({**call, "task_id": request.id}, now)
-                outcome = self.tracker.record_failure(
-                    lost,
-                    lost_run="any",
-                    counted=not call["marker"].get("manual", False),
-                    recovery_attempt=bool(call["marker"]),
-                    now=now,
-                )
+                outcome = store.record_lost_run(call, now, "any")
                 log.error(
                     "docrecovery: an earlier run of task %s died without reporting;"
                     " recorded as worker_lost (%s)",
-                    request.id,
+                    call.task_id,
                     outcome.state,
                 )
                 if outcome.state == DEAD:
                     return False
-                verdict, _ = self.tracker.begin(doc_id, request.id, deadline, call, now)
+                verdict, _ = store.begin(doc_id, call, deadline, now)
         except TrackerUnavailable as exc:
-            log.error("docrecovery: cannot check task %s in (%s); running it", request.id, exc)
+            log.error("docrecovery: cannot check task %s in (%s); running it", call.task_id, exc)
             return True
         if verdict == "stale":
             log.warning(
                 "docrecovery: dropping task %s for %s: recovery already resubmitted"
                 " it as a newer task",
-                request.id,
-                path,
+                call.task_id,
+                call.path,
             )
             return False
         return True
 
     def end_run(self, task_id: str) -> None:
         try:
-            self.tracker.end_run(task_id)
+            self.tracker.store.end_run(task_id)
         except TrackerUnavailable as exc:
             log.error("docrecovery: could not take task %s out of flight: %s", task_id, exc)
 
     def register_environment(self, worker: str) -> None:
+        """Record the fingerprint this worker runs with (see :mod:`recovery.environment`)."""
         fingerprint.cache_clear()
-        generation, new = self.tracker.register_environment(worker, fingerprint())
+        generation, new = self.tracker.store.register_environment(worker, fingerprint())
         if new:
             log.warning("docrecovery: new environment generation %d (%s)", generation, worker)
 
@@ -301,8 +187,18 @@ class Recovery:
         if self._seen(task_id):
             return
         try:
-            tb = str(einfo.traceback) if einfo is not None else ""
-            self.deliver(self.failure_event(sender, task_id, exception, args, kwargs, tb))
+            call = self.call_of(sender, task_id, args, kwargs)
+            category = categorize(exception, self.config.category_overrides)
+            record = FailedDocumentRecord.from_run(
+                call,
+                error_type=type(exception).__name__,
+                category=category,
+                message=str(einfo.traceback) if einfo else _traceback(exception),
+                at=time.time(),
+                fingerprint=fingerprint() if category == IMPORT else "",
+            )
+            event = FailureEvent(record, counted(call.marker), call.marker is not None)
+            self.reporter.deliver(self.tracker, event)
         except Exception:
             log.exception("docrecovery: could not record the failure of task %s", task_id)
 
@@ -319,7 +215,17 @@ class Recovery:
         if sender is None or not self.tracks(sender):
             return
         try:
-            self.deliver(self.success_event(sender))
+            request = sender.request
+            call = self.call_of(sender, request.id, request.args, request.kwargs)
+            event = SuccessEvent(
+                document_id(call.path, call.query),
+                call.worker,
+                call.query,
+                call.marker is not None,
+                call.task_id,
+                time.time(),
+            )
+            self.reporter.deliver(self.tracker, event)
         except Exception:
             log.exception("docrecovery: could not clear task %s", sender.request.id)
 
@@ -332,13 +238,11 @@ class Recovery:
             return
         try:
             self.register_environment(str(sender.hostname))
-            for warning in check_redis(self.tracker.client):
+            for warning in self.tracker.warnings():
                 log.warning("docrecovery: %s", warning)
         except TrackerUnavailable as exc:
             log.error("docrecovery: could not record this worker's environment: %s", exc)
-        except RedisError as exc:
-            log.error("docrecovery: could not check the tracker's Redis: %s", exc)
-        self.replay_spool()
+        self.reporter.replay(self.tracker)
 
     # --- the recovery.run task ----------------------------------------------------
 
@@ -347,52 +251,17 @@ class Recovery:
         manager = self.manager()
         if dry_run:
             return manager.run_batch(dry_run=True)
-        lock = self.tracker.client.lock(
-            self.tracker.keys.run_lock, timeout=RUN_LOCK_SECONDS, blocking=False
-        )
-        try:
-            if not lock.acquire():
+        with self.tracker.exclusive(RUN_LOCK_SECONDS) as acquired:
+            if not acquired:
                 return {"skipped": "another recovery run holds the lock"}
-        except RedisError as exc:
-            raise TrackerUnavailable(f"recovery run lock: {exc}") from exc
-        try:
-            replayed = self.replay_spool()
+            replayed = self.reporter.replay(self.tracker)
             summary = manager.run_batch()
             summary["spool_replayed"] = replayed
             return summary
-        finally:
-            try:
-                lock.release()
-            except LockError:
-                log.warning("docrecovery: the run lock expired before the run ended")
 
 
-@cache
-def _signature(run: Any) -> inspect.Signature | None:
-    try:
-        return inspect.signature(run)
-    except (TypeError, ValueError):
-        return None
-
-
-def document_call(task: Task, args: Any, kwargs: Any) -> tuple[str, str | None, dict[str, Any]]:
-    """(path, query, metadata) of a call shaped like ``f(document_path, query, metadata)``."""
-    args, kwargs = tuple(args or ()), dict(kwargs or {})
-    sig = _signature(task.run)
-    values: dict[str, Any] = {}
-    if sig is not None:
-        try:
-            values = dict(sig.bind_partial(*args, **kwargs).arguments)
-        except TypeError:
-            values = {}
-    path = values.get("document_path", args[0] if args else kwargs.get("document_path", ""))
-    query = values.get("query")
-    metadata = values.get("metadata")
-    return (
-        str(path),
-        None if query is None else str(query),
-        metadata if isinstance(metadata, dict) else {},
-    )
+def _traceback(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(exc))
 
 
 def install(

@@ -22,13 +22,19 @@ class Keys:
     def _name(self, *parts: str) -> str:
         return ":".join((f"{{{self.prefix}}}", *parts))
 
+    def pattern(self) -> str:
+        """SCAN pattern of every key under this prefix (resets only, never hot paths)."""
+        return f"{self._name('')}*"
+
     def record(self, doc_id: str) -> str:
         """Hash holding one failed document's record."""
         return self._name("doc", doc_id)
 
-    def result(self, doc_id: str) -> str:
-        """String holding the pipeline's JSON result for a processed document."""
-        return self._name("result", doc_id)
+    def app(self, *parts: str) -> str:
+        """A key of the application's own, under ``app:`` beside the tracker's names
+        (the pipeline keeps its results at ``app("result", doc_id)``): same prefix,
+        same Cluster slot, never a clash with a name of the tracker."""
+        return self._name("app", *parts)
 
     @property
     def due(self) -> str:

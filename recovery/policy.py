@@ -9,10 +9,22 @@ here and handed to the Lua script, which only picks one: policy lives in Python.
 
 from __future__ import annotations
 
+import os
 import random
 
 from recovery import categories
-from recovery.config import RecoveryConfig
+from recovery.config import RecoveryConfig, soft_limit
+from recovery.records import FailedDocumentRecord
+
+__all__ = [
+    "backoff_delays",
+    "breaker_state",
+    "is_permanent",
+    "probe",
+    "queue_for",
+    "soft_limit",
+    "time_limit_for",
+]
 
 #: One generator for the jitter: building a Random per failure costs more than the
 #: rest of the policy.
@@ -54,3 +66,23 @@ def time_limit_for(config: RecoveryConfig, category: str, previous_limit: float 
     if category == categories.TIMEOUT and config.grow_timeouts and previous_limit:
         return min(config.recovery_timeout, previous_limit * 2)
     return config.recovery_timeout
+
+
+def probe(record: FailedDocumentRecord) -> str | None:
+    """Why resubmitting would fail again right now, for failures whose cause can be
+    checked from here (the file is still missing or unreadable); None to go ahead."""
+    path, category = record.document_path, record.error_category
+    if category == categories.FILE_NOT_FOUND and not os.path.exists(path):
+        return f"file still missing: {path}"
+    if category == categories.PERMISSION and not os.access(path, os.R_OK):
+        return f"file still unreadable: {path}"
+    return None
+
+
+def breaker_state(outcomes: str, config: RecoveryConfig) -> str:
+    """'open' when the category's recent recoveries mostly failed and the last did too;
+    an open category sends only ``breaker_canary_size`` documents a run."""
+    if not config.circuit_breaker or len(outcomes) < config.breaker_window:
+        return "closed"
+    failed = outcomes.count("0") / len(outcomes)
+    return "open" if failed >= config.breaker_threshold and outcomes[-1] == "0" else "closed"

@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from recovery.calls import RunCall
+from recovery.categories import WORKER_LOST
 from recovery.errors import CorruptRecord
 
 FAILED = "failed"
@@ -85,16 +87,63 @@ class FailedDocumentRecord:
         first = self.first_failure_timestamp or self.failure_timestamp
         return max(0.0, ((now if now is not None else time.time()) - first) / 3600.0)
 
-    def to_redis(self) -> dict[str, str]:
-        """The hash fields this record is stored as (every value a string). Optional
-        fields that are empty or zero are left out: with millions of records every
-        absent field saves its name and value (``from_redis`` restores the defaults)."""
+    @classmethod
+    def from_run(
+        cls,
+        call: RunCall,
+        *,
+        error_type: str,
+        category: str,
+        message: str,
+        at: float,
+        fingerprint: str = "",
+    ) -> FailedDocumentRecord:
+        """The failure record of one run of a tracked task."""
+        return cls(
+            document_path=call.path,
+            task_id=call.task_id,
+            error_message=message,
+            failure_timestamp=at,
+            query=call.query,
+            worker_id=call.worker,
+            metadata=call.metadata,
+            task_name=call.task,
+            args=call.args,
+            kwargs=call.kwargs,
+            error_type=error_type,
+            error_category=category,
+            time_limit=call.time_limit,
+            fingerprint=fingerprint,
+            recovery_attempts=call.marker.attempt if call.marker else 0,
+        )
+
+    @classmethod
+    def lost(cls, call: RunCall, at: float) -> FailedDocumentRecord:
+        """The failure record of a run that checked in and never reported."""
+        return cls.from_run(
+            call,
+            error_type="WorkerLost",
+            category=WORKER_LOST,
+            message=(
+                f"WorkerLost: run {call.task_id} on {call.worker} ended without reporting "
+                "success or failure (worker killed, out of memory, or crashed)"
+            ),
+            at=at,
+        )
+
+    def to_redis(self, message_limit: int | None = None) -> dict[str, str]:
+        """The hash fields this record is stored as (every value a string), with the
+        error message cut to ``message_limit``. Optional fields that are empty or zero
+        are left out: with millions of records every absent field saves its name and
+        value (``from_redis`` restores the defaults)."""
         out: dict[str, str] = {}
         for attr, (name, kind) in _FIELDS.items():
             value = getattr(self, attr)
             if value is None or (name not in _REQUIRED and value in _EMPTY):
                 continue
             out[name] = json.dumps(value, separators=(",", ":")) if kind is _JSON else str(value)
+        if message_limit is not None:
+            out["msg"] = bound_message(out["msg"], message_limit)
         if self.args and self.args == self._call_args()[: len(self.args)]:
             # args that repeat path, query and metadata are stored as their count
             out["nargs"] = str(len(self.args))

@@ -30,11 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from recovery import ConfigError, DocumentRecoveryManager, RecoveryConfig, TrackerUnavailable
-from recovery.checks import check_redis
-from recovery.manager import Selection
 from recovery.redis_server import RedisServer
 from recovery.spool import Spool
-from recovery.tracker import redact
+from recovery.store import Selection, redact
 
 DATA_DIR = Path(os.environ.get("DOCRECOVERY_DATA_DIR", ".docrecovery"))
 EXIT_FAILED = 1
@@ -120,7 +118,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         status = manager.status()
         status["environments"] = manager.environments()
         status["spooled_events_here"] = Spool(manager.config.spool_dir).count()
-        status["warnings"] = check_redis(manager.tracker.client)
+        status["warnings"] = manager.tracker.warnings()
     if args.json:
         print(json.dumps(status, indent=2, default=str))
     else:
@@ -189,7 +187,7 @@ class UsageError(Exception):
 def cmd_list(args: argparse.Namespace) -> int:
     with _manager(args) as manager:
         ids = manager.select(_selection(args))
-        records = manager.tracker.sync.get_records(ids)
+        records = manager.tracker.reports.get_records(ids)
     if args.json:
         print(json.dumps([vars(r) | {"doc_id": r.doc_id} for r in records], indent=2))
         return 0

@@ -97,7 +97,7 @@ def _show(path: Path, result: AsyncResult) -> None:
 
 
 def _print_tracked(manager: DocumentRecoveryManager) -> None:
-    for record in manager.tracker.sync.get_failed_documents():
+    for record in manager.tracker.reports.get_failed_documents():
         print(
             f"  {record.state:10} {Path(record.document_path).name:28} {record.error_category:15}"
             f" {record.error_type}, retries {record.retry_count}"
@@ -123,9 +123,7 @@ def _wait_for(manager: DocumentRecoveryManager, metric: str, expected: int) -> b
 
 def _reset(manager: DocumentRecoveryManager) -> None:
     """Forget an earlier demo's records: only the demo's own prefix is touched."""
-    client = manager.tracker.client
-    for key in client.scan_iter(match=f"{{{PREFIX}}}:*", count=1000):
-        client.delete(key)
+    manager.tracker.maintenance.drop_everything()
 
 
 def run_demo(url: str, data: Path) -> int:

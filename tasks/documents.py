@@ -7,11 +7,13 @@
 
 The steps live in their own modules (``tasks.paths`` → ``tasks.extract`` →
 ``tasks.scoring``); this one runs them and stores the result as JSON at
-``Keys(key_prefix).result(doc_id)``, under the prefix of the recovery config installed
-on the app, with a TTL (``DOCRECOVERY_RESULT_TTL`` seconds, default 7 days). The id is
+:func:`result_key`, through the store of the recovery system installed on the app
+(under its key prefix, whatever the broker is), with a TTL
+(``DOCRECOVERY_RESULT_TTL`` seconds, default 7 days). The id is
 ``recovery.records.document_id(document_path, query)``, the same one the recovery
 system files a failure under, so re-running a document overwrites its result instead
-of adding one.
+of adding one. That copy is best effort: with the tracker's Redis away the document
+still succeeds, and its result is in Celery's result backend as always.
 
 Nothing is retried here (no ``autoretry_for``, no ``self.retry``): every failure
 propagates with its own type, and the recovery system installed on the app decides
@@ -20,16 +22,15 @@ from that type whether and when to try again.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
+import logging
 import time
 from typing import Any
 
-import redis
 from celery import Task
 
-from recovery import TrackedTask, installed
+from recovery import TrackedTask, TrackerUnavailable, installed
 from recovery.keys import Keys
 from recovery.records import document_id
 from tasks.app import app
@@ -37,14 +38,15 @@ from tasks.extract import extract
 from tasks.paths import int_setting, read_document
 from tasks.scoring import chunk_text, top_chunks
 
+log = logging.getLogger(__name__)
+
 RESULT_TTL_ENV = "DOCRECOVERY_RESULT_TTL"
 DEFAULT_RESULT_TTL = 7 * 24 * 3600
 
 
-@functools.cache
-def redis_client(url: str) -> redis.Redis:
-    """One client, and so one connection pool, per URL for every task of the process."""
-    return redis.Redis.from_url(url)
+def result_key(keys: Keys, doc_id: str) -> str:
+    """Where a processed document's JSON result is kept."""
+    return keys.app("result", doc_id)
 
 
 @app.task(name="tasks.process_document", bind=True, base=TrackedTask)  # type: ignore[untyped-decorator]
@@ -75,6 +77,10 @@ def process_document(
     }
     result["processing_time"] = round(time.perf_counter() - started, 6)
     ttl = int_setting(RESULT_TTL_ENV, DEFAULT_RESULT_TTL)
-    key = Keys(installed(self.app).config.key_prefix).result(doc_id)
-    redis_client(self.app.conf.broker_url).set(key, json.dumps(result), ex=ttl)
+    tracker = installed(self.app).tracker
+    try:
+        tracker.store.put(result_key(tracker.keys, doc_id), json.dumps(result), ttl)
+    except TrackerUnavailable as exc:
+        # the result backend still gets the result; only the copy by document id waits
+        log.warning("result of %s not kept by document id: %s", document_path, exc)
     return result

@@ -24,7 +24,7 @@ from typing import Any
 
 from recovery import DocumentRecoveryManager, RecoveryConfig, installed
 from recovery.config import ENV_PREFIX
-from recovery.tracker import default_redis_url
+from recovery.store import default_redis_url
 from tasks.app import app
 
 QUEUES = ("documents", "recovery", "highmem")

@@ -24,9 +24,10 @@ import pytest
 import redis
 import seed
 
+from recovery.api import FailedDocumentsTracker
 from recovery.config import RecoveryConfig
 from recovery.records import FailedDocumentRecord, document_id
-from recovery.tracker import FailedDocumentsTracker, SyncTracker
+from recovery.store import Tracker
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "samples"
@@ -78,11 +79,11 @@ def cli(cli_env: dict[str, str], tmp_path: Path) -> Cli:
 
 
 @pytest.fixture
-def store(redis_url: str) -> Iterator[SyncTracker]:
+def tracker(redis_url: str) -> Iterator[Tracker]:
     """The tracker the CLI reads, with the CLI's settings (due at once, no jitter)."""
     config = RecoveryConfig.from_mapping({"min_retry_interval_hours": 0, "retry_jitter": 0})
     tracker = FailedDocumentsTracker(redis_url, config)
-    yield tracker.sync
+    yield tracker
     tracker.close()
 
 
@@ -115,20 +116,18 @@ def an_hour_ago() -> float:
 _TICKS = itertools.count()
 
 
-def record_due(
-    store: SyncTracker, paths: list[Path], category: str = "file_not_found"
-) -> list[str]:
+def record_due(tracker: Tracker, paths: list[Path], category: str = "file_not_found") -> list[str]:
     """Record a failure of each path, oldest first; returns their ids."""
     for path in paths:
-        store.record_failure(failure(path, category, at=an_hour_ago()))
+        tracker.store.record_failure(failure(path, category, at=an_hour_ago()))
     return [document_id(str(path)) for path in paths]
 
 
-def record_dead(store: SyncTracker, path: Path) -> str:
+def record_dead(tracker: Tracker, path: Path) -> str:
     """A document whose retries ran out (max_retry_count 3: four counted failures)."""
     for _ in range(4):
-        store.record_failure(failure(path, at=an_hour_ago()))
-    record = store.get_record(document_id(str(path)))
+        tracker.store.record_failure(failure(path, at=an_hour_ago()))
+    record = tracker.reports.get_record(document_id(str(path)))
     assert record is not None
     assert (record.state, record.retry_count) == ("dead", 3)
     return record.doc_id
@@ -169,10 +168,10 @@ def test_main_recover_with_nothing_due_exits_0_and_prints_a_summary(cli: Cli) ->
 
 
 def test_main_recover_resubmits_every_due_document_batch_after_batch(
-    cli: Cli, store: SyncTracker, doc_root: Path, redis_client: redis.Redis
+    cli: Cli, tracker: Tracker, doc_root: Path, redis_client: redis.Redis
 ) -> None:
     # Given 25 due documents and batches of 10
-    ids = record_due(store, [present(doc_root, f"doc-{n:02}.txt") for n in range(25)])
+    ids = record_due(tracker, [present(doc_root, f"doc-{n:02}.txt") for n in range(25)])
 
     done = cli("--recover", via="main", env={"DOCRECOVERY_RECOVERY_BATCH_SIZE": "10"})
 
@@ -183,29 +182,29 @@ def test_main_recover_resubmits_every_due_document_batch_after_batch(
     assert sorted(m["docrecovery"]["doc_id"] for m in messages) == sorted(ids)
     assert all(m["task"] == "tasks.process_document" for m in messages)
     assert done.stdout.splitlines()[0] == "recovery: 25 resubmitted in 3 batch(es), 0 moved to dead"
-    assert store.status()["in_recovery"] == 25
+    assert tracker.reports.status()["in_recovery"] == 25
 
 
 def test_main_recover_goes_on_past_a_full_batch_of_documents_still_missing(
-    cli: Cli, store: SyncTracker, doc_root: Path, redis_client: redis.Redis
+    cli: Cli, tracker: Tracker, doc_root: Path, redis_client: redis.Redis
 ) -> None:
     # Given the ten oldest failures are files still missing, and five are back
-    record_due(store, [doc_root / f"missing-{n}.txt" for n in range(10)])
-    back = record_due(store, [present(doc_root, f"back-{n}.txt") for n in range(5)])
+    record_due(tracker, [doc_root / f"missing-{n}.txt" for n in range(10)])
+    back = record_due(tracker, [present(doc_root, f"back-{n}.txt") for n in range(5)])
 
     done = cli("--recover", via="main", env={"DOCRECOVERY_RECOVERY_BATCH_SIZE": "10"})
 
     # Then the five behind the full batch of waiting ones are resubmitted too
     assert done.returncode == 0, done.stderr
     assert sorted(m["docrecovery"]["doc_id"] for m in queued(redis_client)) == sorted(back)
-    assert len(store.get_failed_documents()) == 15
-    assert store.status()["in_recovery"] == 5
+    assert len(tracker.reports.get_failed_documents()) == 15
+    assert tracker.reports.status()["in_recovery"] == 5
 
 
 def test_redis_url_option_overrides_the_environment(
-    cli: Cli, store: SyncTracker, doc_root: Path, redis_url: str, redis_client: redis.Redis
+    cli: Cli, tracker: Tracker, doc_root: Path, redis_url: str, redis_client: redis.Redis
 ) -> None:
-    record_due(store, [present(doc_root, "a.txt")])
+    record_due(tracker, [present(doc_root, "a.txt")])
     elsewhere = f"redis://127.0.0.1:{closed_port()}/0"
 
     done = cli("--recover", "--redis-url", redis_url, via="main", env={"REDIS_URL": elsewhere})
@@ -240,10 +239,10 @@ def test_unreachable_redis_exits_2_with_a_clear_message_and_no_password(cli: Cli
 
 
 def test_recover_dry_run_prints_what_would_be_resubmitted_and_changes_nothing(
-    cli: Cli, store: SyncTracker, doc_root: Path, redis_client: redis.Redis
+    cli: Cli, tracker: Tracker, doc_root: Path, redis_client: redis.Redis
 ) -> None:
     paths = [present(doc_root, "a.txt"), present(doc_root, "b.txt")]
-    record_due(store, paths)
+    record_due(tracker, paths)
     before = snapshot(redis_client)
 
     done = cli("--recover", "--dry-run", via="main")
@@ -261,10 +260,10 @@ def test_recover_dry_run_prints_what_would_be_resubmitted_and_changes_nothing(
 
 
 def test_status_json_parses_and_carries_the_seeds_metric_names(
-    cli: Cli, store: SyncTracker, doc_root: Path
+    cli: Cli, tracker: Tracker, doc_root: Path
 ) -> None:
-    record_due(store, [doc_root / "a.txt", doc_root / "b.txt"])
-    record_due(store, [doc_root / "c.docx"], category="import")
+    record_due(tracker, [doc_root / "a.txt", doc_root / "b.txt"])
+    record_due(tracker, [doc_root / "c.docx"], category="import")
 
     done = cli("status", "--json")
 
@@ -277,12 +276,12 @@ def test_status_json_parses_and_carries_the_seeds_metric_names(
 
 
 def test_list_shows_every_tracked_document_and_filters_by_category_and_state(
-    cli: Cli, store: SyncTracker, doc_root: Path
+    cli: Cli, tracker: Tracker, doc_root: Path
 ) -> None:
     # Given two missing files, an import failure and a dead document
-    missing = record_due(store, [doc_root / "a.txt", doc_root / "b.txt"])
-    [imported] = record_due(store, [doc_root / "c.docx"], category="import")
-    dead = record_dead(store, doc_root / "gone.txt")
+    missing = record_due(tracker, [doc_root / "a.txt", doc_root / "b.txt"])
+    [imported] = record_due(tracker, [doc_root / "c.docx"], category="import")
+    dead = record_dead(tracker, doc_root / "gone.txt")
 
     everything = cli("list")
     live = cli("list", "--live")
@@ -317,11 +316,11 @@ def test_list_shows_every_tracked_document_and_filters_by_category_and_state(
 
 @pytest.mark.usefixtures("celery_worker")
 def test_retry_resubmits_a_dead_document_as_a_manual_retry_that_is_not_counted(
-    cli: Cli, store: SyncTracker, doc_root: Path
+    cli: Cli, tracker: Tracker, doc_root: Path
 ) -> None:
     # Given a document whose retries ran out, its file still missing
     path = doc_root / "gone.txt"
-    doc_id = record_dead(store, path)
+    doc_id = record_dead(tracker, path)
 
     # When an operator retries it by id and the worker runs it
     done = cli("retry", doc_id)
@@ -331,22 +330,22 @@ def test_retry_resubmits_a_dead_document_as_a_manual_retry_that_is_not_counted(
     assert done.stdout.startswith(f"resubmitted {doc_id}  {path} -> documents")
 
     def failed_again() -> bool:
-        record = store.get_record(doc_id)
+        record = tracker.reports.get_record(doc_id)
         return record is not None and record.failure_count == 5
 
     wait_for(failed_again, "the manual retry to fail")
-    record = store.get_record(doc_id)
+    record = tracker.reports.get_record(doc_id)
     assert record is not None
     assert (record.state, record.retry_count) == ("dead", 3)
     # a manual retry is a recovery attempt in the metrics, just not a counted retry
-    metrics = store.status()["recovery_metrics"]
+    metrics = tracker.reports.status()["recovery_metrics"]
     assert (metrics["failed_recoveries"], metrics["successful_recoveries"]) == (1, 0)
 
     # When the file is back and it is retried again, it is processed and cleared
     present(doc_root, "gone.txt")
     assert cli("retry", doc_id).returncode == 0
-    wait_for(lambda: store.get_record(doc_id) is None, "the manual retry to succeed")
-    metrics = store.status()["recovery_metrics"]
+    wait_for(lambda: tracker.reports.get_record(doc_id) is None, "the manual retry to succeed")
+    metrics = tracker.reports.status()["recovery_metrics"]
     assert (metrics["failed_recoveries"], metrics["successful_recoveries"]) == (1, 1)
     assert metrics["recovery_attempts"] == 2
 
@@ -363,13 +362,13 @@ def test_retry_a_document_not_tracked_is_reported_as_skipped(cli: Cli) -> None:
 def test_retry_all_by_category_enqueues_each_document_once_even_run_twice_at_once(
     cli_env: dict[str, str],
     tmp_path: Path,
-    store: SyncTracker,
+    tracker: Tracker,
     doc_root: Path,
     redis_client: redis.Redis,
 ) -> None:
     # Given 20 file_not_found failures and 3 import failures
-    chosen = record_due(store, [doc_root / f"missing-{n:02}.txt" for n in range(20)])
-    record_due(store, [doc_root / f"doc-{n}.docx" for n in range(3)], category="import")
+    chosen = record_due(tracker, [doc_root / f"missing-{n:02}.txt" for n in range(20)])
+    record_due(tracker, [doc_root / f"doc-{n}.docx" for n in range(3)], category="import")
 
     # When two operators run the same retry at the same time
     args = ("retry", "--all", "--category", "file_not_found")
@@ -396,10 +395,10 @@ def test_retry_all_by_category_enqueues_each_document_once_even_run_twice_at_onc
 
 
 def test_retry_all_selects_dead_documents_of_the_category_too(
-    cli: Cli, store: SyncTracker, doc_root: Path, redis_client: redis.Redis
+    cli: Cli, tracker: Tracker, doc_root: Path, redis_client: redis.Redis
 ) -> None:
-    [live] = record_due(store, [doc_root / "live.txt"])
-    dead = record_dead(store, doc_root / "dead.txt")
+    [live] = record_due(tracker, [doc_root / "live.txt"])
+    dead = record_dead(tracker, doc_root / "dead.txt")
 
     done = cli("retry", "--all", "--category", "file_not_found")
 
@@ -408,9 +407,9 @@ def test_retry_all_selects_dead_documents_of_the_category_too(
 
 
 def test_delete_stops_tracking_the_named_document(
-    cli: Cli, store: SyncTracker, doc_root: Path, redis_client: redis.Redis
+    cli: Cli, tracker: Tracker, doc_root: Path, redis_client: redis.Redis
 ) -> None:
-    [gone, kept] = record_due(store, [doc_root / "a.txt", doc_root / "b.txt"])
+    [gone, kept] = record_due(tracker, [doc_root / "a.txt", doc_root / "b.txt"])
 
     done = cli("delete", gone)
     again = cli("delete", gone)
@@ -418,38 +417,38 @@ def test_delete_stops_tracking_the_named_document(
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "deleted 1 document(s)"
     assert again.stdout.strip() == "deleted 0 document(s)"
-    assert store.get_record(gone) is None
-    assert store.get_record(kept) is not None
+    assert tracker.reports.get_record(gone) is None
+    assert tracker.reports.get_record(kept) is not None
     assert redis_client.zscore("{docrecovery}:due", gone) is None
-    assert store.status()["total_failed_documents"] == 1
+    assert tracker.reports.status()["total_failed_documents"] == 1
 
 
-def test_purge_deletes_dead_documents_only(cli: Cli, store: SyncTracker, doc_root: Path) -> None:
-    dead = [record_dead(store, doc_root / f"dead-{n}.txt") for n in range(2)]
-    [live] = record_due(store, [doc_root / "live.txt"])
+def test_purge_deletes_dead_documents_only(cli: Cli, tracker: Tracker, doc_root: Path) -> None:
+    dead = [record_dead(tracker, doc_root / f"dead-{n}.txt") for n in range(2)]
+    [live] = record_due(tracker, [doc_root / "live.txt"])
 
     done = cli("purge")
 
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "purged 2 dead document(s)"
-    assert [store.get_record(doc_id) for doc_id in dead] == [None, None]
-    assert store.get_record(live) is not None
-    status = store.status()
+    assert [tracker.reports.get_record(doc_id) for doc_id in dead] == [None, None]
+    assert tracker.reports.get_record(live) is not None
+    status = tracker.reports.status()
     assert (status["total_failed_documents"], status["dead"]) == (1, 0)
 
 
 def test_purge_everything_deletes_live_and_dead_documents(
-    cli: Cli, store: SyncTracker, doc_root: Path
+    cli: Cli, tracker: Tracker, doc_root: Path
 ) -> None:
-    dead = record_dead(store, doc_root / "dead.txt")
-    [live] = record_due(store, [doc_root / "live.txt"])
+    dead = record_dead(tracker, doc_root / "dead.txt")
+    [live] = record_due(tracker, [doc_root / "live.txt"])
 
     done = cli("purge", "--everything")
 
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "purged 2 tracked document(s)"
-    assert (store.get_record(dead), store.get_record(live)) == (None, None)
-    status = store.status()
+    assert (tracker.reports.get_record(dead), tracker.reports.get_record(live)) == (None, None)
+    status = tracker.reports.status()
     assert (status["total_failed_documents"], status["dead"]) == (0, 0)
 
 
@@ -479,7 +478,7 @@ def test_a_bad_docrecovery_setting_exits_2_with_a_message_naming_the_key(
 def test_submit_and_wait_against_a_worker_prints_ok_and_a_failure_names_the_worker(
     cli: Cli,
     worker_process: Callable[..., Any],
-    store: SyncTracker,
+    tracker: Tracker,
     doc_root: Path,
 ) -> None:
     worker_process("w1")
@@ -495,8 +494,8 @@ def test_submit_and_wait_against_a_worker_prints_ok_and_a_failure_names_the_work
     assert failed.returncode == 1
     assert f"FAILED  {missing}: FileNotFoundError" in failed.stdout
     doc_id = document_id(str(missing))
-    wait_for(lambda: store.get_record(doc_id) is not None, "the failure to be recorded")
-    record = store.get_record(doc_id)
+    wait_for(lambda: tracker.reports.get_record(doc_id) is not None, "the failure to be recorded")
+    record = tracker.reports.get_record(doc_id)
     assert record is not None
     assert record.worker_id == f"w1@{socket.gethostname()}"
 

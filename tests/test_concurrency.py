@@ -11,10 +11,10 @@ from typing import Any
 
 import redis
 
+from recovery.api import DocumentRecoveryManager, FailedDocumentsTracker
+from recovery.calls import HEADER
 from recovery.config import RecoveryConfig
-from recovery.manager import HEADER, DocumentRecoveryManager
 from recovery.records import FailedDocumentRecord, document_id
-from recovery.tracker import FailedDocumentsTracker
 
 HOUR = 3600.0
 T0 = 1_700_000_000.0
@@ -35,7 +35,7 @@ def seed_due_documents(redis_url: str, count: int = DOCUMENTS) -> set[str]:
             record = FailedDocumentRecord(
                 f"/docs/{n}.pdf", f"t{n}", "boom", failure_timestamp=T0 + n, args=[f"/docs/{n}.pdf"]
             )
-            tracker.sync.record_failure(record)
+            tracker.store.record_failure(record)
     finally:
         tracker.close()
     return {document_id(f"/docs/{n}.pdf") for n in range(count)}
@@ -47,11 +47,13 @@ def recover_until_nothing_is_due(redis_url: str) -> int:
     manager = DocumentRecoveryManager(redis_url, config())
     sent = 0
     try:
-        store = manager.tracker.sync
+        tracker = manager.tracker
         while True:
             summary = manager.run_batch(now=NOW)
             sent += len(summary["resubmitted"])
-            if not summary["claimed"] and not store.client.zcount(store.keys.due, "-inf", NOW):
+            if not summary["claimed"] and not tracker.connection.client.zcount(
+                tracker.keys.due, "-inf", NOW
+            ):
                 return sent
     finally:
         manager.close()
@@ -100,7 +102,7 @@ def test_eight_threads_running_batches_send_every_document_exactly_once(
     assert_each_sent_exactly_once(redis_client, expected)
     tracker = FailedDocumentsTracker(redis_url, config())
     try:
-        status = tracker.sync.status(now=NOW)
+        status = tracker.reports.status(now=NOW)
         assert (status["in_recovery"], status["eligible_for_recovery"]) == (DOCUMENTS, 0)
         assert status["recovery_metrics"]["recovery_attempts"] == DOCUMENTS
     finally:
@@ -153,7 +155,7 @@ def test_concurrent_failures_of_one_document_count_every_retry(redis_url: str) -
                 failure_timestamp=T0,
                 worker_id=f"w{worker}",
             )
-            tracker.sync.record_failure(record)
+            tracker.store.record_failure(record)
 
     try:
         threads = [threading.Thread(target=fail_25_times, args=(w,)) for w in range(8)]
@@ -163,10 +165,10 @@ def test_concurrent_failures_of_one_document_count_every_retry(redis_url: str) -
             thread.join(60)
 
         # Then no update was lost: 200 failures, 199 counted retries, one record
-        record = tracker.sync.get_record(document_id("/docs/a.pdf"))
+        record = tracker.reports.get_record(document_id("/docs/a.pdf"))
         assert record is not None
         assert (record.failure_count, record.retry_count) == (200, 199)
-        assert tracker.sync.status(now=T0)["total_failed_documents"] == 1
-        assert sum(tracker.sync.analysis(now=T0)["error_categories"].values()) == 1
+        assert tracker.reports.status(now=T0)["total_failed_documents"] == 1
+        assert sum(tracker.reports.analysis(now=T0)["error_categories"].values()) == 1
     finally:
         tracker.close()

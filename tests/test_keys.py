@@ -6,10 +6,11 @@ import pytest
 import redis
 from redis.crc import key_slot
 
+from recovery.api import FailedDocumentsTracker
 from recovery.config import RecoveryConfig
 from recovery.keys import DEFAULT_PREFIX, Keys
 from recovery.records import FailedDocumentRecord
-from recovery.tracker import FailedDocumentsTracker, Settlement
+from recovery.store import Settlement
 
 #: The key names docrecovery uses, by the attribute that builds them.
 NAMES = {
@@ -38,7 +39,7 @@ NAMES = {
 
 
 def every_name(keys: Keys) -> list[str]:
-    return [getattr(keys, attr) for attr in NAMES] + [keys.record("abc"), keys.result("abc")]
+    return [getattr(keys, attr) for attr in NAMES] + [keys.record("abc"), keys.app("result", "abc")]
 
 
 def test_every_key_the_module_builds_is_pinned_here() -> None:
@@ -78,7 +79,10 @@ def test_default_key_names_are_pinned() -> None:
     assert keys.breakers == "{docrecovery}:breakers"
     assert keys.run_lock == "{docrecovery}:lock:run"
     assert keys.record("816e63c349de4636ebf1") == "{docrecovery}:doc:816e63c349de4636ebf1"
-    assert keys.result("816e63c349de4636ebf1") == "{docrecovery}:result:816e63c349de4636ebf1"
+    assert (
+        keys.app("result", "816e63c349de4636ebf1")
+        == "{docrecovery}:app:result:816e63c349de4636ebf1"
+    )
 
 
 @pytest.mark.parametrize(("attr", "suffix"), sorted(NAMES.items()))
@@ -90,7 +94,7 @@ def test_record_keys_under_a_custom_prefix_are_pinned() -> None:
     keys = Keys("acme-prod")
 
     assert keys.record("abc") == "{acme-prod}:doc:abc"
-    assert keys.result("abc") == "{acme-prod}:result:abc"
+    assert keys.app("result", "abc") == "{acme-prod}:app:result:abc"
 
 
 @pytest.mark.parametrize("prefix", [DEFAULT_PREFIX, "acme-prod"])
@@ -125,12 +129,12 @@ def test_a_whole_tracking_cycle_writes_only_keys_under_the_configured_prefix(
                 query="q",
                 worker_id="celery@w1",
             )
-            tracker.sync.record_failure(record)
-        claim = tracker.sync.claim_due(2, now=10_000.0)
-        tracker.sync.settle([Settlement(r.doc_id, "sent", "new") for r in claim.records], 10_000.0)
-        tracker.sync.resolve(claim.records[0].doc_id, worker="celery@w1", recovery_attempt=True)
-        tracker.sync.release_expired(now=100_000.0)
-        tracker.sync.cleanup(now=2000.0)
+            tracker.store.record_failure(record)
+        claim = tracker.store.claim_due(2, now=10_000.0)
+        tracker.store.settle([Settlement(r.doc_id, "sent", "new") for r in claim.records], 10_000.0)
+        tracker.store.resolve(claim.records[0].doc_id, worker="celery@w1", recovery_attempt=True)
+        tracker.store.release_expired(now=100_000.0)
+        tracker.maintenance.cleanup(now=2000.0)
     finally:
         tracker.close()
 

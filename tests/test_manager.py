@@ -20,10 +20,10 @@ import redis
 import seed
 from celery import Celery
 
+from recovery.api import DocumentRecoveryManager, FailedDocumentsTracker, run_document_recovery
+from recovery.calls import HEADER
 from recovery.config import RecoveryConfig
-from recovery.manager import HEADER, DocumentRecoveryManager, run_document_recovery
 from recovery.records import FailedDocumentRecord, document_id
-from recovery.tracker import FailedDocumentsTracker
 
 HOUR = 3600.0
 DAY = 86400.0
@@ -104,7 +104,7 @@ def test_a_run_resubmits_due_documents_to_their_queues_with_the_recovery_header(
 ) -> None:
     # Given three due documents of different categories, and one not due yet
     manager = make_manager(recovery_timeout=300, lease_grace_seconds=60)
-    store = manager.tracker.sync
+    tracker = manager.tracker
     plain = failure(
         "/docs/a.pdf", T0, args=["/docs/a.pdf", "revenue", {"src": "s3"}], query="revenue"
     )
@@ -112,7 +112,7 @@ def test_a_run_resubmits_due_documents_to_their_queues_with_the_recovery_header(
     slow = failure("/docs/slow.pdf", T0 + 2, error_category="timeout", time_limit=100)
     later = failure("/docs/later.pdf", T0 + DAY)
     for seeded in (plain, big, slow, later):
-        store.record_failure(seeded)
+        tracker.store.record_failure(seeded)
     now = T0 + 2 * HOUR
 
     # When a run goes
@@ -147,15 +147,15 @@ def test_a_run_resubmits_due_documents_to_their_queues_with_the_recovery_header(
 
     # And each document is recovering under the new task id, with a lease covering it
     for doc, message in by_doc.items():
-        record = store.get_record(doc)
+        record = tracker.reports.get_record(doc)
         assert record is not None
         assert (record.state, record.recovery_attempts) == ("recovering", 1)
         assert record.task_id == message["headers"]["id"]
-        assert redis_client.zscore(store.keys.claimed, doc) == now + 300 + 60
-    metrics = store.status(now=now)["recovery_metrics"]
+        assert redis_client.zscore(tracker.keys.claimed, doc) == now + 300 + 60
+    metrics = tracker.reports.status(now=now)["recovery_metrics"]
     assert (metrics["recovery_attempts"], metrics["recovery_runs"]) == (3, 1)
     assert metrics["last_recovery_run"] == now
-    assert redis_client.zscore(store.keys.due, later.doc_id) is not None
+    assert redis_client.zscore(tracker.keys.due, later.doc_id) is not None
 
 
 @pytest.mark.parametrize(("timeout", "limits"), [(120, [120, 108]), (10, [10, 9])])
@@ -163,7 +163,7 @@ def test_the_time_limits_of_a_resubmission_come_from_recovery_timeout(
     make_manager: ManagerFactory, redis_client: redis.Redis, timeout: int, limits: list[int]
 ) -> None:
     manager = make_manager(recovery_timeout=timeout)
-    manager.tracker.sync.record_failure(failure("/docs/a.pdf"))
+    manager.tracker.store.record_failure(failure("/docs/a.pdf"))
 
     manager.run_batch(now=T0 + 2 * HOUR)
 
@@ -176,13 +176,13 @@ def test_a_run_takes_at_most_one_batch(
 ) -> None:
     manager = make_manager(recovery_batch_size=4)
     for n in range(10):
-        manager.tracker.sync.record_failure(failure(f"/docs/{n}.pdf", T0 + n))
+        manager.tracker.store.record_failure(failure(f"/docs/{n}.pdf", T0 + n))
 
     summary = manager.run_batch(now=T0 + 2 * HOUR)
 
     assert summary["claimed"] == 4
     assert int(redis_client.llen("documents")) == 4
-    assert manager.tracker.sync.status(now=T0 + 2 * HOUR)["eligible_for_recovery"] == 6
+    assert manager.tracker.reports.status(now=T0 + 2 * HOUR)["eligible_for_recovery"] == 6
 
 
 def test_a_resubmission_that_fails_releases_the_document_back_to_due(
@@ -191,7 +191,7 @@ def test_a_resubmission_that_fails_releases_the_document_back_to_due(
     # Given a due document and a Celery app whose broker cannot be reached
     manager = make_manager(app=unreachable_broker_app())
     record = failure("/docs/a.pdf")
-    manager.tracker.sync.record_failure(record)
+    manager.tracker.store.record_failure(record)
     now = T0 + 2 * HOUR
 
     # When a run tries to resubmit it
@@ -200,15 +200,15 @@ def test_a_resubmission_that_fails_releases_the_document_back_to_due(
     # Then nothing was sent and the document is due again shortly, not lost, no retry used
     assert summary["resubmitted"] == []
     assert summary["released"] == [record.doc_id]
-    store = manager.tracker.sync
-    kept = store.get_record(record.doc_id)
+    tracker = manager.tracker
+    kept = tracker.reports.get_record(record.doc_id)
     assert kept is not None
     assert (kept.state, kept.retry_count, kept.recovery_attempts) == ("failed", 0, 0)
     assert kept.state_reason.startswith("resubmission failed")
-    due_at = redis_client.zscore(store.keys.due, record.doc_id)
+    due_at = redis_client.zscore(tracker.keys.due, record.doc_id)
     assert due_at is not None
     assert now < due_at <= now + 300
-    assert redis_client.zscore(store.keys.claimed, record.doc_id) is None
+    assert redis_client.zscore(tracker.keys.claimed, record.doc_id) is None
 
     # And once the broker is back, a later run sends it
     working = make_manager()
@@ -221,13 +221,13 @@ def test_a_run_reports_garbage_keeps_it_visible_and_counts_itself_once(
 ) -> None:
     # Given a good due document, a string and an undecodable hash indexed as due
     manager = make_manager()
-    store = manager.tracker.sync
+    tracker = manager.tracker
     good = failure("/docs/good.pdf", T0)
-    store.record_failure(good)
-    redis_client.set(store.keys.record("plainstring"), "not a hash")
+    tracker.store.record_failure(good)
+    redis_client.set(tracker.keys.record("plainstring"), "not a hash")
     bad: dict[Any, Any] = {**failure("/docs/bad.pdf").to_redis(), "retries": "many"}
-    redis_client.hset(store.keys.record("badretries"), mapping=bad)
-    redis_client.zadd(store.keys.due, {"plainstring": T0, "badretries": T0})
+    redis_client.hset(tracker.keys.record("badretries"), mapping=bad)
+    redis_client.zadd(tracker.keys.due, {"plainstring": T0, "badretries": T0})
     now = T0 + 2 * HOUR
 
     # When a run goes
@@ -237,9 +237,9 @@ def test_a_run_reports_garbage_keeps_it_visible_and_counts_itself_once(
     assert [info["doc_id"] for info in summary["resubmitted"]] == [good.doc_id]
     assert sorted(summary["corrupt"]) == ["badretries", "plainstring"]
     assert int(redis_client.llen("documents")) == 1
-    assert store.status(now=now)["recovery_metrics"]["recovery_runs"] == 1
+    assert tracker.reports.status(now=now)["recovery_metrics"]["recovery_runs"] == 1
     # and the undecodable record is kept for an operator, not retried at every run
-    assert redis_client.exists(store.keys.record("badretries")) == 1
+    assert redis_client.exists(tracker.keys.record("badretries")) == 1
     assert manager.run_batch(now=now + 60)["corrupt"] == []
 
 
@@ -250,7 +250,7 @@ def test_recover_all_runs_batches_until_nothing_is_due(
     manager = make_manager(recovery_batch_size=10)
     now = time.time()
     for n in range(25):
-        manager.tracker.sync.record_failure(failure(f"/docs/{n}.pdf", now - 2 * HOUR + n))
+        manager.tracker.store.record_failure(failure(f"/docs/{n}.pdf", now - 2 * HOUR + n))
 
     # When everything is recovered
     totals = manager.recover_all()
@@ -270,12 +270,12 @@ def test_recover_all_keeps_going_past_a_batch_of_exhausted_documents(
     # Given 10 documents that used 2 retries while the limit was 5, due first, and
     # 5 fresh failures due after them
     now = time.time()
-    generous = make_manager(max_retry_count=5).tracker.sync
+    generous = make_manager(max_retry_count=5).tracker
     for n in range(10):
         for attempt in range(3):
-            generous.record_failure(failure(f"/docs/old-{n}.pdf", now - 3 * DAY + attempt))
+            generous.store.record_failure(failure(f"/docs/old-{n}.pdf", now - 3 * DAY + attempt))
     for n in range(5):
-        generous.record_failure(failure(f"/docs/new-{n}.pdf", now - DAY + n))
+        generous.store.record_failure(failure(f"/docs/new-{n}.pdf", now - DAY + n))
 
     # When the limit is lowered to 2 and everything is recovered, batches of 10
     totals = make_manager(max_retry_count=2, recovery_batch_size=10).recover_all()
@@ -296,13 +296,15 @@ def test_a_dry_run_changes_nothing_and_says_what_it_would_do(
 ) -> None:
     # Given due, future, dead and recovering documents, and some stats
     manager = make_manager(recovery_batch_size=5)
-    store = manager.tracker.sync
-    store.record_failure(failure("/docs/sent.pdf", T0 - DAY))
+    tracker = manager.tracker
+    tracker.store.record_failure(failure("/docs/sent.pdf", T0 - DAY))
     manager.run_batch(now=T0 - 20 * HOUR)
-    store.record_failure(failure("/docs/a.pdf", T0, error_category="memory", query="q"))
-    store.record_failure(failure("/docs/b.pdf", T0 + 1, error_category="timeout", time_limit=50))
-    store.record_failure(failure("/docs/later.pdf", T0 + DAY))
-    store.record_failure(failure("/docs/x.exe", T0, error_category="permanent"))
+    tracker.store.record_failure(failure("/docs/a.pdf", T0, error_category="memory", query="q"))
+    tracker.store.record_failure(
+        failure("/docs/b.pdf", T0 + 1, error_category="timeout", time_limit=50)
+    )
+    tracker.store.record_failure(failure("/docs/later.pdf", T0 + DAY))
+    tracker.store.record_failure(failure("/docs/x.exe", T0, error_category="permanent"))
     before = snapshot(redis_url)
     queued = int(redis_client.llen("documents"))
 
@@ -330,10 +332,10 @@ def test_a_dry_run_skips_a_corrupt_record_as_a_real_run_does(
 ) -> None:
     # Given a good due document and garbage indexed as due
     manager = make_manager()
-    store = manager.tracker.sync
-    store.record_failure(failure("/docs/good.pdf", T0))
-    redis_client.set(store.keys.record("garbage"), "not a hash")
-    redis_client.zadd(store.keys.due, {"garbage": T0})
+    tracker = manager.tracker
+    tracker.store.record_failure(failure("/docs/good.pdf", T0))
+    redis_client.set(tracker.keys.record("garbage"), "not a hash")
+    redis_client.zadd(tracker.keys.due, {"garbage": T0})
 
     # When a dry run looks, it plans the good one and does not raise (bug: preview
     # calls get_record, which raises CorruptRecord, so the dry run crashes where the
@@ -351,7 +353,7 @@ def test_a_dry_run_does_not_promise_to_resend_a_document_whose_file_is_still_mis
     back, missing = tmp_path / "back.txt", tmp_path / "missing.txt"
     back.write_text("restored")
     for path in (back, missing):
-        manager.tracker.sync.record_failure(failure(str(path), error_category="file_not_found"))
+        manager.tracker.store.record_failure(failure(str(path), error_category="file_not_found"))
     now = T0 + 2 * HOUR
 
     # When a dry run and then a real run look at the batch
@@ -378,7 +380,7 @@ def test_run_document_recovery_with_the_seeds_config_returns_a_summary(
     now = time.time()
     try:
         for n in range(3):
-            tracker.sync.record_failure(failure(f"/docs/{n}.pdf", now - 2 * HOUR))
+            tracker.store.record_failure(failure(f"/docs/{n}.pdf", now - 2 * HOUR))
     finally:
         tracker.close()
 
@@ -399,8 +401,8 @@ def test_recovery_status_has_the_seeds_keys_and_metrics(
 ) -> None:
     manager = make_manager(**seed.STANDALONE_CONFIG)
     now = time.time()
-    manager.tracker.sync.record_failure(failure("/docs/a.pdf", now - 2 * HOUR))
-    manager.tracker.sync.record_failure(failure("/docs/b.pdf", now - 60))
+    manager.tracker.store.record_failure(failure("/docs/a.pdf", now - 2 * HOUR))
+    manager.tracker.store.record_failure(failure("/docs/b.pdf", now - 60))
 
     status = asyncio.run(manager.get_recovery_status())
 

@@ -18,7 +18,7 @@ from recovery import installed
 from recovery.keys import Keys
 from recovery.records import document_id
 from tasks import process_document
-from tasks.documents import DEFAULT_RESULT_TTL
+from tasks.documents import DEFAULT_RESULT_TTL, result_key
 from tasks.errors import (
     CorruptedDocument,
     DocumentOutsideRoots,
@@ -81,7 +81,7 @@ def test_worker_returns_the_result_and_stores_it_under_the_documents_key(
     assert result["top_chunks"][0]["preview"].startswith("Visibility timeout and late")
     assert result["metadata"] == {"source": "upload", "batch": 7}
     assert result["processing_time"] >= 0
-    key = keys.result(result["doc_id"])
+    key = result_key(keys, result["doc_id"])
     assert json.loads(redis_client.get(key) or "null") == result
     assert 0 < redis_client.ttl(key) <= DEFAULT_RESULT_TTL
 
@@ -93,7 +93,7 @@ def test_result_ttl_follows_the_environment(
 
     result = run(copy_sample("celery-retries.txt", doc_root), "retry")
 
-    assert 0 < redis_client.ttl(keys.result(result["doc_id"])) <= 60
+    assert 0 < redis_client.ttl(result_key(keys, result["doc_id"])) <= 60
 
 
 def test_reprocessing_a_document_overwrites_its_one_result(
@@ -107,8 +107,8 @@ def test_reprocessing_a_document_overwrites_its_one_result(
 
     assert first["doc_id"] == second["doc_id"]
     assert first["sha256"] != second["sha256"]
-    assert redis_client.keys(keys.result("*")) == [keys.result(second["doc_id"])]
-    assert json.loads(redis_client.get(keys.result(second["doc_id"])) or "null") == second
+    assert redis_client.keys(result_key(keys, "*")) == [result_key(keys, second["doc_id"])]
+    assert json.loads(redis_client.get(result_key(keys, second["doc_id"])) or "null") == second
 
 
 def test_document_without_a_query_is_counted_but_not_ranked(doc_root: Path) -> None:
@@ -128,7 +128,7 @@ def test_failed_document_keeps_its_type_and_the_same_worker_processes_the_next(
 
     # When it is processed, then the task fails with the original exception type
     assert type(failure(missing)) is FileNotFoundError
-    assert redis_client.get(keys.result(document_id(missing, None))) is None
+    assert redis_client.get(result_key(keys, document_id(missing, None))) is None
 
     # And the same worker goes on to process the next document
     assert run(copy_sample("worker-lost.txt", doc_root), "lease")["type"] == "text"
@@ -189,5 +189,5 @@ def test_result_key_follows_the_configured_key_prefix(
 ) -> None:
     result = run(copy_sample("worker-failures.csv", doc_root), "MemoryError")
 
-    assert redis_client.exists(Keys(custom_prefix).result(result["doc_id"])) == 1
-    assert redis_client.exists(Keys().result(result["doc_id"])) == 0
+    assert redis_client.exists(result_key(Keys(custom_prefix), result["doc_id"])) == 1
+    assert redis_client.exists(result_key(Keys(), result["doc_id"])) == 0

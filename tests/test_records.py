@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 import redis
 
+from recovery.api import FailedDocumentsTracker
 from recovery.config import RecoveryConfig
 from recovery.errors import CorruptRecord
 from recovery.records import FailedDocumentRecord, bound_message, document_id
-from recovery.tracker import FailedDocumentsTracker
 
 T0 = 1_714_000_000.123456
 
@@ -29,8 +29,8 @@ def tracker(redis_url: str) -> Iterator[FailedDocumentsTracker]:
 
 def stored(tracker: FailedDocumentsTracker, record: FailedDocumentRecord) -> FailedDocumentRecord:
     """Write ``record`` with the tracker and read it back."""
-    tracker.sync.record_failure(record)
-    read = tracker.sync.get_record(record.doc_id)
+    tracker.store.record_failure(record)
+    read = tracker.reports.get_record(record.doc_id)
     assert read is not None
     return read
 

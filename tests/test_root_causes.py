@@ -40,7 +40,7 @@ from faults.support import (
     write_text,
 )
 
-from recovery.manager import DocumentRecoveryManager
+from recovery.api import DocumentRecoveryManager
 from recovery.records import FailedDocumentRecord
 
 pytestmark = pytest.mark.slow
@@ -319,7 +319,7 @@ def test_a_resubmission_after_a_one_second_limit_gets_more_than_one_second(
 ) -> None:
     # Given a document whose run was cut at a one-second hard limit
     manager = make_manager(recovery_timeout=120)
-    manager.tracker.sync.record_failure(
+    manager.tracker.store.record_failure(
         FailedDocumentRecord(
             document_path="/docs/slow.html",
             task_id="t-1",

@@ -28,7 +28,7 @@ from celery.result import AsyncResult
 
 from recovery import ConfigError, FailedDocumentsTracker, RecoveryConfig, installed
 from recovery.records import FailedDocumentRecord, document_id
-from recovery.tracker import SyncTracker
+from recovery.store import Tracker
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 HOUR = 3600.0
@@ -54,10 +54,10 @@ def seed_environment(
 
 
 @pytest.fixture
-def store(redis_url: str) -> Iterator[SyncTracker]:
+def tracker(redis_url: str) -> Iterator[Tracker]:
     """A tracker to set up failures with: default backoff (1 h), no jitter."""
     tracker = FailedDocumentsTracker(redis_url, RecoveryConfig(retry_jitter=0.0))
-    yield tracker.sync
+    yield tracker
     tracker.close()
 
 
@@ -91,13 +91,13 @@ def failure(path: str | Path, at: float, query: str | None = None) -> FailedDocu
 
 
 def test_the_processor_snippet_recovers_then_runs_a_worker_that_processes_documents(
-    redis_url: str, doc_root: Path, store: SyncTracker, celery_app: Celery
+    redis_url: str, doc_root: Path, tracker: Tracker, celery_app: Celery
 ) -> None:
     from distributed_processor import DistributedProcessor
 
     # Given a document that failed two hours ago and whose file is back
     recovered = Path(shutil.copy(SAMPLES / "worker-lost.txt", doc_root / "back.txt"))
-    store.record_failure(failure(recovered, time.time() - 2 * HOUR, "lease"))
+    tracker.store.record_failure(failure(recovered, time.time() - 2 * HOUR, "lease"))
     fresh = Path(shutil.copy(SAMPLES / "celery-retries.txt", doc_root / "fresh.txt"))
 
     async def snippet() -> tuple[list[dict[str, Any]], int]:
@@ -117,7 +117,7 @@ def test_the_processor_snippet_recovers_then_runs_a_worker_that_processes_docume
             # The recovered document's success is recorded once the worker reports it
             await asyncio.to_thread(
                 wait_for,
-                lambda: store.get_record(document_id(str(recovered), "lease")) is None,
+                lambda: tracker.reports.get_record(document_id(str(recovered), "lease")) is None,
                 "the recovered document to be cleared",
             )
         finally:
@@ -135,7 +135,7 @@ def test_the_processor_snippet_recovers_then_runs_a_worker_that_processes_docume
     # Then the worker processed the submitted document and the recovered one
     assert [r["path"] for r in results] == [str(fresh)]
     assert results[0]["type"] == "text"
-    metrics = store.status()["recovery_metrics"]
+    metrics = tracker.reports.status()["recovery_metrics"]
     assert (metrics["recovery_attempts"], metrics["successful_recoveries"]) == (1, 1)
     # And it stopped cleanly when asked
     assert code == 0
@@ -151,7 +151,7 @@ def test_the_processor_applies_the_seeds_config_keys(redis_url: str, celery_app:
     try:
         for key, value in seed.PROCESSOR_CONFIG.items():
             assert getattr(manager.config, key) == value
-        assert manager.tracker.redis_url == redis_url
+        assert manager.tracker.url == redis_url
         # And the worker it starts gets the same settings
         assert installed(celery_app).config == manager.config
     finally:
@@ -203,7 +203,7 @@ def test_a_bad_processor_config_value_fails_naming_the_key_and_starts_no_worker(
 def test_run_document_recovery_with_the_seeds_dict_resubmits_what_is_due(
     redis_url: str,
     doc_root: Path,
-    store: SyncTracker,
+    tracker: Tracker,
     redis_client: redis.Redis,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -211,8 +211,8 @@ def test_run_document_recovery_with_the_seeds_dict_resubmits_what_is_due(
 
     # Given a failure two hours old and one just now, both files present again
     due = failure(restored(doc_root, "due.txt"), time.time() - 2 * HOUR)
-    store.record_failure(due)
-    store.record_failure(failure(restored(doc_root, "recent.txt"), time.time()))
+    tracker.store.record_failure(due)
+    tracker.store.record_failure(failure(restored(doc_root, "recent.txt"), time.time()))
 
     async def main() -> None:
         config = dict(seed.STANDALONE_CONFIG)
@@ -226,21 +226,21 @@ def test_run_document_recovery_with_the_seeds_dict_resubmits_what_is_due(
     assert f"'{doc_root / 'due.txt'}'" in out
     assert "recent.txt" not in out
     assert redis_client.llen("documents") == 1
-    record = store.get_record(due.doc_id)
+    record = tracker.reports.get_record(due.doc_id)
     assert record is not None
     assert record.state == "recovering"
 
 
 def test_run_document_recovery_verbose_uses_redis_url_from_the_environment_and_logs(
     doc_root: Path,
-    store: SyncTracker,
+    tracker: Tracker,
     redis_client: redis.Redis,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     from recovery_system import run_document_recovery
 
     path = restored(doc_root, "due.txt")
-    store.record_failure(failure(path, time.time() - 2 * HOUR))
+    tracker.store.record_failure(failure(path, time.time() - 2 * HOUR))
 
     result = asyncio.run(run_document_recovery(config={"verbose": True}))
 
@@ -256,18 +256,18 @@ def test_run_document_recovery_verbose_uses_redis_url_from_the_environment_and_l
 
 
 @pytest.fixture
-def known_failures(store: SyncTracker) -> dict[str, float]:
+def known_failures(tracker: Tracker) -> dict[str, float]:
     """Three tracked documents (one due), one recovered and one failed recovery."""
     now = time.time()
     first = {"/docs/a.pdf": now - 3 * HOUR, "/docs/d.pdf": now - 2 * HOUR, "/docs/b.pdf": now}
-    store.record_failure(failure("/docs/a.pdf", first["/docs/a.pdf"]))
-    store.record_failure(failure("/docs/b.pdf", first["/docs/b.pdf"]))
-    store.record_failure(failure("/docs/d.pdf", first["/docs/d.pdf"]))
+    tracker.store.record_failure(failure("/docs/a.pdf", first["/docs/a.pdf"]))
+    tracker.store.record_failure(failure("/docs/b.pdf", first["/docs/b.pdf"]))
+    tracker.store.record_failure(failure("/docs/d.pdf", first["/docs/d.pdf"]))
     # d's recovery failed half an hour later: a retry, not due for two more hours
-    store.record_failure(failure("/docs/d.pdf", now - 1.5 * HOUR), recovery_attempt=True)
+    tracker.store.record_failure(failure("/docs/d.pdf", now - 1.5 * HOUR), recovery_attempt=True)
     # c was recovered
-    store.record_failure(failure("/docs/c.pdf", now - 2 * HOUR))
-    store.resolve(document_id("/docs/c.pdf"), recovery_attempt=True)
+    tracker.store.record_failure(failure("/docs/c.pdf", now - 2 * HOUR))
+    tracker.store.resolve(document_id("/docs/c.pdf"), recovery_attempt=True)
     return first
 
 

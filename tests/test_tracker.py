@@ -13,18 +13,20 @@ from typing import Any
 import pytest
 import redis
 
+from recovery.api import FailedDocumentsTracker
+from recovery.calls import RunCall
 from recovery.config import RecoveryConfig
 from recovery.errors import CorruptRecord, TrackerUnavailable
 from recovery.records import FailedDocumentRecord, document_id
 from recovery.redis_server import RedisServer
-from recovery.tracker import FailedDocumentsTracker, Settlement, SyncTracker, redact
+from recovery.store import Settlement, Tracker, redact
 
 HOUR = 3600.0
 DAY = 86400.0
 #: A fixed clock: every call takes ``now=`` (or a failure time), nothing sleeps.
 T0 = 1_700_000_000.0
 
-TrackerFactory = Callable[..., SyncTracker]
+TrackerFactory = Callable[..., Tracker]
 
 
 @pytest.fixture
@@ -32,11 +34,11 @@ def make_tracker(redis_url: str) -> Iterator[TrackerFactory]:
     """Factory of trackers on the test's Redis, without jitter unless asked; closed after."""
     made: list[FailedDocumentsTracker] = []
 
-    def create(**settings: Any) -> SyncTracker:
+    def create(**settings: Any) -> Tracker:
         config = RecoveryConfig.from_mapping({"retry_jitter": 0.0, **settings})
         tracker = FailedDocumentsTracker(redis_url, config)
         made.append(tracker)
-        return tracker.sync
+        return tracker
 
     yield create
     for tracker in made:
@@ -44,7 +46,7 @@ def make_tracker(redis_url: str) -> Iterator[TrackerFactory]:
 
 
 @pytest.fixture
-def tracker(make_tracker: TrackerFactory) -> SyncTracker:
+def tracker(make_tracker: TrackerFactory) -> Tracker:
     return make_tracker()
 
 
@@ -89,13 +91,13 @@ def test_a_first_failure_creates_record_indexes_and_aggregates_in_one_call(
     client = redis.Redis.from_url(
         redis_url, decode_responses=True, connection_class=CountingConnection
     )
-    tracker = SyncTracker(client, RecoveryConfig(retry_jitter=0.0))
-    tracker.record_failure(failure("/docs/warmup.pdf"))
+    tracker = Tracker(redis_url, RecoveryConfig(retry_jitter=0.0), client=client)
+    tracker.store.record_failure(failure("/docs/warmup.pdf"))
     record = failure("/docs/a.pdf", error_category="import", worker_id="celery@w1", query="revenue")
 
     # When a document fails for the first time, it takes one round trip
     outcome_box: list[Any] = []
-    assert round_trips(lambda: outcome_box.append(tracker.record_failure(record))) == 1
+    assert round_trips(lambda: outcome_box.append(tracker.store.record_failure(record))) == 1
     outcome = outcome_box[0]
     client.close()
 
@@ -117,13 +119,13 @@ def test_a_first_failure_creates_record_indexes_and_aggregates_in_one_call(
 
 
 def test_a_second_counted_failure_counts_a_retry_and_keeps_the_first_failure_time(
-    tracker: SyncTracker, redis_client: redis.Redis
+    tracker: Tracker, redis_client: redis.Redis
 ) -> None:
-    tracker.record_failure(failure("/docs/a.pdf", T0))
+    tracker.store.record_failure(failure("/docs/a.pdf", T0))
 
-    outcome = tracker.record_failure(failure("/docs/a.pdf", T0 + 10 * HOUR), counted=True)
+    outcome = tracker.store.record_failure(failure("/docs/a.pdf", T0 + 10 * HOUR), counted=True)
 
-    record = tracker.get_record(document_id("/docs/a.pdf"))
+    record = tracker.reports.get_record(document_id("/docs/a.pdf"))
     assert record is not None
     assert outcome.retry_count == record.retry_count == 1
     assert record.failure_count == 2
@@ -133,23 +135,23 @@ def test_a_second_counted_failure_counts_a_retry_and_keeps_the_first_failure_tim
     assert hash_of(redis_client, tracker.keys.by_category) == {"other": "1"}
 
 
-def test_an_uncounted_failure_does_not_use_up_a_retry(tracker: SyncTracker) -> None:
-    tracker.record_failure(failure("/docs/a.pdf", T0))
+def test_an_uncounted_failure_does_not_use_up_a_retry(tracker: Tracker) -> None:
+    tracker.store.record_failure(failure("/docs/a.pdf", T0))
 
-    outcome = tracker.record_failure(failure("/docs/a.pdf", T0 + HOUR), counted=False)
+    outcome = tracker.store.record_failure(failure("/docs/a.pdf", T0 + HOUR), counted=False)
 
-    record = tracker.get_record(document_id("/docs/a.pdf"))
+    record = tracker.reports.get_record(document_id("/docs/a.pdf"))
     assert record is not None
     assert outcome.retry_count == record.retry_count == 0
     assert record.failure_count == 2
 
 
 def test_a_failure_that_changes_category_worker_and_query_moves_its_aggregates(
-    tracker: SyncTracker, redis_client: redis.Redis
+    tracker: Tracker, redis_client: redis.Redis
 ) -> None:
-    tracker.record_failure(failure("/docs/a.pdf", error_category="import", worker_id="w1"))
+    tracker.store.record_failure(failure("/docs/a.pdf", error_category="import", worker_id="w1"))
 
-    tracker.record_failure(
+    tracker.store.record_failure(
         failure("/docs/a.pdf", T0 + HOUR, error_category="memory", worker_id="w2")
     )
 
@@ -174,7 +176,7 @@ def test_backoff_grows_by_the_factor_per_retry_and_is_capped(
     # When the document fails six times
     for n in range(6):
         at = T0 + n * DAY
-        outcome = tracker.record_failure(failure("/docs/a.pdf", at))
+        outcome = tracker.store.record_failure(failure("/docs/a.pdf", at))
         assert outcome.next_retry_at is not None
         assert zscore(redis_client, tracker.keys.due, doc) == outcome.next_retry_at
         waits.append((outcome.next_retry_at - at) / HOUR)
@@ -188,8 +190,8 @@ def test_network_failures_back_off_from_the_shorter_network_interval(
 ) -> None:
     tracker = make_tracker(network_retry_interval_hours=0.05, backoff_factor=3.0)
 
-    first = tracker.record_failure(failure("/docs/n.pdf", T0, error_category="network"))
-    second = tracker.record_failure(failure("/docs/n.pdf", T0 + 1, error_category="network"))
+    first = tracker.store.record_failure(failure("/docs/n.pdf", T0, error_category="network"))
+    second = tracker.store.record_failure(failure("/docs/n.pdf", T0 + 1, error_category="network"))
 
     assert first.next_retry_at == pytest.approx(T0 + 180.0)
     assert second.next_retry_at == pytest.approx(T0 + 1 + 540.0)
@@ -200,7 +202,7 @@ def test_jitter_spreads_the_backoff_within_its_bound(make_tracker: TrackerFactor
 
     waits = set()
     for n in range(20):
-        outcome = tracker.record_failure(failure(f"/docs/{n}.pdf", T0))
+        outcome = tracker.store.record_failure(failure(f"/docs/{n}.pdf", T0))
         assert outcome.next_retry_at is not None
         waits.add(outcome.next_retry_at - T0)
 
@@ -214,7 +216,7 @@ def test_a_document_out_of_retries_is_dead_in_the_dead_index_and_not_due(
     tracker = make_tracker(max_retry_count=2)
     doc = document_id("/docs/a.pdf")
 
-    states = [tracker.record_failure(failure("/docs/a.pdf", T0 + n)).state for n in range(3)]
+    states = [tracker.store.record_failure(failure("/docs/a.pdf", T0 + n)).state for n in range(3)]
 
     assert states == ["failed", "failed", "dead"]
     k = tracker.keys
@@ -225,16 +227,16 @@ def test_a_document_out_of_retries_is_dead_in_the_dead_index_and_not_due(
     # the failed index holds live documents only: dead ones age by their time of death
     assert zscore(redis_client, k.failed, doc) is None
     assert float(str(redis_client.hget(k.record(doc), "first"))) == T0
-    status = tracker.status(now=T0 + DAY)
+    status = tracker.reports.status(now=T0 + DAY)
     assert (status["dead"], status["eligible_for_recovery"]) == (1, 0)
     assert status["total_failed_documents"] == 1
     assert status["recovery_metrics"]["dead_total"] == 1
 
 
-def test_a_permanent_error_is_dead_at_once(tracker: SyncTracker, redis_client: redis.Redis) -> None:
+def test_a_permanent_error_is_dead_at_once(tracker: Tracker, redis_client: redis.Redis) -> None:
     record = failure("/docs/virus.exe", error_category="permanent")
 
-    outcome = tracker.record_failure(record)
+    outcome = tracker.store.record_failure(record)
 
     assert (outcome.state, outcome.retry_count, outcome.next_retry_at) == ("dead", 0, None)
     assert zscore(redis_client, tracker.keys.dead, record.doc_id) == T0
@@ -244,54 +246,54 @@ def test_a_permanent_error_is_dead_at_once(tracker: SyncTracker, redis_client: r
 def test_a_dead_record_can_still_be_read_and_listed(make_tracker: TrackerFactory) -> None:
     tracker = make_tracker(max_retry_count=0)
     record = failure("/docs/a.pdf", worker_id="w1")
-    tracker.record_failure(record)
+    tracker.store.record_failure(record)
 
-    read = tracker.get_record(record.doc_id)
+    read = tracker.reports.get_record(record.doc_id)
 
     assert read is not None
     assert (read.state, read.next_retry_at, read.worker_id) == ("dead", None, "w1")
-    assert [r.doc_id for r in tracker.get_failed_documents()] == [record.doc_id]
-    assert [r.doc_id for r in tracker.get_failed_documents(index=tracker.keys.dead)] == [
+    assert [r.doc_id for r in tracker.reports.get_failed_documents()] == [record.doc_id]
+    assert [r.doc_id for r in tracker.reports.get_failed_documents(index=tracker.keys.dead)] == [
         record.doc_id
     ]
 
 
 def test_a_new_failure_keeps_the_recovery_attempts_counted_so_far(
-    tracker: SyncTracker,
+    tracker: Tracker,
 ) -> None:
     # Given a document resubmitted once by recovery (attempts = 1)
     record = failure("/docs/a.pdf", T0)
-    tracker.record_failure(record)
-    claim = tracker.claim_due(10, now=T0 + 2 * HOUR)
-    tracker.settle([Settlement(record.doc_id, "sent", "recovery-task-1")], now=T0 + 2 * HOUR)
-    before = tracker.get_record(record.doc_id)
+    tracker.store.record_failure(record)
+    claim = tracker.store.claim_due(10, now=T0 + 2 * HOUR)
+    tracker.store.settle([Settlement(record.doc_id, "sent", "recovery-task-1")], now=T0 + 2 * HOUR)
+    before = tracker.reports.get_record(record.doc_id)
     assert claim.records
     assert before is not None
     assert before.recovery_attempts == 1
 
     # When that recovery run fails, reported as the worker's signal handler builds it
     # (a fresh record from the failed task: recovery_attempts=0)
-    tracker.record_failure(
+    tracker.store.record_failure(
         failure("/docs/a.pdf", T0 + 3 * HOUR, task_id="recovery-task-1"), recovery_attempt=True
     )
 
     # Then the record still knows it was attempted once, so the next resubmission is
     # attempt 2 (bug: record_failure.lua DELs the hash and writes the new fields, so
     # `attempts` is reset to 0 on every failure)
-    after = tracker.get_record(record.doc_id)
+    after = tracker.reports.get_record(record.doc_id)
     assert after is not None
     assert after.retry_count == 1
     assert after.recovery_attempts == 1
 
 
 def test_an_undecodable_value_at_a_record_key_is_replaced_with_a_warning(
-    tracker: SyncTracker, redis_client: redis.Redis, caplog: pytest.LogCaptureFixture
+    tracker: Tracker, redis_client: redis.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
     record = failure("/docs/a.pdf")
     redis_client.set(tracker.keys.record(record.doc_id), "garbage")
 
-    with caplog.at_level(logging.WARNING, logger="recovery.tracker"):
-        outcome = tracker.record_failure(record)
+    with caplog.at_level(logging.WARNING, logger="recovery.store"):
+        outcome = tracker.store.record_failure(record)
 
     assert outcome.replaced_corrupt
     assert "replaced an undecodable value" in caplog.text
@@ -302,17 +304,17 @@ def test_an_undecodable_value_at_a_record_key_is_replaced_with_a_warning(
 
 
 def test_resolve_removes_the_record_every_index_entry_and_its_aggregates(
-    tracker: SyncTracker, redis_client: redis.Redis
+    tracker: Tracker, redis_client: redis.Redis
 ) -> None:
     # Given two failed documents of one category, worker and query
     a = failure("/docs/a.pdf", error_category="import", worker_id="w1", query="q")
     b = failure("/docs/b.pdf", error_category="import", worker_id="w1", query="q")
-    tracker.record_failure(a)
-    tracker.record_failure(b)
+    tracker.store.record_failure(a)
+    tracker.store.record_failure(b)
     k = tracker.keys
 
     # When the first is processed
-    took = tracker.resolve(a.doc_id, worker="w1", query="q", now=T0 + 60)
+    took = tracker.store.resolve(a.doc_id, worker="w1", query="q", now=T0 + 60)
 
     # Then its record and every index entry are gone, the counts drop by one
     assert took is None
@@ -324,57 +326,57 @@ def test_resolve_removes_the_record_every_index_entry_and_its_aggregates(
     assert hash_of(redis_client, k.by_query) == {"q": "1"}
 
     # And when the second is, the aggregate fields are dropped, not left at 0
-    tracker.resolve(b.doc_id, worker="w1", query="q", now=T0 + 60)
+    tracker.store.resolve(b.doc_id, worker="w1", query="q", now=T0 + 60)
     assert hash_of(redis_client, k.by_category) == {}
     assert hash_of(redis_client, k.by_worker) == {}
     assert hash_of(redis_client, k.by_query) == {}
     assert hash_of(redis_client, k.worker_processed) == {"w1": "4"}
-    stats = tracker.status(now=T0)["recovery_metrics"]
+    stats = tracker.reports.status(now=T0)["recovery_metrics"]
     assert (stats["resolved"], stats["successful_recoveries"]) == (2, 0)
     assert stats["total_failed_documents"] == 0
 
 
 def test_resolving_a_recovery_attempt_counts_a_success_and_its_duration(
-    tracker: SyncTracker,
+    tracker: Tracker,
 ) -> None:
     record = failure("/docs/a.pdf", T0)
-    tracker.record_failure(record)
-    tracker.claim_due(10, now=T0 + 2 * HOUR)
-    tracker.settle([Settlement(record.doc_id, "sent", "new-task")], now=T0 + 2 * HOUR)
+    tracker.store.record_failure(record)
+    tracker.store.claim_due(10, now=T0 + 2 * HOUR)
+    tracker.store.settle([Settlement(record.doc_id, "sent", "new-task")], now=T0 + 2 * HOUR)
 
-    took = tracker.resolve(record.doc_id, recovery_attempt=True, now=T0 + 2 * HOUR + 42)
+    took = tracker.store.resolve(record.doc_id, recovery_attempt=True, now=T0 + 2 * HOUR + 42)
 
     assert took == pytest.approx(42.0)
-    metrics = tracker.status(now=T0 + 3 * HOUR)["recovery_metrics"]
+    metrics = tracker.reports.status(now=T0 + 3 * HOUR)["recovery_metrics"]
     assert metrics["successful_recoveries"] == 1
     assert metrics["average_recovery_time"] == pytest.approx(42.0)
     assert metrics["recovery_success_rate"] == 1.0
 
 
 def test_resolving_a_claimed_document_outside_recovery_counts_no_recovery(
-    tracker: SyncTracker,
+    tracker: Tracker,
 ) -> None:
     # Given a document resubmitted by recovery that the pipeline then processed on its
     # own (a user resubmitted it by hand: no docrecovery header)
     record = failure("/docs/a.pdf", T0)
-    tracker.record_failure(record)
-    tracker.claim_due(10, now=T0 + 2 * HOUR)
-    tracker.settle([Settlement(record.doc_id, "sent", "new-task")], now=T0 + 2 * HOUR)
+    tracker.store.record_failure(record)
+    tracker.store.claim_due(10, now=T0 + 2 * HOUR)
+    tracker.store.settle([Settlement(record.doc_id, "sent", "new-task")], now=T0 + 2 * HOUR)
 
-    took = tracker.resolve(record.doc_id, recovery_attempt=False, now=T0 + 3 * HOUR)
+    took = tracker.store.resolve(record.doc_id, recovery_attempt=False, now=T0 + 3 * HOUR)
 
     # Then it is no longer tracked, but no recovery success or time is counted
-    metrics = tracker.status(now=T0 + 3 * HOUR)["recovery_metrics"]
+    metrics = tracker.reports.status(now=T0 + 3 * HOUR)["recovery_metrics"]
     assert took is None
-    assert tracker.get_record(record.doc_id) is None
+    assert tracker.reports.get_record(record.doc_id) is None
     assert (metrics["resolved"], metrics["successful_recoveries"]) == (1, 0)
     assert metrics["average_recovery_time"] == 0.0
 
 
 def test_resolving_a_document_that_is_not_tracked_only_counts_the_run(
-    tracker: SyncTracker, redis_client: redis.Redis
+    tracker: Tracker, redis_client: redis.Redis
 ) -> None:
-    took = tracker.resolve(document_id("/docs/fine.pdf"), worker="w1", query="q", now=T0)
+    took = tracker.store.resolve(document_id("/docs/fine.pdf"), worker="w1", query="q", now=T0)
 
     assert took is None
     assert hash_of(redis_client, tracker.keys.worker_processed) == {"w1": "1"}
@@ -385,27 +387,27 @@ def test_resolving_a_document_that_is_not_tracked_only_counts_the_run(
 # --- claiming, settling, leases ----------------------------------------------------
 
 
-def seed_due(tracker: SyncTracker, due: int, future: int = 0) -> list[str]:
+def seed_due(tracker: Tracker, due: int, future: int = 0) -> list[str]:
     """``due`` documents due at ``T0 + HOUR + n`` and ``future`` due a day later."""
     ids = []
     for n in range(due):
         record = failure(f"/docs/due-{n}.pdf", T0 + n)
-        tracker.record_failure(record)
+        tracker.store.record_failure(record)
         ids.append(record.doc_id)
     for n in range(future):
-        tracker.record_failure(failure(f"/docs/later-{n}.pdf", T0 + DAY))
+        tracker.store.record_failure(failure(f"/docs/later-{n}.pdf", T0 + DAY))
     return ids
 
 
 def test_claim_returns_at_most_the_batch_and_only_due_documents(
-    tracker: SyncTracker, redis_client: redis.Redis
+    tracker: Tracker, redis_client: redis.Redis
 ) -> None:
     # Given 5 documents due and 2 due only tomorrow
     ids = seed_due(tracker, due=5, future=2)
     now = T0 + 2 * HOUR
 
     # When a run claims a batch of 3
-    claim = tracker.claim_due(3, now=now)
+    claim = tracker.store.claim_due(3, now=now)
 
     # Then it gets the 3 that were due first, each claimed with a lease
     k = tracker.keys
@@ -426,33 +428,31 @@ def test_claiming_a_batch_and_reading_status_cost_a_fixed_number_of_round_trips(
     client = redis.Redis.from_url(
         redis_url, decode_responses=True, connection_class=CountingConnection
     )
-    tracker = SyncTracker(client, RecoveryConfig(retry_jitter=0.0))
+    tracker = Tracker(redis_url, RecoveryConfig(retry_jitter=0.0), client=client)
     try:
         seed_due(tracker, due=60)
-        tracker.claim_due(1, now=T0 + 2 * HOUR)  # loads the claim script
+        tracker.store.claim_due(1, now=T0 + 2 * HOUR)  # loads the claim script
 
         # one ZRANGEBYSCORE for the candidates, one script call to take them all
-        assert round_trips(lambda: tracker.claim_due(50, now=T0 + 2 * HOUR)) == 2
+        assert round_trips(lambda: tracker.store.claim_due(50, now=T0 + 2 * HOUR)) == 2
         # one pipeline, whatever the number of records
-        assert round_trips(lambda: tracker.status(now=T0)) == 1
-        assert round_trips(lambda: tracker.analysis(now=T0)) == 1
+        assert round_trips(lambda: tracker.reports.status(now=T0)) == 1
+        assert round_trips(lambda: tracker.reports.analysis(now=T0)) == 1
     finally:
         client.close()
 
 
-def test_claim_never_returns_a_document_twice(
-    tracker: SyncTracker, redis_client: redis.Redis
-) -> None:
+def test_claim_never_returns_a_document_twice(tracker: Tracker, redis_client: redis.Redis) -> None:
     ids = seed_due(tracker, due=5, future=2)
     now = T0 + 2 * HOUR
 
-    first = tracker.claim_due(10, now=now)
-    second = tracker.claim_due(10, now=now)
+    first = tracker.store.claim_due(10, now=now)
+    second = tracker.store.claim_due(10, now=now)
 
     assert sorted(r.doc_id for r in first.records) == sorted(ids)
     assert second.records == []
     assert int(redis_client.zcard(tracker.keys.due)) == 2
-    assert tracker.status(now=now)["in_recovery"] == 5
+    assert tracker.reports.status(now=now)["in_recovery"] == 5
 
 
 def test_a_document_over_a_lowered_retry_limit_is_moved_to_dead_by_claim(
@@ -461,12 +461,12 @@ def test_a_document_over_a_lowered_retry_limit_is_moved_to_dead_by_claim(
     # Given a document with 2 retries used under max_retry_count=5
     generous = make_tracker(max_retry_count=5)
     for n in range(3):
-        generous.record_failure(failure("/docs/a.pdf", T0 + n))
+        generous.store.record_failure(failure("/docs/a.pdf", T0 + n))
     doc = document_id("/docs/a.pdf")
 
     # When a tracker configured with max_retry_count=2 claims it
     strict = make_tracker(max_retry_count=2)
-    claim = strict.claim_due(10, now=T0 + DAY)
+    claim = strict.store.claim_due(10, now=T0 + DAY)
 
     # Then it is not resubmitted but dead
     assert (claim.records, claim.exhausted) == ([], [doc])
@@ -475,17 +475,17 @@ def test_a_document_over_a_lowered_retry_limit_is_moved_to_dead_by_claim(
 
 
 def test_settling_sent_marks_recovering_and_counts_an_attempt(
-    tracker: SyncTracker, redis_client: redis.Redis
+    tracker: Tracker, redis_client: redis.Redis
 ) -> None:
     ids = seed_due(tracker, due=2)
     now = T0 + 2 * HOUR
-    tracker.claim_due(10, now=now)
+    tracker.store.claim_due(10, now=now)
 
-    sent = tracker.settle([Settlement(doc, "sent", f"new-{doc}") for doc in ids], now=now + 5)
+    sent = tracker.store.settle([Settlement(doc, "sent", f"new-{doc}") for doc in ids], now=now + 5)
 
     assert sent == 2
     for doc in ids:
-        record = tracker.get_record(doc)
+        record = tracker.reports.get_record(doc)
         assert record is not None
         assert (record.state, record.recovery_attempts, record.task_id) == (
             "recovering",
@@ -494,71 +494,71 @@ def test_settling_sent_marks_recovering_and_counts_an_attempt(
         )
         lease = now + 5 + tracker.config.recovery_timeout + tracker.config.lease_grace_seconds
         assert zscore(redis_client, tracker.keys.claimed, doc) == lease
-    metrics = tracker.status(now=now)["recovery_metrics"]
+    metrics = tracker.reports.status(now=now)["recovery_metrics"]
     assert metrics["recovery_attempts"] == 2
     assert metrics["recovery_runs"] == 1
     assert metrics["last_recovery_run"] == now + 5
 
 
 def test_settling_release_puts_the_document_back_to_due(
-    tracker: SyncTracker, redis_client: redis.Redis
+    tracker: Tracker, redis_client: redis.Redis
 ) -> None:
     [doc] = seed_due(tracker, due=1)
     now = T0 + 2 * HOUR
-    tracker.claim_due(10, now=now)
+    tracker.store.claim_due(10, now=now)
 
-    tracker.settle([Settlement(doc, "release", "broker down", now + 60)], now=now)
+    tracker.store.settle([Settlement(doc, "release", "broker down", now + 60)], now=now)
 
-    record = tracker.get_record(doc)
+    record = tracker.reports.get_record(doc)
     assert record is not None
     assert (record.state, record.state_reason, record.retry_count) == ("failed", "broker down", 0)
     assert zscore(redis_client, tracker.keys.due, doc) == now + 60
     assert zscore(redis_client, tracker.keys.claimed, doc) is None
-    assert tracker.claim_due(10, now=now + 60).records[0].doc_id == doc
+    assert tracker.store.claim_due(10, now=now + 60).records[0].doc_id == doc
 
 
 def test_an_expired_lease_of_a_lost_recovery_returns_to_due_counting_a_retry(
-    tracker: SyncTracker, redis_client: redis.Redis
+    tracker: Tracker, redis_client: redis.Redis
 ) -> None:
     # Given a document resubmitted whose new task never reported
     [doc] = seed_due(tracker, due=1)
     now = T0 + 2 * HOUR
-    tracker.claim_due(10, now=now)
-    tracker.settle([Settlement(doc, "sent", "lost-task")], now=now)
+    tracker.store.claim_due(10, now=now)
+    tracker.store.settle([Settlement(doc, "sent", "lost-task")], now=now)
 
     # When the lease has run out
     later = now + DAY
-    released, dead = tracker.release_expired(now=later)
+    released, dead = tracker.store.release_expired(now=later)
 
     # Then the document is due again, with the lost attempt counted
     assert (released, dead) == ([doc], [])
-    record = tracker.get_record(doc)
+    record = tracker.reports.get_record(doc)
     assert record is not None
     assert (record.state, record.retry_count) == ("failed", 1)
     assert zscore(redis_client, tracker.keys.due, doc) == later
     assert zscore(redis_client, tracker.keys.claimed, doc) is None
-    assert tracker.status(now=later)["recovery_metrics"]["failed_recoveries"] == 1
+    assert tracker.reports.status(now=later)["recovery_metrics"]["failed_recoveries"] == 1
 
 
 def test_an_expired_lease_of_a_crashed_run_returns_to_due_without_a_retry(
-    tracker: SyncTracker,
+    tracker: Tracker,
 ) -> None:
     [doc] = seed_due(tracker, due=1)
-    tracker.claim_due(10, now=T0 + 2 * HOUR)
+    tracker.store.claim_due(10, now=T0 + 2 * HOUR)
 
-    released, _ = tracker.release_expired(now=T0 + DAY)
+    released, _ = tracker.store.release_expired(now=T0 + DAY)
 
-    record = tracker.get_record(doc)
+    record = tracker.reports.get_record(doc)
     assert released == [doc]
     assert record is not None
     assert (record.state, record.retry_count) == ("failed", 0)
 
 
-def test_a_lease_that_has_not_expired_is_left_alone(tracker: SyncTracker) -> None:
+def test_a_lease_that_has_not_expired_is_left_alone(tracker: Tracker) -> None:
     seed_due(tracker, due=1)
-    tracker.claim_due(10, now=T0 + 2 * HOUR)
+    tracker.store.claim_due(10, now=T0 + 2 * HOUR)
 
-    assert tracker.release_expired(now=T0 + 2 * HOUR + 1) == ([], [])
+    assert tracker.store.release_expired(now=T0 + 2 * HOUR + 1) == ([], [])
 
 
 def test_a_lost_recovery_out_of_retries_goes_dead(
@@ -567,10 +567,10 @@ def test_a_lost_recovery_out_of_retries_goes_dead(
     tracker = make_tracker(max_retry_count=1)
     [doc] = seed_due(tracker, due=1)
     now = T0 + 2 * HOUR
-    tracker.claim_due(10, now=now)
-    tracker.settle([Settlement(doc, "sent", "lost-task")], now=now)
+    tracker.store.claim_due(10, now=now)
+    tracker.store.settle([Settlement(doc, "sent", "lost-task")], now=now)
 
-    released, dead = tracker.release_expired(now=now + DAY)
+    released, dead = tracker.store.release_expired(now=now + DAY)
 
     assert (released, dead) == ([], [doc])
     assert redis_client.hget(tracker.keys.record(doc), "state") == "dead"
@@ -579,27 +579,27 @@ def test_a_lost_recovery_out_of_retries_goes_dead(
 
 
 def test_a_resubmitted_run_that_starts_late_keeps_its_lease_until_its_own_deadline(
-    tracker: SyncTracker, redis_client: redis.Redis
+    tracker: Tracker, redis_client: redis.Redis
 ) -> None:
     # Given a document resubmitted at `now`, leased for recovery_timeout + grace
     [doc] = seed_due(tracker, due=1)
     now = T0 + 2 * HOUR
-    tracker.claim_due(10, now=now)
-    tracker.settle([Settlement(doc, "sent", "new-task")], now=now)
+    tracker.store.claim_due(10, now=now)
+    tracker.store.settle([Settlement(doc, "sent", "new-task")], now=now)
     config = tracker.config
     lease = now + config.recovery_timeout + config.lease_grace_seconds
 
     # When its task waited in the queue and checks in 10 s before that lease ends
     started = lease - 10
     deadline = started + config.recovery_timeout + config.lease_grace_seconds
-    call = {"path": "/docs/due-0.pdf", "task": "tasks.process_document"}
-    assert tracker.begin(doc, "new-task", deadline, call, started) == ("run", "recovering")
+    call = RunCall("new-task", "tasks.process_document", "/docs/due-0.pdf")
+    assert tracker.store.begin(doc, call, deadline, started) == ("run", "recovering")
 
     # Then a recovery run a minute later does not hand the running document out again
     # (bug: begin.lua extends the lease only for 'failed'/'waiting' records, so the
     # lease of a 'recovering' one still ends at `lease`; release_expired counts a retry
     # and returns it to due, and the next run resubmits it while it is running)
-    assert tracker.release_expired(now=lease + 60) == ([], [])
+    assert tracker.store.release_expired(now=lease + 60) == ([], [])
     claimed_until = zscore(redis_client, tracker.keys.claimed, doc)
     assert claimed_until is not None
     assert claimed_until >= deadline
@@ -616,11 +616,11 @@ def test_cleanup_removes_records_past_retention_with_index_entries_and_aggregate
     now = T0 + 30 * DAY
     old = failure("/docs/old.pdf", now - 8 * DAY, error_category="import", worker_id="w1")
     new = failure("/docs/new.pdf", now - HOUR, error_category="memory", worker_id="w2")
-    tracker.record_failure(old)
-    tracker.record_failure(new)
+    tracker.store.record_failure(old)
+    tracker.store.record_failure(new)
 
     # When cleanup runs
-    removed = tracker.cleanup(now=now)
+    removed = tracker.maintenance.cleanup(now=now)
 
     # Then the old one is gone everywhere and counted; the new one stays
     k = tracker.keys
@@ -630,8 +630,8 @@ def test_cleanup_removes_records_past_retention_with_index_entries_and_aggregate
     assert zscore(redis_client, k.failed, old.doc_id) is None
     assert hash_of(redis_client, k.by_category) == {"memory": "1"}
     assert hash_of(redis_client, k.by_worker) == {"w2": "1"}
-    assert tracker.get_record(new.doc_id) is not None
-    assert tracker.status(now=now)["recovery_metrics"]["expired"] == 1
+    assert tracker.reports.get_record(new.doc_id) is not None
+    assert tracker.reports.status(now=now)["recovery_metrics"]["expired"] == 1
 
 
 def test_cleanup_trims_the_oldest_dead_beyond_dead_max_with_a_warning_and_a_metric(
@@ -641,11 +641,11 @@ def test_cleanup_trims_the_oldest_dead_beyond_dead_max_with_a_warning_and_a_metr
     tracker = make_tracker(dead_max=2)
     dead = [failure(f"/docs/{n}.exe", T0 + n, error_category="permanent") for n in range(4)]
     for record in dead:
-        tracker.record_failure(record)
+        tracker.store.record_failure(record)
 
     # When cleanup runs
-    with caplog.at_level(logging.WARNING, logger="recovery.tracker"):
-        removed = tracker.cleanup(now=T0 + 10)
+    with caplog.at_level(logging.WARNING, logger="recovery.store"):
+        removed = tracker.maintenance.cleanup(now=T0 + 10)
 
     # Then the two that died first are removed, loudly
     assert removed["dead_trimmed"] == 2
@@ -656,7 +656,7 @@ def test_cleanup_trims_the_oldest_dead_beyond_dead_max_with_a_warning_and_a_metr
     assert redis_client.exists(tracker.keys.record(dead[0].doc_id)) == 0
     assert "dead_max=2" in caplog.text
     assert "removed the 2 oldest dead documents" in caplog.text
-    assert tracker.status(now=T0)["recovery_metrics"]["dead_trimmed"] == 2
+    assert tracker.reports.status(now=T0)["recovery_metrics"]["dead_trimmed"] == 2
     assert hash_of(redis_client, tracker.keys.by_category) == {"permanent": "2"}
 
 
@@ -667,10 +667,10 @@ def test_cleanup_removes_dead_documents_past_dead_retention(
     now = T0 + 100 * DAY
     gone = failure("/docs/gone.exe", now - 31 * DAY, error_category="permanent")
     kept = failure("/docs/kept.exe", now - 29 * DAY, error_category="permanent")
-    tracker.record_failure(gone)
-    tracker.record_failure(kept)
+    tracker.store.record_failure(gone)
+    tracker.store.record_failure(kept)
 
-    removed = tracker.cleanup(now=now)
+    removed = tracker.maintenance.cleanup(now=now)
 
     assert removed == {"expired": 0, "dead_expired": 1, "dead_trimmed": 0}
     assert redis_client.exists(tracker.keys.record(gone.doc_id)) == 0
@@ -683,10 +683,10 @@ def test_a_dead_document_is_kept_for_dead_retention_not_the_shorter_failed_reten
     # Given the defaults: records kept 7 days, dead documents 30 days after they died
     tracker = make_tracker(failed_docs_retention_days=7, dead_retention_days=30)
     record = failure("/docs/a.exe", T0, error_category="permanent")
-    tracker.record_failure(record)
+    tracker.store.record_failure(record)
 
     # When cleanup runs 8 days later
-    tracker.cleanup(now=T0 + 8 * DAY)
+    tracker.maintenance.cleanup(now=T0 + 8 * DAY)
 
     # Then the dead document is still there for an operator to see (bug: cleanup's
     # "expired" pass removes everything in the failed index first failed before the
@@ -699,11 +699,11 @@ def test_a_dead_document_is_kept_for_dead_retention_not_the_shorter_failed_reten
 
 
 def test_garbage_at_record_keys_is_skipped_and_reported_by_claim(
-    tracker: SyncTracker, redis_client: redis.Redis, caplog: pytest.LogCaptureFixture
+    tracker: Tracker, redis_client: redis.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Given a good due document and three kinds of garbage indexed as due and failed
     good = failure("/docs/good.pdf", T0)
-    tracker.record_failure(good)
+    tracker.store.record_failure(good)
     k = tracker.keys
     redis_client.set(k.record("plainstring"), "not a hash")
     redis_client.hset(k.record("missingfields"), mapping={"path": "/x", "first": str(T0)})
@@ -714,8 +714,8 @@ def test_garbage_at_record_keys_is_skipped_and_reported_by_claim(
     redis_client.zadd(k.failed, dict.fromkeys(garbage, T0))
 
     # When a run claims
-    with caplog.at_level(logging.WARNING, logger="recovery.tracker"):
-        claim = tracker.claim_due(10, now=T0 + 2 * HOUR)
+    with caplog.at_level(logging.WARNING, logger="recovery.store"):
+        claim = tracker.store.claim_due(10, now=T0 + 2 * HOUR)
 
     # Then the good document is claimed and each piece of garbage reported, no exception
     assert [r.doc_id for r in claim.records] == [good.doc_id]
@@ -726,10 +726,10 @@ def test_garbage_at_record_keys_is_skipped_and_reported_by_claim(
 
 
 def test_garbage_at_record_keys_is_skipped_and_reported_by_listing(
-    tracker: SyncTracker, redis_client: redis.Redis, caplog: pytest.LogCaptureFixture
+    tracker: Tracker, redis_client: redis.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
     good = failure("/docs/good.pdf", T0 + 10)
-    tracker.record_failure(good)
+    tracker.store.record_failure(good)
     k = tracker.keys
     redis_client.set(k.record("plainstring"), "not a hash")
     redis_client.hset(k.record("missingfields"), mapping={"path": "/x"})
@@ -737,8 +737,8 @@ def test_garbage_at_record_keys_is_skipped_and_reported_by_listing(
     redis_client.hset(k.record("badretries"), mapping=bad)
     redis_client.zadd(k.failed, dict.fromkeys(["plainstring", "missingfields", "badretries"], T0))
 
-    with caplog.at_level(logging.WARNING, logger="recovery.tracker"):
-        records = tracker.get_failed_documents()
+    with caplog.at_level(logging.WARNING, logger="recovery.store"):
+        records = tracker.reports.get_failed_documents()
 
     assert [r.doc_id for r in records] == [good.doc_id]
     assert k.record("plainstring") in caplog.text
@@ -747,50 +747,50 @@ def test_garbage_at_record_keys_is_skipped_and_reported_by_listing(
 
 
 def test_get_record_raises_corrupt_record_for_garbage(
-    tracker: SyncTracker, redis_client: redis.Redis
+    tracker: Tracker, redis_client: redis.Redis
 ) -> None:
     redis_client.set(tracker.keys.record("x"), "not a hash")
 
     with pytest.raises(CorruptRecord, match="holds a string"):
-        tracker.get_record("x")
-    assert tracker.get_record("nothing-here") is None
+        tracker.reports.get_record("x")
+    assert tracker.reports.get_record("nothing-here") is None
 
 
-def test_listing_zero_documents_lists_none(tracker: SyncTracker) -> None:
-    tracker.record_failure(failure("/docs/a.pdf"))
+def test_listing_zero_documents_lists_none(tracker: Tracker) -> None:
+    tracker.store.record_failure(failure("/docs/a.pdf"))
 
     # bug: stop = offset + limit - 1 = -1, and ZRANGE 0 -1 is the whole index
-    assert tracker.get_failed_documents(limit=0) == []
+    assert tracker.reports.get_failed_documents(limit=0) == []
 
 
 def test_a_record_removed_by_its_ttl_leaves_no_count_behind_once_cleaned(
-    tracker: SyncTracker, redis_client: redis.Redis
+    tracker: Tracker, redis_client: redis.Redis
 ) -> None:
     # Given a record whose safety-net TTL fired (beat was stopped for longer than the
     # retention): Redis expires the hash, its index entries and aggregates stay
     record = failure("/docs/a.pdf", error_category="import", worker_id="w1", query="q")
-    tracker.record_failure(record)
+    tracker.store.record_failure(record)
     redis_client.pexpire(tracker.keys.record(record.doc_id), 1)
     while redis_client.exists(tracker.keys.record(record.doc_id)):
         time.sleep(0.005)
 
     # When cleanup runs after the retention
-    tracker.cleanup(now=T0 + 30 * DAY)
+    tracker.maintenance.cleanup(now=T0 + 30 * DAY)
 
     # Then the index entries are gone and the aggregates count nothing (bug: untrack
     # decrements the aggregates only from the hash's fields, which expired with it,
     # so by-category, by-worker and by-query stay at 1 forever)
-    assert tracker.status(now=T0 + 30 * DAY)["total_failed_documents"] == 0
+    assert tracker.reports.status(now=T0 + 30 * DAY)["total_failed_documents"] == 0
     assert hash_of(redis_client, tracker.keys.by_category) == {}
     assert hash_of(redis_client, tracker.keys.by_worker) == {}
     assert hash_of(redis_client, tracker.keys.by_query) == {}
 
 
-def test_listing_pages_oldest_failure_first(tracker: SyncTracker) -> None:
+def test_listing_pages_oldest_failure_first(tracker: Tracker) -> None:
     for n in (3, 1, 2, 0):
-        tracker.record_failure(failure(f"/docs/{n}.pdf", T0 + n))
+        tracker.store.record_failure(failure(f"/docs/{n}.pdf", T0 + n))
 
-    page = tracker.get_failed_documents(limit=2, offset=1)
+    page = tracker.reports.get_failed_documents(limit=2, offset=1)
 
     assert [r.document_path for r in page] == ["/docs/1.pdf", "/docs/2.pdf"]
 
@@ -808,14 +808,14 @@ DATA_SET = [
 ]
 
 
-def seed_data_set(tracker: SyncTracker, now: float) -> None:
+def seed_data_set(tracker: Tracker, now: float) -> None:
     for path, age, category, worker, query in DATA_SET:
-        tracker.record_failure(
+        tracker.store.record_failure(
             failure(path, now - age * HOUR, error_category=category, worker_id=worker, query=query)
         )
     # and four successful runs on w1 / q1 of documents that never failed
     for n in range(4):
-        tracker.resolve(document_id(f"/docs/ok-{n}.pdf"), worker="w1", query="q1", now=now)
+        tracker.store.resolve(document_id(f"/docs/ok-{n}.pdf"), worker="w1", query="q1", now=now)
 
 
 def test_analysis_of_a_known_data_set_gives_exact_numbers(make_tracker: TrackerFactory) -> None:
@@ -823,7 +823,7 @@ def test_analysis_of_a_known_data_set_gives_exact_numbers(make_tracker: TrackerF
     now = T0 + 30 * DAY
     seed_data_set(tracker, now)
 
-    analysis = tracker.analysis(now=now)
+    analysis = tracker.reports.analysis(now=now)
 
     assert analysis["age_distribution"] == {
         "<1h": 1, "1-6h": 1, "6-24h": 1, "1-3d": 1, "3-7d": 1, ">7d": 1,
@@ -841,11 +841,11 @@ def test_analysis_of_a_known_data_set_gives_exact_numbers(make_tracker: TrackerF
 
 
 def test_a_document_exactly_one_hour_old_is_counted_in_one_bucket_only(
-    tracker: SyncTracker,
+    tracker: Tracker,
 ) -> None:
-    tracker.record_failure(failure("/docs/a.pdf", T0 - HOUR))
+    tracker.store.record_failure(failure("/docs/a.pdf", T0 - HOUR))
 
-    ages = tracker.analysis(now=T0)["age_distribution"]
+    ages = tracker.reports.analysis(now=T0)["age_distribution"]
 
     assert sum(ages.values()) == 1
 
@@ -855,7 +855,7 @@ def test_status_of_a_known_data_set_gives_exact_counts(make_tracker: TrackerFact
     now = T0 + 30 * DAY
     seed_data_set(tracker, now)
 
-    status = tracker.status(now=now)
+    status = tracker.reports.status(now=now)
 
     # every document but the half-hour-old one has waited out its 1 h backoff
     assert status["total_failed_documents"] == 6
@@ -870,21 +870,21 @@ def test_status_of_a_known_data_set_gives_exact_counts(make_tracker: TrackerFact
 
 
 def test_recovery_metrics_give_the_success_rate_and_average_recovery_time(
-    tracker: SyncTracker,
+    tracker: Tracker,
 ) -> None:
     # Given three documents resubmitted at `now`
     ids = seed_due(tracker, due=3)
     now = T0 + 2 * HOUR
-    tracker.claim_due(10, now=now)
-    tracker.settle([Settlement(doc, "sent", f"new-{doc}") for doc in ids], now=now)
+    tracker.store.claim_due(10, now=now)
+    tracker.store.settle([Settlement(doc, "sent", f"new-{doc}") for doc in ids], now=now)
 
     # When two succeed after 30 s and 90 s and the third fails again
-    tracker.resolve(ids[0], recovery_attempt=True, now=now + 30)
-    tracker.resolve(ids[1], recovery_attempt=True, now=now + 90)
-    tracker.record_failure(failure("/docs/due-2.pdf", now + 60), recovery_attempt=True)
+    tracker.store.resolve(ids[0], recovery_attempt=True, now=now + 30)
+    tracker.store.resolve(ids[1], recovery_attempt=True, now=now + 90)
+    tracker.store.record_failure(failure("/docs/due-2.pdf", now + 60), recovery_attempt=True)
 
     # Then
-    metrics = tracker.status(now=now + 100)["recovery_metrics"]
+    metrics = tracker.reports.status(now=now + 100)["recovery_metrics"]
     assert metrics["recovery_attempts"] == 3
     assert metrics["successful_recoveries"] == 2
     assert metrics["failed_recoveries"] == 1
@@ -898,41 +898,41 @@ def test_recovery_metrics_give_the_success_rate_and_average_recovery_time(
 
 
 def test_a_stopped_server_gives_tracker_unavailable_not_a_redis_error(
-    tracker: SyncTracker, redis_server: RedisServer
+    tracker: Tracker, redis_server: RedisServer
 ) -> None:
-    tracker.record_failure(failure("/docs/a.pdf"))
+    tracker.store.record_failure(failure("/docs/a.pdf"))
     redis_server.stop()
 
     with pytest.raises(TrackerUnavailable) as caught:
-        tracker.record_failure(failure("/docs/b.pdf"))
+        tracker.store.record_failure(failure("/docs/b.pdf"))
     assert isinstance(caught.value.__cause__, redis.RedisError)
     assert "record failure failed on redis://127.0.0.1" in str(caught.value)
 
     for call in (
-        lambda: tracker.status(),
-        lambda: tracker.claim_due(10),
-        lambda: tracker.get_failed_documents(),
-        lambda: tracker.resolve("x"),
-        lambda: tracker.cleanup(),
+        lambda: tracker.reports.status(),
+        lambda: tracker.store.claim_due(10),
+        lambda: tracker.reports.get_failed_documents(),
+        lambda: tracker.store.resolve("x"),
+        lambda: tracker.maintenance.cleanup(),
     ):
         with pytest.raises(TrackerUnavailable):
             call()
 
 
 def test_a_tracker_keeps_working_after_redis_restarts_with_its_data(
-    tracker: SyncTracker, redis_server: RedisServer
+    tracker: Tracker, redis_server: RedisServer
 ) -> None:
     # Given a tracked failure, on a server with append-only persistence
     first = failure("/docs/a.pdf")
-    tracker.record_failure(first)
+    tracker.store.record_failure(first)
 
     # When the server restarts (its script cache is empty afterwards)
     redis_server.stop()
     redis_server.start()
 
     # Then the record is still there and the scripts load again on first use
-    assert tracker.record_failure(failure("/docs/b.pdf")).state == "failed"
-    listed = {r.doc_id for r in tracker.get_failed_documents()}
+    assert tracker.store.record_failure(failure("/docs/b.pdf")).state == "failed"
+    listed = {r.doc_id for r in tracker.reports.get_failed_documents()}
     assert listed == {first.doc_id, document_id("/docs/b.pdf")}
 
 
@@ -947,9 +947,9 @@ def test_the_unavailable_message_never_shows_the_password() -> None:
     tracker = FailedDocumentsTracker(url, RecoveryConfig())
     try:
         with pytest.raises(TrackerUnavailable) as caught:
-            tracker.sync.status()
+            tracker.reports.status()
         with pytest.raises(TrackerUnavailable) as caught_script:
-            tracker.sync.record_failure(failure("/docs/a.pdf"))
+            tracker.store.record_failure(failure("/docs/a.pdf"))
     finally:
         tracker.close()
 
@@ -1012,27 +1012,27 @@ def test_a_sweep_does_not_report_a_run_whose_entry_was_renewed_after_it_read_it(
     # Given a run in flight until T0 + 100 (a redelivery that checked in again)
     tracker = make_tracker()
     doc = document_id("/docs/a.pdf")
-    call = {"path": "/docs/a.pdf", "task": "tasks.process_document", "marker": {}}
-    assert tracker.begin(doc, "t1", T0 + 100, call, T0)[0] == "run"
+    call = RunCall("t1", "tasks.process_document", "/docs/a.pdf")
+    assert tracker.store.begin(doc, call, T0 + 100, T0)[0] == "run"
     lost = failure("/docs/a.pdf", T0 + 60, task_id="t1", error_category="worker_lost")
 
     # When a sweep that read entries due by T0 + 50 reports it
-    outcome = tracker.record_failure(lost, lost_run=T0 + 50, now=T0 + 60)
+    outcome = tracker.store.record_failure(lost, lost_run=T0 + 50, now=T0 + 60)
 
     # Then nothing is recorded and the run stays in flight
     assert outcome.state == "skipped"
-    assert tracker.get_record(doc) is None
+    assert tracker.reports.get_record(doc) is None
     assert zscore(redis_client, tracker.keys.inflight, "t1") == T0 + 100
     # While a sweep past its deadline records it once
-    assert tracker.record_failure(lost, lost_run=T0 + 200, now=T0 + 200).state == "failed"
-    assert tracker.record_failure(lost, lost_run=T0 + 200, now=T0 + 200).state == "skipped"
+    assert tracker.store.record_failure(lost, lost_run=T0 + 200, now=T0 + 200).state == "failed"
+    assert tracker.store.record_failure(lost, lost_run=T0 + 200, now=T0 + 200).state == "skipped"
 
 
 def test_a_fractional_time_limit_round_trips(make_tracker: TrackerFactory) -> None:
     tracker = make_tracker()
-    tracker.record_failure(failure("/docs/a.pdf", T0, time_limit=2.5))
+    tracker.store.record_failure(failure("/docs/a.pdf", T0, time_limit=2.5))
 
-    record = tracker.get_record(document_id("/docs/a.pdf"))
+    record = tracker.reports.get_record(document_id("/docs/a.pdf"))
 
     assert record is not None
     assert record.time_limit == 2.5
@@ -1042,14 +1042,14 @@ def test_cleanup_keeps_only_the_busiest_names_in_the_run_counters(
     make_tracker: TrackerFactory, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given failures under five queries, query n failing n + 1 times
-    monkeypatch.setattr("recovery.tracker.RATE_ENTRIES", 3)
+    monkeypatch.setattr("recovery.store.maintenance.RATE_ENTRIES", 3)
     tracker = make_tracker()
     for n in range(5):
         for attempt in range(n + 1):
-            tracker.record_failure(failure(f"/docs/{n}-{attempt}.pdf", T0, query=f"q{n}"))
+            tracker.store.record_failure(failure(f"/docs/{n}-{attempt}.pdf", T0, query=f"q{n}"))
 
     # When cleanup runs
-    tracker.cleanup(now=T0)
+    tracker.maintenance.cleanup(now=T0)
 
     # Then the three busiest queries keep their counters, in both hashes
     k = tracker.keys

@@ -38,8 +38,9 @@ from recovery.keys import Keys
 from recovery.records import FailedDocumentRecord, document_id
 from recovery.redis_server import RedisServer
 from recovery.spool import Spool
-from recovery.tracker import SyncTracker
+from recovery.store import Tracker
 from tasks import app as pipeline_app
+from tasks.documents import result_key as document_result_key
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 TIMEOUT = 30.0
@@ -180,10 +181,8 @@ def copy_sample(name: str, dest: Path) -> Path:
     return Path(shutil.copy(SAMPLES / name, dest))
 
 
-def record_of(
-    store: SyncTracker, path: str | Path, query: str | None = None
-) -> FailedDocumentRecord:
-    record = store.get_record(document_id(str(path), query))
+def record_of(tracker: Tracker, path: str | Path, query: str | None = None) -> FailedDocumentRecord:
+    record = tracker.reports.get_record(document_id(str(path), query))
     assert record is not None, f"no record for {path}"
     return record
 
@@ -230,7 +229,7 @@ def test_a_missing_file_is_recorded_with_every_field_needed_to_run_it_again(
     celery_app: Celery,
     redis_client: redis.Redis,
 ) -> None:
-    store = recovery_setup().tracker.sync
+    tracker = recovery_setup().tracker
     path = doc_root / "not-uploaded-yet.txt"
     metadata = {"source": "upload", "batch": 7}
 
@@ -241,7 +240,7 @@ def test_a_missing_file_is_recorded_with_every_field_needed_to_run_it_again(
     after = time.time()
 
     # Then its record holds the call, the error and where and when it failed
-    record = record_of(store, path, "visibility timeout")
+    record = record_of(tracker, path, "visibility timeout")
     assert record.document_path == str(path)
     assert record.task_id == result.id
     assert record.error_message.startswith("Traceback (most recent call last)")
@@ -270,7 +269,7 @@ def test_a_missing_optional_extra_is_recorded_as_an_import_failure(
     redis_client: redis.Redis,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    store = recovery_setup().tracker.sync
+    tracker = recovery_setup().tracker
     path = copy_sample("document-pipeline.docx", doc_root)
 
     # Given python-docx cannot be imported, when the worker processes a .docx
@@ -279,7 +278,7 @@ def test_a_missing_optional_extra_is_recorded_as_an_import_failure(
     assert runs.wait(result.id) == "FAILURE"
 
     # Then the failure is recorded as an import failure with its whole call
-    record = record_of(store, path, "BM25")
+    record = record_of(tracker, path, "BM25")
     assert (record.error_type, record.error_category) == ("ModuleNotFoundError", "import")
     assert "docx" in record.error_message
     assert record.task_id == result.id
@@ -303,7 +302,7 @@ def test_a_recovered_document_is_cleared_from_every_index_and_counted_as_a_recov
     redis_client: redis.Redis,
 ) -> None:
     manager = recovery_setup()
-    store = manager.tracker.sync
+    tracker = manager.tracker
     path = doc_root / "report.txt"
     fail_missing(celery_app, runs, path, "retry")
     doc_id = document_id(str(path), "retry")
@@ -320,11 +319,11 @@ def test_a_recovered_document_is_cleared_from_every_index_and_counted_as_a_recov
     # And the message it ran from carried the docrecovery header
     assert runs.headers[sent["task_id"]] == {"doc_id": doc_id, "attempt": 1, "manual": False}
     # And the document is tracked nowhere any more
-    assert store.get_record(doc_id) is None
+    assert tracker.reports.get_record(doc_id) is None
     assert redis_client.exists(KEYS.record(doc_id)) == 0
     assert indexes_holding(redis_client, doc_id) == []
     # And the success counted as a recovery, with its duration
-    status = store.status()
+    status = tracker.reports.status()
     metrics = status["recovery_metrics"]
     assert status["total_failed_documents"] == 0
     assert metrics["recovery_attempts"] == 1
@@ -343,7 +342,7 @@ def test_a_recovery_that_fails_again_counts_a_retry_until_the_document_is_dead(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     manager = recovery_setup(max_retry_count=2)
-    store = manager.tracker.sync
+    tracker = manager.tracker
     path = copy_sample("document-pipeline.docx", doc_root)
     monkeypatch.setitem(sys.modules, "docx", None)
     first = submit(celery_app, path)
@@ -355,12 +354,12 @@ def test_a_recovery_that_fails_again_counts_a_retry_until_the_document_is_dead(
     assert runs.wait(sent["task_id"]) == "FAILURE"
 
     # Then one retry and one failed recovery are counted, and it is due again
-    record = record_of(store, path)
+    record = record_of(tracker, path)
     assert (record.state, record.retry_count) == ("failed", 1)
     assert record.task_id == sent["task_id"]
     assert record.recovery_attempts == 1
     assert record.failure_count == 2
-    metrics = store.status()["recovery_metrics"]
+    metrics = tracker.reports.status()["recovery_metrics"]
     assert (metrics["recovery_attempts"], metrics["failed_recoveries"]) == (1, 1), metrics
     assert metrics["successful_recoveries"] == 0
 
@@ -370,10 +369,10 @@ def test_a_recovery_that_fails_again_counts_a_retry_until_the_document_is_dead(
     assert runs.wait(again["task_id"]) == "FAILURE"
 
     # Then the document is dead: in the dead index, not due, not claimed
-    record = record_of(store, path)
+    record = record_of(tracker, path)
     assert (record.state, record.retry_count) == ("dead", 2)
     assert_dead(redis_client, doc_id)
-    assert store.status()["recovery_metrics"]["failed_recoveries"] == 2
+    assert tracker.reports.status()["recovery_metrics"]["failed_recoveries"] == 2
 
     # And a further run does not resubmit it
     summary = manager.run_batch()
@@ -391,7 +390,7 @@ def test_a_permanent_failure_is_dead_at_once_and_never_resubmitted(
     redis_client: redis.Redis,
 ) -> None:
     manager = recovery_setup()
-    store = manager.tracker.sync
+    tracker = manager.tracker
     outside = tmp_path / "outside.txt"
     outside.write_text("not under the document root")
     corrupt = doc_root / "broken.pdf"
@@ -403,7 +402,7 @@ def test_a_permanent_failure_is_dead_at_once_and_never_resubmitted(
         assert runs.wait(result.id) == "FAILURE"
 
         # Then each is dead at once, with no retry counted
-        record = record_of(store, path)
+        record = record_of(tracker, path)
         assert (record.error_type, record.error_category) == (error, "permanent")
         assert (record.state, record.retry_count) == ("dead", 0)
         assert record.state_reason == "permanent error: not retried"
@@ -413,7 +412,7 @@ def test_a_permanent_failure_is_dead_at_once_and_never_resubmitted(
     summary = manager.run_batch()
     assert (summary["claimed"], summary["resubmitted"]) == (0, [])
     assert redis_client.llen("documents") == 0
-    assert store.status()["dead"] == 2
+    assert tracker.reports.status()["dead"] == 2
 
 
 # --- recovery.run as a Celery task ----------------------------------------------------
@@ -425,7 +424,7 @@ def test_recovery_run_sent_as_a_task_resubmits_and_returns_a_json_summary(
     doc_root: Path,
     celery_app: Celery,
 ) -> None:
-    store = recovery_setup().tracker.sync
+    tracker = recovery_setup().tracker
     path = doc_root / "late.txt"
     fail_missing(celery_app, runs, path)
     copy_sample("worker-lost.txt", path)
@@ -438,7 +437,7 @@ def test_recovery_run_sent_as_a_task_resubmits_and_returns_a_json_summary(
     [sent] = summary["resubmitted"]
     assert sent["path"] == str(path)
     assert runs.wait(sent["task_id"]) == "SUCCESS"
-    assert store.get_record(document_id(str(path))) is None
+    assert tracker.reports.get_record(document_id(str(path))) is None
 
 
 def test_recovery_run_is_skipped_while_another_run_holds_the_lock(
@@ -448,7 +447,7 @@ def test_recovery_run_is_skipped_while_another_run_holds_the_lock(
     celery_app: Celery,
     redis_client: redis.Redis,
 ) -> None:
-    store = recovery_setup().tracker.sync
+    tracker = recovery_setup().tracker
     path = doc_root / "late.txt"
     fail_missing(celery_app, runs, path)
     copy_sample("worker-lost.txt", path)
@@ -465,7 +464,7 @@ def test_recovery_run_is_skipped_while_another_run_holds_the_lock(
     # Then it did nothing but say why
     assert list(summary) == ["skipped"]
     assert "lock" in summary["skipped"]
-    assert record_of(store, path).state == "failed"
+    assert record_of(tracker, path).state == "failed"
     assert redis_client.llen("documents") == 0
 
 
@@ -506,7 +505,7 @@ def test_a_failure_while_the_trackers_redis_is_down_is_spooled_and_replayed_late
     second.start()
     try:
         manager = recovery_setup(tracker_url=second.url)
-        store = manager.tracker.sync
+        tracker = manager.tracker
         spool = Spool(tmp_path / "spool")
 
         # When that Redis is down and a document fails
@@ -537,7 +536,7 @@ def test_a_failure_while_the_trackers_redis_is_down_is_spooled_and_replayed_late
         assert runs.wait(after.id) == "SUCCESS"
 
         # Then the spooled failure was replayed with its original failure time
-        record = record_of(store, path, "outage")
+        record = record_of(tracker, path, "outage")
         assert record.task_id == result.id
         assert record.failure_timestamp == pytest.approx(failed_at, abs=LUA_TIME)
         assert record.failure_timestamp < restarted_at
@@ -561,7 +560,7 @@ def test_a_stale_duplicate_of_a_resubmitted_message_is_dropped_by_the_worker(
     redis_client: redis.Redis,
 ) -> None:
     manager = recovery_setup()
-    store = manager.tracker.sync
+    tracker = manager.tracker
     path = doc_root / "dup.txt"
     original = fail_missing(celery_app, runs, path, "dup")
     doc_id = document_id(str(path), "dup")
@@ -571,7 +570,7 @@ def test_a_stale_duplicate_of_a_resubmitted_message_is_dropped_by_the_worker(
     [sent] = manager.run_batch()["resubmitted"]
     assert sent["task_id"] != original.id
     assert runs.wait(sent["task_id"]) == "SUCCESS"
-    result_key = KEYS.result(doc_id)
+    result_key = document_result_key(KEYS, doc_id)
     assert redis_client.exists(result_key) == 1
     redis_client.delete(result_key)
 
@@ -583,10 +582,10 @@ def test_a_stale_duplicate_of_a_resubmitted_message_is_dropped_by_the_worker(
     assert any(f"dropping task {original.id}" in m for m in recovery_log.messages)
     assert AsyncResult(original.id, app=celery_app).state == "IGNORED"
     assert redis_client.exists(result_key) == 0
-    assert store.get_record(doc_id) is None
+    assert tracker.reports.get_record(doc_id) is None
     # And the resubmitted run was processed exactly once
     assert runs.states(sent["task_id"]) == ["SUCCESS"]
-    assert store.status()["recovery_metrics"]["successful_recoveries"] == 1
+    assert tracker.reports.status()["recovery_metrics"]["successful_recoveries"] == 1
 
 
 # --- environment changes --------------------------------------------------------------
@@ -611,13 +610,13 @@ def test_an_import_failure_is_retried_at_once_when_a_new_environment_appears(
 ) -> None:
     # Given the running worker's environment is known (worker_ready records it)
     manager = recovery_setup(min_retry_interval_hours=5)
-    store = manager.tracker.sync
+    tracker = manager.tracker
     rec = installed(celery_app)
     rec.register_environment(celery_worker.hostname)
     # And an import failure that is not due for hours
     path = copy_sample("document-pipeline.docx", doc_root)
     fail_import(celery_app, runs, path, monkeypatch)
-    record = record_of(store, path)
+    record = record_of(tracker, path)
     assert record.error_category == "import"
     assert record.next_retry_at is not None
     assert record.next_retry_at > time.time() + 4 * 3600
@@ -638,8 +637,8 @@ def test_an_import_failure_is_retried_at_once_when_a_new_environment_appears(
     [sent] = summary["resubmitted"]
     assert sent["doc_id"] == record.doc_id
     assert runs.wait(sent["task_id"]) == "SUCCESS"
-    assert store.get_record(record.doc_id) is None
-    assert store.status()["recovery_metrics"]["successful_recoveries"] == 1
+    assert tracker.reports.get_record(record.doc_id) is None
+    assert tracker.reports.status()["recovery_metrics"]["successful_recoveries"] == 1
 
 
 def test_an_import_failure_keeps_its_backoff_when_the_environment_is_unchanged(
@@ -652,7 +651,7 @@ def test_an_import_failure_keeps_its_backoff_when_the_environment_is_unchanged(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     manager = recovery_setup(min_retry_interval_hours=5)
-    store = manager.tracker.sync
+    tracker = manager.tracker
     rec = installed(celery_app)
     rec.register_environment(celery_worker.hostname)
     path = copy_sample("document-pipeline.docx", doc_root)
@@ -665,7 +664,7 @@ def test_an_import_failure_keeps_its_backoff_when_the_environment_is_unchanged(
     summary = manager.run_batch()
     assert (summary["imports_promoted"], summary["claimed"], summary["resubmitted"]) == (0, 0, [])
     assert redis_client.llen("documents") == 0
-    record = record_of(store, path)
+    record = record_of(tracker, path)
     assert (record.state, record.retry_count) == ("failed", 0)
 
 
@@ -680,7 +679,7 @@ def test_a_missing_file_waits_without_a_retry_counted_and_recovers_once_restored
     redis_client: redis.Redis,
 ) -> None:
     manager = recovery_setup()
-    store = manager.tracker.sync
+    tracker = manager.tracker
     path = doc_root / "restored-later.txt"
     fail_missing(celery_app, runs, path)
     doc_id = document_id(str(path))
@@ -692,7 +691,7 @@ def test_a_missing_file_waits_without_a_retry_counted_and_recovers_once_restored
     assert summary["waiting"] == [{"doc_id": doc_id, "reason": f"file still missing: {path}"}]
     assert summary["resubmitted"] == []
     assert redis_client.llen("documents") == 0
-    record = record_of(store, path)
+    record = record_of(tracker, path)
     assert (record.state, record.retry_count) == ("waiting", 0)
     assert record.state_reason == f"file still missing: {path}"
     assert KEYS.waiting in indexes_holding(redis_client, doc_id)
@@ -710,8 +709,8 @@ def test_a_missing_file_waits_without_a_retry_counted_and_recovers_once_restored
     [sent] = summary["resubmitted"]
     assert sent["retry_count"] == 0
     assert runs.wait(sent["task_id"]) == "SUCCESS"
-    assert store.get_record(doc_id) is None
-    metrics = store.status()["recovery_metrics"]
+    assert tracker.reports.get_record(doc_id) is None
+    metrics = tracker.reports.status()["recovery_metrics"]
     assert (metrics["successful_recoveries"], metrics["failed_recoveries"]) == (1, 0)
 
 
@@ -788,12 +787,12 @@ def test_a_celery_retry_is_not_mistaken_for_a_run_that_died(
 ) -> None:
     # Given a tracked task that retries itself once under the same task id
     manager = recovery_setup(tracked_tasks=("tests.retry_once",))
-    store = manager.tracker.sync
+    tracker = manager.tracker
 
     # When it runs: retry, then success
     assert retry_once.apply_async(args=["/docs/retry.txt"]).get(timeout=30) == "/docs/retry.txt"
 
     # Then the retried run was taken out of flight and not recorded as worker_lost
-    assert redis_client.zcard(store.keys.inflight) == 0
-    assert store.status()["recovery_metrics"]["failures_recorded"] == 0
-    assert store.get_record(document_id("/docs/retry.txt")) is None
+    assert redis_client.zcard(tracker.keys.inflight) == 0
+    assert tracker.reports.status()["recovery_metrics"]["failures_recorded"] == 0
+    assert tracker.reports.get_record(document_id("/docs/retry.txt")) is None

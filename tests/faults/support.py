@@ -25,6 +25,7 @@ from recovery.config import RecoveryConfig
 from recovery.keys import Keys
 from recovery.records import document_id
 from recovery.redis_server import RedisServer
+from tasks.documents import result_key
 
 KEYS = Keys()
 POLL_SECONDS = 0.02
@@ -236,7 +237,7 @@ def inflight_calls(client: redis.Redis) -> dict[str, dict[str, Any]]:
 
 
 def processed(client: redis.Redis, doc: Doc) -> bool:
-    return bool(client.exists(KEYS.result(doc.doc_id)))
+    return bool(client.exists(result_key(KEYS, doc.doc_id)))
 
 
 def messages(client: redis.Redis, queue: str) -> list[dict[str, Any]]:

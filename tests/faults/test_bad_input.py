@@ -34,7 +34,7 @@ from faults.support import (
     wait_steady,
     write_text,
 )
-from recovery.manager import DocumentRecoveryManager
+from recovery.api import DocumentRecoveryManager
 from recovery.records import FailedDocumentRecord
 
 pytestmark = pytest.mark.slow
@@ -105,7 +105,7 @@ def test_garbage_records_and_hostile_paths_are_reported_and_the_worker_lives_on(
     # Given garbage under our prefix and a record with a 10 MB error message
     garbage = plant_garbage(redis_client, now)
     huge = "Traceback (most recent call last):\n" + "x" * 10_000_000 + "\nMemoryError: huge"
-    manager.tracker.sync.record_failure(
+    manager.tracker.store.record_failure(
         FailedDocumentRecord(
             document_path=str(doc_root / "never-uploaded.txt"),
             task_id="t-huge",

@@ -31,8 +31,8 @@ from faults.support import (
     wait_for,
 )
 from recovery import installed
+from recovery.api import DocumentRecoveryManager
 from recovery.config import RecoveryConfig
-from recovery.manager import DocumentRecoveryManager
 from recovery.records import FailedDocumentRecord
 
 pytestmark = pytest.mark.slow
@@ -104,7 +104,7 @@ def test_concurrent_beats_and_manual_runs_resubmit_each_due_document_exactly_onc
     now = time.time()
     docs = [Doc(f"/docs/due-{n:03}.txt") for n in range(DOCUMENTS)]
     for n, doc in enumerate(docs):
-        managers[0].tracker.sync.record_failure(
+        managers[0].tracker.store.record_failure(
             FailedDocumentRecord(
                 document_path=doc.path,
                 task_id=f"task-{n}",

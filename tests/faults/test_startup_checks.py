@@ -2,7 +2,7 @@
 
 With ``maxmemory`` set and an evicting ``maxmemory-policy``, Redis drops keys under
 memory pressure and failed-document records vanish without a trace (rq #964's store
-filling Redis, then the cure being worse). ``recovery.checks.check_redis`` warns;
+filling Redis, then the cure being worse). ``recovery.store.checks.check_redis`` warns;
 ``noeviction`` is quiet; a worker started against such a server logs the warning
 and still starts.
 """
@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from faults.support import FAST_ENV, StartRedis, Worker, wait_for
-from recovery.checks import check_redis
+from recovery.store.checks import check_redis
 
 pytestmark = pytest.mark.slow
 

@@ -37,7 +37,7 @@ from faults.support import (
     wait_for,
     wait_steady,
 )
-from recovery.manager import DocumentRecoveryManager
+from recovery.api import DocumentRecoveryManager
 
 pytestmark = pytest.mark.slow
 

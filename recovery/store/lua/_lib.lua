@@ -1,4 +1,5 @@
--- Shared prelude, prepended to every docrecovery script when it is loaded.
+-- Shared library, loaded after the prelude that binds K (keys) and A (arguments) by
+-- the names each script declares in its header (see recovery/store/scripts.py).
 -- Record hash fields (see recovery/records.py): path query task args kwargs task_id
 -- etype cat msg first last retries attempts failures worker meta state reason next
 -- rec_at fp tlimit nargs. Only names passed in KEYS are ever touched.
@@ -35,6 +36,19 @@ local function untrack(idx, agg, rec, id)
     redis.call('ZREM', key, id)
   end
   redis.call('DEL', rec)
+end
+
+-- Stop retrying a document: out of the live indexes, into dead (scored by now),
+-- with its reason. Needs K.due, K.waiting, K.failed, K.claimed, K.dead and K.stats.
+local function bury(keys, id, rec, now, reason)
+  redis.call('ZREM', keys.due, id)
+  redis.call('ZREM', keys.waiting, id)
+  redis.call('ZREM', keys.failed, id)
+  redis.call('ZREM', keys.claimed, id)
+  redis.call('ZADD', keys.dead, now, id)
+  redis.call('HSET', rec, 'state', 'dead', 'reason', reason)
+  redis.call('HDEL', rec, 'next')
+  redis.call('HINCRBY', keys.stats, 'dead_total', 1)
 end
 
 -- Append one recovery outcome ('1' success, '0' failure) to a category's breaker

@@ -1,0 +1,144 @@
+"""The seed's API, at the edge: async faces of the synchronous core.
+
+::
+
+    tracker = FailedDocumentsTracker(redis_url="redis://localhost:6379/0")
+    for doc in await tracker.get_failed_documents():
+        print(doc.document_path, doc.error_message, doc.retry_count)
+
+    manager = DocumentRecoveryManager(redis_url, {"max_retry_count": 3})
+    status = await manager.get_recovery_status()
+
+    result = await run_document_recovery(redis_url=..., config={...})
+
+Each coroutine runs the same synchronous method in a thread, so there is no second
+copy of any logic; configs may be the seed's plain dicts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+import redis
+from celery import Celery
+
+from recovery.config import RecoveryConfig
+from recovery.manager import RecoveryManager
+from recovery.store import Tracker
+from recovery.store.changes import Store
+from recovery.store.maintenance import Maintenance
+from recovery.store.reports import Reports
+
+P = ParamSpec("P")
+R = TypeVar("R")
+Part = TypeVar("Part", Store, Maintenance, Reports)
+
+
+def as_config(config: RecoveryConfig | dict[str, Any] | None) -> RecoveryConfig:
+    """Accept the seed's plain dicts as well as a RecoveryConfig, over ``DOCRECOVERY_*``."""
+    if isinstance(config, RecoveryConfig):
+        return config
+    return RecoveryConfig.from_env(config or {})
+
+
+def _threaded(
+    part: Callable[[Tracker], Part], method: Callable[Concatenate[Part, P], R]
+) -> Callable[Concatenate[Tracker, P], Awaitable[R]]:
+    """The async twin of a store method: the same code, run in a thread."""
+
+    async def run(self: Tracker, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        return await asyncio.to_thread(method, part(self), *args, **kwargs)
+
+    run.__name__ = method.__name__
+    run.__doc__ = method.__doc__
+    return run
+
+
+def _store(tracker: Tracker) -> Store:
+    return tracker.store
+
+
+def _maintenance(tracker: Tracker) -> Maintenance:
+    return tracker.maintenance
+
+
+def _reports(tracker: Tracker) -> Reports:
+    return tracker.reports
+
+
+class FailedDocumentsTracker(Tracker):
+    """The seed's tracker: ``await tracker.get_failed_documents()`` and friends; its
+    ``store``, ``maintenance`` and ``reports`` are the synchronous core."""
+
+    def __init__(
+        self,
+        redis_url: str | None = None,
+        config: RecoveryConfig | dict[str, Any] | None = None,
+        *,
+        client: redis.Redis | None = None,
+    ) -> None:
+        super().__init__(redis_url, as_config(config), client=client)
+
+    track_failure = _threaded(_store, Store.record_failure)
+    mark_success = _threaded(_store, Store.resolve)
+    claim_due = _threaded(_store, Store.claim_due)
+    cleanup_old_records = _threaded(_maintenance, Maintenance.cleanup)
+    delete = _threaded(_maintenance, Maintenance.delete)
+    get_record = _threaded(_reports, Reports.get_record)
+    get_failed_documents = _threaded(_reports, Reports.get_failed_documents)
+    get_status = _threaded(_reports, Reports.status)
+    get_analysis = _threaded(_reports, Reports.analysis)
+
+    async def get_metrics(self) -> dict[str, Any]:
+        """The seed's recovery metrics."""
+        status = await self.get_status()
+        metrics: dict[str, Any] = status["recovery_metrics"]
+        return metrics
+
+
+class DocumentRecoveryManager(RecoveryManager):
+    """The seed's manager: ``await manager.get_recovery_status()`` and friends;
+    ``manager.tracker`` is the seed's tracker (``await tracker.get_failed_documents()``)."""
+
+    tracker: FailedDocumentsTracker
+
+    def __init__(
+        self,
+        redis_url: str | None = None,
+        config: RecoveryConfig | dict[str, Any] | None = None,
+        *,
+        app: Celery | None = None,
+        tracker: FailedDocumentsTracker | None = None,
+    ) -> None:
+        tracker = tracker or FailedDocumentsTracker(redis_url, config)
+        super().__init__(app=app, tracker=tracker)
+
+    async def run_recovery(self, *, dry_run: bool = False) -> dict[str, Any]:
+        return await asyncio.to_thread(self.run_batch, dry_run=dry_run)
+
+    async def recover(self) -> dict[str, Any]:
+        return await asyncio.to_thread(self.recover_all)
+
+    async def get_recovery_status(self) -> dict[str, Any]:
+        """Counts, the seed's recovery metrics, and the failure analysis."""
+        return await asyncio.to_thread(self.status)
+
+    async def analyze_failures(self) -> dict[str, Any]:
+        return await asyncio.to_thread(self.tracker.reports.analysis)
+
+
+async def run_document_recovery(
+    redis_url: str | None = None, config: RecoveryConfig | dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Recover every eligible document now (batch after batch); the seed's entry point.
+
+    ``redis_url`` defaults to ``REDIS_URL``; ``config`` is a dict of recovery keys or
+    a RecoveryConfig, layered over the ``DOCRECOVERY_*`` environment.
+    """
+    manager = DocumentRecoveryManager(redis_url, config)
+    try:
+        return await manager.recover()
+    finally:
+        manager.close()

@@ -1,0 +1,149 @@
+"""A tracked task run, in one shape: what ran, where, under which header.
+
+:class:`RunCall` is what a worker knows of a run when it starts (the in-flight entry
+that lets a later sweep record a run whose worker died) and when it fails (the
+record's call). :class:`Marker` is the ``docrecovery`` header a resubmission carries.
+Both come from untrusted places — message headers, JSON stored in Redis — so they
+are validated once, here, and a malformed value is reported and treated as absent
+instead of breaking every reader after it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from functools import cache
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+#: Header a resubmitted task carries: {"doc_id": ..., "attempt": n, "manual": bool}.
+HEADER = "docrecovery"
+
+
+@dataclass(frozen=True)
+class Marker:
+    """The ``docrecovery`` header of a run that recovery (or an operator) resubmitted."""
+
+    doc_id: str
+    attempt: int
+    manual: bool = False
+
+    @property
+    def counted(self) -> bool:
+        """Manual retries never use up ``max_retry_count``."""
+        return not self.manual
+
+    def header(self) -> dict[str, Any]:
+        return {HEADER: asdict(self)}
+
+    @classmethod
+    def parse(cls, raw: Any) -> Marker | None:
+        """The marker of a header value, None when there is none or it is malformed."""
+        if raw is None or raw == {}:
+            return None
+        if isinstance(raw, dict):
+            doc_id, attempt, manual = raw.get("doc_id"), raw.get("attempt"), raw.get("manual")
+            if (
+                isinstance(doc_id, str)
+                and doc_id
+                and isinstance(attempt, int)
+                and not isinstance(attempt, bool)
+                and attempt >= 0
+                and isinstance(manual, bool | None)
+            ):
+                return cls(doc_id, attempt, bool(manual))
+        log.warning("docrecovery: ignoring a malformed %r header: %.200r", HEADER, raw)
+        return None
+
+
+def counted(marker: Marker | None) -> bool:
+    """Whether a failure of this run counts as a retry of its document."""
+    return marker is None or marker.counted
+
+
+@dataclass(frozen=True)
+class RunCall:
+    """One run of a tracked task: its call, where it ran and what limit it had."""
+
+    task_id: str
+    task: str
+    path: str
+    query: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    args: list[Any] = field(default_factory=list)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    worker: str | None = None
+    #: Hard time limit of the run, seconds: when it counts as lost, how a timeout grows.
+    time_limit: float | None = None
+    marker: Marker | None = None
+
+    def to_json(self) -> str:
+        """The in-flight entry, without the task id (its key in the in-flight hash)."""
+        body = asdict(self)
+        del body["task_id"]
+        return json.dumps(body, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, task_id: str, raw: str | None) -> RunCall | None:
+        """Decode an in-flight entry; None (logged) when it is not one."""
+        try:
+            body = json.loads(raw) if raw else None
+            if not isinstance(body, dict):
+                raise TypeError(f"not an object: {type(body).__name__}")
+            marker = Marker.parse(body.pop("marker", None))
+            call = cls(task_id=task_id, marker=marker, **body)
+            if not isinstance(call.path, str) or not isinstance(call.task, str):
+                raise TypeError("path and task must be strings")
+            return call
+        except (TypeError, ValueError) as exc:
+            log.warning("in-flight entry of task %s is unreadable (%s): %.200r", task_id, exc, raw)
+            return None
+
+
+@cache
+def _signature(run: Callable[..., Any]) -> inspect.Signature | None:
+    try:
+        return inspect.signature(run)
+    except (TypeError, ValueError):
+        return None
+
+
+def describe(
+    task: Any,
+    task_id: str,
+    args: Any,
+    kwargs: Any,
+    *,
+    worker: str | None,
+    time_limit: float | None,
+    marker: Marker | None,
+) -> RunCall:
+    """The run of a task whose document is its first argument (or one named
+    ``document_path``), with ``query`` and ``metadata`` taken by name when its
+    signature has them — what any Celery task that takes a path looks like."""
+    args, kwargs = list(args or ()), dict(kwargs or {})
+    sig = _signature(task.run)
+    values: dict[str, Any] = {}
+    if sig is not None:
+        try:
+            values = dict(sig.bind_partial(*args, **kwargs).arguments)
+        except TypeError:
+            values = {}
+    path = values.get("document_path", args[0] if args else kwargs.get("document_path", ""))
+    query, metadata = values.get("query"), values.get("metadata")
+    return RunCall(
+        task_id=str(task_id),
+        task=str(task.name),
+        path=str(path),
+        query=None if query is None else str(query),
+        metadata=metadata if isinstance(metadata, dict) else {},
+        args=args,
+        kwargs=kwargs,
+        worker=worker,
+        time_limit=time_limit,
+        marker=marker,
+    )

@@ -1,0 +1,152 @@
+"""What a worker reports to the tracker, and how a report is never lost.
+
+A tracked run ends in a :class:`FailureEvent` or a :class:`SuccessEvent`. The
+:class:`Reporter` applies it to the tracker; when Redis cannot be reached it appends
+the event to the local spool (:mod:`recovery.spool`) and replays the spool, oldest
+first, before the next event it applies — a success must not overtake the failure it
+followed. An event that can never be applied is set aside in ``rejected.jsonl``,
+never dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from recovery.errors import CorruptRecord, TrackerUnavailable
+from recovery.records import FailedDocumentRecord
+from recovery.spool import Spool
+from recovery.store import Tracker
+
+log = logging.getLogger(__name__)
+
+#: How often a process looks for spooled events of other processes on its host.
+SPOOL_CHECK_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class FailureEvent:
+    record: FailedDocumentRecord
+    counted: bool
+    recovery_attempt: bool
+
+    kind = "failure"
+
+    def apply(self, tracker: Tracker) -> None:
+        tracker.store.record_failure(
+            self.record, counted=self.counted, recovery_attempt=self.recovery_attempt
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "fields": self.record.to_redis(),
+            "counted": self.counted,
+            "recovery_attempt": self.recovery_attempt,
+        }
+
+
+@dataclass(frozen=True)
+class SuccessEvent:
+    doc_id: str
+    worker: str | None
+    query: str | None
+    recovery_attempt: bool
+    task_id: str
+    at: float
+
+    kind = "success"
+
+    def apply(self, tracker: Tracker) -> None:
+        tracker.store.resolve(
+            self.doc_id,
+            worker=self.worker,
+            query=self.query,
+            recovery_attempt=self.recovery_attempt,
+            task_id=self.task_id,
+            now=self.at,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "doc_id": self.doc_id,
+            "worker": self.worker,
+            "query": self.query,
+            "recovery_attempt": self.recovery_attempt,
+            "task_id": self.task_id,
+            "at": self.at,
+        }
+
+
+Event = FailureEvent | SuccessEvent
+
+
+def from_json(raw: dict[str, Any]) -> Event:
+    """Decode a spooled event; raises CorruptRecord or KeyError when it is not one."""
+    if raw["kind"] == "failure":
+        record = FailedDocumentRecord.from_redis("spooled event", raw["fields"])
+        return FailureEvent(record, bool(raw["counted"]), bool(raw["recovery_attempt"]))
+    if raw["kind"] == "success":
+        return SuccessEvent(
+            str(raw["doc_id"]),
+            raw["worker"],
+            raw["query"],
+            bool(raw["recovery_attempt"]),
+            str(raw.get("task_id", "")),
+            float(raw["at"]),
+        )
+    raise CorruptRecord("spooled event", f"unknown kind {raw['kind']!r}")
+
+
+class Reporter:
+    """Applies events to a tracker, spooling what cannot reach Redis."""
+
+    def __init__(self, spool: Spool) -> None:
+        self.spool = spool
+        self._spool_checked = 0.0
+
+    def deliver(self, tracker: Tracker, event: Event) -> None:
+        """Apply an event, or spool it when Redis cannot be reached: never lose it.
+        Spooled events go first: they happened before this one."""
+        try:
+            if self._spool_may_hold_events():
+                self.spool.replay(lambda raw: from_json(raw).apply(tracker), TrackerUnavailable)
+            event.apply(tracker)
+        except TrackerUnavailable as exc:
+            where = self.spool.append(event.to_json())
+            self._spool_checked = 0.0
+            log.error(
+                "docrecovery: Redis unreachable (%s); %s event spooled to %s",
+                exc,
+                event.kind,
+                where,
+            )
+        except Exception:
+            log.exception("docrecovery: %s event cannot be applied; rejected", event.kind)
+            self.spool.reject(event.to_json())
+
+    def replay(self, tracker: Tracker) -> int:
+        """Apply every spooled event; 0 when Redis is still away (they stay spooled)."""
+        try:
+            replayed = self.spool.replay(
+                lambda raw: from_json(raw).apply(tracker), TrackerUnavailable
+            )
+        except TrackerUnavailable as exc:
+            log.warning("docrecovery: spool replay stopped, Redis unreachable: %s", exc)
+            return 0
+        if replayed:
+            log.warning("docrecovery: replayed %d spooled events", replayed)
+        return replayed
+
+    def _spool_may_hold_events(self) -> bool:
+        """Whether to look at the spool before applying an event. Looking lists a
+        directory, so a process does it right after it spooled, else every
+        SPOOL_CHECK_SECONDS (events of other processes on this host)."""
+        now = time.monotonic()
+        if now - self._spool_checked < SPOOL_CHECK_SECONDS:
+            return False
+        self._spool_checked = now
+        return self.spool.pending()

@@ -1,0 +1,93 @@
+"""The Redis boundary: the only part of docrecovery that talks to Redis.
+
+A :class:`Tracker` opens one :class:`~recovery.store.connection.Connection` and
+serves it by concern:
+
+- ``tracker.store`` — state changes, one Lua script call each
+  (:mod:`recovery.store.changes`);
+- ``tracker.maintenance`` — retention, trims, repairs (:mod:`~recovery.store.maintenance`);
+- ``tracker.reports`` — status, analysis, listings (:mod:`~recovery.store.reports`).
+
+Every redis-py error leaves it as :class:`~recovery.errors.TrackerUnavailable`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import redis
+from redis.exceptions import LockError
+
+from recovery.config import RecoveryConfig
+from recovery.store.changes import ClaimResult, FailureOutcome, Settlement, Store
+from recovery.store.checks import check_redis
+from recovery.store.connection import Connection, connect, default_redis_url, redact
+from recovery.store.maintenance import Maintenance
+from recovery.store.reports import Reports, Selection
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "ClaimResult",
+    "Connection",
+    "FailureOutcome",
+    "Selection",
+    "Settlement",
+    "Tracker",
+    "connect",
+    "default_redis_url",
+    "redact",
+]
+
+
+class Tracker:
+    """The store, maintenance and reports of one Redis and one config."""
+
+    def __init__(
+        self,
+        redis_url: str | None = None,
+        config: RecoveryConfig | None = None,
+        *,
+        client: redis.Redis | None = None,
+    ) -> None:
+        self.config = config or RecoveryConfig.from_env()
+        self.connection = Connection(
+            redis_url or default_redis_url(), self.config.key_prefix, client
+        )
+        self.keys = self.connection.keys
+        self.store = Store(self.connection, self.config)
+        self.maintenance = Maintenance(self.connection, self.config)
+        self.reports = Reports(self.connection, self.config)
+
+    @property
+    def url(self) -> str:
+        return self.connection.url
+
+    def warnings(self) -> list[str]:
+        """What could make this Redis lose records (see :mod:`recovery.store.checks`)."""
+        with self.connection.errors("check the tracker's Redis"):
+            return check_redis(self.connection.client)
+
+    @contextmanager
+    def exclusive(self, timeout: float) -> Iterator[bool]:
+        """Hold the recovery-run lock while inside; yields False (and holds nothing)
+        when another run has it. A run that outlives ``timeout`` loses it, and is
+        told so when it ends."""
+        lock = self.connection.client.lock(self.keys.run_lock, timeout=timeout, blocking=False)
+        with self.connection.errors("recovery run lock"):
+            acquired = bool(lock.acquire())
+        try:
+            yield acquired
+        finally:
+            if acquired:
+                try:
+                    lock.release()
+                except LockError:
+                    log.warning("docrecovery: the run lock expired before the run ended")
+                except redis.RedisError as exc:
+                    log.warning("docrecovery: could not release the run lock: %s", exc)
+
+    def close(self) -> None:
+        self.connection.close()

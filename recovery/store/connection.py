@@ -1,0 +1,91 @@
+"""Where the tracker's Redis is and how docrecovery talks to it.
+
+A :class:`Connection` owns one client, the key names under its prefix and the Lua
+scripts registered on that client. Its :meth:`~Connection.errors` context turns
+redis-py's errors into :class:`~recovery.errors.TrackerUnavailable`, naming the
+operation and the server without its password, so nothing above the store catches a
+redis-py exception.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+import redis
+
+from recovery.errors import TrackerUnavailable
+from recovery.keys import Keys
+from recovery.store.scripts import Scripts
+
+DEFAULT_URL = "redis://127.0.0.1:6379/0"
+
+
+def redact(url: str) -> str:
+    """The URL without its password (in the user part or a ``password=`` query
+    parameter), for messages and logs."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = f"{parts.username or ''}:***@{netloc.rpartition('@')[2]}"
+    query = "&".join(
+        f"{name}=***" if name.lower() == "password" else f"{name}={value}"
+        for name, value in parse_qsl(parts.query, keep_blank_values=True)
+    )
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def default_redis_url() -> str:
+    return os.environ.get("REDIS_URL", DEFAULT_URL)
+
+
+def connect(url: str) -> redis.Redis:
+    """A client that fails fast, so a handler spools an event instead of hanging."""
+    return redis.Redis.from_url(
+        url,
+        decode_responses=True,
+        encoding_errors="surrogateescape",
+        socket_connect_timeout=2,
+        socket_timeout=10,
+        health_check_interval=30,
+    )
+
+
+class Connection:
+    """One Redis client with the names and scripts of one key prefix."""
+
+    def __init__(self, url: str, prefix: str, client: redis.Redis | None = None) -> None:
+        self.url = url
+        self.client = client or connect(url)
+        self.keys = Keys(prefix)
+        self.scripts = Scripts(self.client, self.keys)
+
+    @contextmanager
+    def errors(self, operation: str) -> Iterator[None]:
+        """Redis errors inside become TrackerUnavailable, naming the operation and
+        the server without its password."""
+        try:
+            yield
+        except redis.RedisError as exc:
+            where = redact(self.url) if self.url else "Redis"
+            raise TrackerUnavailable(f"{operation} failed on {where}: {exc}") from exc
+
+    def pipeline(self, *, transaction: bool = False) -> Any:
+        return self.client.pipeline(transaction=transaction)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def wire(value: str) -> bytes:
+    """A string as the bytes Redis stores. Paths from the file system may hold
+    undecodable bytes (surrogate escapes), which hiredis's packer refuses as str."""
+    return value.encode("utf-8", "surrogateescape")
+
+
+def strs(reply: Any) -> list[str]:
+    """redis-py types replies loosely; with decode_responses they are str."""
+    return [str(item) for item in reply]

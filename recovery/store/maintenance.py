@@ -1,0 +1,165 @@
+"""Retention, trims and repairs of the tracker.
+
+Run once per recovery run, never on a worker's hot path: removing documents past
+their retention (one script call per chunk of ids read from a time-scored index),
+trimming the dead set to ``dead_max`` with a warning, and the O(N) repair of the
+aggregate counts, needed only after records vanished by their TTL safety net.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from typing import Literal
+
+from recovery.config import RecoveryConfig
+from recovery.store.changes import CHUNK
+from recovery.store.connection import Connection, strs
+
+log = logging.getLogger(__name__)
+
+#: Names kept in each per-worker and per-query run counter (the busiest ones).
+RATE_ENTRIES = 1000
+
+Index = Literal["failed", "dead", "any"]
+
+
+class Maintenance:
+    def __init__(self, connection: Connection, config: RecoveryConfig) -> None:
+        self.connection = connection
+        self.config = config
+        self.keys = connection.keys
+        self._orphans = 0
+
+    def cleanup(self, now: float | None = None) -> dict[str, int]:
+        """Apply retention: records first failed before the retention window, dead
+        documents past ``dead_retention_days``, and dead beyond ``dead_max`` (oldest
+        first, with a warning: never silently)."""
+        now = time.time() if now is None else now
+        k = self.keys
+        client = self.connection.client
+        removed = {"expired": 0, "dead_expired": 0, "dead_trimmed": 0}
+        with self.connection.errors("cleanup"):
+            cutoff = now - self.config.retention_seconds
+            removed["expired"] = self._remove_range("failed", cutoff, "expired")
+            dead_cutoff = now - self.config.dead_retention_days * 86400
+            removed["dead_expired"] = self._remove_range("dead", dead_cutoff, "dead_expired")
+            client.zremrangebyscore(k.superseded, "-inf", cutoff)
+            excess = int(client.zcard(k.dead)) - self.config.dead_max
+            while excess > 0:
+                ids = strs(client.zrange(k.dead, 0, min(excess, CHUNK) - 1))
+                if not ids:
+                    break
+                removed["dead_trimmed"] += self._remove(ids, "any", 0, "dead_trimmed")
+                excess -= len(ids)
+            self._repair_aggregates()
+            self._trim_rate_counters()
+        if removed["dead_trimmed"]:
+            log.warning(
+                "dead set over dead_max=%d: removed the %d oldest dead documents",
+                self.config.dead_max,
+                removed["dead_trimmed"],
+            )
+        return removed
+
+    def delete(self, doc_ids: Sequence[str]) -> int:
+        """Stop tracking these documents, whatever their state."""
+        with self.connection.errors("delete"):
+            removed = sum(self._remove(chunk, "any", 0, "deleted") for chunk in chunks(doc_ids))
+            self._repair_aggregates()
+        return removed
+
+    def drop_everything(self) -> int:
+        """Delete every key under this tracker's prefix, records, counters and the
+        application's own keys alike: a reset for demos and tests, O(N) by SCAN."""
+        client = self.connection.client
+        with self.connection.errors("drop every key"):
+            names = list(client.scan_iter(match=self.keys.pattern(), count=1000))
+            for chunk in chunks(names):
+                client.delete(*chunk)
+        return len(names)
+
+    def _remove_range(self, which: Index, cutoff: float, counter: str) -> int:
+        index = self.keys.failed if which == "failed" else self.keys.dead
+        client = self.connection.client
+        total = 0
+        while ids := strs(client.zrangebyscore(index, "-inf", cutoff, 0, CHUNK)):
+            total += self._remove(ids, which, cutoff, counter)
+            if len(ids) < CHUNK:
+                break
+        return total
+
+    def _remove(self, ids: Sequence[str], which: Index, cutoff: float, counter: str) -> int:
+        removed, orphans = self.connection.scripts.remove(
+            items=[self.keys.record(doc_id) for doc_id in ids],
+            item_args=ids,
+            which=which,
+            cutoff=cutoff,
+            counter=counter,
+        )
+        self._orphans += int(orphans)
+        return int(removed)
+
+    def _repair_aggregates(self) -> None:
+        """Rebuild the counts once after removals that met records gone by TTL."""
+        if self._orphans:
+            log.warning(
+                "%d tracked document(s) had lost their record (TTL fired before cleanup, "
+                "was beat stopped?); rebuilding the aggregate counts",
+                self._orphans,
+            )
+            self._orphans = 0
+            self.rebuild_aggregates()
+
+    def _trim_rate_counters(self) -> None:
+        """Keep the per-worker and per-query run counters to the RATE_ENTRIES busiest
+        names: free-text queries would otherwise add a field each, forever."""
+        k = self.keys
+        client = self.connection.client
+        for processed, failures in (
+            (k.worker_processed, k.worker_failures),
+            (k.query_processed, k.query_failures),
+        ):
+            if int(client.hlen(processed)) <= RATE_ENTRIES:
+                continue
+            counts: dict[str, str] = client.hgetall(processed)  # type: ignore[assignment]
+            ranked = sorted(counts, key=lambda name: -int(counts[name]))
+            for chunk in chunks(ranked[RATE_ENTRIES:]):
+                pipe = self.connection.pipeline(transaction=True)
+                pipe.hdel(processed, *chunk)
+                pipe.hdel(failures, *chunk)
+                pipe.execute()
+
+    def rebuild_aggregates(self) -> None:
+        """Recount documents by category, worker and query from the records.
+
+        A repair, O(N): needed only when records vanished without the scripts (their
+        TTL safety net fired), which leaves counts behind.
+        """
+        k = self.keys
+        client = self.connection.client
+        counts: dict[str, dict[str, int]] = {k.by_category: {}, k.by_worker: {}, k.by_query: {}}
+        with self.connection.errors("rebuild aggregates"):
+            ids = strs(client.zrange(k.failed, 0, -1)) + strs(client.zrange(k.dead, 0, -1))
+            for chunk in chunks(ids):
+                pipe = self.connection.pipeline()
+                for doc_id in chunk:
+                    pipe.hmget(k.record(doc_id), "cat", "worker", "query")
+                for fields in pipe.execute(raise_on_error=False):
+                    if not isinstance(fields, list):
+                        continue
+                    for key, value in zip(counts, fields, strict=True):
+                        if value:
+                            counts[key][value] = counts[key].get(value, 0) + 1
+            pipe = self.connection.pipeline(transaction=True)
+            for key, values in counts.items():
+                pipe.delete(key)
+                if values:
+                    pipe.hset(key, mapping=dict(values.items()))
+            pipe.execute()
+
+
+def chunks(items: Sequence[str], size: int = CHUNK) -> Iterator[Sequence[str]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]

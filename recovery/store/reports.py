@@ -1,0 +1,267 @@
+"""What the tracker holds, read without changing it.
+
+Status and analysis cost the same at ten records or ten million: they read ZCARDs,
+ZCOUNTs and small aggregate hashes the scripts keep up to date, in one pipelined round
+trip. Listing and selecting read records in pipelined chunks; they are an operator's
+queries, never on a worker's hot path.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from recovery.config import RecoveryConfig
+from recovery.errors import CorruptRecord
+from recovery.records import DEAD, FailedDocumentRecord
+from recovery.store.connection import Connection, strs
+from recovery.store.maintenance import chunks
+
+log = logging.getLogger(__name__)
+
+#: Age buckets of the failure analysis: (label, lower bound in hours, upper bound).
+AGE_BUCKETS: tuple[tuple[str, float, float], ...] = (
+    ("<1h", 0, 1),
+    ("1-6h", 1, 6),
+    ("6-24h", 6, 24),
+    ("1-3d", 24, 72),
+    ("3-7d", 72, 168),
+    (">7d", 168, float("inf")),
+)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """A filter over tracked documents for manual operations; None matches anything."""
+
+    category: str | None = None
+    worker: str | None = None
+    query: str | None = None
+    older_than_hours: float | None = None
+    #: True: dead only; False: live (not dead) only; None: both.
+    dead: bool | None = None
+    limit: int | None = None
+
+    def matches(self, category: Any, worker: Any, query: Any, state: Any) -> bool:
+        wanted = (
+            (self.category, category),
+            (self.worker, worker),
+            (self.query, query),
+        )
+        if any(want is not None and want != have for want, have in wanted):
+            return False
+        return self.dead is not False or state != DEAD
+
+
+class Reports:
+    def __init__(self, connection: Connection, config: RecoveryConfig) -> None:
+        self.connection = connection
+        self.config = config
+        self.keys = connection.keys
+
+    def get_record(self, doc_id: str) -> FailedDocumentRecord | None:
+        """One record, or None; raises CorruptRecord if it cannot be decoded."""
+        key = self.keys.record(doc_id)
+        client = self.connection.client
+        with self.connection.errors("read record"):
+            kind = str(client.type(key))
+            if kind not in ("hash", "none"):
+                raise CorruptRecord(key, f"holds a {kind}, not a hash")
+            fields: dict[str, str] = client.hgetall(key)  # type: ignore[assignment]
+        return FailedDocumentRecord.from_redis(key, fields) if fields else None
+
+    def get_failed_documents(
+        self, limit: int | None = None, offset: int = 0, index: str | None = None
+    ) -> list[FailedDocumentRecord]:
+        """Tracked documents: live ones by first failure, then dead ones by time of
+        death (or one index, such as ``keys.dead``). Corrupt records are logged and
+        skipped."""
+        if limit is not None and limit <= 0:
+            return []
+        stop = -1 if limit is None else offset + limit - 1
+        with self.connection.errors("list failed documents"):
+            ids: list[str] = []
+            for key in [index] if index else [self.keys.failed, self.keys.dead]:
+                ids += strs(self.connection.client.zrange(key, 0, stop))
+        ids = ids[offset:] if limit is None else ids[offset : offset + limit]
+        return self.get_records(ids)
+
+    def get_records(self, doc_ids: Sequence[str]) -> list[FailedDocumentRecord]:
+        """These documents' records, read in pipelined chunks; missing ones are left
+        out, corrupt ones logged and skipped."""
+        records: list[FailedDocumentRecord] = []
+        with self.connection.errors("read records"):
+            for chunk in chunks(doc_ids):
+                pipe = self.connection.pipeline()
+                for doc_id in chunk:
+                    pipe.hgetall(self.keys.record(doc_id))
+                replies = pipe.execute(raise_on_error=False)
+                for doc_id, fields in zip(chunk, replies, strict=True):
+                    record = self._decode_or_report(doc_id, fields)
+                    if record is not None:
+                        records.append(record)
+        return records
+
+    def _decode_or_report(self, doc_id: str, fields: Any) -> FailedDocumentRecord | None:
+        key = self.keys.record(doc_id)
+        try:
+            if isinstance(fields, Exception):
+                raise CorruptRecord(key, str(fields))
+            return FailedDocumentRecord.from_redis(key, fields) if fields else None
+        except CorruptRecord as exc:
+            log.warning("skipping: %s", exc)
+            return None
+
+    def select(self, selection: Selection | None = None, now: float | None = None) -> list[str]:
+        """Ids of tracked documents matching ``selection``, oldest failure first.
+
+        An operator's query, not a hot path: it reads each candidate's few filter
+        fields, in pipelined chunks, from the live and/or dead index.
+        """
+        selection = selection or Selection()
+        k = self.keys
+        indexes = {True: [k.dead], False: [k.failed], None: [k.failed, k.dead]}[selection.dead]
+        cutoff = (time.time() if now is None else now) - (selection.older_than_hours or 0) * 3600
+        chosen: list[tuple[float, str]] = []
+        client = self.connection.client
+        with self.connection.errors("select documents"):
+            ids = [i for index in indexes for i in strs(client.zrange(index, 0, -1))]
+            for chunk in chunks(ids):
+                pipe = self.connection.pipeline()
+                for doc_id in chunk:
+                    pipe.hmget(k.record(doc_id), "cat", "worker", "query", "state", "first")
+                for doc_id, fields in zip(chunk, pipe.execute(raise_on_error=False), strict=True):
+                    if not isinstance(fields, list) or not selection.matches(*fields[:4]):
+                        continue
+                    first = _float(fields[4])
+                    if selection.older_than_hours is None or first <= cutoff:
+                        chosen.append((first, doc_id))
+        ordered = [doc_id for _, doc_id in sorted(chosen)]
+        return ordered[: selection.limit] if selection.limit else ordered
+
+    def status(self, now: float | None = None) -> dict[str, Any]:
+        """Counts and recovery metrics, O(1) in the number of records."""
+        now = time.time() if now is None else now
+        k = self.keys
+        with self.connection.errors("status"):
+            pipe = self.connection.pipeline()
+            pipe.zcard(k.failed)
+            pipe.zcount(k.due, "-inf", now)
+            pipe.zcard(k.due)
+            pipe.zcard(k.claimed)
+            pipe.zcard(k.dead)
+            pipe.zcard(k.waiting)
+            pipe.hgetall(k.stats)
+            live, eligible, scheduled, claimed, dead, waiting, stats = pipe.execute()
+        total = live + dead
+        return {
+            "total_failed_documents": total,
+            "eligible_for_recovery": eligible,
+            "scheduled": scheduled,
+            "in_recovery": claimed,
+            "waiting": waiting,
+            "dead": dead,
+            "recovery_metrics": recovery_metrics(stats, total, eligible),
+        }
+
+    def analysis(self, now: float | None = None) -> dict[str, Any]:
+        """Failures by age, category, worker and query, from ZCOUNTs and aggregates."""
+        now = time.time() if now is None else now
+        k = self.keys
+        with self.connection.errors("analysis"):
+            pipe = self.connection.pipeline()
+            for _label, low, high in AGE_BUCKETS:
+                upper = "+inf" if low == 0 else f"({now - low * 3600}"
+                lower = "-inf" if high == float("inf") else now - high * 3600
+                pipe.zcount(k.failed, lower, upper)
+            for key in (
+                k.by_category,
+                k.by_worker,
+                k.worker_failures,
+                k.worker_processed,
+                k.by_query,
+                k.query_failures,
+                k.query_processed,
+            ):
+                pipe.hgetall(key)
+            replies = pipe.execute()
+        ages = dict(zip((b[0] for b in AGE_BUCKETS), replies[: len(AGE_BUCKETS)], strict=True))
+        cats, workers, w_fail, w_done, queries, q_fail, q_done = replies[len(AGE_BUCKETS) :]
+        return {
+            "age_distribution": ages,
+            "error_categories": _ints(cats),
+            "workers": _rates(workers, w_fail, w_done),
+            "queries": _rates(queries, q_fail, q_done),
+        }
+
+    def breaker_windows(self) -> dict[str, str]:
+        """Each category's recent recovery outcomes, oldest first ('1' success)."""
+        with self.connection.errors("read circuit breakers"):
+            return self.connection.client.hgetall(self.keys.breakers)  # type: ignore[return-value]
+
+    def environments(self) -> dict[str, int]:
+        """Each worker's environment generation, as recorded when it last started."""
+        k = self.keys
+        with self.connection.errors("read environments"):
+            pipe = self.connection.pipeline()
+            pipe.hgetall(k.fingerprints)
+            pipe.hgetall(k.generations)
+            workers, generations = pipe.execute()
+        return {worker: int(generations.get(fp, 0)) for worker, fp in sorted(workers.items())}
+
+
+def recovery_metrics(stats: dict[str, str], total: int, eligible: int) -> dict[str, Any]:
+    """The seed's metric names, from the stats hash the scripts keep up to date."""
+    succeeded = int(stats.get("successful_recoveries", 0))
+    failed = int(stats.get("failed_recoveries", 0))
+    timed = int(stats.get("recovery_time_count", 0))
+    last = stats.get("last_recovery_run")
+    return {
+        "total_failed_documents": total,
+        "documents_eligible_for_retry": eligible,
+        "recovery_attempts": int(stats.get("recovery_attempts", 0)),
+        "successful_recoveries": succeeded,
+        "failed_recoveries": failed,
+        "recovery_success_rate": succeeded / (succeeded + failed) if succeeded + failed else 0.0,
+        "average_recovery_time": (
+            float(stats.get("recovery_time_total", 0)) / timed if timed else 0.0
+        ),
+        "last_recovery_run": float(last) if last else None,
+        "recovery_runs": int(stats.get("recovery_runs", 0)),
+        "failures_recorded": int(stats.get("failures_recorded", 0)),
+        "resolved": int(stats.get("resolved", 0)),
+        "dead_total": int(stats.get("dead_total", 0)),
+        "expired": int(stats.get("expired", 0)),
+        "dead_expired": int(stats.get("dead_expired", 0)),
+        "dead_trimmed": int(stats.get("dead_trimmed", 0)),
+        "deleted": int(stats.get("deleted", 0)),
+    }
+
+
+def _float(raw: Any) -> float:
+    try:
+        return float(raw)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def _ints(raw: dict[str, str]) -> dict[str, int]:
+    return dict(sorted(((k, int(v)) for k, v in raw.items()), key=lambda kv: -kv[1]))
+
+
+def _rates(
+    tracked: dict[str, str], failures: dict[str, str], processed: dict[str, str]
+) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for name in sorted(set(tracked) | set(failures)):
+        fail, done = int(failures.get(name, 0)), int(processed.get(name, 0))
+        out[name] = {
+            "tracked": int(tracked.get(name, 0)),
+            "failures": fail,
+            "processed": done,
+            "failure_rate": fail / done if done else 0.0,
+        }
+    return out
