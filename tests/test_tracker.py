@@ -18,8 +18,8 @@ from recovery.calls import RunCall
 from recovery.config import RecoveryConfig
 from recovery.errors import CorruptRecord, TrackerUnavailable
 from recovery.records import FailedDocumentRecord, document_id
-from recovery.redis_server import RedisServer
 from recovery.store import Settlement, Tracker, redact
+from tasks.redis_server import RedisServer
 
 HOUR = 3600.0
 DAY = 86400.0

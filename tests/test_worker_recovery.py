@@ -36,11 +36,11 @@ from recovery import DocumentRecoveryManager, RecoveryConfig, TrackedTask, insta
 from recovery.environment import fingerprint
 from recovery.keys import Keys
 from recovery.records import FailedDocumentRecord, document_id
-from recovery.redis_server import RedisServer
 from recovery.spool import Spool
 from recovery.store import Tracker
 from tasks import app as pipeline_app
 from tasks.documents import result_key as document_result_key
+from tasks.redis_server import RedisServer
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 TIMEOUT = 30.0

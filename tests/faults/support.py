@@ -24,8 +24,8 @@ import redis
 from recovery.config import RecoveryConfig
 from recovery.keys import Keys
 from recovery.records import document_id
-from recovery.redis_server import RedisServer
 from tasks.documents import result_key
+from tasks.redis_server import RedisServer
 
 KEYS = Keys()
 POLL_SECONDS = 0.02
