@@ -5,7 +5,7 @@ private redis-server (started here on a free port, append-only off), so a busy m
 slows both sides alike. Nothing is asserted: the table says PASS or MISS against each
 target, and ``benchmarks/results/latest.json`` keeps the details.
 
-    python benchmarks/run.py              # all six figures, full sizes (a few minutes)
+    python benchmarks/run.py              # every figure, full sizes (a few minutes)
     python benchmarks/run.py --quick      # smaller sizes, for a smoke run
     python benchmarks/run.py --only 2,3   # some figures
 
@@ -13,6 +13,9 @@ Every benchmark record has the same text: a 100-character path, a query and a 2 
 traceback. Large stores (figures 2 and 3) are written by a clone loader that copies
 what one real ``record_failure`` call wrote; before each use it is checked against
 ``record_failure`` on a few documents, and refuses to run if they differ.
+
+The peers (RQ, Dramatiq, Celery's own retry; ``peers.py``) are baselines of figures
+1, 3 and 4, measured the same way on the same Redis, interleaved with our side.
 
 The exit code is 0 whenever every figure was measured, whatever the results; 1 when a
 figure could not be measured (its row says why).
