@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# The bench extra (rq, dramatiq: the peers benchmarks/peers.py measures against) is
+# installed by `make bench` only; `make test` never needs it.
+BENCH_STAMP := $(VENV)/.bench-stamp
 
 .PHONY: demo test lint typecheck pytest bench clean
 
@@ -28,7 +31,11 @@ pytest: $(STAMP)
 
 test: lint typecheck pytest
 
-bench: $(STAMP)
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[all,test,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 
 # Keeps .docrecovery/redis and .docrecovery/spool: the embedded Redis's data and any

@@ -35,6 +35,7 @@ __all__ = [
     "FailureOutcome",
     "Selection",
     "Settlement",
+    "Store",
     "Tracker",
     "connect",
     "default_redis_url",
