@@ -15,14 +15,20 @@
 that need Redis start an embedded redis-server on loopback with its data in
 ``.docrecovery/redis`` and stop it on exit. Exit codes: 0 done, 1 the work itself
 failed, 2 Redis unreachable or bad settings.
+
+Paths are whatever the file system holds, so every path and stored text is printed
+through :func:`shown`: one document stays one line, and bytes that are not UTF-8 cannot
+crash a command after it already changed something.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -39,6 +45,34 @@ from recovery.tracker import redact
 DATA_DIR = Path(os.environ.get("DOCRECOVERY_DATA_DIR", ".docrecovery"))
 EXIT_FAILED = 1
 EXIT_UNAVAILABLE = 2
+
+#: Characters that would break a line apart, hide text or be ambiguous when printed:
+#: C0 and C1 controls, DEL, line and paragraph separators, the backslash that starts an
+#: escape, and lone surrogates (undecodable bytes of a path, see os.fsdecode).
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\\\u2028\u2029\ud800-\udfff]")
+_NAMED_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def shown(text: object) -> str:
+    """``text`` as one line of printable text, escaped the way Python writes string
+    literals; an undecodable byte of a path shows as ``\\xNN``, the byte itself."""
+    return _UNPRINTABLE.sub(_escape, str(text))
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    code = ord(char)
+    if 0xDC80 <= code <= 0xDCFF:
+        return f"\\x{code - 0xDC00:02x}"
+    return _NAMED_ESCAPES.get(char) or (f"\\x{code:02x}" if code < 0x80 else f"\\u{code:04x}")
+
+
+def safe_streams() -> None:
+    """Escape, rather than die on, what the terminal's encoding cannot take: text that
+    does not pass through ``shown`` (a log line, an error message) may hold a path."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
 
 
 @contextmanager
@@ -70,18 +104,19 @@ def cmd_submit(args: argparse.Namespace) -> int:
         for p in args.paths
     ]
     for path, result in zip(args.paths, ids, strict=True):
-        print(f"{result.id}  {path}")
+        print(f"{result.id}  {shown(path)}")
     if not args.wait:
         return 0
     failed = 0
     for path, result in zip(args.paths, ids, strict=True):
         value = result.get(timeout=args.wait, propagate=False)
+        name = shown(path)
         if result.failed():
             failed += 1
-            print(f"FAILED  {path}: {type(value).__name__}: {value}")
+            print(f"FAILED  {name}: {type(value).__name__}: {shown(value)}")
         else:
             top = value["top_chunks"][0]["score"] if value["top_chunks"] else 0.0
-            print(f"ok      {path}: {value['type']}, {value['characters']} chars, top {top:.2f}")
+            print(f"ok      {name}: {value['type']}, {value['characters']} chars, top {top:.2f}")
     return EXIT_FAILED if failed else 0
 
 
@@ -99,7 +134,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
             ("die", "would_die"),
         ):
             for item in summary[key]:
-                print(f"  {verb:8} {item['path']}  -> {item['queue']}: {item['why']}")
+                print(f"  {verb:8} {shown(item['path'])}  -> {item['queue']}: {shown(item['why'])}")
         for doc_id in summary["corrupt"]:
             print(f"  corrupt  {doc_id}: record cannot be decoded")
     else:
@@ -110,7 +145,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
             f"{len(summary['dead'])} moved to dead"
         )
         for item in sent:
-            print(f"  {item['path']}  attempt {item['attempt']} -> {item['queue']}")
+            print(f"  {shown(item['path'])}  attempt {item['attempt']} -> {item['queue']}")
         print_status(status)
     return 0
 
@@ -125,12 +160,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(status, indent=2, default=str))
     else:
         print_status(status)
-        envs = ", ".join(f"{w} gen {g}" for w, g in status["environments"].items())
+        envs = ", ".join(f"{shown(w)} gen {g}" for w, g in status["environments"].items())
         print(f"worker environments: {envs or 'none recorded'}")
         if status["spooled_events_here"]:
             print(f"{status['spooled_events_here']} failure event(s) spooled on this host")
         for warning in status["warnings"]:
-            print(f"WARNING: {warning}")
+            print(f"WARNING: {shown(warning)}")
     return 0
 
 
@@ -196,7 +231,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     for r in records:
         print(
             f"{r.doc_id}  {r.state:10} {r.error_category:14} retries {r.retry_count}"
-            f"  {r.document_path}  {r.state_reason}"
+            f"  {shown(r.document_path)}  {shown(r.state_reason)}"
         )
     print(f"{len(records)} document(s)")
     return 0
@@ -206,9 +241,9 @@ def cmd_retry(args: argparse.Namespace) -> int:
     with _manager(args) as manager:
         result = manager.retry(_chosen(args, manager))
     for item in result["resubmitted"]:
-        print(f"resubmitted {item['doc_id']}  {item['path']} -> {item['queue']}")
+        print(f"resubmitted {item['doc_id']}  {shown(item['path'])} -> {item['queue']}")
     for doc_id in result["skipped"]:
-        print(f"skipped     {doc_id}  (not tracked, or already being recovered)")
+        print(f"skipped     {shown(doc_id)}  (not tracked, or already being recovered)")
     return 0
 
 
@@ -299,6 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command is None:
         build_parser().print_help()
         return EXIT_UNAVAILABLE
+    safe_streams()
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",

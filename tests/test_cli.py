@@ -92,7 +92,7 @@ def failure(
     errors = {"file_not_found": "FileNotFoundError", "import": "ModuleNotFoundError"}
     return FailedDocumentRecord(
         document_path=str(path),
-        task_id=f"task-{Path(path).name}",
+        task_id=f"task-{document_id(str(path))}",
         error_message=f"{errors.get(category, 'RuntimeError')}: {path}",
         failure_timestamp=time.time() if at is None else at,
         args=[str(path), None, {}],
@@ -310,6 +310,69 @@ def test_list_shows_every_tracked_document_and_filters_by_category_and_state(
         imported,
         dead,
     }
+
+
+# --- paths that are not clean text -----------------------------------------------------
+
+#: What a user's terminal session sets: Python's UTF-8 stdio (strict errors), or a UTF-8
+#: locale (under which Python writes undecodable bytes back out raw).
+TERMINALS = pytest.mark.parametrize(
+    "terminal", [{"PYTHONIOENCODING": "utf-8"}, {"LC_ALL": "C.UTF-8"}], ids=["pythonio", "locale"]
+)
+#: A name that is not UTF-8, as Python decodes it (surrogate escapes), and how it prints.
+UNDECODABLE = (os.fsdecode(b"\xff\xfe.txt"), r"\xff\xfe.txt")
+
+
+@TERMINALS
+def test_list_prints_undecodable_and_control_characters_escaped_one_document_per_line(
+    cli: Cli, store: SyncTracker, doc_root: Path, terminal: dict[str, str]
+) -> None:
+    # Given failures of a path that is not UTF-8, one with a newline and one with a NUL
+    names = [UNDECODABLE, ("two\nlines.txt", r"two\nlines.txt"), ("nul\0.txt", r"nul\x00.txt")]
+    ids = record_due(store, [doc_root / name for name, _ in names])
+
+    done = cli("list", env=terminal)
+
+    # Then each document is one line, its path escaped where it is not printable text
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[-1] == "3 document(s)"
+    assert [line.split()[0] for line in lines[:-1]] == ids
+    for line, (_, shown) in zip(lines, names, strict=False):
+        assert f"  {doc_root}/{shown}  " in line
+
+
+@TERMINALS
+def test_list_json_keeps_undecodable_and_control_characters_exactly(
+    cli: Cli, store: SyncTracker, doc_root: Path, terminal: dict[str, str]
+) -> None:
+    paths = [str(doc_root / UNDECODABLE[0]), str(doc_root / "two\nlines\0.txt")]
+    record_due(store, [Path(path) for path in paths])
+
+    done = cli("list", "--json", env=terminal)
+
+    assert done.returncode == 0, done.stderr
+    assert [record["document_path"] for record in json.loads(done.stdout)] == paths
+
+
+@TERMINALS
+def test_recover_prints_an_undecodable_path_escaped_after_resubmitting_it_once(
+    cli: Cli,
+    store: SyncTracker,
+    doc_root: Path,
+    redis_client: redis.Redis,
+    terminal: dict[str, str],
+) -> None:
+    # Given a due document whose name is not UTF-8, back in place
+    name, shown = UNDECODABLE
+    record_due(store, [present(doc_root, name)])
+
+    done = cli("recover", env=terminal)
+
+    # Then it is resubmitted once and the summary names it, escaped
+    assert done.returncode == 0, done.stderr
+    assert f"  {doc_root}/{shown}  attempt 1 -> documents" in done.stdout.splitlines()
+    assert len(queued(redis_client)) == 1
 
 
 # --- docrecovery retry / delete / purge -------------------------------------------------
