@@ -33,18 +33,26 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import redis
 
 from recovery import ConfigError, DocumentRecoveryManager, RecoveryConfig, TrackerUnavailable
+from recovery.categories import exception_chain
 from recovery.checks import check_redis
 from recovery.manager import Selection
 from recovery.redis_server import RedisServer
 from recovery.spool import Spool
 from recovery.tracker import redact
 
+if TYPE_CHECKING:
+    from celery import Celery
+
 DATA_DIR = Path(os.environ.get("DOCRECOVERY_DATA_DIR", ".docrecovery"))
 EXIT_FAILED = 1
 EXIT_UNAVAILABLE = 2
+#: Seconds the broker gets to accept a connection and answer before submit gives up.
+BROKER_CHECK_SECONDS = 3.0
 
 #: Characters that would break a line apart, hide text or be ambiguous when printed:
 #: C0 and C1 controls, DEL, line and paragraph separators, the backslash that starts an
@@ -96,9 +104,38 @@ def use_redis(url: str) -> None:
     app.conf.update(broker_url=url, result_backend=url)
 
 
+class BrokerUnavailable(Exception):
+    """Raised when the broker cannot be reached or refuses us; exits with code 2."""
+
+
+def check_broker(app: Celery) -> None:
+    """Connect to the broker once with short timeouts, so an unreachable Redis or a
+    wrong password ends ``submit`` at once with its cause, not after Celery's
+    publish retries and a page of traceback."""
+    quick = {"socket_connect_timeout": BROKER_CHECK_SECONDS, "socket_timeout": BROKER_CHECK_SECONDS}
+    with app.connection_for_write(transport_options=quick) as connection:
+        try:
+            connection.ensure_connection(max_retries=0, reraise_as_library_errors=False)
+        except connection.connection_errors as exc:
+            raise BrokerUnavailable(broker_problem(exc)) from exc
+
+
+def broker_problem(exc: BaseException) -> str:
+    """The cause of a failed broker connection in a few words."""
+    for link in exception_chain(exc):
+        if isinstance(link, redis.AuthenticationError):
+            return "authentication failed"
+        if isinstance(link, redis.TimeoutError | TimeoutError):
+            return "timeout"
+        if isinstance(link, ConnectionRefusedError):
+            return "connection refused"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
     from tasks.app import app
 
+    check_broker(app)
     ids = [
         app.send_task("tasks.process_document", args=[str(Path(p).resolve()), args.query, {}])
         for p in args.paths
@@ -345,7 +382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.url = url
             try:
                 return COMMANDS[command](args)
-            except TrackerUnavailable as exc:
+            except (TrackerUnavailable, BrokerUnavailable) as exc:
                 print(f"docrecovery: cannot reach Redis at {redact(url)}: {exc}", file=sys.stderr)
                 return EXIT_UNAVAILABLE
     except ConfigError as exc:

@@ -26,7 +26,8 @@ import seed
 
 from recovery.config import RecoveryConfig
 from recovery.records import FailedDocumentRecord, document_id
-from recovery.tracker import FailedDocumentsTracker, SyncTracker
+from recovery.redis_server import RedisServer
+from recovery.tracker import FailedDocumentsTracker, SyncTracker, redact
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "samples"
@@ -562,6 +563,84 @@ def test_submit_and_wait_against_a_worker_prints_ok_and_a_failure_names_the_work
     record = store.get_record(doc_id)
     assert record is not None
     assert record.worker_id == f"w1@{socket.gethostname()}"
+
+
+# --- docrecovery submit without a reachable broker -------------------------------------
+
+#: Within this the command must have given up: a hang guard, not a benchmark.
+GIVES_UP_WITHIN = 10.0
+PASSWORD = "right-password"
+
+
+@pytest.fixture
+def locked_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A throwaway redis-server that requires the password ``PASSWORD``."""
+    server = RedisServer(tmp_path / "locked", appendonly=False)
+    server.start()
+    with server.client() as client:
+        client.config_set("requirepass", PASSWORD)
+    yield server
+    with redis.Redis(port=server.port, password=PASSWORD) as client:
+        client.config_set("requirepass", "")
+    server.stop()
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A port that accepts connections and never answers."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield int(sock.getsockname()[1])
+
+
+def submit_to(cli: Cli, doc_root: Path, url: str) -> tuple[subprocess.CompletedProcess[str], float]:
+    document = present(doc_root, "a.txt")
+    started = time.monotonic()
+    done = cli("submit", str(document), env={"REDIS_URL": url})
+    return done, time.monotonic() - started
+
+
+def test_submit_to_a_closed_port_exits_2_at_once_with_one_line(cli: Cli, doc_root: Path) -> None:
+    url = f"redis://:s3cret@127.0.0.1:{closed_port()}/0"
+
+    done, took = submit_to(cli, doc_root, url)
+
+    assert done.returncode == EXIT_UNAVAILABLE, done.stderr
+    assert done.stderr.splitlines() == [
+        f"docrecovery: cannot reach Redis at {redact(url)}: connection refused"
+    ]
+    assert "s3cret" not in done.stdout + done.stderr
+    assert took < GIVES_UP_WITHIN
+
+
+@pytest.mark.parametrize("password", ["wrong-password", None])
+def test_submit_with_a_wrong_or_no_password_exits_2_at_once_with_one_line(
+    cli: Cli, doc_root: Path, locked_redis: RedisServer, password: str | None
+) -> None:
+    auth = f":{password}@" if password else ""
+    url = f"redis://{auth}127.0.0.1:{locked_redis.port}/0"
+
+    done, took = submit_to(cli, doc_root, url)
+
+    assert done.returncode == EXIT_UNAVAILABLE, done.stderr
+    assert done.stderr.splitlines() == [
+        f"docrecovery: cannot reach Redis at {redact(url)}: authentication failed"
+    ]
+    assert "wrong-password" not in done.stdout + done.stderr
+    assert took < GIVES_UP_WITHIN
+
+
+def test_submit_to_a_server_that_never_answers_exits_2_with_a_timeout(
+    cli: Cli, doc_root: Path, silent_port: int
+) -> None:
+    url = f"redis://127.0.0.1:{silent_port}/0"
+
+    done, took = submit_to(cli, doc_root, url)
+
+    assert done.returncode == EXIT_UNAVAILABLE, done.stderr
+    assert done.stderr.splitlines() == [f"docrecovery: cannot reach Redis at {url}: timeout"]
+    assert took < GIVES_UP_WITHIN
 
 
 def wait_for(condition: Callable[[], object], what: str, timeout: float = 30.0) -> None:
