@@ -2,13 +2,18 @@
 
 When Redis is down, a signal handler must neither raise into Celery nor drop the
 event. It appends the event as one JSON line, stamped with a nanosecond clock, to a
-file of its own host and process (so prefork children never interleave writes), and
-a later call with Redis back replays the spool:
+file of its own (so prefork children never interleave writes), and a later call with
+Redis back replays the spool:
 
+- a file is named after its writer: host, pid and a random token drawn per spool and
+  process (again after a fork), because replicas that share a spool volume repeat
+  pids and often hostnames;
 - a replayer takes files by renaming them to its own name under the file's lock, so
   two processes never replay the same events and no append lands in a file already
-  read; files left by a replayer that died on this host are taken over, so its
-  events are not stranded;
+  read. While it holds taken files it holds a lock of its own
+  (``replaying-<owner>.lock``); files whose owner's lock is free belong to a
+  replayer that died (a flock ends with its holder, however it ended, and holds
+  across containers where a pid means nothing), and are taken over;
 - events of all files are replayed in the order they happened (a success must not be
   applied before the failure it followed);
 - an event that fails again because Redis is still away is written back with
@@ -23,9 +28,11 @@ import fcntl
 import json
 import logging
 import os
+import secrets
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +44,16 @@ SEQ = "spool_seq"
 class Spool:
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
+        self._pid = -1
+        self._token = ""
+
+    @property
+    def owner(self) -> str:
+        """The writer's name in file names: host, pid and this spool's token, drawn
+        anew in a forked child (which would otherwise share its parent's)."""
+        if self._pid != os.getpid():
+            self._pid, self._token = os.getpid(), secrets.token_hex(8)
+        return f"{socket.gethostname()}-{self._pid}-{self._token}"
 
     def append(self, event: dict[str, Any]) -> Path:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -64,24 +81,35 @@ class Spool:
         replayed. At the first event that raises ``unavailable`` it stops, keeping that
         event and the rest for the next replay, and re-raises; an event that raises
         anything else is rejected and the replay goes on."""
-        taken = self._take()
-        events = sorted(self._read(taken), key=lambda event: int(event.get(SEQ, 0)))
+        if not self.directory.is_dir():
+            return 0
+        with self._replaying() as owner:
+            taken = self._take(owner)
+            try:
+                return self._feed(self._read(taken), handle, unavailable)
+            finally:
+                for path in taken:
+                    path.unlink(missing_ok=True)
+
+    def _feed(
+        self,
+        events: list[dict[str, Any]],
+        handle: Callable[[dict[str, Any]], None],
+        unavailable: type[Exception],
+    ) -> int:
+        events.sort(key=lambda event: int(event.get(SEQ, 0)))
         replayed = 0
-        try:
-            for index, event in enumerate(events):
-                try:
-                    handle({k: v for k, v in event.items() if k != SEQ})
-                except unavailable:
-                    self._write(self._own("events"), events[index:])
-                    raise
-                except Exception:
-                    log.exception("spooled event cannot be applied; moved to rejected.jsonl")
-                    self.reject(event)
-                    continue
-                replayed += 1
-        finally:
-            for path in taken:
-                path.unlink(missing_ok=True)
+        for index, event in enumerate(events):
+            try:
+                handle({k: v for k, v in event.items() if k != SEQ})
+            except unavailable:
+                self._write(self._own("events"), events[index:])
+                raise
+            except Exception:
+                log.exception("spooled event cannot be applied; moved to rejected.jsonl")
+                self.reject(event)
+                continue
+            replayed += 1
         return replayed
 
     def reject(self, event: dict[str, Any]) -> None:
@@ -92,21 +120,34 @@ class Spool:
     # --- files -------------------------------------------------------------------
 
     def _own(self, kind: str) -> Path:
-        return self.directory / f"{kind}-{socket.gethostname()}-{os.getpid()}.jsonl"
+        return self.directory / f"{kind}-{self.owner}.jsonl"
 
     def _waiting(self) -> list[Path]:
         if not self.directory.is_dir():
             return []
         return [path for path in self.directory.glob("*.jsonl") if _replayable(path)]
 
-    def _take(self) -> list[Path]:
+    @contextmanager
+    def _replaying(self) -> Iterator[str]:
+        """Hold this replayer's lock for as long as it has files taken."""
+        owner = self.owner
+        lock = _lock_of(self.directory, owner)
+        with lock.open("ab") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield owner
+            finally:
+                lock.unlink(missing_ok=True)
+
+    def _take(self, owner: str) -> list[Path]:
         """Rename each file to this replayer's name while holding its lock, so no
         appender is mid-write (an appender checks, under the lock, that its file was
-        not renamed away, and reopens if it was)."""
+        not renamed away, and reopens if it was). The lock files of dead replayers
+        whose files were taken over go too."""
         taken = []
-        mine = self._own("replaying")
+        dead_owners = set()
         for index, path in enumerate(sorted(self._waiting())):
-            target = mine.with_name(f"{mine.stem}-{index}.jsonl")
+            target = self.directory / f"replaying-{owner}-{index}.jsonl"
             try:
                 with path.open("rb") as fh:
                     fcntl.flock(fh, fcntl.LOCK_EX)
@@ -114,6 +155,10 @@ class Spool:
             except FileNotFoundError:
                 continue
             taken.append(target)
+            if path.name.startswith("replaying-"):
+                dead_owners.add(_owner_of(path))
+        for dead in dead_owners:
+            _lock_of(self.directory, dead).unlink(missing_ok=True)
         return taken
 
     def _read(self, paths: list[Path]) -> list[dict[str, Any]]:
@@ -154,23 +199,32 @@ class Spool:
 
 def _replayable(path: Path) -> bool:
     """``events-*`` files are taken as found (under their lock, see ``_take``);
-    ``replaying-<host>-<pid>-<n>.jsonl`` only from a replayer on this host that died
-    mid-replay."""
-    name = path.name[: -len(".jsonl")]
-    if name.startswith("events-"):
+    ``replaying-<owner>-<n>.jsonl`` only when no live replayer holds the owner's lock."""
+    if path.name.startswith("events-"):
         return True
-    if not name.startswith("replaying-"):
-        return False
-    host, _, pid = name[len("replaying-") :].rpartition("-")[0].rpartition("-")
-    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
-        return False
+    return path.name.startswith("replaying-") and not _held(_lock_of(path.parent, _owner_of(path)))
+
+
+def _owner_of(taken: Path) -> str:
+    """The owner in ``replaying-<owner>-<n>.jsonl``."""
+    return taken.name[len("replaying-") : -len(".jsonl")].rpartition("-")[0]
+
+
+def _lock_of(directory: Path, owner: str) -> Path:
+    return directory / f"replaying-{owner}.lock"
+
+
+def _held(lock: Path) -> bool:
+    """Whether a live process holds ``lock``."""
     try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
+        with lock.open("rb") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            return False
+    except FileNotFoundError:
         return False
-    return False
 
 
 def _same_file(fd: int, path: Path) -> bool:

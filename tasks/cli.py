@@ -15,28 +15,70 @@
 that need Redis start an embedded redis-server on loopback with its data in
 ``.docrecovery/redis`` and stop it on exit. Exit codes: 0 done, 1 the work itself
 failed, 2 Redis unreachable or bad settings.
+
+Paths are whatever the file system holds, so every path and stored text is printed
+through :func:`shown`: one document stays one line, and bytes that are not UTF-8 cannot
+crash a command after it already changed something.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import redis
 
 from recovery import ConfigError, DocumentRecoveryManager, RecoveryConfig, TrackerUnavailable
+from recovery.categories import exception_chain
 from recovery.spool import Spool
 from recovery.store import Selection, redact
 from tasks.redis_server import RedisServer
 
+if TYPE_CHECKING:
+    from celery import Celery
+
 DATA_DIR = Path(os.environ.get("DOCRECOVERY_DATA_DIR", ".docrecovery"))
 EXIT_FAILED = 1
 EXIT_UNAVAILABLE = 2
+#: Seconds the broker gets to accept a connection and answer before submit gives up.
+BROKER_CHECK_SECONDS = 3.0
+
+#: Characters that would break a line apart, hide text or be ambiguous when printed:
+#: C0 and C1 controls, DEL, line and paragraph separators, the backslash that starts an
+#: escape, and lone surrogates (undecodable bytes of a path, see os.fsdecode).
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\\\u2028\u2029\ud800-\udfff]")
+_NAMED_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def shown(text: object) -> str:
+    """``text`` as one line of printable text, escaped the way Python writes string
+    literals; an undecodable byte of a path shows as ``\\xNN``, the byte itself."""
+    return _UNPRINTABLE.sub(_escape, str(text))
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    code = ord(char)
+    if 0xDC80 <= code <= 0xDCFF:
+        return f"\\x{code - 0xDC00:02x}"
+    return _NAMED_ESCAPES.get(char) or (f"\\x{code:02x}" if code < 0x80 else f"\\u{code:04x}")
+
+
+def safe_streams() -> None:
+    """Escape, rather than die on, what the terminal's encoding cannot take: text that
+    does not pass through ``shown`` (a log line, an error message) may hold a path."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
 
 
 @contextmanager
@@ -60,26 +102,56 @@ def use_redis(url: str) -> None:
     app.conf.update(broker_url=url, result_backend=url)
 
 
+class BrokerUnavailable(Exception):
+    """Raised when the broker cannot be reached or refuses us; exits with code 2."""
+
+
+def check_broker(app: Celery) -> None:
+    """Connect to the broker once with short timeouts, so an unreachable Redis or a
+    wrong password ends ``submit`` at once with its cause, not after Celery's
+    publish retries and a page of traceback."""
+    quick = {"socket_connect_timeout": BROKER_CHECK_SECONDS, "socket_timeout": BROKER_CHECK_SECONDS}
+    with app.connection_for_write(transport_options=quick) as connection:
+        try:
+            connection.ensure_connection(max_retries=0, reraise_as_library_errors=False)
+        except connection.connection_errors as exc:
+            raise BrokerUnavailable(broker_problem(exc)) from exc
+
+
+def broker_problem(exc: BaseException) -> str:
+    """The cause of a failed broker connection in a few words."""
+    for link in exception_chain(exc):
+        if isinstance(link, redis.AuthenticationError):
+            return "authentication failed"
+        if isinstance(link, redis.TimeoutError | TimeoutError):
+            return "timeout"
+        if isinstance(link, ConnectionRefusedError):
+            return "connection refused"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
     from tasks.app import app
 
+    check_broker(app)
     ids = [
         app.send_task("tasks.process_document", args=[str(Path(p).resolve()), args.query, {}])
         for p in args.paths
     ]
     for path, result in zip(args.paths, ids, strict=True):
-        print(f"{result.id}  {path}")
+        print(f"{result.id}  {shown(path)}")
     if not args.wait:
         return 0
     failed = 0
     for path, result in zip(args.paths, ids, strict=True):
         value = result.get(timeout=args.wait, propagate=False)
+        name = shown(path)
         if result.failed():
             failed += 1
-            print(f"FAILED  {path}: {type(value).__name__}: {value}")
+            print(f"FAILED  {name}: {type(value).__name__}: {shown(value)}")
         else:
             top = value["top_chunks"][0]["score"] if value["top_chunks"] else 0.0
-            print(f"ok      {path}: {value['type']}, {value['characters']} chars, top {top:.2f}")
+            print(f"ok      {name}: {value['type']}, {value['characters']} chars, top {top:.2f}")
     return EXIT_FAILED if failed else 0
 
 
@@ -97,7 +169,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
             ("die", "would_die"),
         ):
             for item in summary[key]:
-                print(f"  {verb:8} {item['path']}  -> {item['queue']}: {item['why']}")
+                print(f"  {verb:8} {shown(item['path'])}  -> {item['queue']}: {shown(item['why'])}")
         for doc_id in summary["corrupt"]:
             print(f"  corrupt  {doc_id}: record cannot be decoded")
     else:
@@ -108,7 +180,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
             f"{len(summary['dead'])} moved to dead"
         )
         for item in sent:
-            print(f"  {item['path']}  attempt {item['attempt']} -> {item['queue']}")
+            print(f"  {shown(item['path'])}  attempt {item['attempt']} -> {item['queue']}")
         print_status(status)
     return 0
 
@@ -123,12 +195,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(status, indent=2, default=str))
     else:
         print_status(status)
-        envs = ", ".join(f"{w} gen {g}" for w, g in status["environments"].items())
+        envs = ", ".join(f"{shown(w)} gen {g}" for w, g in status["environments"].items())
         print(f"worker environments: {envs or 'none recorded'}")
         if status["spooled_events_here"]:
             print(f"{status['spooled_events_here']} failure event(s) spooled on this host")
         for warning in status["warnings"]:
-            print(f"WARNING: {warning}")
+            print(f"WARNING: {shown(warning)}")
     return 0
 
 
@@ -194,7 +266,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     for r in records:
         print(
             f"{r.doc_id}  {r.state:10} {r.error_category:14} retries {r.retry_count}"
-            f"  {r.document_path}  {r.state_reason}"
+            f"  {shown(r.document_path)}  {shown(r.state_reason)}"
         )
     print(f"{len(records)} document(s)")
     return 0
@@ -204,9 +276,9 @@ def cmd_retry(args: argparse.Namespace) -> int:
     with _manager(args) as manager:
         result = manager.retry(_chosen(args, manager))
     for item in result["resubmitted"]:
-        print(f"resubmitted {item['doc_id']}  {item['path']} -> {item['queue']}")
+        print(f"resubmitted {item['doc_id']}  {shown(item['path'])} -> {item['queue']}")
     for doc_id in result["skipped"]:
-        print(f"skipped     {doc_id}  (not tracked, or already being recovered)")
+        print(f"skipped     {shown(doc_id)}  (not tracked, or already being recovered)")
     return 0
 
 
@@ -297,6 +369,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command is None:
         build_parser().print_help()
         return EXIT_UNAVAILABLE
+    safe_streams()
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
@@ -307,7 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.url = url
             try:
                 return COMMANDS[command](args)
-            except TrackerUnavailable as exc:
+            except (TrackerUnavailable, BrokerUnavailable) as exc:
                 print(f"docrecovery: cannot reach Redis at {redact(url)}: {exc}", file=sys.stderr)
                 return EXIT_UNAVAILABLE
     except ConfigError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import importlib
 import socket
 import urllib.error
@@ -11,11 +12,12 @@ from pathlib import Path
 
 import pytest
 import redis
+from celery import Celery, Task
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded, WorkerLostError
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from recovery import categories
+from recovery import TrackedTask, categories
 from recovery.categories import CATEGORIES, categorize, categorize_message, exception_chain
 from tasks.errors import (
     CorruptedDocument,
@@ -251,3 +253,124 @@ def test_a_context_hidden_with_raise_from_none_is_not_followed() -> None:
 
     assert [type(e) for e in exception_chain(error)] == [ValueError]
     assert categorize(error) == categories.OTHER
+
+
+# --- failures no retry can fix, told apart without a class of their own ---------------
+
+#: An app of this module's own: its tasks run in-process through Celery's tracer
+#: (``task.apply``), the code path a worker takes, with no broker and no tracking.
+signatures = Celery("signatures", set_as_current=False)
+
+
+def helper(document_path: str) -> str:
+    return document_path
+
+
+@signatures.task(name="convert")  # type: ignore[untyped-decorator]
+def convert(document_path: str, query: str | None = None) -> str:
+    """Calls ``helper`` wrongly when asked to: a bug deep in the code, not a bad message."""
+    if query == "deep":
+        return helper(document_path, query)  # type: ignore[call-arg]
+    return document_path
+
+
+@signatures.task(name="convert_tracked", base=TrackedTask)  # type: ignore[untyped-decorator]
+def convert_tracked(document_path: str, query: str | None = None) -> str:
+    return document_path if query is None else f"{document_path}?{query}"
+
+
+def failure_of(task: Task, *args: object, **kwargs: object) -> BaseException:
+    """The exception a run of ``task`` with these arguments raised, traceback and all."""
+    result = task.apply(args=args, kwargs=kwargs)
+    assert isinstance(result.result, BaseException), result.result
+    return result.result
+
+
+@pytest.mark.parametrize("task", [convert, convert_tracked], ids=["plain", "tracked"])
+@pytest.mark.parametrize(
+    ("args", "kwargs", "message"),
+    [
+        (("/docs/a.txt",), {"pages": 3}, "got an unexpected keyword argument 'pages'"),
+        ((), {}, "missing 1 required positional argument: 'document_path'"),
+        (("/docs/a.txt", None, {}), {}, "positional arguments but 3 were given"),
+        (("/docs/a.txt",), {"document_path": "/docs/b.txt"}, "got multiple values for argument"),
+    ],
+)
+def test_a_task_called_with_arguments_its_signature_refuses_is_permanent(
+    task: Task, args: tuple[object, ...], kwargs: dict[str, object], message: str
+) -> None:
+    exc = failure_of(task, *args, **kwargs)
+
+    assert isinstance(exc, TypeError)
+    assert message in str(exc)
+    assert categorize(exc) == categories.PERMANENT
+
+
+def test_a_wrong_call_deep_inside_a_task_is_not_mistaken_for_a_bad_message() -> None:
+    exc = failure_of(convert, "/docs/a.txt", "deep")
+
+    assert "helper() takes 1 positional argument but 2 were given" in str(exc)
+    assert categorize(exc) == categories.OTHER
+
+
+def test_a_wrong_call_of_the_task_function_outside_celery_is_not_permanent() -> None:
+    exc = caught(lambda: convert.run(pages=3))
+
+    assert isinstance(exc, TypeError)
+    assert categorize(exc) == categories.OTHER
+
+
+@pytest.mark.parametrize(
+    "action",
+    [
+        lambda: Path("/docs/a\0b.txt").read_bytes(),
+        lambda: Path("/docs/a\0b.txt").resolve(),
+        lambda: open("/docs/a\0b.txt", "rb"),  # noqa: SIM115 - raises before opening
+    ],
+    ids=["read", "resolve", "open"],
+)
+def test_a_nul_byte_in_a_path_is_permanent(action: Callable[[], object]) -> None:
+    exc = caught(action)
+
+    assert str(exc) == "embedded null byte"
+    assert categorize(exc) == categories.PERMANENT
+
+
+def test_a_name_too_long_for_the_file_system_is_permanent(tmp_path: Path) -> None:
+    exc = caught(lambda: (tmp_path / ("x" * 300)).read_bytes())
+
+    assert isinstance(exc, OSError)
+    assert exc.errno == errno.ENAMETOOLONG
+    assert categorize(exc) == categories.PERMANENT
+
+
+def test_a_name_too_long_is_found_behind_a_wrapper(tmp_path: Path) -> None:
+    def wrap() -> object:
+        try:
+            (tmp_path / ("x" * 300)).stat()
+        except OSError as exc:
+            raise RuntimeError("could not read the document") from exc
+        return None
+
+    assert categorize(caught(wrap)) == categories.PERMANENT
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        ValueError("header holds an embedded null byte"),
+        OSError(errno.EIO, "Input/output error"),
+        TypeError("process_document() got an unexpected keyword argument 'pages'"),
+    ],
+    ids=["other-value-error", "other-errno", "bad-call-without-traceback"],
+)
+def test_look_alikes_of_failures_that_never_succeed_stay_other(exc: BaseException) -> None:
+    assert categorize(exc) == categories.OTHER
+
+
+@pytest.mark.parametrize(
+    "message",
+    ["ValueError: embedded null byte", "OSError: [Errno 36] File name too long: '/docs/xx'"],
+)
+def test_failures_that_never_succeed_known_only_as_text_are_permanent(message: str) -> None:
+    assert categorize_message(message) == categories.PERMANENT

@@ -27,7 +27,8 @@ import seed
 from recovery.api import FailedDocumentsTracker
 from recovery.config import RecoveryConfig
 from recovery.records import FailedDocumentRecord, document_id
-from recovery.store import Tracker
+from recovery.store import Tracker, redact
+from tasks.redis_server import RedisServer
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "samples"
@@ -93,7 +94,7 @@ def failure(
     errors = {"file_not_found": "FileNotFoundError", "import": "ModuleNotFoundError"}
     return FailedDocumentRecord(
         document_path=str(path),
-        task_id=f"task-{Path(path).name}",
+        task_id=f"task-{document_id(str(path))}",
         error_message=f"{errors.get(category, 'RuntimeError')}: {path}",
         failure_timestamp=time.time() if at is None else at,
         args=[str(path), None, {}],
@@ -311,10 +312,74 @@ def test_list_shows_every_tracked_document_and_filters_by_category_and_state(
     }
 
 
+# --- paths that are not clean text -----------------------------------------------------
+
+#: What a user's terminal session sets: Python's UTF-8 stdio (strict errors), or a UTF-8
+#: locale (under which Python writes undecodable bytes back out raw).
+TERMINALS = pytest.mark.parametrize(
+    "terminal", [{"PYTHONIOENCODING": "utf-8"}, {"LC_ALL": "C.UTF-8"}], ids=["pythonio", "locale"]
+)
+#: A name that is not UTF-8, as Python decodes it (surrogate escapes), and how it prints.
+UNDECODABLE = (os.fsdecode(b"\xff\xfe.txt"), r"\xff\xfe.txt")
+
+
+@TERMINALS
+def test_list_prints_undecodable_and_control_characters_escaped_one_document_per_line(
+    cli: Cli, tracker: Tracker, doc_root: Path, terminal: dict[str, str]
+) -> None:
+    # Given failures of a path that is not UTF-8, one with a newline and one with a NUL
+    names = [UNDECODABLE, ("two\nlines.txt", r"two\nlines.txt"), ("nul\0.txt", r"nul\x00.txt")]
+    ids = record_due(tracker, [doc_root / name for name, _ in names])
+
+    done = cli("list", env=terminal)
+
+    # Then each document is one line, its path escaped where it is not printable text
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[-1] == "3 document(s)"
+    assert [line.split()[0] for line in lines[:-1]] == ids
+    for line, (_, shown) in zip(lines, names, strict=False):
+        assert f"  {doc_root}/{shown}  " in line
+
+
+@TERMINALS
+def test_list_json_keeps_undecodable_and_control_characters_exactly(
+    cli: Cli, tracker: Tracker, doc_root: Path, terminal: dict[str, str]
+) -> None:
+    paths = [str(doc_root / UNDECODABLE[0]), str(doc_root / "two\nlines\0.txt")]
+    record_due(tracker, [Path(path) for path in paths])
+
+    done = cli("list", "--json", env=terminal)
+
+    assert done.returncode == 0, done.stderr
+    assert [record["document_path"] for record in json.loads(done.stdout)] == paths
+
+
+@TERMINALS
+def test_recover_prints_an_undecodable_path_escaped_after_resubmitting_it_once(
+    cli: Cli,
+    tracker: Tracker,
+    doc_root: Path,
+    redis_client: redis.Redis,
+    terminal: dict[str, str],
+) -> None:
+    # Given a due document whose name is not UTF-8, back in place
+    name, shown = UNDECODABLE
+    record_due(tracker, [present(doc_root, name)])
+
+    done = cli("recover", env=terminal)
+
+    # Then it is resubmitted once and the summary names it, escaped
+    assert done.returncode == 0, done.stderr
+    assert f"  {doc_root}/{shown}  attempt 1 -> documents" in done.stdout.splitlines()
+    assert len(queued(redis_client)) == 1
+
+
 # --- docrecovery retry / delete / purge -------------------------------------------------
 
 
-@pytest.mark.usefixtures("celery_worker")
+# the queue is flushed (redis_url) before the worker starts consuming it
+@pytest.mark.usefixtures("redis_url", "celery_worker")
 def test_retry_resubmits_a_dead_document_as_a_manual_retry_that_is_not_counted(
     cli: Cli, tracker: Tracker, doc_root: Path
 ) -> None:
@@ -498,6 +563,84 @@ def test_submit_and_wait_against_a_worker_prints_ok_and_a_failure_names_the_work
     record = tracker.reports.get_record(doc_id)
     assert record is not None
     assert record.worker_id == f"w1@{socket.gethostname()}"
+
+
+# --- docrecovery submit without a reachable broker -------------------------------------
+
+#: Within this the command must have given up: a hang guard, not a benchmark.
+GIVES_UP_WITHIN = 10.0
+PASSWORD = "right-password"
+
+
+@pytest.fixture
+def locked_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A throwaway redis-server that requires the password ``PASSWORD``."""
+    server = RedisServer(tmp_path / "locked", appendonly=False)
+    server.start()
+    with server.client() as client:
+        client.config_set("requirepass", PASSWORD)
+    yield server
+    with redis.Redis(port=server.port, password=PASSWORD) as client:
+        client.config_set("requirepass", "")
+    server.stop()
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A port that accepts connections and never answers."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield int(sock.getsockname()[1])
+
+
+def submit_to(cli: Cli, doc_root: Path, url: str) -> tuple[subprocess.CompletedProcess[str], float]:
+    document = present(doc_root, "a.txt")
+    started = time.monotonic()
+    done = cli("submit", str(document), env={"REDIS_URL": url})
+    return done, time.monotonic() - started
+
+
+def test_submit_to_a_closed_port_exits_2_at_once_with_one_line(cli: Cli, doc_root: Path) -> None:
+    url = f"redis://:s3cret@127.0.0.1:{closed_port()}/0"
+
+    done, took = submit_to(cli, doc_root, url)
+
+    assert done.returncode == EXIT_UNAVAILABLE, done.stderr
+    assert done.stderr.splitlines() == [
+        f"docrecovery: cannot reach Redis at {redact(url)}: connection refused"
+    ]
+    assert "s3cret" not in done.stdout + done.stderr
+    assert took < GIVES_UP_WITHIN
+
+
+@pytest.mark.parametrize("password", ["wrong-password", None])
+def test_submit_with_a_wrong_or_no_password_exits_2_at_once_with_one_line(
+    cli: Cli, doc_root: Path, locked_redis: RedisServer, password: str | None
+) -> None:
+    auth = f":{password}@" if password else ""
+    url = f"redis://{auth}127.0.0.1:{locked_redis.port}/0"
+
+    done, took = submit_to(cli, doc_root, url)
+
+    assert done.returncode == EXIT_UNAVAILABLE, done.stderr
+    assert done.stderr.splitlines() == [
+        f"docrecovery: cannot reach Redis at {redact(url)}: authentication failed"
+    ]
+    assert "wrong-password" not in done.stdout + done.stderr
+    assert took < GIVES_UP_WITHIN
+
+
+def test_submit_to_a_server_that_never_answers_exits_2_with_a_timeout(
+    cli: Cli, doc_root: Path, silent_port: int
+) -> None:
+    url = f"redis://127.0.0.1:{silent_port}/0"
+
+    done, took = submit_to(cli, doc_root, url)
+
+    assert done.returncode == EXIT_UNAVAILABLE, done.stderr
+    assert done.stderr.splitlines() == [f"docrecovery: cannot reach Redis at {url}: timeout"]
+    assert took < GIVES_UP_WITHIN
 
 
 def wait_for(condition: Callable[[], object], what: str, timeout: float = 30.0) -> None:

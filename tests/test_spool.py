@@ -6,6 +6,8 @@ import json
 import logging
 import multiprocessing
 import os
+import signal
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -42,8 +44,8 @@ def test_an_appended_event_is_one_json_line_in_this_processes_own_file(tmp_path:
 
     assert first == second
     assert first.parent == tmp_path / "spool"
-    assert first.name.startswith("events-")
-    assert first.name.endswith(f"-{os.getpid()}.jsonl")
+    assert first.name.startswith(f"events-{socket.gethostname()}-{os.getpid()}-")
+    assert first.name == f"events-{spool.owner}.jsonl"
     lines = [json.loads(line) for line in first.read_text(encoding="ascii").splitlines()]
     assert [{k: v for k, v in line.items() if k != "spool_seq"} for line in lines] == [
         {"kind": "failure", "n": 1},
@@ -269,3 +271,94 @@ def test_a_spool_that_was_never_written_replays_nothing(tmp_path: Path) -> None:
     assert spool.replay(lambda _event: None) == 0
     assert spool.count() == 0
     assert not spool.pending()
+
+
+# --- replicas sharing one spool volume --------------------------------------------------
+# Two Spool objects in one process stand for two containers: the same hostname, the same
+# pid (each container's worker is pid 7), one directory, and locks on the same inodes.
+
+
+def test_two_replicas_with_one_hostname_and_pid_each_write_their_own_file(
+    tmp_path: Path,
+) -> None:
+    first, second = Spool(tmp_path), Spool(tmp_path)
+
+    mine = first.append({"n": 1})
+    theirs = second.append({"n": 2})
+
+    # Then neither writes into the other's file (bug: both were events-<host>-<pid>)
+    assert mine != theirs
+    assert [json.loads(line)["n"] for line in mine.read_text().splitlines()] == [1]
+    assert [json.loads(line)["n"] for line in theirs.read_text().splitlines()] == [2]
+
+
+def test_a_replay_in_progress_in_another_replica_is_never_taken_over(tmp_path: Path) -> None:
+    # Given a replica (same hostname and pid) that took the spool's events and is
+    # replaying them
+    first, second = Spool(tmp_path), Spool(tmp_path)
+    for event in events(3):
+        first.append(event)
+    seen_by_second: list[dict[str, Any]] = []
+    counted_by_second: list[int] = []
+
+    def second_spools_and_replays_meanwhile(event: dict[str, Any]) -> None:
+        if event["n"] == 0:
+            second.append({"n": 99})
+            counted_by_second.append(second.count())
+            seen_by_second.extend(replay_all(second))
+
+    # When the other replica spools an event and replays while that replay runs
+    replayed_by_first = first.replay(second_spools_and_replays_meanwhile)
+
+    # Then it sees and replays only its own event; the taken files stay the first's
+    assert counted_by_second == [1]
+    assert seen_by_second == [{"n": 99}]
+    assert replayed_by_first == 3
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_replayer_in_another_process_keeps_its_files_until_it_is_killed(
+    tmp_path: Path,
+) -> None:
+    # Given another process that took the spool's events and is still replaying them
+    spool = Spool(tmp_path)
+    for event in events(3):
+        spool.append(event)
+    handling = SPAWN.Event()
+    child = SPAWN.Process(target=replay_and_hang, args=(str(tmp_path), handling))
+    child.start()
+    assert handling.wait(30)
+
+    # Then while it lives, nothing of its files is counted, taken or replayed here
+    assert (spool.count(), spool.pending()) == (0, False)
+    assert replay_all(spool) == []
+
+    # And once it is killed, its lock is free: the events are taken over, its lock removed
+    assert child.pid is not None
+    os.kill(child.pid, signal.SIGKILL)
+    child.join(30)
+    assert replay_all(spool) == events(3)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_forked_child_writes_its_own_file_through_the_spool_it_inherited(
+    tmp_path: Path,
+) -> None:
+    spool = Spool(tmp_path / "spool")
+    parents = spool.append({"n": 1})
+    report = tmp_path / "child.txt"
+
+    # When a forked child appends through the spool object it inherited
+    pid = os.fork()
+    if pid == 0:  # the child: never return into pytest
+        try:
+            report.write_text(str(spool.append({"n": 2})))
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+
+    # Then it wrote a file of its own, under a token of its own, not its parent's
+    childs = Path(report.read_text())
+    assert childs.name.startswith(f"events-{socket.gethostname()}-{pid}-")
+    assert parents.name.rpartition("-")[2] != childs.name.rpartition("-")[2]
+    assert [e["n"] for e in replay_all(spool)] == [1, 2]

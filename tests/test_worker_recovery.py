@@ -415,6 +415,36 @@ def test_a_permanent_failure_is_dead_at_once_and_never_resubmitted(
     assert tracker.reports.status()["dead"] == 2
 
 
+def test_a_message_the_tasks_signature_refuses_is_dead_after_one_failure(
+    recovery_setup: Setup,
+    runs: Runs,
+    doc_root: Path,
+    celery_app: Celery,
+    redis_client: redis.Redis,
+) -> None:
+    manager = recovery_setup()
+    tracker = manager.tracker
+    path = copy_sample("worker-lost.txt", doc_root)
+
+    # When the worker gets a message for a document that exists, with an argument the
+    # task does not take (a producer on another version of the pipeline)
+    result = celery_app.send_task("tasks.process_document", args=[str(path)], kwargs={"pages": 3})
+    assert runs.wait(result.id) == "FAILURE"
+
+    # Then the first failure is the last: dead, filed as permanent, the cause on record
+    record = record_of(tracker, path)
+    assert (record.error_type, record.error_category) == ("TypeError", "permanent")
+    assert (record.state, record.failure_count, record.retry_count) == ("dead", 1, 0)
+    assert record.state_reason == "permanent error: not retried"
+    assert "got an unexpected keyword argument 'pages'" in record.error_message
+    assert_dead(redis_client, record.doc_id)
+
+    # And a recovery run resubmits nothing
+    summary = manager.run_batch()
+    assert (summary["claimed"], summary["resubmitted"]) == (0, [])
+    assert redis_client.llen("documents") == 0
+
+
 # --- recovery.run as a Celery task ----------------------------------------------------
 
 
