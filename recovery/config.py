@@ -157,7 +157,10 @@ class RecoveryConfig:
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            f.metadata["check"](f.name, getattr(self, f.name))
+            check = f.metadata.get("check")
+            if check is None:
+                raise TypeError(f"{f.name} is declared without a validator: use setting()")
+            check(f.name, getattr(self, f.name))
         object.__setattr__(self, "tracked_tasks", tuple(self.tracked_tasks))
         overrides = MappingProxyType(dict(self.category_overrides))
         object.__setattr__(self, "category_overrides", overrides)
