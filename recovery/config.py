@@ -12,10 +12,10 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 from recovery.errors import ConfigError
 from recovery.keys import DEFAULT_PREFIX
@@ -25,72 +25,142 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
 
+Check = Callable[[str, Any], None]
+"""A key's validator: called with the key and its value, raises ConfigError if not allowed."""
+_T = TypeVar("_T")
+
+
+def setting(default: _T, check: Check) -> _T:
+    """Declare a key once: its default and its validator, at the field."""
+    return field(default=default, metadata={"check": check})
+
+
+def setting_from(factory: Callable[[], _T], check: Check, *, hash: bool | None = None) -> _T:
+    """Like :func:`setting`, for a mutable default made fresh by ``factory``."""
+    return field(default_factory=factory, hash=hash, metadata={"check": check})
+
+
+def _int(low: int) -> Check:
+    def check(key: str, value: Any) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(key, value, f"a whole number >= {low}")
+
+    return check
+
+
+def _number(low: float, high: float = math.inf, *, low_open: bool = False) -> Check:
+    def check(key: str, value: Any) -> None:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        ok = ok and math.isfinite(value) and value <= high
+        ok = ok and (value > low if low_open else value >= low)
+        if not ok:
+            bound = f"> {low}" if low_open else f">= {low}"
+            limit = "" if high == math.inf else f" and <= {high}"
+            raise ConfigError(key, value, f"a finite number {bound}{limit}")
+
+    return check
+
+
+def _bool(key: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(key, value, "True or False")
+
+
+def _name(key: str, value: Any) -> None:
+    if not isinstance(value, str) or not value or any(c in value for c in "{}: \t\n"):
+        raise ConfigError(key, value, "a non-empty string without braces, colons or spaces")
+
+
+def _path(key: str, value: Any) -> None:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(key, value, "a non-empty path")
+
+
+def _task_names(key: str, value: Any) -> None:
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(key, value, "a list of task names, e.g. ['tasks.process_document']")
+
+
+def _overrides(key: str, value: Any) -> None:
+    from recovery.categories import CATEGORIES
+
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str) and v in CATEGORIES for k, v in value.items()
+    ):
+        raise ConfigError(
+            key, value, "a mapping of exception class names to one of " + ", ".join(CATEGORIES)
+        )
+
+
 @dataclass(frozen=True)
 class RecoveryConfig:
     """How failed documents are tracked and retried."""
 
     # --- the seed's keys ---------------------------------------------------------
     #: A document is retried while its counted retries are below this; then it is dead.
-    max_retry_count: int = 3
+    max_retry_count: int = setting(3, _int(0))
     #: Backoff before the first retry; later retries multiply it by ``backoff_factor``.
-    min_retry_interval_hours: float = 1.0
+    min_retry_interval_hours: float = setting(1.0, _number(0.0))
     #: Documents claimed and resubmitted by one recovery run.
-    recovery_batch_size: int = 10
+    recovery_batch_size: int = setting(10, _int(1))
     #: Whether beat runs ``recovery.run`` every ``recovery_interval_minutes``.
-    enable_periodic_recovery: bool = True
-    recovery_interval_minutes: float = 30.0
+    enable_periodic_recovery: bool = setting(True, _bool)
+    recovery_interval_minutes: float = setting(30.0, _number(0.0, low_open=True))
     #: Hard time limit (seconds) of a resubmitted task; its soft limit is 90% of it.
-    recovery_timeout: int = 300
+    recovery_timeout: int = setting(300, _int(1))
     #: Records older than this (since first failure) are removed.
-    failed_docs_retention_days: float = 7.0
-    verbose: bool = False
+    failed_docs_retention_days: float = setting(7.0, _number(0.0, low_open=True))
+    verbose: bool = setting(False, _bool)
 
     # --- additions ---------------------------------------------------------------
     #: Growth of the backoff per counted retry: interval × factor**retry_count.
-    backoff_factor: float = 2.0
+    backoff_factor: float = setting(2.0, _number(1.0))
     #: Upper bound of the backoff, whatever the retry count.
-    max_retry_interval_hours: float = 24.0
+    max_retry_interval_hours: float = setting(24.0, _number(0.0))
     #: Random spread of each backoff, as a fraction (0.1 = ±10%), so retries do not herd.
-    retry_jitter: float = 0.1
+    retry_jitter: float = setting(0.1, _number(0.0, 1.0))
     #: Prefix of every Redis key; wrapped in {} as a Cluster hash tag.
-    key_prefix: str = DEFAULT_PREFIX
+    key_prefix: str = setting(DEFAULT_PREFIX, _name)
     #: Task names whose failures are tracked and whose successes clear a record.
-    tracked_tasks: tuple[str, ...] = ("tasks.process_document",)
+    tracked_tasks: tuple[str, ...] = setting(("tasks.process_document",), _task_names)
     #: Queue a resubmitted document goes to (memory failures go to ``highmem_queue``).
-    resubmit_queue: str = "documents"
-    highmem_queue: str = "highmem"
+    resubmit_queue: str = setting("documents", _name)
+    highmem_queue: str = setting("highmem", _name)
     #: Seconds added to a task's time limit before its lease or in-flight entry expires.
-    lease_grace_seconds: int = 60
+    lease_grace_seconds: int = setting(60, _int(0))
     #: Longest error message kept per record; longer ones keep their head and tail.
-    max_error_chars: int = 4000
+    max_error_chars: int = setting(4000, _int(200))
     #: Where failure events wait when Redis cannot be reached, to be replayed later.
-    spool_dir: str = ".docrecovery/spool"
+    spool_dir: str = setting(".docrecovery/spool", _path)
     #: Dead documents kept at most (oldest trimmed first, with a warning and a metric).
-    dead_max: int = 10_000
+    dead_max: int = setting(10_000, _int(1))
     #: Dead documents are removed this long after they died.
-    dead_retention_days: float = 30.0
+    dead_retention_days: float = setting(30.0, _number(0.0, low_open=True))
     #: Backoff of network failures, in hours (short: outages are usually brief).
-    network_retry_interval_hours: float = 0.05
+    network_retry_interval_hours: float = setting(0.05, _number(0.0))
     #: Extra exception-name -> category mappings, checked before the built-in ones.
-    category_overrides: Mapping[str, str] = field(default_factory=dict, hash=False)
+    category_overrides: Mapping[str, str] = setting_from(dict, _overrides, hash=False)
     #: Probe file existence and readability before resubmitting such failures.
-    probe_preconditions: bool = True
+    probe_preconditions: bool = setting(True, _bool)
     #: Import failures recorded under an older worker fingerprint become due at once.
-    retry_on_environment_change: bool = True
+    retry_on_environment_change: bool = setting(True, _bool)
     #: Timeout failures are resubmitted with twice the time limit per attempt.
-    grow_timeouts: bool = True
+    grow_timeouts: bool = setting(True, _bool)
     #: Pause a category whose recent recoveries mostly fail; probe it with a canary.
-    circuit_breaker: bool = True
+    circuit_breaker: bool = setting(True, _bool)
     #: Recent recovery outcomes per category the breaker looks at.
-    breaker_window: int = 10
+    breaker_window: int = setting(10, _int(1))
     #: Failure fraction of that window that opens the breaker.
-    breaker_threshold: float = 0.8
+    breaker_threshold: float = setting(0.8, _number(0.0, 1.0, low_open=True))
     #: Documents sent per run while a category's breaker is open.
-    breaker_canary_size: int = 1
+    breaker_canary_size: int = setting(1, _int(1))
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            _CHECKS[f.name](f.name, getattr(self, f.name))
+            check = f.metadata.get("check")
+            if check is None:
+                raise TypeError(f"{f.name} is declared without a validator: use setting()")
+            check(f.name, getattr(self, f.name))
         object.__setattr__(self, "tracked_tasks", tuple(self.tracked_tasks))
         overrides = MappingProxyType(dict(self.category_overrides))
         object.__setattr__(self, "category_overrides", overrides)
@@ -99,9 +169,10 @@ class RecoveryConfig:
     def from_mapping(cls, values: Mapping[str, Any] | None = None) -> RecoveryConfig:
         """Build from a dict such as the seed's ``config = {...}``; unknown keys fail."""
         values = dict(values or {})
+        known = sorted(f.name for f in fields(cls))
         for key in values:
-            if key not in _CHECKS:
-                raise ConfigError(key, values[key], "one of " + ", ".join(sorted(_CHECKS)))
+            if key not in known:
+                raise ConfigError(key, values[key], "one of " + ", ".join(known))
         return cls(**values)
 
     @classmethod
@@ -165,88 +236,3 @@ def _parse_env(key: str, raw: str, default: Any, factory: Any) -> Any:
             raise ConfigError(key, raw, "comma-separated ExceptionName=category pairs")
         return {name.strip(): cat.strip() for name, cat in pairs}
     return raw
-
-
-def _int(low: int) -> Any:
-    def check(key: str, value: Any) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ConfigError(key, value, f"a whole number >= {low}")
-
-    return check
-
-
-def _number(low: float, high: float = math.inf, *, low_open: bool = False) -> Any:
-    def check(key: str, value: Any) -> None:
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        ok = ok and math.isfinite(value) and value <= high
-        ok = ok and (value > low if low_open else value >= low)
-        if not ok:
-            bound = f"> {low}" if low_open else f">= {low}"
-            limit = "" if high == math.inf else f" and <= {high}"
-            raise ConfigError(key, value, f"a finite number {bound}{limit}")
-
-    return check
-
-
-def _bool(key: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise ConfigError(key, value, "True or False")
-
-
-def _name(key: str, value: Any) -> None:
-    if not isinstance(value, str) or not value or any(c in value for c in "{}: \t\n"):
-        raise ConfigError(key, value, "a non-empty string without braces, colons or spaces")
-
-
-def _path(key: str, value: Any) -> None:
-    if not isinstance(value, str) or not value:
-        raise ConfigError(key, value, "a non-empty path")
-
-
-def _task_names(key: str, value: Any) -> None:
-    if not isinstance(value, list | tuple) or not all(isinstance(v, str) and v for v in value):
-        raise ConfigError(key, value, "a list of task names, e.g. ['tasks.process_document']")
-
-
-def _overrides(key: str, value: Any) -> None:
-    from recovery.categories import CATEGORIES
-
-    if not isinstance(value, Mapping) or not all(
-        isinstance(k, str) and v in CATEGORIES for k, v in value.items()
-    ):
-        raise ConfigError(
-            key, value, "a mapping of exception class names to one of " + ", ".join(CATEGORIES)
-        )
-
-
-_CHECKS: dict[str, Any] = {
-    "max_retry_count": _int(0),
-    "min_retry_interval_hours": _number(0.0),
-    "recovery_batch_size": _int(1),
-    "enable_periodic_recovery": _bool,
-    "recovery_interval_minutes": _number(0.0, low_open=True),
-    "recovery_timeout": _int(1),
-    "failed_docs_retention_days": _number(0.0, low_open=True),
-    "verbose": _bool,
-    "backoff_factor": _number(1.0),
-    "max_retry_interval_hours": _number(0.0),
-    "retry_jitter": _number(0.0, 1.0),
-    "key_prefix": _name,
-    "tracked_tasks": _task_names,
-    "resubmit_queue": _name,
-    "highmem_queue": _name,
-    "lease_grace_seconds": _int(0),
-    "max_error_chars": _int(200),
-    "spool_dir": _path,
-    "dead_max": _int(1),
-    "dead_retention_days": _number(0.0, low_open=True),
-    "network_retry_interval_hours": _number(0.0),
-    "category_overrides": _overrides,
-    "probe_preconditions": _bool,
-    "retry_on_environment_change": _bool,
-    "grow_timeouts": _bool,
-    "circuit_breaker": _bool,
-    "breaker_window": _int(1),
-    "breaker_threshold": _number(0.0, 1.0, low_open=True),
-    "breaker_canary_size": _int(1),
-}

@@ -115,6 +115,35 @@ def test_an_unknown_key_fails_naming_it_and_listing_the_known_ones() -> None:
     assert "'max_retries'" in str(caught.value)
     assert "max_retry_count" in caught.value.allowed
     assert "recovery_batch_size" in caught.value.allowed
+    known = sorted(f.name for f in dataclasses.fields(RecoveryConfig))
+    assert caught.value.allowed == "one of " + ", ".join(known)
+
+
+def test_every_key_is_declared_with_its_validator() -> None:
+    # A field added without setting(...) would carry no check and go unvalidated.
+    unchecked = [
+        f.name for f in dataclasses.fields(RecoveryConfig) if not callable(f.metadata.get("check"))
+    ]
+
+    assert unchecked == []
+
+
+def test_a_key_declared_without_a_validator_fails_at_construction() -> None:
+    @dataclasses.dataclass(frozen=True)
+    class WithAPlainField(RecoveryConfig):
+        extra_key: int = 5
+
+    with pytest.raises(TypeError, match="extra_key is declared without a validator"):
+        WithAPlainField()
+
+
+@pytest.mark.parametrize("key", [f.name for f in dataclasses.fields(RecoveryConfig)])
+def test_every_key_rejects_a_value_of_no_allowed_type(key: str) -> None:
+    # Given a value that no key allows, when it is passed as that key, construction fails.
+    with pytest.raises(ConfigError) as caught:
+        RecoveryConfig.from_mapping({key: object()})
+
+    assert caught.value.key == key
 
 
 def test_a_config_error_is_a_value_error_and_a_recovery_error() -> None:
