@@ -49,8 +49,8 @@ from recovery.api import DocumentRecoveryManager, FailedDocumentsTracker
 from recovery.calls import HEADER
 from recovery.config import RecoveryConfig
 from recovery.records import FailedDocumentRecord, bound_message, document_id
+from recovery.redis_server import RedisServer
 from recovery.store import Store
-from tasks.redis_server import RedisServer
 
 try:  # python -m benchmarks.run
     from benchmarks import peers

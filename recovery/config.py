@@ -21,6 +21,8 @@ from recovery.errors import ConfigError
 from recovery.keys import DEFAULT_PREFIX
 
 ENV_PREFIX = "DOCRECOVERY_"
+#: Retry levels the tracker's due index keeps apart (``lua/_lib.lua``: MAX_LEVEL).
+MAX_RETRY_COUNT = 99
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -40,10 +42,12 @@ def setting_from(factory: Callable[[], _T], check: Check, *, hash: bool | None =
     return field(default_factory=factory, hash=hash, metadata={"check": check})
 
 
-def _int(low: int) -> Check:
+def _int(low: int, high: int | None = None) -> Check:
     def check(key: str, value: Any) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ConfigError(key, value, f"a whole number >= {low}")
+        ok = isinstance(value, int) and not isinstance(value, bool) and value >= low
+        if not ok or (high is not None and value > high):
+            limit = "" if high is None else f" and <= {high}"
+            raise ConfigError(key, value, f"a whole number >= {low}{limit}")
 
     return check
 
@@ -97,8 +101,9 @@ class RecoveryConfig:
     """How failed documents are tracked and retried."""
 
     # --- the seed's keys ---------------------------------------------------------
-    #: A document is retried while its counted retries are below this; then it is dead.
-    max_retry_count: int = setting(3, _int(0))
+    #: A run retries a document while its counted retries are below this; one that has
+    #: used them up stays tracked (a later run with a larger maximum may retry it).
+    max_retry_count: int = setting(3, _int(0, MAX_RETRY_COUNT))
     #: Backoff before the first retry; later retries multiply it by ``backoff_factor``.
     min_retry_interval_hours: float = setting(1.0, _number(0.0))
     #: Documents claimed and resubmitted by one recovery run.
@@ -108,8 +113,10 @@ class RecoveryConfig:
     recovery_interval_minutes: float = setting(30.0, _number(0.0, low_open=True))
     #: Hard time limit (seconds) of a resubmitted task; its soft limit is 90% of it.
     recovery_timeout: int = setting(300, _int(1))
-    #: Records older than this (since first failure) are removed.
+    #: Records older than this (since first failure) are removed, dead ones included;
+    #: a run does not retry a document past it.
     failed_docs_retention_days: float = setting(7.0, _number(0.0, low_open=True))
+    #: Log each decision of a run (claimed, held back and why, resubmitted where) at DEBUG.
     verbose: bool = setting(False, _bool)
 
     # --- additions ---------------------------------------------------------------
@@ -134,8 +141,10 @@ class RecoveryConfig:
     spool_dir: str = setting(".docrecovery/spool", _path)
     #: Dead documents kept at most (oldest trimmed first, with a warning and a metric).
     dead_max: int = setting(10_000, _int(1))
-    #: Dead documents are removed this long after they died.
-    dead_retention_days: float = setting(30.0, _number(0.0, low_open=True))
+    #: A resubmitted task that has not started this long after it was sent (queued
+    #: behind a backlog, workers down, or its message lost) is sent again, uncounted;
+    #: its older message, should it still run, is dropped as a stale duplicate.
+    resend_after_hours: float = setting(6.0, _number(0.0, low_open=True))
     #: Backoff of network failures, in hours (short: outages are usually brief).
     network_retry_interval_hours: float = setting(0.05, _number(0.0))
     #: Extra exception-name -> category mappings, checked before the built-in ones.
@@ -144,8 +153,11 @@ class RecoveryConfig:
     probe_preconditions: bool = setting(True, _bool)
     #: Import failures recorded under an older worker fingerprint become due at once.
     retry_on_environment_change: bool = setting(True, _bool)
-    #: Timeout failures are resubmitted with twice the time limit per attempt.
+    #: Timeout failures are resubmitted with twice the time limit they failed with.
     grow_timeouts: bool = setting(True, _bool)
+    #: The most a timed-out document's time limit grows to, in seconds (above the
+    #: default task limit, so a timeout under default settings gets more time).
+    max_recovery_timeout: int = setting(3600, _int(1))
     #: Pause a category whose recent recoveries mostly fail; probe it with a canary.
     circuit_breaker: bool = setting(True, _bool)
     #: Recent recovery outcomes per category the breaker looks at.
@@ -206,9 +218,11 @@ class RecoveryConfig:
 
 
 def soft_limit(hard: float) -> float:
-    """The soft time limit that goes with a hard one: 90% of it, at least a second,
-    so a task can catch SoftTimeLimitExceeded and still report; 0 (no limit) stays 0."""
-    return max(1.0, round(hard * 0.9, 3)) if hard else 0
+    """The soft time limit that goes with a hard one: 90% of it, so
+    SoftTimeLimitExceeded comes first and a task can still report. A hard limit of a
+    second or less gets none (0): the pool checks limits once a second, so the two
+    could not fire apart."""
+    return round(hard * 0.9, 3) if hard > 1 else 0
 
 
 def _parse_env(key: str, raw: str, default: Any, factory: Any) -> Any:

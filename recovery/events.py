@@ -28,21 +28,28 @@ SPOOL_CHECK_SECONDS = 30.0
 
 @dataclass(frozen=True)
 class FailureEvent:
+    """A tracked run failed. ``live``: applied as it happens, on the server's clock;
+    a replayed event keeps the time its worker saw it happen."""
+
     record: FailedDocumentRecord
     counted: bool
     recovery_attempt: bool
+    live: bool = True
 
     kind = "failure"
 
     def apply(self, tracker: Tracker) -> None:
         tracker.store.record_failure(
-            self.record, counted=self.counted, recovery_attempt=self.recovery_attempt
+            self.record,
+            counted=self.counted,
+            recovery_attempt=self.recovery_attempt,
+            now="server" if self.live else None,
         )
 
     def to_json(self) -> dict[str, Any]:
         return {
             "kind": self.kind,
-            "fields": self.record.to_redis(),
+            "record": self.record.to_dict(),
             "counted": self.counted,
             "recovery_attempt": self.recovery_attempt,
         }
@@ -50,12 +57,15 @@ class FailureEvent:
 
 @dataclass(frozen=True)
 class SuccessEvent:
+    """A tracked run succeeded; ``at`` and ``live`` as for :class:`FailureEvent`."""
+
     doc_id: str
     worker: str | None
     query: str | None
     recovery_attempt: bool
     task_id: str
     at: float
+    live: bool = True
 
     kind = "success"
 
@@ -66,7 +76,7 @@ class SuccessEvent:
             query=self.query,
             recovery_attempt=self.recovery_attempt,
             task_id=self.task_id,
-            now=self.at,
+            now=None if self.live else self.at,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -85,10 +95,11 @@ Event = FailureEvent | SuccessEvent
 
 
 def from_json(raw: dict[str, Any]) -> Event:
-    """Decode a spooled event; raises CorruptRecord or KeyError when it is not one."""
+    """Decode a spooled event (replayed, so not live); raises CorruptRecord, KeyError
+    or TypeError when it is not one."""
     if raw["kind"] == "failure":
-        record = FailedDocumentRecord.from_redis("spooled event", raw["fields"])
-        return FailureEvent(record, bool(raw["counted"]), bool(raw["recovery_attempt"]))
+        record = FailedDocumentRecord.from_dict(raw["record"])
+        return FailureEvent(record, bool(raw["counted"]), bool(raw["recovery_attempt"]), False)
     if raw["kind"] == "success":
         return SuccessEvent(
             str(raw["doc_id"]),
@@ -97,6 +108,7 @@ def from_json(raw: dict[str, Any]) -> Event:
             bool(raw["recovery_attempt"]),
             str(raw.get("task_id", "")),
             float(raw["at"]),
+            False,
         )
     raise CorruptRecord("spooled event", f"unknown kind {raw['kind']!r}")
 

@@ -119,31 +119,34 @@ class Recovery:
         """Check a tracked run in before it starts; False means drop this message.
 
         See ``lua/begin.lua``: a superseded task id is a stale duplicate; a task id
-        already in flight means its earlier run died silently, which is recorded as a
-        ``worker_lost`` failure (counted, so a crash loop ends dead) before this run
-        checks in again. With Redis away the run goes ahead: its outcome is spooled.
+        already in flight means its earlier run died silently (the broker redelivered
+        it), which is recorded as a counted ``worker_lost`` failure before this run
+        checks in again — and once that leaves no retry under this worker's
+        ``max_retry_count``, the message is dropped, so a crash loop ends (the record
+        stays, for a run with a larger maximum). With Redis away the run goes ahead:
+        its outcome is spooled.
         """
         request = task.request
         if request.called_directly or request.is_eager or not self.tracks(task):
             return True
         call = self.call_of(task, request.id, request.args, request.kwargs)
         doc_id = document_id(call.path, call.query)
-        now = time.time()
-        deadline = now + (call.time_limit or 0) + self.config.lease_grace_seconds
+        limit = (call.time_limit or 0) + self.config.lease_grace_seconds
         store = self.tracker.store
         try:
-            verdict, _ = store.begin(doc_id, call, deadline, now)
+            verdict, _ = store.begin(doc_id, call, limit)
             if verdict == "lost":
-                outcome = store.record_lost_run(call, now, "any")
+                outcome = store.record_lost_run(call, "any", None)
                 log.error(
                     "docrecovery: an earlier run of task %s died without reporting;"
-                    " recorded as worker_lost (%s)",
+                    " recorded as worker_lost (%s, %d retries)",
                     call.task_id,
                     outcome.state,
+                    outcome.retry_count,
                 )
-                if outcome.state == DEAD:
+                if outcome.state == DEAD or outcome.retry_count >= self.config.max_retry_count:
                     return False
-                verdict, _ = store.begin(doc_id, call, deadline, now)
+                verdict, _ = store.begin(doc_id, call, limit)
         except TrackerUnavailable as exc:
             log.error("docrecovery: cannot check task %s in (%s); running it", call.task_id, exc)
             return True

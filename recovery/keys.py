@@ -11,6 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 DEFAULT_PREFIX = "docrecovery"
+#: Score strides of the due index: ``lane * LANE + retries * LEVEL + seconds``. The
+#: scripts use the same numbers (``lua/_lib.lua``; tests/test_keys.py checks they agree).
+LANE = 1e12
+LEVEL = 1e10
 
 
 @dataclass(frozen=True)
@@ -38,17 +42,27 @@ class Keys:
 
     @property
     def due(self) -> str:
-        """Sorted set: doc id scored by the time it may next be retried."""
+        """Sorted set: live doc id waiting for recovery, scored by its backoff lane,
+        retry count and last attempt (``lane * LANE + retries * LEVEL + last + jitter``):
+        a run reads each (lane, retry count) as one score range with its own bound."""
         return self._name("due")
 
     @property
     def failed(self) -> str:
-        """Sorted set: doc id scored by its first failure time (age and retention)."""
+        """Sorted set: every tracked doc id, live or dead, scored by its first failure
+        time (age and retention)."""
         return self._name("failed")
 
     @property
+    def corrupt(self) -> str:
+        """Sorted set: doc id whose record cannot be read, scored by when that was
+        found: kept visible and removable, out of every run's way."""
+        return self._name("corrupt")
+
+    @property
     def claimed(self) -> str:
-        """Sorted set: doc id scored by the expiry of its recovery lease."""
+        """Sorted set: doc id claimed, sent or recovering, scored by when its claim
+        runs out (see ``lua/release.lua``)."""
         return self._name("claimed")
 
     @property
@@ -58,8 +72,8 @@ class Keys:
 
     @property
     def waiting(self) -> str:
-        """Sorted set: doc id scored by when a document whose precondition (its file
-        exists, is readable) still fails will be probed again."""
+        """Sorted set: doc id held back because its precondition (its file exists, is
+        readable) failed, scored by when it was last probed."""
         return self._name("waiting")
 
     @property
@@ -110,9 +124,10 @@ class Keys:
         return self._name("agg", "worker_failures")
 
     @property
-    def worker_processed(self) -> str:
-        """Hash: worker -> tracked task runs finished, failed or not."""
-        return self._name("agg", "worker_processed")
+    def worker_successes(self) -> str:
+        """Hash: worker -> tracked task runs that succeeded (with worker_failures, the
+        runs it processed)."""
+        return self._name("agg", "worker_successes")
 
     @property
     def query_failures(self) -> str:
@@ -120,9 +135,9 @@ class Keys:
         return self._name("agg", "query_failures")
 
     @property
-    def query_processed(self) -> str:
-        """Hash: query -> tracked task runs finished, failed or not."""
-        return self._name("agg", "query_processed")
+    def query_successes(self) -> str:
+        """Hash: query -> tracked task runs that succeeded."""
+        return self._name("agg", "query_successes")
 
     @property
     def fingerprints(self) -> str:

@@ -1,24 +1,30 @@
-"""Batched recovery of failed documents.
+"""Batched recovery of failed documents, decided by the run's own settings.
 
-A recovery run (``recovery.run`` on beat, ``python main.py --recover``, or
-``await run_document_recovery()``) does, in order:
+A recovery run (``recovery.run`` on beat, ``python main.py --recover``,
+``await run_document_recovery(config=...)``) does, in order:
 
-1. **cleanup** — records past ``failed_docs_retention_days`` and dead documents past
-   their own retention or over ``dead_max`` are removed (one script call per chunk);
+1. **cleanup** — records past ``failed_docs_retention_days`` (live or dead) and dead
+   ones over ``dead_max`` are removed (one script call per chunk);
 2. **lost runs** — in-flight runs past their deadline (their worker died without a
-   word) are recorded as ``worker_lost`` failures;
-3. **expired leases** — documents claimed by a run that crashed, or resubmitted as a
-   task that never reported, return to due; a lost attempt counts as a retry, so a
-   document that kills its worker every time ends dead;
-4. **claim** — up to ``recovery_batch_size`` due documents are claimed atomically
-   with a lease: two runs at once never resubmit one document twice;
-5. **decide and resubmit** — a document whose precondition still fails (its file is
-   missing) or whose category's circuit breaker is open waits, uncounted; each
-   other is sent as a NEW task by name (``app.send_task``), with its original args, a
-   ``docrecovery`` header naming the document and attempt number, and the queue and
-   time limit its error category calls for;
-6. **settle** — one script call marks what was sent, gives back what could not be
-   sent, and stamps ``last_recovery_run``.
+   word) are recorded as counted ``worker_lost`` failures, so a crash loop ends;
+3. **expired claims** — documents claimed by a run that crashed, or resubmitted
+   as a task that has not started within ``resend_after_hours``, return to due,
+   uncounted: a document nobody ran has used up nothing;
+4. **held documents** — those held back by a failed precondition (their file was
+   missing) are probed again; the ones whose file is back return to due;
+5. **claim** — up to ``recovery_batch_size`` documents eligible under *this run's*
+   config — not permanent, ``retry_count < max_retry_count``, last attempt older
+   than the backoff for its retry count, first failure inside retention — oldest
+   attempt first, each atomically with a lease: two runs at once never resubmit
+   one document twice. A larger ``max_retry_count`` sees more documents, a smaller
+   one fewer, and none is destroyed for it; ``force`` ignores the backoff;
+6. **decide and resubmit** — a document whose precondition fails or whose category's
+   circuit breaker is open is held back, uncounted; each other is sent as a NEW
+   task by name (``app.send_task``), with its original args, a ``docrecovery``
+   header naming the document and attempt, and the queue and time limit its error
+   category calls for;
+7. **settle** — one script call marks what was sent, gives back what could not be
+   sent, holds the rest, and stamps ``last_recovery_run``.
 
 The new task's success (``task_success``) removes the document and counts a
 successful recovery with its duration; its failure is recorded as a counted retry.
@@ -43,10 +49,9 @@ from recovery.store.changes import ClaimResult
 
 log = logging.getLogger(__name__)
 
-#: How long a document whose resubmission failed waits before it is due again.
-RELEASE_DELAY_SECONDS = 60.0
-#: A claimed record that cannot be decoded waits this long (kept, visible, not retried).
-RETRY_CORRUPT_SECONDS = 86400.0
+#: Held documents probed per run, as a multiple of ``recovery_batch_size``: probing
+#: is a stat() each, and a run should not leave restored files waiting for long.
+PROBES_PER_BATCH = 4
 
 
 def sender_app(redis_url: str) -> Celery:
@@ -79,71 +84,83 @@ class RecoveryManager:
 
     # --- runs ----------------------------------------------------------------------
 
-    def run_batch(self, *, dry_run: bool = False, now: float | None = None) -> dict[str, Any]:
-        """One recovery run; see the module docstring for its steps."""
-        started = time.time() if now is None else now
+    def run_batch(
+        self, *, dry_run: bool = False, force: bool = False, now: float | None = None
+    ) -> dict[str, Any]:
+        """One recovery run; see the module docstring for its steps. ``now`` replaces
+        the server's clock (tests); ``force`` ignores every backoff."""
+        started = time.time()
         if dry_run:
-            return self.preview(started)
+            return self.preview(now, force=force)
         tracker = self.tracker
-        cleaned = tracker.maintenance.cleanup(started)
-        lost = self.sweep_lost(started)
         store = tracker.store
-        promoted = store.promote_imports(started) if self.config.retry_on_environment_change else []
-        returned, lease_dead = store.release_expired(started)
-        claim = store.claim_due(self.config.recovery_batch_size, started)
-        outcomes = self._decide(claim, started)
-        store.settle([s for s, _ in outcomes], started)
+        cleaned = tracker.maintenance.cleanup(now)
+        lost = self.sweep_lost(now)
+        promoted = store.promote_imports() if self.config.retry_on_environment_change else []
+        returned = store.release_expired(now)
+        reopened = self.reopen_held(now)
+        claim = store.claim_due(self.config.recovery_batch_size, now, force=force)
+        outcomes = self._decide(claim)
+        store.settle([s for s, _ in outcomes], now)
         resubmitted = [info for s, info in outcomes if s.outcome == "sent"]
+        waiting = [
+            {"doc_id": s.doc_id, "reason": s.detail} for s, _ in outcomes if s.outcome == "wait"
+        ]
         summary: dict[str, Any] = {
             "started_at": started,
             "cleaned": cleaned,
             "lost_runs_recorded": lost,
             "imports_promoted": len(promoted),
-            "leases_returned": len(returned),
+            "claims_returned": len(returned),
+            "reopened": reopened,
             "claimed": len(claim.records),
             "resubmitted": resubmitted,
-            "waiting": [
-                {"doc_id": s.doc_id, "reason": s.detail} for s, _ in outcomes if s.outcome == "wait"
-            ],
+            "waiting": waiting,
             "released": [s.doc_id for s, _ in outcomes if s.outcome == "release"],
-            "dead": lease_dead + claim.exhausted,
             "corrupt": claim.corrupt + claim.undecodable,
             "duration": round(time.time() - started, 4),
         }
         log.info(
-            "recovery run: %d claimed, %d resubmitted, %d waiting, %d dead, %d corrupt",
+            "recovery run: %d claimed, %d resubmitted, %d held back, %d corrupt",
             len(claim.records),
             len(resubmitted),
-            len(summary["waiting"]),
-            len(summary["dead"]),
-            len(claim.corrupt),
+            len(waiting),
+            len(summary["corrupt"]),
         )
         return summary
 
-    def _decide(self, claim: ClaimResult, now: float) -> list[tuple[Settlement, dict[str, Any]]]:
-        """Resubmit each claimed document, or defer it without counting a retry when
-        its precondition still fails or its category's circuit breaker is open; an
-        undecodable record waits a day, kept and visible."""
+    def _decide(self, claim: ClaimResult) -> list[tuple[Settlement, dict[str, Any]]]:
+        """Resubmit each claimed document, or hold it back without counting a retry
+        when its precondition fails or its category's circuit breaker is open; an
+        undecodable record is held back too, kept and visible."""
         decided = [
-            (wait, {}) if wait else self._resubmit(record, now)
-            for record, wait in zip(claim.records, self._holds(claim.records, now), strict=True)
+            (wait, {}) if wait else self._resubmit(record)
+            for record, wait in zip(claim.records, self._holds(claim.records), strict=True)
         ]
-        later = now + RETRY_CORRUPT_SECONDS
         decided += [
-            (Settlement(doc_id, "wait", "undecodable record", later), {})
-            for doc_id in claim.undecodable
+            (Settlement(doc_id, "wait", "undecodable record"), {}) for doc_id in claim.undecodable
         ]
+        for settlement, info in decided:
+            if settlement.outcome == "sent":
+                log.debug(
+                    "resubmitted %s as %s to %s with a %s s limit",
+                    info["path"],
+                    settlement.detail,
+                    info["queue"],
+                    info["time_limit"],
+                )
+            else:
+                log.debug("%s %s: %s", settlement.outcome, settlement.doc_id, settlement.detail)
         return decided
 
-    def _holds(self, records: list[FailedDocumentRecord], now: float) -> list[Settlement | None]:
-        """For each record, the deferral that holds it back, or None to send it. No side
+    def _holds(self, records: list[FailedDocumentRecord]) -> list[Settlement | None]:
+        """For each record, the hold that keeps it back, or None to send it. No side
         effects: the dry run shows exactly what a run would do."""
         canaries = {
             cat: self.config.breaker_canary_size
             for cat, b in self.breakers().items()
             if b["state"] == "open"
         }
-        interval = self.config.recovery_interval_minutes * 60
         holds: list[Settlement | None] = []
         for record in records:
             category = record.error_category
@@ -153,23 +170,25 @@ class RecoveryManager:
                     canaries[category] -= 1
                 else:
                     reason = f"circuit open for {category}: only a canary is sent per run"
-            if reason is None:
-                holds.append(None)
-                continue
-            delay = policy.backoff_delays(self.config, category)[
-                min(record.retry_count, self.config.max_retry_count)
-            ]
-            holds.append(Settlement(record.doc_id, "wait", reason, now + max(delay, interval)))
+            holds.append(None if reason is None else Settlement(record.doc_id, "wait", reason))
         return holds
 
-    def sweep_lost(self, now: float) -> int:
+    def reopen_held(self, now: float | None = None) -> int:
+        """Probe documents held back by a failed precondition; those whose cause is
+        gone go back to due (where they were: nothing was counted)."""
+        store = self.tracker.store
+        held = store.held(self.config.recovery_batch_size * PROBES_PER_BATCH)
+        return store.reopen([(r.doc_id, policy.probe(r)) for r in held], now)
+
+    def sweep_lost(self, now: float | None = None) -> int:
         """Record in-flight runs past their deadline as worker_lost failures (all of
         them: each recorded entry leaves the in-flight index)."""
         store = self.tracker.store
+        bound = store.server_time() if now is None else now
         recorded = 0
-        while calls := store.lost_runs(now):
+        while calls := store.lost_runs(bound):
             for call in calls:
-                if store.record_lost_run(call, now, now).state == "skipped":
+                if store.record_lost_run(call, bound, now).state == "skipped":
                     continue
                 recorded += 1
                 log.error(
@@ -192,41 +211,38 @@ class RecoveryManager:
         """Each worker's environment generation, as recorded when it last started."""
         return self.tracker.reports.environments()
 
-    def recover_all(self, *, max_batches: int = 10_000) -> dict[str, Any]:
-        """Run batch after batch until nothing is due; a summary of all of them."""
-        totals: dict[str, Any] = {"batches": 0, "claimed": 0, "resubmitted": [], "dead": []}
+    def recover_all(self, *, force: bool = False, max_batches: int = 10_000) -> dict[str, Any]:
+        """Run batch after batch until nothing eligible is left; a summary of all."""
+        totals: dict[str, Any] = {"batches": 0, "claimed": 0, "resubmitted": [], "waiting": []}
         for _ in range(max_batches):
-            batch = self.run_batch()
+            batch = self.run_batch(force=force)
             totals["batches"] += 1
             totals["claimed"] += batch["claimed"]
             totals["resubmitted"] += batch["resubmitted"]
-            totals["dead"] += batch["dead"]
-            taken = batch["claimed"] + len(batch["dead"]) + len(batch["corrupt"])
-            if taken < self.config.recovery_batch_size:
-                break  # the due set ran out within this batch
+            totals["waiting"] += batch["waiting"]
+            if batch["claimed"] + len(batch["corrupt"]) < self.config.recovery_batch_size:
+                break  # what is eligible ran out within this batch
         totals["status"] = self.tracker.reports.status()
         return totals
 
-    def preview(self, now: float | None = None) -> dict[str, Any]:
-        """What the next batch would do and why — resubmit, wait, or go dead — changing
+    def preview(self, now: float | None = None, *, force: bool = False) -> dict[str, Any]:
+        """What the next batch would do and why — resubmit or hold back — changing
         nothing: the claim script decides as in a run, without writing."""
-        now = time.time() if now is None else now
-        claim = self.tracker.store.claim_due(self.config.recovery_batch_size, now, mode="preview")
-        plans = [self._plan(r, now) for r in claim.records]
-        holds = self._holds(claim.records, now)
-        exhausted = self.tracker.reports.get_records(claim.exhausted)
+        claim = self.tracker.store.claim_due(
+            self.config.recovery_batch_size, now, mode="preview", force=force
+        )
+        plans = [self._plan(r) for r in claim.records]
+        holds = self._holds(claim.records)
         return {
             "dry_run": True,
-            "started_at": now,
             "would_resubmit": [p for p, h in zip(plans, holds, strict=True) if h is None],
             "would_wait": [
                 {**p, "why": h.detail} for p, h in zip(plans, holds, strict=True) if h is not None
             ],
-            "would_die": [{**self._plan(r, now), "why": "retries exhausted"} for r in exhausted],
             "corrupt": claim.corrupt + claim.undecodable,
         }
 
-    def _plan(self, record: FailedDocumentRecord, now: float) -> dict[str, Any]:
+    def _plan(self, record: FailedDocumentRecord) -> dict[str, Any]:
         category = record.error_category
         return {
             "doc_id": record.doc_id,
@@ -238,16 +254,15 @@ class RecoveryManager:
             "queue": policy.queue_for(self.config, category),
             "time_limit": policy.time_limit_for(self.config, category, record.time_limit),
             "why": (
-                f"{category} failure ({record.error_type}) due since "
-                f"{(now - (record.next_retry_at or now)) / 60:.1f} min; "
+                f"{category} failure ({record.error_type}); "
                 f"{record.retry_count}/{self.config.max_retry_count} retries used"
             ),
         }
 
     def _resubmit(
-        self, record: FailedDocumentRecord, now: float, *, manual: bool = False
+        self, record: FailedDocumentRecord, *, manual: bool = False
     ) -> tuple[Settlement, dict[str, Any]]:
-        plan = self._plan(record, now)
+        plan = self._plan(record)
         marker = Marker(record.doc_id, plan["attempt"], manual)
         try:
             result = self.app.send_task(
@@ -261,8 +276,7 @@ class RecoveryManager:
             )
         except Exception as exc:
             log.error("could not resubmit %s: %s", record.document_path, exc)
-            reason = f"resubmission failed: {exc}"
-            return Settlement(record.doc_id, "release", reason, now + RELEASE_DELAY_SECONDS), {}
+            return Settlement(record.doc_id, "release", f"resubmission failed: {exc}"), {}
         plan["task_id"] = result.id
         return Settlement(record.doc_id, "sent", result.id), plan
 
@@ -276,18 +290,17 @@ class RecoveryManager:
         """Resubmit these documents now, dead ones too, as manual retries: they do not
         count against ``max_retry_count``. The set is fixed when called, and a document
         already claimed or in recovery is skipped, so none is enqueued twice."""
-        now = time.time()
         store = self.tracker.store
         sent: list[dict[str, Any]] = []
         skipped: list[str] = []
         size = self.config.recovery_batch_size
         for start in range(0, len(doc_ids), size):
             chunk = doc_ids[start : start + size]
-            claim = store.claim_ids(chunk, now)
+            claim = store.claim_ids(chunk)
             taken = {r.doc_id for r in claim.records}
             skipped += [d for d in chunk if d not in taken]
-            outcomes = [self._resubmit(r, now, manual=True) for r in claim.records]
-            store.settle([o for o, _ in outcomes], now)
+            outcomes = [self._resubmit(r, manual=True) for r in claim.records]
+            store.settle([o for o, _ in outcomes])
             sent += [info for o, info in outcomes if o.outcome == "sent"]
         return {"resubmitted": sent, "skipped": skipped}
 
@@ -300,10 +313,10 @@ class RecoveryManager:
         return self.delete(self.select(Selection(dead=True if dead_only else None)))
 
     def status(self) -> dict[str, Any]:
-        """Counts, the seed's recovery metrics, the failure analysis and breakers."""
-        now = time.time()
+        """Counts under this manager's config, the seed's recovery metrics, the failure
+        analysis and the circuit breakers."""
         reports = self.tracker.reports
-        status = reports.status(now)
-        status["analysis"] = reports.analysis(now)
+        status = reports.status()
+        status["analysis"] = reports.analysis()
         status["circuit_breakers"] = self.breakers()
         return status

@@ -1,14 +1,18 @@
-"""When a failed document may be retried, and where it is sent.
+"""When a failed document may be retried, and where it is sent — decided by the run.
 
 Backoff is exponential: ``min_retry_interval_hours × backoff_factor**retry_count``,
-capped at ``max_retry_interval_hours``, spread by ``retry_jitter`` so a burst of
-failures does not come back as a burst. Network failures use the shorter
-``network_retry_interval_hours`` base. The delays for every retry count are computed
-here and handed to the Lua script, which only picks one: policy lives in Python.
+capped at ``max_retry_interval_hours``. Network failures have their own, shorter base
+(``network_retry_interval_hours``), so they form a second backoff *lane*. A recovery
+run hands its delays, per lane and retry level, to the scripts, which compare them
+with each document's last attempt: the run's settings decide, not those of the
+worker that recorded the failure. Each failure carries a little jitter (up to
+``retry_jitter`` of the base interval), which only ever adds delay, so a burst of
+failures does not come back as a burst.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 
@@ -17,37 +21,66 @@ from recovery.config import RecoveryConfig, soft_limit
 from recovery.records import FailedDocumentRecord
 
 __all__ = [
-    "backoff_delays",
     "breaker_state",
     "is_permanent",
+    "jitter_seconds",
+    "lane_for",
+    "level_delays",
+    "next_retry_at",
     "probe",
     "queue_for",
     "soft_limit",
     "time_limit_for",
 ]
 
+#: Backoff lanes: the usual one, and network failures (short backoff).
+LANES = (0, 1)
 #: One generator for the jitter: building a Random per failure costs more than the
 #: rest of the policy.
 _RNG = random.Random()
 
 
-def backoff_delays(
-    config: RecoveryConfig, category: str, rng: random.Random | None = None
-) -> list[float]:
-    """Seconds to wait before retry n (index n), for n = 0 .. max_retry_count."""
-    rng = rng or _RNG
-    base = (
-        config.network_retry_interval_hours
-        if category == categories.NETWORK
-        else config.min_retry_interval_hours
-    )
+def lane_for(category: str) -> int:
+    return 1 if category == categories.NETWORK else 0
+
+
+def _base_hours(config: RecoveryConfig, lane: int) -> float:
+    return config.network_retry_interval_hours if lane else config.min_retry_interval_hours
+
+
+def backoff(config: RecoveryConfig, lane: int, retries: int) -> float:
+    """Seconds between an attempt and the next, after ``retries`` counted retries."""
+    base = _base_hours(config, lane)
     cap = max(base, config.max_retry_interval_hours)
-    delays = []
-    for retry in range(config.max_retry_count + 1):
-        hours = min(cap, base * config.backoff_factor**retry)
-        spread = 1.0 + config.retry_jitter * (2.0 * rng.random() - 1.0)
-        delays.append(round(hours * 3600.0 * spread, 3))
-    return delays
+    return min(cap, base * config.backoff_factor**retries) * 3600.0
+
+
+def level_delays(config: RecoveryConfig, *, force: bool = False) -> str:
+    """The run's backoff per lane and retry level, as the scripts read it: one list per
+    lane, one delay per level below ``max_retry_count`` (-1: any time, ``force``)."""
+    return json.dumps(
+        [
+            [-1.0 if force else backoff(config, lane, n) for n in range(config.max_retry_count)]
+            for lane in LANES
+        ]
+    )
+
+
+def jitter_seconds(
+    config: RecoveryConfig, category: str, rng: random.Random | None = None
+) -> float:
+    """Extra seconds of backoff for one failure: up to ``retry_jitter`` of its base."""
+    spread = (rng or _RNG).random() * config.retry_jitter
+    return round(spread * _base_hours(config, lane_for(category)) * 3600.0, 3)
+
+
+def next_retry_at(config: RecoveryConfig, record: FailedDocumentRecord) -> float | None:
+    """When a run with ``config`` may take this document again; None when that is not
+    a matter of time (dead, held back, being recovered, out of retries)."""
+    if record.state != "failed" or record.retry_count >= config.max_retry_count:
+        return None
+    lane = lane_for(record.error_category)
+    return record.failure_timestamp + record.jitter + backoff(config, lane, record.retry_count)
 
 
 def is_permanent(category: str) -> bool:
@@ -62,9 +95,9 @@ def queue_for(config: RecoveryConfig, category: str) -> str:
 
 def time_limit_for(config: RecoveryConfig, category: str, previous_limit: float | None) -> float:
     """Hard time limit of a resubmitted task: a timed-out document gets twice the limit
-    it last ran with, capped by ``recovery_timeout``; others get ``recovery_timeout``."""
+    it last ran with, up to ``max_recovery_timeout``; others get ``recovery_timeout``."""
     if category == categories.TIMEOUT and config.grow_timeouts and previous_limit:
-        return min(config.recovery_timeout, previous_limit * 2)
+        return min(config.max_recovery_timeout, previous_limit * 2)
     return config.recovery_timeout
 
 

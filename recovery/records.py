@@ -2,19 +2,27 @@
 
 A record is one Redis hash per document, keyed by :func:`document_id` (a stable hash
 of path and query, so the same document under the same query is one record however
-often it fails). Field names in Redis are short because there may be millions of
-records; ``_FIELDS`` maps them to the dataclass attributes, and the Lua scripts use
-the same short names (listed in each script's header). For the same reason empty
-fields are not stored, and args that only repeat (path, query, metadata) are stored
-as their count (``nargs``).
+often it fails). It holds two kinds of field:
+
+- the facts the Lua scripts read and write — state, counts, times, category, worker,
+  query, task id — each in its own short-named field (``_FIELDS``);
+- everything only Python needs to run the document again or show it — path, task
+  name, args, kwargs, metadata, error type and message — in one ``body`` field: JSON,
+  zlib-compressed. A 2 KB traceback costs a few hundred bytes, and a failure is
+  written with a dozen script arguments instead of thirty.
+
+Empty fields are not stored, and args that only repeat (path, query, metadata) are
+kept as their count.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
-from dataclasses import dataclass, field
+import zlib
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from recovery.calls import RunCall
@@ -23,10 +31,14 @@ from recovery.errors import CorruptRecord
 
 FAILED = "failed"
 CLAIMED = "claimed"
+SENT = "sent"
 RECOVERING = "recovering"
 WAITING = "waiting"
 DEAD = "dead"
-STATES = (FAILED, CLAIMED, RECOVERING, WAITING, DEAD)
+STATES = (FAILED, CLAIMED, SENT, RECOVERING, WAITING, DEAD)
+#: zlib level of the body: 1 compresses a traceback about as well as 6, several times
+#: faster, on the hot path of every failure.
+COMPRESSION = 1
 
 
 def document_id(path: str, query: str | None = None) -> str:
@@ -73,6 +85,8 @@ class FailedDocumentRecord:
     fingerprint: str = ""
     #: Hard time limit (seconds) the failed run had, to grow it for timeouts.
     time_limit: float | None = None
+    #: Seconds added to this failure's backoff, so a burst does not come back as one.
+    jitter: float = 0.0
 
     def __post_init__(self) -> None:
         if self.first_failure_timestamp is None:
@@ -131,86 +145,149 @@ class FailedDocumentRecord:
             at=at,
         )
 
-    def to_redis(self, message_limit: int | None = None) -> dict[str, str]:
-        """The hash fields this record is stored as (every value a string), with the
-        error message cut to ``message_limit``. Optional fields that are empty or zero
-        are left out: with millions of records every absent field saves its name and
-        value (``from_redis`` restores the defaults)."""
-        out: dict[str, str] = {}
-        for attr, (name, kind) in _FIELDS.items():
+    def body(self, message_limit: int | None = None) -> bytes:
+        """The ``body`` field: what only Python reads, as compressed JSON, with the error
+        message cut to ``message_limit``."""
+        message = self.error_message
+        if message_limit is not None:
+            message = bound_message(message, message_limit)
+        body: dict[str, Any] = {"path": self.document_path, "task": self.task_name}
+        for name, value in (
+            ("kwargs", self.kwargs),
+            ("meta", self.metadata),
+            ("etype", self.error_type),
+            ("msg", message),
+        ):
+            if value:
+                body[name] = value
+        if self.args and self.args == self._call_args()[: len(self.args)]:
+            body["nargs"] = len(self.args)  # args that repeat path, query and metadata
+        elif self.args:
+            body["args"] = self.args
+        raw = json.dumps(body, separators=(",", ":")).encode("ascii")
+        return zlib.compress(raw, COMPRESSION)
+
+    def to_redis(self, message_limit: int | None = None) -> dict[str, str | bytes]:
+        """The hash this record is stored as. Optional fields that are empty or zero
+        are left out (``from_redis`` restores the defaults)."""
+        out: dict[str, str | bytes] = {}
+        for attr, name in _FIELDS.items():
             value = getattr(self, attr)
             if value is None or (name not in _REQUIRED and value in _EMPTY):
                 continue
-            out[name] = json.dumps(value, separators=(",", ":")) if kind is _JSON else str(value)
-        if message_limit is not None:
-            out["msg"] = bound_message(out["msg"], message_limit)
-        if self.args and self.args == self._call_args()[: len(self.args)]:
-            # args that repeat path, query and metadata are stored as their count
-            out["nargs"] = str(len(self.args))
-            out.pop("args")
+            out[name] = str(value)
+        out["body"] = self.body(message_limit)
         return out
 
     def _call_args(self) -> list[Any]:
         return [self.document_path, self.query, self.metadata]
 
     @classmethod
-    def from_redis(cls, key: str, fields: dict[str, str]) -> FailedDocumentRecord:
-        """Decode a stored hash; raises CorruptRecord naming what is wrong."""
-        missing = [name for name in _REQUIRED if name not in fields]
+    def from_redis(cls, key: str, stored: dict[str, Any]) -> FailedDocumentRecord:
+        """Decode a stored hash (str values, the body as the client read it); raises
+        CorruptRecord naming what is wrong."""
+        missing = [name for name in (*_REQUIRED, "body") if name not in stored]
         if missing:
             raise CorruptRecord(key, "missing field(s) " + ", ".join(missing))
         values: dict[str, Any] = {}
-        for attr, (name, kind) in _FIELDS.items():
-            raw = fields.get(name)
-            if raw is None or (raw == "" and attr in _OPTIONAL):
+        for attr, name in _FIELDS.items():
+            raw = stored.get(name)
+            if raw is None or raw == "":
                 continue
+            kind = _KINDS.get(attr, str)
             try:
-                values[attr] = kind(raw)
-            except (ValueError, TypeError) as exc:
-                raise CorruptRecord(key, f"field {name!r} holds {raw[:80]!r}: {exc}") from None
+                values[attr] = _strict(kind, raw)
+            except (ValueError, TypeError):
+                raise CorruptRecord(key, f"field {name!r} holds {str(raw)[:80]!r}") from None
         if values.get("state", FAILED) not in STATES:
             raise CorruptRecord(key, f"unknown state {values['state']!r}")
-        record = cls(**values)
-        if "nargs" in fields and "args" not in fields:
-            try:
-                record.args = record._call_args()[: int(fields["nargs"])]
-            except ValueError:
-                raise CorruptRecord(key, f"field 'nargs' holds {fields['nargs'][:80]!r}") from None
+        body = _body(key, stored["body"])
+        record = cls(
+            document_path=_text(key, body, "path"),
+            task_name=_text(key, body, "task"),
+            error_message=str(body.get("msg", "")),
+            error_type=str(body.get("etype", "")),
+            kwargs=dict(body.get("kwargs") or {}),
+            metadata=dict(body.get("meta") or {}),
+            **values,
+        )
+        if "nargs" in body:
+            record.args = record._call_args()[: int(body["nargs"])]
+        else:
+            record.args = list(body.get("args") or [])
         return record
 
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready fields, for the spool (no derived values)."""
+        return asdict(self)
 
-def _json(raw: str) -> Any:
-    return json.loads(raw)
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> FailedDocumentRecord:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in raw.items() if k in known})
 
 
-_JSON = _json
-
-#: attribute -> (hash field, decoder). Lua scripts read and write the same names.
-_FIELDS: dict[str, tuple[str, Any]] = {
-    "document_path": ("path", str),
-    "query": ("query", str),
-    "task_name": ("task", str),
-    "args": ("args", _JSON),
-    "kwargs": ("kwargs", _JSON),
-    "task_id": ("task_id", str),
-    "error_type": ("etype", str),
-    "error_category": ("cat", str),
-    "error_message": ("msg", str),
-    "first_failure_timestamp": ("first", float),
-    "failure_timestamp": ("last", float),
-    "retry_count": ("retries", int),
-    "recovery_attempts": ("attempts", int),
-    "failure_count": ("failures", int),
-    "worker_id": ("worker", str),
-    "metadata": ("meta", _JSON),
-    "state": ("state", str),
-    "state_reason": ("reason", str),
-    "next_retry_at": ("next", float),
-    "last_recovery_at": ("rec_at", float),
-    "fingerprint": ("fp", str),
-    "time_limit": ("tlimit", float),
+_NUMBER = {
+    int: re.compile(r"-?(0|[1-9][0-9]*)"),
+    float: re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?"),
 }
-_REQUIRED = ("path", "task", "msg", "last", "state")
-_EMPTY: tuple[Any, ...] = ("", 0, [], {})
-#: Optional numbers that may be stored empty by an older version of the scripts.
-_OPTIONAL = {"next_retry_at", "last_recovery_at", "time_limit", "first_failure_timestamp"}
+
+
+def _strict(kind: type, raw: Any) -> Any:
+    """Numbers as the scripts write them: Python's int() and float() also take '02',
+    ' 2' and '1_0', which Redis's HINCRBY refuses — such a value is corrupt here too."""
+    text = str(raw)
+    pattern = _NUMBER.get(kind)
+    if pattern is not None and not pattern.fullmatch(text):
+        raise ValueError(text)
+    return kind(text)
+
+
+def _body(key: str, raw: Any) -> dict[str, Any]:
+    data = raw if isinstance(raw, bytes) else str(raw).encode("utf-8", "surrogateescape")
+    try:
+        body = json.loads(zlib.decompress(data))
+    except (zlib.error, ValueError) as exc:
+        raise CorruptRecord(key, f"field 'body' cannot be read: {exc}") from None
+    if not isinstance(body, dict):
+        raise CorruptRecord(key, "field 'body' is not an object")
+    return body
+
+
+def _text(key: str, body: dict[str, Any], name: str) -> str:
+    value = body.get(name)
+    if not isinstance(value, str):
+        raise CorruptRecord(key, f"body has no {name!r}")
+    return value
+
+
+#: attribute -> hash field; the Lua scripts read and write the same names.
+_FIELDS: dict[str, str] = {
+    "query": "query",
+    "task_id": "task_id",
+    "error_category": "cat",
+    "first_failure_timestamp": "first",
+    "failure_timestamp": "last",
+    "retry_count": "retries",
+    "recovery_attempts": "attempts",
+    "failure_count": "failures",
+    "worker_id": "worker",
+    "state": "state",
+    "state_reason": "reason",
+    "last_recovery_at": "rec_at",
+    "fingerprint": "fp",
+    "time_limit": "tlimit",
+    "jitter": "jit",
+}
+_KINDS: dict[str, type] = {
+    "first_failure_timestamp": float,
+    "failure_timestamp": float,
+    "retry_count": int,
+    "recovery_attempts": int,
+    "failure_count": int,
+    "last_recovery_at": float,
+    "time_limit": float,
+    "jitter": float,
+}
+_REQUIRED = ("task_id", "cat", "last", "state", "retries", "failures")
+_EMPTY: tuple[Any, ...] = ("", 0, 0.0)

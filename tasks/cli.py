@@ -4,7 +4,7 @@
 
     docrecovery submit samples/*.txt --query "visibility timeout" --wait 30
     docrecovery status [--json]
-    docrecovery recover [--dry-run]        # same as: python main.py --recover
+    docrecovery recover [--dry-run] [--now]   # same as: python main.py --recover
     docrecovery list [--dead] [--category C] [--worker W] [--query Q] [--older-than H]
     docrecovery retry DOC_ID... | --all [filters]    # manual: not counted as a retry
     docrecovery delete DOC_ID... | --all [filters]
@@ -39,9 +39,9 @@ import redis
 
 from recovery import ConfigError, DocumentRecoveryManager, RecoveryConfig, TrackerUnavailable
 from recovery.categories import exception_chain
+from recovery.redis_server import RedisServer
 from recovery.spool import Spool
 from recovery.store import Selection, redact
-from tasks.redis_server import RedisServer
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -157,17 +157,16 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 def cmd_recover(args: argparse.Namespace) -> int:
     with _manager(args) as manager:
-        summary = manager.preview() if args.dry_run else manager.recover_all()
+        if args.dry_run:
+            summary = manager.preview(force=args.now)
+        else:
+            summary = manager.recover_all(force=args.now)
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
     elif args.dry_run:
         plan = summary["would_resubmit"]
         print(f"dry run: the next batch would resubmit {len(plan)} document(s)")
-        for verb, key in (
-            ("resubmit", "would_resubmit"),
-            ("wait", "would_wait"),
-            ("die", "would_die"),
-        ):
+        for verb, key in (("resubmit", "would_resubmit"), ("hold", "would_wait")):
             for item in summary[key]:
                 print(f"  {verb:8} {shown(item['path'])}  -> {item['queue']}: {shown(item['why'])}")
         for doc_id in summary["corrupt"]:
@@ -175,12 +174,15 @@ def cmd_recover(args: argparse.Namespace) -> int:
     else:
         sent = summary["resubmitted"]
         status = summary["status"]
+        held = summary["waiting"]
         print(
             f"recovery: {len(sent)} resubmitted in {summary['batches']} batch(es), "
-            f"{len(summary['dead'])} moved to dead"
+            f"{len(held)} held back"
         )
         for item in sent:
             print(f"  {shown(item['path'])}  attempt {item['attempt']} -> {item['queue']}")
+        for item in held:
+            print(f"  held     {item['doc_id']}: {shown(item['reason'])}")
         print_status(status)
     return 0
 
@@ -208,7 +210,9 @@ def print_status(status: dict[str, Any]) -> None:
     m = status["recovery_metrics"]
     print(
         f"tracked {status['total_failed_documents']}: {status['eligible_for_recovery']} due now, "
-        f"{status['in_recovery']} in recovery, {status['dead']} dead"
+        f"{status['scheduled']} due later, {status['exhausted']} out of retries, "
+        f"{status['in_recovery']} in recovery, {status['waiting']} waiting, "
+        f"{status['dead']} dead, {status['corrupt']} corrupt"
     )
     print(
         f"recoveries: {m['recovery_attempts']} attempted, {m['successful_recoveries']} succeeded,"
@@ -314,6 +318,9 @@ def _add_common(parser: argparse.ArgumentParser, *, top: bool) -> None:
     parser.add_argument("--verbose", action="store_true", help="debug logging", **default)
     parser.add_argument("--json", action="store_true", help="print JSON", **default)
     parser.add_argument("--dry-run", action="store_true", help="recover: change nothing", **default)
+    parser.add_argument(
+        "--now", action="store_true", help="recover: ignore every backoff", **default
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

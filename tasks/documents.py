@@ -12,8 +12,8 @@ The steps live in their own modules (``tasks.paths`` → ``tasks.extract`` →
 (``DOCRECOVERY_RESULT_TTL`` seconds, default 7 days). The id is
 ``recovery.records.document_id(document_path, query)``, the same one the recovery
 system files a failure under, so re-running a document overwrites its result instead
-of adding one. That copy is best effort: with the tracker's Redis away the document
-still succeeds, and its result is in Celery's result backend as always.
+of adding one. A result that cannot be kept fails the run (a network failure, spooled
+and recovered once Redis is back): a document counts as processed only with its result.
 
 Nothing is retried here (no ``autoretry_for``, no ``self.retry``): every failure
 propagates with its own type, and the recovery system installed on the app decides
@@ -24,21 +24,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import time
 from typing import Any
 
 from celery import Task
 
-from recovery import TrackedTask, TrackerUnavailable, installed
+from recovery import TrackedTask, installed
 from recovery.keys import Keys
 from recovery.records import document_id
 from tasks.app import app
 from tasks.extract import extract
 from tasks.paths import int_setting, read_document
 from tasks.scoring import chunk_text, top_chunks
-
-log = logging.getLogger(__name__)
 
 RESULT_TTL_ENV = "DOCRECOVERY_RESULT_TTL"
 DEFAULT_RESULT_TTL = 7 * 24 * 3600
@@ -78,9 +75,5 @@ def process_document(
     result["processing_time"] = round(time.perf_counter() - started, 6)
     ttl = int_setting(RESULT_TTL_ENV, DEFAULT_RESULT_TTL)
     tracker = installed(self.app).tracker
-    try:
-        tracker.store.put(result_key(tracker.keys, doc_id), json.dumps(result), ttl)
-    except TrackerUnavailable as exc:
-        # the result backend still gets the result; only the copy by document id waits
-        log.warning("result of %s not kept by document id: %s", document_path, exc)
+    tracker.store.put(result_key(tracker.keys, doc_id), json.dumps(result), ttl)
     return result

@@ -22,7 +22,7 @@ import redis
 from celery import Celery
 from celery.contrib.pytest import celery_worker
 
-from tasks.redis_server import RedisServer
+from recovery.redis_server import RedisServer
 
 __all__ = ["celery_worker"]
 
@@ -57,7 +57,9 @@ def redis_url(redis_server: RedisServer) -> str:
 
 @pytest.fixture
 def redis_client(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    client = redis.Redis.from_url(
+        redis_url, decode_responses=True, encoding_errors="surrogateescape"
+    )
     yield client
     client.close()
 

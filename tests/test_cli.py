@@ -27,8 +27,8 @@ import seed
 from recovery.api import FailedDocumentsTracker
 from recovery.config import RecoveryConfig
 from recovery.records import FailedDocumentRecord, document_id
+from recovery.redis_server import RedisServer
 from recovery.store import Tracker, redact
-from tasks.redis_server import RedisServer
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "samples"
@@ -125,12 +125,11 @@ def record_due(tracker: Tracker, paths: list[Path], category: str = "file_not_fo
 
 
 def record_dead(tracker: Tracker, path: Path) -> str:
-    """A document whose retries ran out (max_retry_count 3: four counted failures)."""
-    for _ in range(4):
-        tracker.store.record_failure(failure(path, at=an_hour_ago()))
+    """A document dead at its first failure: a permanent error, never retried."""
+    tracker.store.record_failure(failure(path, "permanent", at=an_hour_ago()))
     record = tracker.reports.get_record(document_id(str(path)))
     assert record is not None
-    assert (record.state, record.retry_count) == ("dead", 3)
+    assert (record.state, record.retry_count) == ("dead", 0)
     return record.doc_id
 
 
@@ -163,8 +162,9 @@ def test_main_recover_with_nothing_due_exits_0_and_prints_a_summary(cli: Cli) ->
 
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[:2] == [
-        "recovery: 0 resubmitted in 1 batch(es), 0 moved to dead",
-        "tracked 0: 0 due now, 0 in recovery, 0 dead",
+        "recovery: 0 resubmitted in 1 batch(es), 0 held back",
+        "tracked 0: 0 due now, 0 due later, 0 out of retries, 0 in recovery, 0 waiting,"
+        " 0 dead, 0 corrupt",
     ]
 
 
@@ -182,7 +182,7 @@ def test_main_recover_resubmits_every_due_document_batch_after_batch(
     assert len(messages) == 25
     assert sorted(m["docrecovery"]["doc_id"] for m in messages) == sorted(ids)
     assert all(m["task"] == "tasks.process_document" for m in messages)
-    assert done.stdout.splitlines()[0] == "recovery: 25 resubmitted in 3 batch(es), 0 moved to dead"
+    assert done.stdout.splitlines()[0] == "recovery: 25 resubmitted in 3 batch(es), 0 held back"
     assert tracker.reports.status()["in_recovery"] == 25
 
 
@@ -199,7 +199,12 @@ def test_main_recover_goes_on_past_a_full_batch_of_documents_still_missing(
     assert done.returncode == 0, done.stderr
     assert sorted(m["docrecovery"]["doc_id"] for m in queued(redis_client)) == sorted(back)
     assert len(tracker.reports.get_failed_documents()) == 15
-    assert tracker.reports.status()["in_recovery"] == 5
+    status = tracker.reports.status()
+    assert (status["in_recovery"], status["waiting"]) == (5, 10)
+    # and the text output says which are held back, and why
+    held = [line for line in done.stdout.splitlines() if line.startswith("  held ")]
+    assert len(held) == 10
+    assert all("file still missing" in line for line in held)
 
 
 def test_redis_url_option_overrides_the_environment(
@@ -301,7 +306,7 @@ def test_list_shows_every_tracked_document_and_filters_by_category_and_state(
         "1 document(s)",
     ]
     [dead_line, count] = only_dead.stdout.splitlines()
-    assert dead_line.split()[:5] == [dead, "dead", "file_not_found", "retries", "3"]
+    assert dead_line.split()[:5] == [dead, "dead", "permanent", "retries", "0"]
     assert count == "1 document(s)"
     # And without a state filter every tracked document is listed, the dead one too
     assert everything.stdout.splitlines()[-1] == "4 document(s)"
@@ -383,7 +388,7 @@ def test_recover_prints_an_undecodable_path_escaped_after_resubmitting_it_once(
 def test_retry_resubmits_a_dead_document_as_a_manual_retry_that_is_not_counted(
     cli: Cli, tracker: Tracker, doc_root: Path
 ) -> None:
-    # Given a document whose retries ran out, its file still missing
+    # Given a dead document (a permanent error), its file missing besides
     path = doc_root / "gone.txt"
     doc_id = record_dead(tracker, path)
 
@@ -396,12 +401,18 @@ def test_retry_resubmits_a_dead_document_as_a_manual_retry_that_is_not_counted(
 
     def failed_again() -> bool:
         record = tracker.reports.get_record(doc_id)
-        return record is not None and record.failure_count == 5
+        return record is not None and record.failure_count == 2
 
     wait_for(failed_again, "the manual retry to fail")
     record = tracker.reports.get_record(doc_id)
     assert record is not None
-    assert (record.state, record.retry_count) == ("dead", 3)
+    # revived by the operator, it failed for a cause that can go away: live again,
+    # its retries untouched
+    assert (record.state, record.error_category, record.retry_count) == (
+        "failed",
+        "file_not_found",
+        0,
+    )
     # a manual retry is a recovery attempt in the metrics, just not a counted retry
     metrics = tracker.reports.status()["recovery_metrics"]
     assert (metrics["failed_recoveries"], metrics["successful_recoveries"]) == (1, 0)
@@ -459,13 +470,13 @@ def test_retry_all_by_category_enqueues_each_document_once_even_run_twice_at_onc
     assert sum(line.startswith("resubmitted ") for line in lines) == 20
 
 
-def test_retry_all_selects_dead_documents_of_the_category_too(
+def test_retry_all_selects_dead_documents_too(
     cli: Cli, tracker: Tracker, doc_root: Path, redis_client: redis.Redis
 ) -> None:
     [live] = record_due(tracker, [doc_root / "live.txt"])
     dead = record_dead(tracker, doc_root / "dead.txt")
 
-    done = cli("retry", "--all", "--category", "file_not_found")
+    done = cli("retry", "--all")
 
     assert done.returncode == 0, done.stderr
     assert sorted(m["docrecovery"]["doc_id"] for m in queued(redis_client)) == sorted([live, dead])

@@ -136,13 +136,13 @@ def test_four_processes_running_batches_send_every_document_exactly_once(
     assert sum(counts) == DOCUMENTS
     assert_each_sent_exactly_once(redis_client, expected)
     for doc in expected:
-        assert redis_client.hget(f"{{docrecovery}}:doc:{doc}", "state") == "recovering"
+        assert redis_client.hget(f"{{docrecovery}}:doc:{doc}", "state") == "sent"
         assert redis_client.hget(f"{{docrecovery}}:doc:{doc}", "attempts") == "1"
 
 
 def test_concurrent_failures_of_one_document_count_every_retry(redis_url: str) -> None:
     # Given one document failing 200 times at once from 8 threads
-    tracker = FailedDocumentsTracker(redis_url, config(max_retry_count=1000))
+    tracker = FailedDocumentsTracker(redis_url, config(max_retry_count=99))
     start = threading.Barrier(8)
 
     def fail_25_times(worker: int) -> None:

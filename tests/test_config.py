@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import seed
 
-from recovery.config import RecoveryConfig
+from recovery.config import RecoveryConfig, soft_limit
 from recovery.errors import ConfigError, RecoveryError
 
 
@@ -52,9 +52,10 @@ def test_an_empty_mapping_gives_the_documented_defaults() -> None:
 
 
 BAD_VALUES: list[tuple[str, Any, str]] = [
-    ("max_retry_count", -1, "a whole number >= 0"),
-    ("max_retry_count", "3", "a whole number >= 0"),
-    ("max_retry_count", 2.5, "a whole number >= 0"),
+    ("max_retry_count", -1, "a whole number >= 0 and <= 99"),
+    ("max_retry_count", "3", "a whole number >= 0 and <= 99"),
+    ("max_retry_count", 2.5, "a whole number >= 0 and <= 99"),
+    ("max_retry_count", 100, "a whole number >= 0 and <= 99"),
     ("max_retry_count", True, "a whole number >= 0"),
     ("recovery_batch_size", 0, "a whole number >= 1"),
     ("recovery_batch_size", False, "a whole number >= 1"),
@@ -260,6 +261,9 @@ def test_as_dict_round_trips_through_from_mapping() -> None:
     assert RecoveryConfig.from_mapping(config.as_dict()) == config
 
 
-def test_the_soft_time_limit_is_ninety_percent_of_the_hard_one_and_at_least_one() -> None:
+def test_the_soft_time_limit_is_ninety_percent_of_the_hard_one_above_a_second() -> None:
     assert RecoveryConfig(recovery_timeout=100).soft_time_limit == 90
-    assert RecoveryConfig(recovery_timeout=1).soft_time_limit == 1
+    assert soft_limit(2) == 1.8
+    # a second or less: none, the hard limit alone (the pool checks once a second)
+    assert RecoveryConfig(recovery_timeout=1).soft_time_limit == 0
+    assert soft_limit(0) == 0

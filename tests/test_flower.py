@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.redis_server import RedisServer, free_port
+from recovery.redis_server import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 USER, PASSWORD = "user", "secret"

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from importlib import resources
+
 import pytest
 import redis
 from redis.crc import key_slot
 
 from recovery.api import FailedDocumentsTracker
 from recovery.config import RecoveryConfig
-from recovery.keys import DEFAULT_PREFIX, Keys
+from recovery.keys import DEFAULT_PREFIX, LANE, LEVEL, Keys
 from recovery.records import FailedDocumentRecord
 from recovery.store import Settlement
 
@@ -16,6 +18,7 @@ from recovery.store import Settlement
 NAMES = {
     "due": "due",
     "failed": "failed",
+    "corrupt": "corrupt",
     "claimed": "claimed",
     "dead": "dead",
     "waiting": "waiting",
@@ -28,9 +31,9 @@ NAMES = {
     "by_worker": "agg:worker",
     "by_query": "agg:query",
     "worker_failures": "agg:worker_failures",
-    "worker_processed": "agg:worker_processed",
+    "worker_successes": "agg:worker_successes",
     "query_failures": "agg:query_failures",
-    "query_processed": "agg:query_processed",
+    "query_successes": "agg:query_successes",
     "fingerprints": "env:fingerprints",
     "generations": "env:generations",
     "breakers": "breakers",
@@ -59,6 +62,7 @@ def test_default_key_names_are_pinned() -> None:
 
     assert keys.due == "{docrecovery}:due"
     assert keys.failed == "{docrecovery}:failed"
+    assert keys.corrupt == "{docrecovery}:corrupt"
     assert keys.claimed == "{docrecovery}:claimed"
     assert keys.dead == "{docrecovery}:dead"
     assert keys.waiting == "{docrecovery}:waiting"
@@ -71,9 +75,9 @@ def test_default_key_names_are_pinned() -> None:
     assert keys.by_worker == "{docrecovery}:agg:worker"
     assert keys.by_query == "{docrecovery}:agg:query"
     assert keys.worker_failures == "{docrecovery}:agg:worker_failures"
-    assert keys.worker_processed == "{docrecovery}:agg:worker_processed"
+    assert keys.worker_successes == "{docrecovery}:agg:worker_successes"
     assert keys.query_failures == "{docrecovery}:agg:query_failures"
-    assert keys.query_processed == "{docrecovery}:agg:query_processed"
+    assert keys.query_successes == "{docrecovery}:agg:query_successes"
     assert keys.fingerprints == "{docrecovery}:env:fingerprints"
     assert keys.generations == "{docrecovery}:env:generations"
     assert keys.breakers == "{docrecovery}:breakers"
@@ -142,3 +146,9 @@ def test_a_whole_tracking_cycle_writes_only_keys_under_the_configured_prefix(
     names = [str(name) for name in redis_client.keys("*")]
     assert names
     assert all(name.startswith("{acme-prod}:") for name in names), names
+
+
+def test_the_scripts_score_the_due_index_with_the_strides_python_documents() -> None:
+    lib = (resources.files("recovery.store") / "lua" / "_lib.lua").read_text()
+
+    assert f"local LANE, LEVEL = {LANE:.0e}, {LEVEL:.0e}".replace("+", "") in lib

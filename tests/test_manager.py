@@ -125,7 +125,7 @@ def test_a_run_resubmits_due_documents_to_their_queues_with_the_recovery_header(
         big.doc_id,
         slow.doc_id,
     ]
-    assert (summary["released"], summary["dead"], summary["corrupt"]) == ([], [], [])
+    assert (summary["released"], summary["waiting"], summary["corrupt"]) == ([], [], [])
     documents, highmem = messages(redis_client, "documents"), messages(redis_client, "highmem")
     assert len(documents) == 2
     assert len(highmem) == 1
@@ -145,13 +145,15 @@ def test_a_run_resubmits_due_documents_to_their_queues_with_the_recovery_header(
     assert by_doc[big.doc_id]["headers"]["timelimit"] == [300, 270]
     assert by_doc[slow.doc_id]["headers"]["timelimit"] == [200, 180]
 
-    # And each document is recovering under the new task id, with a lease covering it
+    # And each document is sent under the new task id, held until it starts or the
+    # resend bound passes
     for doc, message in by_doc.items():
         record = tracker.reports.get_record(doc)
         assert record is not None
-        assert (record.state, record.recovery_attempts) == ("recovering", 1)
+        assert (record.state, record.recovery_attempts) == ("sent", 1)
         assert record.task_id == message["headers"]["id"]
-        assert redis_client.zscore(tracker.keys.claimed, doc) == now + 300 + 60
+        bound = now + tracker.config.resend_after_hours * HOUR
+        assert redis_client.zscore(tracker.keys.claimed, doc) == bound
     metrics = tracker.reports.status(now=now)["recovery_metrics"]
     assert (metrics["recovery_attempts"], metrics["recovery_runs"]) == (3, 1)
     assert metrics["last_recovery_run"] == now
@@ -197,7 +199,8 @@ def test_a_resubmission_that_fails_releases_the_document_back_to_due(
     # When a run tries to resubmit it
     summary = manager.run_batch(now=now)
 
-    # Then nothing was sent and the document is due again shortly, not lost, no retry used
+    # Then nothing was sent and the document is due again where it was, not lost, no
+    # retry used
     assert summary["resubmitted"] == []
     assert summary["released"] == [record.doc_id]
     tracker = manager.tracker
@@ -205,9 +208,7 @@ def test_a_resubmission_that_fails_releases_the_document_back_to_due(
     assert kept is not None
     assert (kept.state, kept.retry_count, kept.recovery_attempts) == ("failed", 0, 0)
     assert kept.state_reason.startswith("resubmission failed")
-    due_at = redis_client.zscore(tracker.keys.due, record.doc_id)
-    assert due_at is not None
-    assert now < due_at <= now + 300
+    assert redis_client.zscore(tracker.keys.due, record.doc_id) == record.failure_timestamp
     assert redis_client.zscore(tracker.keys.claimed, record.doc_id) is None
 
     # And once the broker is back, a later run sends it
@@ -264,7 +265,7 @@ def test_recover_all_runs_batches_until_nothing_is_due(
     assert totals["status"]["in_recovery"] == 25
 
 
-def test_recover_all_keeps_going_past_a_batch_of_exhausted_documents(
+def test_recover_all_with_a_lowered_limit_skips_exhausted_documents_and_destroys_none(
     make_manager: ManagerFactory, redis_client: redis.Redis
 ) -> None:
     # Given 10 documents that used 2 retries while the limit was 5, due first, and
@@ -280,12 +281,12 @@ def test_recover_all_keeps_going_past_a_batch_of_exhausted_documents(
     # When the limit is lowered to 2 and everything is recovered, batches of 10
     totals = make_manager(max_retry_count=2, recovery_batch_size=10).recover_all()
 
-    # Then the 10 go dead and the 5 fresh ones are still sent (bug: recover_all stops
-    # at the first batch that resubmitted nothing, though that batch only moved
-    # exhausted documents to dead and more are due)
-    assert len(totals["dead"]) == 10
+    # Then the 5 fresh ones are sent, and the 10 stay tracked, out of retries under
+    # this limit (not dead: a run with the old limit would still take them)
     assert int(redis_client.llen("documents")) == 5
-    assert totals["status"]["eligible_for_recovery"] == 0
+    status = totals["status"]
+    assert (status["eligible_for_recovery"], status["exhausted"], status["dead"]) == (0, 10, 0)
+    assert make_manager(max_retry_count=5).tracker.reports.status()["eligible_for_recovery"] == 10
 
 
 # --- dry run ---------------------------------------------------------------------------

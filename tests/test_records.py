@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
+import zlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -127,28 +129,50 @@ def test_a_path_that_is_not_utf8_round_trips_byte_for_byte(
     # When it is stored and read back
     read = stored(tracker, record)
 
-    # Then the path is the same string, and Redis holds the original bytes
+    # Then the path is the same string, and Redis holds the original bytes (the query,
+    # its own field, byte for byte; the path inside the compressed body)
     assert dataclasses.asdict(read) == expected_after_first_failure(record)
     assert os.fsencode(read.document_path) == raw_path
     binary = redis.Redis.from_url(redis_url)
     try:
-        assert binary.hget(tracker.keys.record(record.doc_id), "path") == raw_path
+        key = tracker.keys.record(record.doc_id)
+        assert binary.hget(key, "query") == b"r\xe9sum\xe9"
+        raw_body = binary.hget(key, "body")
+        assert isinstance(raw_body, bytes)
+        body = json.loads(zlib.decompress(raw_body))
+        assert os.fsencode(body["path"]) == raw_path
     finally:
         binary.close()
 
 
-def test_to_redis_writes_strings_and_omits_missing_and_empty_values() -> None:
+def test_to_redis_writes_strings_and_a_compressed_body_omitting_empty_values() -> None:
     record = FailedDocumentRecord("/docs/a.txt", "t1", "boom", failure_timestamp=T0)
 
     fields = record.to_redis()
 
+    body = fields.pop("body")
+    assert isinstance(body, bytes)
+    assert json.loads(zlib.decompress(body)) == {
+        "path": "/docs/a.txt",
+        "task": record.task_name,
+        "msg": "boom",
+    }
     assert all(isinstance(value, str) for value in fields.values())
     # empty or zero optional fields cost memory per record and are left out
-    for absent in ("query", "worker", "tlimit", "args", "kwargs", "meta", "retries", "fp"):
+    for absent in ("query", "worker", "tlimit", "attempts", "fp", "reason", "rec_at", "jit"):
         assert absent not in fields
     assert fields["last"] == repr(T0)
-    assert fields["state"] == "failed"
-    assert FailedDocumentRecord.from_redis("k", fields) == record
+    assert (fields["state"], fields["retries"], fields["failures"]) == ("failed", "0", "1")
+    assert FailedDocumentRecord.from_redis("k", {**fields, "body": body}) == record
+
+
+def test_a_bulky_traceback_costs_a_fraction_of_its_size() -> None:
+    frames = "".join(
+        f'  File "/app/pipeline/step_{n}.py", line {n * 7}, in run\n' for n in range(40)
+    )
+    record = FailedDocumentRecord("/docs/a.txt", "t1", frames + "ValueError: bad page")
+
+    assert len(record.body()) < len(record.error_message) / 3
 
 
 def test_from_redis_of_to_redis_is_the_same_record() -> None:
@@ -160,9 +184,9 @@ def test_from_redis_of_to_redis_is_the_same_record() -> None:
         query="q",
         metadata={"k": [1, 2]},
         args=["/docs/a.txt"],
-        next_retry_at=T0 + 60,
         last_recovery_at=T0 + 1,
         time_limit=30,
+        jitter=12.5,
     )
 
     assert FailedDocumentRecord.from_redis("k", record.to_redis()) == record
@@ -171,9 +195,9 @@ def test_from_redis_of_to_redis_is_the_same_record() -> None:
 def test_an_empty_optional_number_reads_as_none() -> None:
     fields = FailedDocumentRecord("/a", "t", "m", failure_timestamp=T0).to_redis()
 
-    read = FailedDocumentRecord.from_redis("k", {**fields, "next": "", "rec_at": "", "tlimit": ""})
+    read = FailedDocumentRecord.from_redis("k", {**fields, "rec_at": "", "tlimit": ""})
 
-    assert (read.next_retry_at, read.last_recovery_at, read.time_limit) == (None, None, None)
+    assert (read.last_recovery_at, read.time_limit) == (None, None)
 
 
 def test_from_redis_names_every_missing_required_field() -> None:
@@ -181,10 +205,9 @@ def test_from_redis_names_every_missing_required_field() -> None:
         FailedDocumentRecord.from_redis("{docrecovery}:doc:x", {"path": "/a", "state": "failed"})
 
     assert caught.value.key == "{docrecovery}:doc:x"
-    assert "task" in caught.value.reason
-    assert "msg" in caught.value.reason
-    assert "last" in caught.value.reason
-    assert "path" not in caught.value.reason
+    for name in ("task_id", "cat", "last", "retries", "failures", "body"):
+        assert name in caught.value.reason
+    assert "state" not in caught.value.reason
     assert "{docrecovery}:doc:x" in str(caught.value)
 
 
@@ -192,8 +215,11 @@ def test_from_redis_names_every_missing_required_field() -> None:
     ("field", "raw", "named"),
     [
         ("retries", "three", "'retries'"),
+        ("retries", "02", "'retries'"),
+        ("failures", " 2", "'failures'"),
+        ("attempts", "1_0", "'attempts'"),
         ("last", "yesterday", "'last'"),
-        ("args", "[not json", "'args'"),
+        ("body", "not zlib", "'body' cannot be read"),
         ("state", "sleeping", "unknown state 'sleeping'"),
     ],
 )

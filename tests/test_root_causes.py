@@ -156,7 +156,7 @@ def test_a_node_killed_mid_task_is_recovered_by_a_new_worker_and_its_redelivery_
     assert (fields["cat"], fields["etype"], fields["state"]) == (
         "worker_lost",
         "WorkerLost",
-        "recovering",
+        "sent",
     )
     assert redis_client.zscore(KEYS.superseded, old_task) is not None
 
@@ -182,11 +182,12 @@ def test_a_node_killed_mid_task_is_recovered_by_a_new_worker_and_its_redelivery_
 # --- a crash loop ----------------------------------------------------------------------
 
 
-def test_a_document_that_kills_its_worker_every_time_ends_dead_instead_of_looping(
+def test_a_document_that_kills_its_worker_every_time_stops_after_its_retries(
     worker_process: StartWorker,
     doc_root: Path,
     celery_app: Celery,
     redis_client: redis.Redis,
+    make_manager: ManagerFactory,
 ) -> None:
     # Given a document whose every run dies with its pool child (dramatiq #213)
     worker = worker_process("w1", env=FAST_ENV)
@@ -195,11 +196,11 @@ def test_a_document_that_kills_its_worker_every_time_ends_dead_instead_of_loopin
     kills = 0
     last_check_in: float | None = None
 
-    def next_run_killed_or_dead() -> bool:
+    def next_run_killed_or_stopped() -> bool:
         nonlocal kills, last_check_in
-        if record(redis_client, doc.doc_id).get("state") == "dead":
-            return True
         check_in = inflight_score(redis_client, task_id)
+        if record(redis_client, doc.doc_id).get("retries") == "3" and check_in is None:
+            return True
         if check_in is not None and check_in != last_check_in:
             # A new run of the message checked in (a later deadline): kill it too.
             assert kill_children(worker)
@@ -208,13 +209,14 @@ def test_a_document_that_kills_its_worker_every_time_ends_dead_instead_of_loopin
         return False
 
     # When every run that starts is killed
-    wait_for(next_run_killed_or_dead, 90, "the crash loop to end", log_tail(worker))
+    wait_for(next_run_killed_or_stopped, 90, "the crash loop to end", log_tail(worker))
 
-    # Then after max_retry_count lost runs the document is dead and its message acked
+    # Then after max_retry_count counted lost runs the message is dropped and acked;
+    # the record stays, out of retries under this config (no run takes it again)
     fields = record(redis_client, doc.doc_id)
-    assert (fields["state"], fields["cat"], fields["retries"]) == ("dead", "worker_lost", "3")
-    assert "retries exhausted" in fields["reason"]
+    assert (fields["state"], fields["cat"], fields["retries"]) == ("failed", "worker_lost", "3")
     assert kills == 4, f"{kills} runs killed; runs must stop after the 4th"
+    assert make_manager(max_retry_count=3).tracker.reports.status()["exhausted"] == 1
     wait_for(lambda: not redis_client.hlen(UNACKED), 15, "the poison message to be acked")
     assert redis_client.llen("documents") == 0
     assert redis_client.zcard(KEYS.inflight) == 0

@@ -17,9 +17,10 @@ from recovery.api import FailedDocumentsTracker
 from recovery.calls import RunCall
 from recovery.config import RecoveryConfig
 from recovery.errors import CorruptRecord, TrackerUnavailable
+from recovery.keys import LEVEL
 from recovery.records import FailedDocumentRecord, document_id
+from recovery.redis_server import RedisServer
 from recovery.store import Settlement, Tracker, redact
-from tasks.redis_server import RedisServer
 
 HOUR = 3600.0
 DAY = 86400.0
@@ -89,7 +90,10 @@ def test_a_first_failure_creates_record_indexes_and_aggregates_in_one_call(
 ) -> None:
     # Given a tracker whose connection is open and whose scripts are loaded
     client = redis.Redis.from_url(
-        redis_url, decode_responses=True, connection_class=CountingConnection
+        redis_url,
+        decode_responses=True,
+        encoding_errors="surrogateescape",
+        connection_class=CountingConnection,
     )
     tracker = Tracker(redis_url, RecoveryConfig(retry_jitter=0.0), client=client)
     tracker.store.record_failure(failure("/docs/warmup.pdf"))
@@ -103,11 +107,14 @@ def test_a_first_failure_creates_record_indexes_and_aggregates_in_one_call(
 
     # Then the record, its indexes and the aggregates are all there
     k = tracker.keys
-    assert (outcome.state, outcome.retry_count, outcome.next_retry_at) == ("failed", 0, T0 + HOUR)
+    assert (outcome.state, outcome.retry_count) == ("failed", 0)
     stored = hash_of(redis_client, k.record(record.doc_id))
-    assert stored["path"] == "/docs/a.pdf"
     assert (stored["state"], stored["retries"], stored["cat"]) == ("failed", "0", "import")
-    assert zscore(redis_client, k.due, record.doc_id) == T0 + HOUR
+    read = tracker.reports.get_record(record.doc_id)
+    assert read is not None
+    assert (read.document_path, read.next_retry_at) == ("/docs/a.pdf", T0 + HOUR)
+    # the due index holds the fact (retry level 0, last attempt T0), not a verdict
+    assert zscore(redis_client, k.due, record.doc_id) == T0
     assert zscore(redis_client, k.failed, record.doc_id) == T0
     assert zscore(redis_client, k.dead, record.doc_id) is None
     assert hash_of(redis_client, k.by_category) == {"other": "1", "import": "1"}
@@ -176,10 +183,13 @@ def test_backoff_grows_by_the_factor_per_retry_and_is_capped(
     # When the document fails six times
     for n in range(6):
         at = T0 + n * DAY
-        outcome = tracker.store.record_failure(failure("/docs/a.pdf", at))
-        assert outcome.next_retry_at is not None
-        assert zscore(redis_client, tracker.keys.due, doc) == outcome.next_retry_at
-        waits.append((outcome.next_retry_at - at) / HOUR)
+        tracker.store.record_failure(failure("/docs/a.pdf", at))
+        read = tracker.reports.get_record(doc)
+        assert read is not None
+        assert read.next_retry_at is not None
+        # indexed by the fact: retry level n, last attempt at `at`
+        assert zscore(redis_client, tracker.keys.due, doc) == n * LEVEL + at
+        waits.append((read.next_retry_at - at) / HOUR)
 
     # Then each wait doubles until the cap
     assert waits == [1.0, 2.0, 4.0, 5.0, 5.0, 5.0]
@@ -189,28 +199,43 @@ def test_network_failures_back_off_from_the_shorter_network_interval(
     make_tracker: TrackerFactory,
 ) -> None:
     tracker = make_tracker(network_retry_interval_hours=0.05, backoff_factor=3.0)
+    doc = document_id("/docs/n.pdf")
 
-    first = tracker.store.record_failure(failure("/docs/n.pdf", T0, error_category="network"))
-    second = tracker.store.record_failure(failure("/docs/n.pdf", T0 + 1, error_category="network"))
+    tracker.store.record_failure(failure("/docs/n.pdf", T0, error_category="network"))
+    first = tracker.reports.get_record(doc)
+    tracker.store.record_failure(failure("/docs/n.pdf", T0 + 1, error_category="network"))
+    second = tracker.reports.get_record(doc)
 
+    assert first is not None
+    assert second is not None
     assert first.next_retry_at == pytest.approx(T0 + 180.0)
     assert second.next_retry_at == pytest.approx(T0 + 1 + 540.0)
+    # and a run claims it by the network lane's backoff, not the 1 h one
+    assert tracker.store.claim_due(10, now=T0 + 1 + 539).records == []
+    assert [r.doc_id for r in tracker.store.claim_due(10, now=T0 + 1 + 541).records] == [doc]
 
 
-def test_jitter_spreads_the_backoff_within_its_bound(make_tracker: TrackerFactory) -> None:
+def test_jitter_only_ever_adds_to_the_backoff_within_its_bound(
+    make_tracker: TrackerFactory,
+) -> None:
     tracker = make_tracker(retry_jitter=0.1, min_retry_interval_hours=1.0)
 
     waits = set()
     for n in range(20):
-        outcome = tracker.store.record_failure(failure(f"/docs/{n}.pdf", T0))
-        assert outcome.next_retry_at is not None
-        waits.add(outcome.next_retry_at - T0)
+        record = failure(f"/docs/{n}.pdf", T0)
+        tracker.store.record_failure(record)
+        read = tracker.reports.get_record(record.doc_id)
+        assert read is not None
+        assert read.next_retry_at is not None
+        waits.add(read.next_retry_at - T0)
 
-    assert all(0.9 * HOUR <= wait <= 1.1 * HOUR for wait in waits)
+    # min_retry_interval_hours is a minimum: nothing is eligible before it
+    assert all(HOUR <= wait <= 1.1 * HOUR for wait in waits)
     assert len(waits) > 1
+    assert tracker.store.claim_due(100, now=T0 + HOUR - 1).records == []
 
 
-def test_a_document_out_of_retries_is_dead_in_the_dead_index_and_not_due(
+def test_a_document_out_of_retries_stays_tracked_and_is_not_eligible_under_that_maximum(
     make_tracker: TrackerFactory, redis_client: redis.Redis
 ) -> None:
     tracker = make_tracker(max_retry_count=2)
@@ -218,19 +243,20 @@ def test_a_document_out_of_retries_is_dead_in_the_dead_index_and_not_due(
 
     states = [tracker.store.record_failure(failure("/docs/a.pdf", T0 + n)).state for n in range(3)]
 
-    assert states == ["failed", "failed", "dead"]
+    # A failure records facts: two counted retries, no verdict
+    assert states == ["failed", "failed", "failed"]
     k = tracker.keys
-    assert redis_client.hget(k.record(doc), "state") == "dead"
-    assert "retries exhausted" in str(redis_client.hget(k.record(doc), "reason"))
-    assert zscore(redis_client, k.dead, doc) == T0 + 2
-    assert zscore(redis_client, k.due, doc) is None
-    # the failed index holds live documents only: dead ones age by their time of death
-    assert zscore(redis_client, k.failed, doc) is None
-    assert float(str(redis_client.hget(k.record(doc), "first"))) == T0
+    assert redis_client.hget(k.record(doc), "retries") == "2"
+    assert zscore(redis_client, k.due, doc) == 2 * LEVEL + T0 + 2
+    assert zscore(redis_client, k.failed, doc) == T0
+    # A run with max_retry_count=2 neither takes it nor destroys it: it is exhausted
     status = tracker.reports.status(now=T0 + DAY)
-    assert (status["dead"], status["eligible_for_recovery"]) == (1, 0)
+    assert (status["dead"], status["eligible_for_recovery"], status["exhausted"]) == (0, 0, 1)
     assert status["total_failed_documents"] == 1
-    assert status["recovery_metrics"]["dead_total"] == 1
+    assert tracker.store.claim_due(10, now=T0 + DAY).records == []
+    read = tracker.reports.get_record(doc)
+    assert read is not None
+    assert (read.state, read.next_retry_at) == ("failed", None)
 
 
 def test_a_permanent_error_is_dead_at_once(tracker: Tracker, redis_client: redis.Redis) -> None:
@@ -238,14 +264,17 @@ def test_a_permanent_error_is_dead_at_once(tracker: Tracker, redis_client: redis
 
     outcome = tracker.store.record_failure(record)
 
-    assert (outcome.state, outcome.retry_count, outcome.next_retry_at) == ("dead", 0, None)
+    assert (outcome.state, outcome.retry_count) == ("dead", 0)
     assert zscore(redis_client, tracker.keys.dead, record.doc_id) == T0
     assert zscore(redis_client, tracker.keys.due, record.doc_id) is None
+    # dead documents stay in the failed index: retention applies to them too
+    assert zscore(redis_client, tracker.keys.failed, record.doc_id) == T0
+    assert tracker.reports.status(now=T0)["recovery_metrics"]["dead_total"] == 1
 
 
 def test_a_dead_record_can_still_be_read_and_listed(make_tracker: TrackerFactory) -> None:
-    tracker = make_tracker(max_retry_count=0)
-    record = failure("/docs/a.pdf", worker_id="w1")
+    tracker = make_tracker()
+    record = failure("/docs/a.pdf", worker_id="w1", error_category="permanent")
     tracker.store.record_failure(record)
 
     read = tracker.reports.get_record(record.doc_id)
@@ -330,7 +359,9 @@ def test_resolve_removes_the_record_every_index_entry_and_its_aggregates(
     assert hash_of(redis_client, k.by_category) == {}
     assert hash_of(redis_client, k.by_worker) == {}
     assert hash_of(redis_client, k.by_query) == {}
-    assert hash_of(redis_client, k.worker_processed) == {"w1": "4"}
+    # two failures and two successes ran on w1
+    assert hash_of(redis_client, k.worker_failures) == {"w1": "2"}
+    assert hash_of(redis_client, k.worker_successes) == {"w1": "2"}
     stats = tracker.reports.status(now=T0)["recovery_metrics"]
     assert (stats["resolved"], stats["successful_recoveries"]) == (2, 0)
     assert stats["total_failed_documents"] == 0
@@ -379,8 +410,8 @@ def test_resolving_a_document_that_is_not_tracked_only_counts_the_run(
     took = tracker.store.resolve(document_id("/docs/fine.pdf"), worker="w1", query="q", now=T0)
 
     assert took is None
-    assert hash_of(redis_client, tracker.keys.worker_processed) == {"w1": "1"}
-    assert hash_of(redis_client, tracker.keys.query_processed) == {"q": "1"}
+    assert hash_of(redis_client, tracker.keys.worker_successes) == {"w1": "1"}
+    assert hash_of(redis_client, tracker.keys.query_successes) == {"q": "1"}
     assert redis_client.hget(tracker.keys.stats, "resolved") is None
 
 
@@ -388,7 +419,8 @@ def test_resolving_a_document_that_is_not_tracked_only_counts_the_run(
 
 
 def seed_due(tracker: Tracker, due: int, future: int = 0) -> list[str]:
-    """``due`` documents due at ``T0 + HOUR + n`` and ``future`` due a day later."""
+    """``due`` documents failed at ``T0 + n`` (due an hour later) and ``future`` failed
+    a day later."""
     ids = []
     for n in range(due):
         record = failure(f"/docs/due-{n}.pdf", T0 + n)
@@ -419,21 +451,24 @@ def test_claim_returns_at_most_the_batch_and_only_due_documents(
         assert zscore(redis_client, k.claimed, record.doc_id) == lease
         assert zscore(redis_client, k.due, record.doc_id) is None
     assert int(redis_client.zcard(k.due)) == 4
-    assert (claim.corrupt, claim.exhausted) == ([], [])
+    assert (claim.corrupt, claim.undecodable) == ([], [])
 
 
 def test_claiming_a_batch_and_reading_status_cost_a_fixed_number_of_round_trips(
     redis_url: str,
 ) -> None:
     client = redis.Redis.from_url(
-        redis_url, decode_responses=True, connection_class=CountingConnection
+        redis_url,
+        decode_responses=True,
+        encoding_errors="surrogateescape",
+        connection_class=CountingConnection,
     )
     tracker = Tracker(redis_url, RecoveryConfig(retry_jitter=0.0), client=client)
     try:
         seed_due(tracker, due=60)
         tracker.store.claim_due(1, now=T0 + 2 * HOUR)  # loads the claim script
 
-        # one ZRANGEBYSCORE for the candidates, one script call to take them all
+        # one read-only script for the candidates, one script call to take them all
         assert round_trips(lambda: tracker.store.claim_due(50, now=T0 + 2 * HOUR)) == 2
         # one pipeline, whatever the number of records
         assert round_trips(lambda: tracker.reports.status(now=T0)) == 1
@@ -455,7 +490,7 @@ def test_claim_never_returns_a_document_twice(tracker: Tracker, redis_client: re
     assert tracker.reports.status(now=now)["in_recovery"] == 5
 
 
-def test_a_document_over_a_lowered_retry_limit_is_moved_to_dead_by_claim(
+def test_the_runs_maximum_decides_a_lower_one_destroys_nothing_a_higher_one_revives(
     make_tracker: TrackerFactory, redis_client: redis.Redis
 ) -> None:
     # Given a document with 2 retries used under max_retry_count=5
@@ -464,17 +499,20 @@ def test_a_document_over_a_lowered_retry_limit_is_moved_to_dead_by_claim(
         generous.store.record_failure(failure("/docs/a.pdf", T0 + n))
     doc = document_id("/docs/a.pdf")
 
-    # When a tracker configured with max_retry_count=2 claims it
+    # When a run configured with max_retry_count=2 claims
     strict = make_tracker(max_retry_count=2)
     claim = strict.store.claim_due(10, now=T0 + DAY)
 
-    # Then it is not resubmitted but dead
-    assert (claim.records, claim.exhausted) == ([], [doc])
-    assert zscore(redis_client, strict.keys.dead, doc) == T0 + DAY
-    assert redis_client.hget(strict.keys.record(doc), "state") == "dead"
+    # Then it is not resubmitted, and nothing about it changed
+    assert claim.records == []
+    assert zscore(redis_client, strict.keys.dead, doc) is None
+    assert redis_client.hget(strict.keys.record(doc), "state") == "failed"
+    assert strict.reports.status(now=T0 + DAY)["exhausted"] == 1
+    # While a run with max_retry_count=5 takes it
+    assert [r.doc_id for r in generous.store.claim_due(10, now=T0 + DAY).records] == [doc]
 
 
-def test_settling_sent_marks_recovering_and_counts_an_attempt(
+def test_settling_sent_marks_it_sent_and_counts_an_attempt(
     tracker: Tracker, redis_client: redis.Redis
 ) -> None:
     ids = seed_due(tracker, due=2)
@@ -488,12 +526,13 @@ def test_settling_sent_marks_recovering_and_counts_an_attempt(
         record = tracker.reports.get_record(doc)
         assert record is not None
         assert (record.state, record.recovery_attempts, record.task_id) == (
-            "recovering",
+            "sent",
             1,
             f"new-{doc}",
         )
-        lease = now + 5 + tracker.config.recovery_timeout + tracker.config.lease_grace_seconds
-        assert zscore(redis_client, tracker.keys.claimed, doc) == lease
+        # held until the new task checks in, or the resend bound passes
+        until = now + 5 + tracker.config.resend_after_hours * HOUR
+        assert zscore(redis_client, tracker.keys.claimed, doc) == until
     metrics = tracker.reports.status(now=now)["recovery_metrics"]
     assert metrics["recovery_attempts"] == 2
     assert metrics["recovery_runs"] == 1
@@ -507,37 +546,43 @@ def test_settling_release_puts_the_document_back_to_due(
     now = T0 + 2 * HOUR
     tracker.store.claim_due(10, now=now)
 
-    tracker.store.settle([Settlement(doc, "release", "broker down", now + 60)], now=now)
+    tracker.store.settle([Settlement(doc, "release", "broker down")], now=now)
 
+    # Then it is back where it was, nothing used up: the next run may take it at once
     record = tracker.reports.get_record(doc)
     assert record is not None
     assert (record.state, record.state_reason, record.retry_count) == ("failed", "broker down", 0)
-    assert zscore(redis_client, tracker.keys.due, doc) == now + 60
+    assert zscore(redis_client, tracker.keys.due, doc) == T0
     assert zscore(redis_client, tracker.keys.claimed, doc) is None
-    assert tracker.store.claim_due(10, now=now + 60).records[0].doc_id == doc
+    assert tracker.store.claim_due(10, now=now + 1).records[0].doc_id == doc
 
 
-def test_an_expired_lease_of_a_lost_recovery_returns_to_due_counting_a_retry(
+def test_a_resubmission_that_never_started_is_neither_resent_nor_counted_until_the_bound(
     tracker: Tracker, redis_client: redis.Redis
 ) -> None:
-    # Given a document resubmitted whose new task never reported
+    # Given a document resubmitted whose new task is still queued (workers down)
     [doc] = seed_due(tracker, due=1)
     now = T0 + 2 * HOUR
     tracker.store.claim_due(10, now=now)
-    tracker.store.settle([Settlement(doc, "sent", "lost-task")], now=now)
+    tracker.store.settle([Settlement(doc, "sent", "queued-task")], now=now)
+    bound = now + tracker.config.resend_after_hours * HOUR
 
-    # When the lease has run out
-    later = now + DAY
-    released, dead = tracker.store.release_expired(now=later)
+    # When runs come and go before the resend bound, nothing is released or claimed
+    assert tracker.store.release_expired(now=bound - 1) == []
+    assert tracker.store.claim_due(10, now=bound - 1).records == []
 
-    # Then the document is due again, with the lost attempt counted
-    assert (released, dead) == ([doc], [])
+    # And once it passes, the document is due again where it was, nothing counted
+    assert tracker.store.release_expired(now=bound) == [doc]
     record = tracker.reports.get_record(doc)
     assert record is not None
-    assert (record.state, record.retry_count) == ("failed", 1)
-    assert zscore(redis_client, tracker.keys.due, doc) == later
-    assert zscore(redis_client, tracker.keys.claimed, doc) is None
-    assert tracker.reports.status(now=later)["recovery_metrics"]["failed_recoveries"] == 1
+    assert (record.state, record.retry_count) == ("failed", 0)
+    assert "never started" in record.state_reason
+    assert zscore(redis_client, tracker.keys.due, doc) == T0
+    assert tracker.reports.status(now=bound)["recovery_metrics"]["failed_recoveries"] == 0
+    # And resent: the queued message, should it ever run, is a stale duplicate
+    assert [r.doc_id for r in tracker.store.claim_due(10, now=bound).records] == [doc]
+    tracker.store.settle([Settlement(doc, "sent", "resent-task")], now=bound)
+    assert zscore(redis_client, tracker.keys.superseded, "queued-task") == bound
 
 
 def test_an_expired_lease_of_a_crashed_run_returns_to_due_without_a_retry(
@@ -546,7 +591,7 @@ def test_an_expired_lease_of_a_crashed_run_returns_to_due_without_a_retry(
     [doc] = seed_due(tracker, due=1)
     tracker.store.claim_due(10, now=T0 + 2 * HOUR)
 
-    released, _ = tracker.store.release_expired(now=T0 + DAY)
+    released = tracker.store.release_expired(now=T0 + DAY)
 
     record = tracker.reports.get_record(doc)
     assert released == [doc]
@@ -558,51 +603,33 @@ def test_a_lease_that_has_not_expired_is_left_alone(tracker: Tracker) -> None:
     seed_due(tracker, due=1)
     tracker.store.claim_due(10, now=T0 + 2 * HOUR)
 
-    assert tracker.store.release_expired(now=T0 + 2 * HOUR + 1) == ([], [])
+    assert tracker.store.release_expired(now=T0 + 2 * HOUR + 1) == []
 
 
-def test_a_lost_recovery_out_of_retries_goes_dead(
-    make_tracker: TrackerFactory, redis_client: redis.Redis
-) -> None:
-    tracker = make_tracker(max_retry_count=1)
-    [doc] = seed_due(tracker, due=1)
-    now = T0 + 2 * HOUR
-    tracker.store.claim_due(10, now=now)
-    tracker.store.settle([Settlement(doc, "sent", "lost-task")], now=now)
-
-    released, dead = tracker.store.release_expired(now=now + DAY)
-
-    assert (released, dead) == ([], [doc])
-    assert redis_client.hget(tracker.keys.record(doc), "state") == "dead"
-    assert zscore(redis_client, tracker.keys.dead, doc) == now + DAY
-    assert zscore(redis_client, tracker.keys.due, doc) is None
-
-
-def test_a_resubmitted_run_that_starts_late_keeps_its_lease_until_its_own_deadline(
+def test_a_resubmitted_run_that_starts_late_keeps_its_claim_until_its_own_deadline(
     tracker: Tracker, redis_client: redis.Redis
 ) -> None:
-    # Given a document resubmitted at `now`, leased for recovery_timeout + grace
+    # Given a document resubmitted at `now`, held until the resend bound
     [doc] = seed_due(tracker, due=1)
     now = T0 + 2 * HOUR
     tracker.store.claim_due(10, now=now)
     tracker.store.settle([Settlement(doc, "sent", "new-task")], now=now)
     config = tracker.config
-    lease = now + config.recovery_timeout + config.lease_grace_seconds
+    bound = now + config.resend_after_hours * HOUR
 
-    # When its task waited in the queue and checks in 10 s before that lease ends
-    started = lease - 10
-    deadline = started + config.recovery_timeout + config.lease_grace_seconds
+    # When its task waited in the queue and checks in 10 s before that bound
+    started = bound - 10
+    limit = config.recovery_timeout + config.lease_grace_seconds
     call = RunCall("new-task", "tasks.process_document", "/docs/due-0.pdf")
-    assert tracker.store.begin(doc, call, deadline, started) == ("run", "recovering")
+    assert tracker.store.begin(doc, call, limit, started) == ("run", "sent")
 
-    # Then a recovery run a minute later does not hand the running document out again
-    # (bug: begin.lua extends the lease only for 'failed'/'waiting' records, so the
-    # lease of a 'recovering' one still ends at `lease`; release_expired counts a retry
-    # and returns it to due, and the next run resubmits it while it is running)
-    assert tracker.store.release_expired(now=lease + 60) == ([], [])
-    claimed_until = zscore(redis_client, tracker.keys.claimed, doc)
-    assert claimed_until is not None
-    assert claimed_until >= deadline
+    # Then it is recovering, and a recovery run a minute later does not hand the
+    # running document out again: its claim now ends with the run's own deadline
+    read = tracker.reports.get_record(doc)
+    assert read is not None
+    assert read.state == "recovering"
+    assert tracker.store.release_expired(now=bound + 60) == []
+    assert zscore(redis_client, tracker.keys.claimed, doc) == started + limit
 
 
 # --- retention -----------------------------------------------------------------------
@@ -624,7 +651,7 @@ def test_cleanup_removes_records_past_retention_with_index_entries_and_aggregate
 
     # Then the old one is gone everywhere and counted; the new one stays
     k = tracker.keys
-    assert removed == {"expired": 1, "dead_expired": 0, "dead_trimmed": 0}
+    assert removed == {"expired": 1, "dead_trimmed": 0}
     assert redis_client.exists(k.record(old.doc_id)) == 0
     assert zscore(redis_client, k.due, old.doc_id) is None
     assert zscore(redis_client, k.failed, old.doc_id) is None
@@ -660,39 +687,25 @@ def test_cleanup_trims_the_oldest_dead_beyond_dead_max_with_a_warning_and_a_metr
     assert hash_of(redis_client, tracker.keys.by_category) == {"permanent": "2"}
 
 
-def test_cleanup_removes_dead_documents_past_dead_retention(
+def test_retention_bounds_dead_documents_too_which_stay_visible_until_then(
     make_tracker: TrackerFactory, redis_client: redis.Redis
 ) -> None:
-    tracker = make_tracker(failed_docs_retention_days=60, dead_retention_days=30)
+    # Given two dead documents, first failed 8 and 6 days ago, retention 7 days
+    tracker = make_tracker(failed_docs_retention_days=7)
     now = T0 + 100 * DAY
-    gone = failure("/docs/gone.exe", now - 31 * DAY, error_category="permanent")
-    kept = failure("/docs/kept.exe", now - 29 * DAY, error_category="permanent")
+    gone = failure("/docs/gone.exe", now - 8 * DAY, error_category="permanent")
+    kept = failure("/docs/kept.exe", now - 6 * DAY, error_category="permanent")
     tracker.store.record_failure(gone)
     tracker.store.record_failure(kept)
 
     removed = tracker.maintenance.cleanup(now=now)
 
-    assert removed == {"expired": 0, "dead_expired": 1, "dead_trimmed": 0}
+    # Then the older is gone with every trace, the other still listed as dead
+    assert removed == {"expired": 1, "dead_trimmed": 0}
     assert redis_client.exists(tracker.keys.record(gone.doc_id)) == 0
-    assert zscore(redis_client, tracker.keys.dead, kept.doc_id) == now - 29 * DAY
-
-
-def test_a_dead_document_is_kept_for_dead_retention_not_the_shorter_failed_retention(
-    make_tracker: TrackerFactory, redis_client: redis.Redis
-) -> None:
-    # Given the defaults: records kept 7 days, dead documents 30 days after they died
-    tracker = make_tracker(failed_docs_retention_days=7, dead_retention_days=30)
-    record = failure("/docs/a.exe", T0, error_category="permanent")
-    tracker.store.record_failure(record)
-
-    # When cleanup runs 8 days later
-    tracker.maintenance.cleanup(now=T0 + 8 * DAY)
-
-    # Then the dead document is still there for an operator to see (bug: cleanup's
-    # "expired" pass removes everything in the failed index first failed before the
-    # cutoff, dead documents included, so dead_retention_days > 7 never applies)
-    assert zscore(redis_client, tracker.keys.dead, record.doc_id) == T0
-    assert redis_client.exists(tracker.keys.record(record.doc_id)) == 1
+    assert zscore(redis_client, tracker.keys.dead, gone.doc_id) is None
+    assert zscore(redis_client, tracker.keys.dead, kept.doc_id) == now - 6 * DAY
+    assert [r.doc_id for r in tracker.reports.get_failed_documents()] == [kept.doc_id]
 
 
 # --- garbage under our prefix ------------------------------------------------------
@@ -723,6 +736,13 @@ def test_garbage_at_record_keys_is_skipped_and_reported_by_claim(
     for doc in garbage:
         assert k.record(doc) in caplog.text
     assert redis_client.get(k.record("plainstring")) == "not a hash"
+    # And moved aside where status counts it and delete can remove it, out of every
+    # later run's way
+    assert sorted(redis_client.zrange(k.corrupt, 0, -1)) == sorted(garbage)
+    assert tracker.reports.status(now=T0 + 2 * HOUR)["corrupt"] == 3
+    assert tracker.store.claim_due(10, now=T0 + 3 * HOUR).corrupt == []
+    assert tracker.maintenance.delete(garbage) == 3
+    assert tracker.reports.status(now=T0 + 3 * HOUR)["corrupt"] == 0
 
 
 def test_garbage_at_record_keys_is_skipped_and_reported_by_listing(
@@ -860,7 +880,8 @@ def test_status_of_a_known_data_set_gives_exact_counts(make_tracker: TrackerFact
     # every document but the half-hour-old one has waited out its 1 h backoff
     assert status["total_failed_documents"] == 6
     assert status["eligible_for_recovery"] == 5
-    assert (status["scheduled"], status["in_recovery"], status["dead"]) == (6, 0, 0)
+    assert (status["scheduled"], status["exhausted"]) == (1, 0)
+    assert (status["in_recovery"], status["dead"], status["corrupt"]) == (0, 0, 0)
     metrics = status["recovery_metrics"]
     assert metrics["total_failed_documents"] == 6
     assert metrics["documents_eligible_for_retry"] == 5
@@ -998,10 +1019,12 @@ def test_the_async_face_accepts_the_seeds_config_dict(redis_url: str) -> None:
     try:
         assert tracker.config.max_retry_count == 0
 
-        async def fail() -> str:
-            return (await tracker.track_failure(failure("/docs/a.pdf"))).state
+        async def fail() -> tuple[str, int]:
+            state = (await tracker.track_failure(failure("/docs/a.pdf"))).state
+            return state, (await tracker.get_status(now=T0 + DAY))["exhausted"]
 
-        assert asyncio.run(fail()) == "dead"
+        # with no retry allowed, the failure is tracked and past this config's maximum
+        assert asyncio.run(fail()) == ("failed", 1)
     finally:
         tracker.close()
 
@@ -1013,7 +1036,7 @@ def test_a_sweep_does_not_report_a_run_whose_entry_was_renewed_after_it_read_it(
     tracker = make_tracker()
     doc = document_id("/docs/a.pdf")
     call = RunCall("t1", "tasks.process_document", "/docs/a.pdf")
-    assert tracker.store.begin(doc, call, T0 + 100, T0)[0] == "run"
+    assert tracker.store.begin(doc, call, 100, T0)[0] == "run"
     lost = failure("/docs/a.pdf", T0 + 60, task_id="t1", error_category="worker_lost")
 
     # When a sweep that read entries due by T0 + 50 reports it
@@ -1041,20 +1064,23 @@ def test_a_fractional_time_limit_round_trips(make_tracker: TrackerFactory) -> No
 def test_cleanup_keeps_only_the_busiest_names_in_the_run_counters(
     make_tracker: TrackerFactory, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Given failures under five queries, query n failing n + 1 times
+    # Given failures under five queries, query n failing n + 1 times, and q0 with ten
+    # successful runs besides (the busiest by runs)
     monkeypatch.setattr("recovery.store.maintenance.RATE_ENTRIES", 3)
     tracker = make_tracker()
     for n in range(5):
         for attempt in range(n + 1):
             tracker.store.record_failure(failure(f"/docs/{n}-{attempt}.pdf", T0, query=f"q{n}"))
+    for n in range(10):
+        tracker.store.resolve(document_id(f"/docs/ok-{n}.pdf"), query="q0", now=T0)
 
     # When cleanup runs
     tracker.maintenance.cleanup(now=T0)
 
-    # Then the three busiest queries keep their counters, in both hashes
+    # Then the three busiest queries by runs keep their counters, in both hashes
     k = tracker.keys
-    assert set(hash_of(redis_client, k.query_processed)) == {"q2", "q3", "q4"}
-    assert set(hash_of(redis_client, k.query_failures)) == {"q2", "q3", "q4"}
+    assert set(hash_of(redis_client, k.query_failures)) == {"q0", "q3", "q4"}
+    assert set(hash_of(redis_client, k.query_successes)) == {"q0"}
 
 
 @pytest.mark.parametrize(

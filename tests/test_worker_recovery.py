@@ -36,11 +36,11 @@ from recovery import DocumentRecoveryManager, RecoveryConfig, TrackedTask, insta
 from recovery.environment import fingerprint
 from recovery.keys import Keys
 from recovery.records import FailedDocumentRecord, document_id
+from recovery.redis_server import RedisServer
 from recovery.spool import Spool
 from recovery.store import Tracker
 from tasks import app as pipeline_app
 from tasks.documents import result_key as document_result_key
-from tasks.redis_server import RedisServer
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 TIMEOUT = 30.0
@@ -333,7 +333,7 @@ def test_a_recovered_document_is_cleared_from_every_index_and_counted_as_a_recov
     assert metrics["average_recovery_time"] > 0
 
 
-def test_a_recovery_that_fails_again_counts_a_retry_until_the_document_is_dead(
+def test_a_recovery_that_fails_again_counts_a_retry_until_the_run_stops_retrying_it(
     recovery_setup: Setup,
     runs: Runs,
     doc_root: Path,
@@ -365,14 +365,15 @@ def test_a_recovery_that_fails_again_counts_a_retry_until_the_document_is_dead(
 
     # When the second (the last allowed) recovery fails too
     [again] = manager.run_batch()["resubmitted"]
-    assert runs.headers[again["task_id"]] == {"doc_id": doc_id, "attempt": 2, "manual": False}
     assert runs.wait(again["task_id"]) == "FAILURE"
+    assert runs.headers[again["task_id"]] == {"doc_id": doc_id, "attempt": 2, "manual": False}
 
-    # Then the document is dead: in the dead index, not due, not claimed
+    # Then its retries are used up under this config: tracked, not eligible, not dead
     record = record_of(tracker, path)
-    assert (record.state, record.retry_count) == ("dead", 2)
-    assert_dead(redis_client, doc_id)
-    assert tracker.reports.status()["recovery_metrics"]["failed_recoveries"] == 2
+    assert (record.state, record.retry_count, record.next_retry_at) == ("failed", 2, None)
+    status = tracker.reports.status()
+    assert (status["exhausted"], status["eligible_for_recovery"], status["dead"]) == (1, 0, 0)
+    assert status["recovery_metrics"]["failed_recoveries"] == 2
 
     # And a further run does not resubmit it
     summary = manager.run_batch()
@@ -551,13 +552,14 @@ def test_a_failure_while_the_trackers_redis_is_down_is_spooled_and_replayed_late
             for line in file.read_text().splitlines()
         ]
         [event] = [e for e in events if e["kind"] == "failure"]
-        assert (event["fields"]["path"], event["fields"]["task_id"]) == (str(path), result.id)
-        failed_at = float(event["fields"]["last"])
+        spooled = event["record"]
+        assert (spooled["document_path"], spooled["task_id"]) == (str(path), result.id)
+        failed_at = float(spooled["failure_timestamp"])
 
-        # And the worker still processes the next document
+        # And the worker lives on: the next document runs, and as its result cannot be
+        # kept by the tracker's store, it fails as a network failure, spooled too
         nxt = submit(celery_app, copy_sample("worker-lost.txt", doc_root), "lease")
-        assert runs.wait(nxt.id) == "SUCCESS"
-        assert nxt.get(timeout=TIMEOUT)["type"] == "text"
+        assert runs.wait(nxt.id) == "FAILURE"
 
         # When the Redis is back (same data, append-only) and another task runs
         restarted_at = time.time()
@@ -571,6 +573,7 @@ def test_a_failure_while_the_trackers_redis_is_down_is_spooled_and_replayed_late
         assert record.failure_timestamp == pytest.approx(failed_at, abs=LUA_TIME)
         assert record.failure_timestamp < restarted_at
         assert (record.state, record.error_category) == ("failed", "file_not_found")
+        assert record_of(tracker, doc_root / "worker-lost.txt", "lease").error_category == "network"
         # And the spool is empty
         assert not spool.pending()
         assert spool.count() == 0
@@ -725,15 +728,20 @@ def test_a_missing_file_waits_without_a_retry_counted_and_recovers_once_restored
     assert (record.state, record.retry_count) == ("waiting", 0)
     assert record.state_reason == f"file still missing: {path}"
     assert KEYS.waiting in indexes_holding(redis_client, doc_id)
-    # And status shows it tracked, not yet due again
+    # And status shows it tracked and waiting, not eligible
     status = manager.status()
     assert (status["total_failed_documents"], status["eligible_for_recovery"]) == (1, 0)
+    assert status["waiting"] == 1
     assert manager.select() == [doc_id]
+    # And a run while it is still missing probes it again, and holds it again
+    again = manager.run_batch()
+    assert (again["reopened"], again["resubmitted"]) == (0, [])
+    assert record_of(tracker, path).state == "waiting"
 
-    # When the file is restored and the next run comes after the wait
+    # When the file is restored, the very next run probes it and sends it
     copy_sample("redis-persistence.md", path)
-    assert record.next_retry_at is not None
-    summary = manager.run_batch(now=record.next_retry_at + 1)
+    summary = manager.run_batch()
+    assert summary["reopened"] == 1
 
     # Then it is resubmitted and recovered, never having used a retry
     [sent] = summary["resubmitted"]

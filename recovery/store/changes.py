@@ -2,16 +2,21 @@
 
 The scripts (``recovery/store/lua``) keep a document's record, its indexes and the
 aggregates in step atomically, so a crash between two writes cannot leave a document
-half-tracked, and each change costs one round trip.
+half-tracked, and each change costs one round trip (a claim two: a read-only
+selection, then the atomic take that re-checks it).
+
+Every deadline, lease and age comes from one clock, the Redis server's (``TIME``
+inside the scripts), so hosts whose clocks disagree cannot disagree about them. A
+caller may pass ``now`` — tests with a fixed clock, a failure replayed from the spool
+with the time it happened — and then that time is used instead.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from recovery import policy
 from recovery.calls import RunCall, counted
@@ -34,25 +39,25 @@ ClaimMode = Literal["due", "preview", "manual"]
 #: A lost run is reported by the redelivery that found its own entry ("any"), or by a
 #: sweep with the deadline bound it read entries with.
 LostRun = float | Literal["any"]
+#: ``now`` of a failure: a time, the record's own failure time (None), or the server's.
+FailureTime = float | Literal["server"] | None
 
 
 @dataclass(frozen=True)
 class FailureOutcome:
     state: FailureState
     retry_count: int
-    next_retry_at: float | None
     replaced_corrupt: bool
 
 
 @dataclass(frozen=True)
 class ClaimResult:
-    """Claimed records; ids skipped as corrupt (not a hash, or missing its failure
-    time), moved to dead as exhausted, or claimed but undecodable (the caller defers
-    those, so they stay tracked and visible)."""
+    """Claimed records; ids moved aside as corrupt (unreadable: not a hash, a missing
+    or malformed field), or claimed but undecodable in Python (the caller holds those
+    back, so they stay tracked and visible)."""
 
     records: list[FailedDocumentRecord]
     corrupt: list[str] = field(default_factory=list)
-    exhausted: list[str] = field(default_factory=list)
     undecodable: list[str] = field(default_factory=list)
 
 
@@ -64,7 +69,11 @@ class Settlement:
     outcome: Literal["sent", "release", "wait"]
     #: The new task id when sent, else the reason.
     detail: str = ""
-    next_at: float = 0.0
+
+
+def _at(now: float | None) -> float | str:
+    """A script's ``now`` argument: '' lets the script read the server's clock."""
+    return "" if now is None else now
 
 
 class Store:
@@ -76,62 +85,66 @@ class Store:
         self.scripts = connection.scripts
         self.keys = connection.keys
 
+    def server_time(self) -> float:
+        """The Redis server's clock: the one every deadline is measured by."""
+        with self.connection.errors("read the server's clock"):
+            seconds, micros = self.connection.client.time()
+        return float(seconds) + micros / 1e6
+
     def record_failure(
         self,
         record: FailedDocumentRecord,
         *,
         counted: bool = True,
         recovery_attempt: bool = False,
-        now: float | None = None,
+        now: FailureTime = None,
         lost_run: LostRun | None = None,
     ) -> FailureOutcome:
-        """Track a failure; a document already tracked gets its retry counted unless
-        ``counted`` is false (a manual retry). Permanent errors go straight to dead.
+        """Track a failure at ``now`` (default: the record's failure time; "server":
+        the server's clock, as workers report). A document already tracked gets its
+        retry counted unless ``counted`` is false (a manual retry); permanent errors go
+        straight to dead. Whether and when it runs again is each recovery run's call.
         ``lost_run`` reports an in-flight run that never finished (see
-        :meth:`record_lost_run`): it is skipped (state ``skipped``) when the entry is
-        gone or, for a sweep, was renewed since, so a lost run is reported once
-        however many see it."""
-        now = record.failure_timestamp if now is None else now
+        :meth:`record_lost_run`): skipped (state ``skipped``) when the entry is gone
+        or, for a sweep, was renewed since, so a lost run is reported once."""
+        at = record.failure_timestamp if now is None else now
         config = self.config
-        fields = record.to_redis(message_limit=config.max_error_chars)
-        ttl = int(max(config.retention_seconds, config.dead_retention_days * 86400))
+        category = record.error_category
         with self.connection.errors("record failure"):
-            state, retries, next_at, replaced = self.scripts.record_failure(
+            state, retries, replaced = self.scripts.record_failure(
                 keys={"record": self.keys.record(record.doc_id)},
-                item_args=[wire(item) for pair in fields.items() for item in pair],
-                now=now,
+                now="" if at == "server" else at,
                 doc_id=record.doc_id,
-                permanent=int(policy.is_permanent(record.error_category)),
+                permanent=int(policy.is_permanent(category)),
                 counted=int(counted),
                 recovery=int(recovery_attempt),
-                max_retries=config.max_retry_count,
-                ttl=ttl + TTL_MARGIN_SECONDS,
-                delays=_json_list(policy.backoff_delays(config, record.error_category)),
-                task_id=record.task_id,
+                lane=policy.lane_for(category),
+                jitter=policy.jitter_seconds(config, category),
+                ttl=int(config.retention_seconds + TTL_MARGIN_SECONDS),
+                task_id=wire(record.task_id),
                 lost_run="" if lost_run is None else lost_run,
                 window=config.breaker_window,
+                cat=category,
+                worker=wire(record.worker_id or ""),
+                query=wire(record.query or ""),
+                fp=record.fingerprint,
+                tlimit=record.time_limit or "",
+                attempts=record.recovery_attempts,
+                body=record.body(config.max_error_chars),
             )
         if replaced:
             log.warning("replaced an undecodable value at %s", self.keys.record(record.doc_id))
-        return FailureOutcome(
-            state, int(retries), float(next_at) if next_at else None, bool(replaced)
-        )
+        return FailureOutcome(state, int(retries), bool(replaced))
 
-    def put(self, key: str, value: str, ttl: int) -> None:
-        """Keep an application value (such as a pipeline's result) with a TTL; ``key``
-        comes from ``keys.app(...)``."""
-        with self.connection.errors("store a value"):
-            self.connection.client.set(key, value, ex=ttl)
-
-    def record_lost_run(self, call: RunCall, now: float, bound: LostRun) -> FailureOutcome:
+    def record_lost_run(self, call: RunCall, bound: LostRun, now: float | None) -> FailureOutcome:
         """Record a run that checked in and never reported as a ``worker_lost``
-        failure: a lost attempt counts (unless manual), so a crash loop ends dead."""
+        failure: a lost attempt counts (unless manual), so a crash loop ends."""
         return self.record_failure(
-            FailedDocumentRecord.lost(call, now),
+            FailedDocumentRecord.lost(call, now or 0.0),
             lost_run=bound,
             counted=counted(call.marker),
             recovery_attempt=call.marker is not None,
-            now=now,
+            now="server" if now is None else now,
         )
 
     def resolve(
@@ -149,24 +162,33 @@ class Store:
         with self.connection.errors("resolve"):
             _tracked, took = self.scripts.resolve(
                 keys={"record": self.keys.record(doc_id)},
-                now=time.time() if now is None else now,
+                now=_at(now),
                 doc_id=doc_id,
                 worker=wire(worker or ""),
                 query=wire(query or ""),
                 recovery=int(recovery_attempt),
-                task_id=task_id,
+                task_id=wire(task_id),
                 window=self.config.breaker_window,
             )
         return float(took) if took else None
 
-    def begin(self, doc_id: str, call: RunCall, deadline: float, now: float) -> tuple[Verdict, str]:
-        """A tracked run starts: returns (verdict, record state); see ``lua/begin.lua``."""
+    def put(self, key: str, value: str, ttl: int) -> None:
+        """Keep an application value (such as a pipeline's result) with a TTL; ``key``
+        comes from ``keys.app(...)``."""
+        with self.connection.errors("store a value"):
+            self.connection.client.set(key, value, ex=ttl)
+
+    def begin(
+        self, doc_id: str, call: RunCall, limit: float, now: float | None = None
+    ) -> tuple[Verdict, str]:
+        """A tracked run starts and may take ``limit`` seconds before it counts as
+        lost: returns (verdict, record state); see ``lua/begin.lua``."""
         with self.connection.errors("begin"):
             verdict, state = self.scripts.begin(
                 keys={"record": self.keys.record(doc_id)},
-                now=now,
-                task_id=call.task_id,
-                deadline=deadline,
+                now=_at(now),
+                task_id=wire(call.task_id),
+                limit=limit,
                 call=wire(call.to_json()),
                 doc_id=doc_id,
             )
@@ -175,143 +197,164 @@ class Store:
     def end_run(self, task_id: str) -> bool:
         """Take a run out of flight when it ends with neither success nor failure."""
         with self.connection.errors("end run"):
-            return bool(self.scripts.end_run(task_id=task_id))
+            return bool(self.scripts.end_run(task_id=wire(task_id)))
 
-    def lost_runs(self, now: float | None = None, limit: int = CHUNK) -> list[RunCall]:
-        """In-flight runs past their deadline. Entries that cannot be decoded are
-        reported and dropped, so one bad entry never stops a sweep."""
-        now = time.time() if now is None else now
+    def lost_runs(self, bound: float, limit: int = CHUNK) -> list[RunCall]:
+        """In-flight runs whose deadline is at or before ``bound``. An entry that
+        cannot be decoded is reported and dropped, so one bad entry never stops a sweep."""
         k = self.keys
         client = self.connection.client
         with self.connection.errors("read in-flight runs"):
-            ids = strs(client.zrangebyscore(k.inflight, "-inf", now, 0, limit))
-            raws = client.hmget(k.inflight_tasks, ids) if ids else []
-            runs = []
-            for task_id, raw in zip(ids, raws, strict=True):
-                call = RunCall.from_json(task_id, str(raw) if raw is not None else None)
-                if call is None:
-                    self.end_run(task_id)
-                else:
-                    runs.append(call)
+            ids = strs(client.zrangebyscore(k.inflight, "-inf", bound, 0, limit))
+            raws: list[Any] = client.hmget(k.inflight_tasks, ids) if ids else []
+        runs = []
+        for task_id, raw in zip(ids, raws, strict=True):
+            call = RunCall.from_json(task_id, raw)
+            if call is None:
+                self.end_run(task_id)
+            else:
+                runs.append(call)
         return runs
 
     def register_environment(self, worker: str, fingerprint: str) -> tuple[int, bool]:
         """Record a worker's environment; returns (generation, whether it is new)."""
         with self.connection.errors("register environment"):
-            generation, new = self.scripts.register_env(worker=worker, fingerprint=fingerprint)
+            generation, new = self.scripts.register_env(
+                worker=wire(worker), fingerprint=fingerprint
+            )
         return int(generation), bool(new)
 
-    def promote_imports(self, now: float | None = None) -> list[str]:
-        """Import failures recorded under an older environment become due now."""
+    def promote_imports(self) -> list[str]:
+        """Import failures recorded under an older environment become eligible now."""
         with self.connection.errors("promote import failures"):
-            return strs(
-                self.scripts.promote_imports(now=time.time() if now is None else now, limit=CHUNK)
-            )
+            return strs(self.scripts.promote_imports(limit=CHUNK))
 
     def claim_due(
         self,
         limit: int,
         now: float | None = None,
-        lease_seconds: float = 0,
         *,
         mode: Literal["due", "preview"] = "due",
+        force: bool = False,
     ) -> ClaimResult:
-        """Claim up to ``limit`` due documents with a lease (``mode="preview"``: decide
-        the same, change nothing). The candidates are read with one ZRANGEBYSCORE
-        (O(log N + limit)) and taken atomically by the script, which re-checks each,
-        so concurrent runs never claim the same document."""
-        now = time.time() if now is None else now
+        """Claim up to ``limit`` documents eligible under this store's config — under
+        ``max_retry_count``, past their backoff (``force``: whatever their backoff),
+        inside retention — oldest attempt first (``mode="preview"``: decide the same,
+        change nothing). Candidates come from one read-only script, O(levels × log N
+        + limit); the claim script re-checks each, so concurrent runs never claim the
+        same document."""
+        delays = policy.level_delays(self.config, force=force)
         with self.connection.errors("claim"):
-            ids = strs(
-                self.connection.client.zrangebyscore(self.keys.due, "-inf", now, start=0, num=limit)
-            )
-        return self._claim(ids, mode, now, lease_seconds)
+            at, ids = self.scripts.select_due(now=_at(now), limit=limit, delays=delays)
+        return self._claim(strs(ids), mode, float(at), delays)
 
     def claim_ids(self, doc_ids: Sequence[str], now: float | None = None) -> ClaimResult:
         """Claim these documents for an operator's retry, dead ones included; any that
-        is already claimed or being recovered is left alone (never sent twice)."""
-        return self._claim(doc_ids, "manual", time.time() if now is None else now, 0)
+        is already claimed, sent or being recovered is left alone (never sent twice)."""
+        return self._claim(doc_ids, "manual", now, "[]")
 
     def _claim(
-        self, ids: Sequence[str], mode: ClaimMode, now: float, lease_seconds: float
+        self, ids: Sequence[str], mode: ClaimMode, now: float | None, delays: str
     ) -> ClaimResult:
         if not ids:
             return ClaimResult([])
         config = self.config
-        lease = lease_seconds or config.recovery_timeout + config.lease_grace_seconds
         with self.connection.errors("claim"):
-            claimed, corrupt, exhausted = self.scripts.claim(
+            claimed, corrupt = self.scripts.claim(
                 items=[self.keys.record(doc_id) for doc_id in ids],
                 item_args=ids,
-                now=now,
-                lease=now + lease,
-                max_retries=config.max_retry_count,
-                cutoff=now - config.retention_seconds,
+                now=_at(now),
+                lease=config.recovery_timeout + config.lease_grace_seconds,
+                retention=config.retention_seconds,
                 mode=mode,
+                delays=delays,
             )
         records = []
         undecodable = []
         for item in claimed:
             doc_id, flat = item[0], item[1:]
-            fields = {"msg": "", **dict(zip(flat[::2], flat[1::2], strict=True))}
+            stored = dict(zip(flat[::2], flat[1::2], strict=True))
             try:
-                records.append(FailedDocumentRecord.from_redis(self.keys.record(doc_id), fields))
+                records.append(FailedDocumentRecord.from_redis(self.keys.record(doc_id), stored))
             except CorruptRecord as exc:
                 log.warning("claimed record cannot be decoded: %s", exc)
                 undecodable.append(doc_id)
         for doc_id in corrupt:
-            log.warning("corrupt record %s skipped by claim", self.keys.record(doc_id))
-        return ClaimResult(records, list(corrupt), list(exhausted), undecodable)
+            log.warning("corrupt record %s moved aside by claim", self.keys.record(doc_id))
+        return ClaimResult(records, strs(corrupt), undecodable)
 
     def settle(self, outcomes: Sequence[Settlement], now: float | None = None) -> int:
-        """Mark resubmitted documents, release or defer the others, stamp the run."""
-        now = time.time() if now is None else now
-        config = self.config
+        """Mark resubmitted documents, release or hold back the others, stamp the run."""
         with self.connection.errors("settle"):
             sent = self.scripts.settle(
                 items=[self.keys.record(s.doc_id) for s in outcomes],
                 item_args=[
-                    value
-                    for s in outcomes
-                    for value in (s.doc_id, s.outcome, wire(s.detail), s.next_at)
+                    value for s in outcomes for value in (s.doc_id, s.outcome, wire(s.detail))
                 ],
-                now=now,
-                lease=now + config.recovery_timeout + config.lease_grace_seconds,
+                now=_at(now),
+                resend=self.config.resend_after_hours * 3600,
             )
         return int(sent)
 
-    def release_expired(self, now: float | None = None) -> tuple[list[str], list[str]]:
-        """Return documents whose lease ran out to due (a crashed run, or a resubmitted
-        task that never reported). Returns (released ids, ids that went dead)."""
-        now = time.time() if now is None else now
-        released: list[str] = []
-        dead: list[str] = []
+    def held(self, limit: int) -> list[FailedDocumentRecord]:
+        """Documents held back by a failed precondition, least recently probed first."""
         client = self.connection.client
-        with self.connection.errors("release expired leases"):
-            while ids := strs(client.zrangebyscore(self.keys.claimed, "-inf", now, 0, CHUNK)):
-                r, d = self._release(ids, now, force=False)
-                released += r
-                dead += d
+        with self.connection.errors("read held documents"):
+            ids = strs(client.zrange(self.keys.waiting, 0, limit - 1))
+            pipe = self.connection.pipeline()
+            for doc_id in ids:
+                pipe.hgetall(self.keys.record(doc_id))
+            replies = pipe.execute()
+        held = []
+        for doc_id, stored in zip(ids, replies, strict=True):
+            try:
+                held.append(FailedDocumentRecord.from_redis(self.keys.record(doc_id), stored))
+            except CorruptRecord as exc:
+                log.warning("held record cannot be decoded: %s", exc)
+        return held
+
+    def reopen(self, verdicts: Sequence[tuple[str, str | None]], now: float | None = None) -> int:
+        """Probe results of held documents, (doc id, reason it is still held or None):
+        the others go back to due where they were. Returns how many were reopened."""
+        if not verdicts:
+            return 0
+        with self.connection.errors("reopen held documents"):
+            reopened = self.scripts.reopen(
+                items=[self.keys.record(doc_id) for doc_id, _ in verdicts],
+                item_args=[
+                    value
+                    for doc_id, reason in verdicts
+                    for value in (doc_id, "hold" if reason else "open", wire(reason or ""))
+                ],
+                now=_at(now),
+            )
+        return len(reopened)
+
+    def release_expired(self, now: float | None = None) -> list[str]:
+        """Return documents whose claim ran out to due, uncounted (see
+        ``lua/release.lua``); a run that checked in and vanished is counted by the
+        in-flight sweep instead. Returns the ids released."""
+        bound = self.server_time() if now is None else now
+        released: list[str] = []
+        client = self.connection.client
+        with self.connection.errors("release expired claims"):
+            while ids := strs(client.zrangebyscore(self.keys.claimed, "-inf", bound, 0, CHUNK)):
+                released += self._release(ids, bound, force=False)
                 if len(ids) < CHUNK:
                     break
-        return released, dead
+        return released
 
     def release(self, doc_ids: Sequence[str], now: float | None = None) -> list[str]:
         """Give claimed documents back to due at once."""
-        now = time.time() if now is None else now
         with self.connection.errors("release"):
-            return self._release(doc_ids, now, force=True)[0] if doc_ids else []
+            return self._release(doc_ids, now, force=True) if doc_ids else []
 
-    def _release(self, ids: Sequence[str], now: float, force: bool) -> tuple[list[str], list[str]]:
-        released, dead = self.scripts.release(
-            items=[self.keys.record(doc_id) for doc_id in ids],
-            item_args=ids,
-            now=now,
-            force=int(force),
-            max_retries=self.config.max_retry_count,
+    def _release(self, ids: Sequence[str], now: float | None, force: bool) -> list[str]:
+        return strs(
+            self.scripts.release(
+                items=[self.keys.record(doc_id) for doc_id in ids],
+                item_args=ids,
+                now=_at(now),
+                force=int(force),
+            )
         )
-        return list(released), list(dead)
-
-
-def _json_list(values: Iterable[float]) -> str:
-    return "[" + ",".join(repr(v) for v in values) + "]"

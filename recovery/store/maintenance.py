@@ -9,7 +9,6 @@ aggregate counts, needed only after records vanished by their TTL safety net.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator, Sequence
 from typing import Literal
 
@@ -22,7 +21,7 @@ log = logging.getLogger(__name__)
 #: Names kept in each per-worker and per-query run counter (the busiest ones).
 RATE_ENTRIES = 1000
 
-Index = Literal["failed", "dead", "any"]
+Index = Literal["failed", "any"]
 
 
 class Maintenance:
@@ -33,18 +32,19 @@ class Maintenance:
         self._orphans = 0
 
     def cleanup(self, now: float | None = None) -> dict[str, int]:
-        """Apply retention: records first failed before the retention window, dead
-        documents past ``dead_retention_days``, and dead beyond ``dead_max`` (oldest
-        first, with a warning: never silently)."""
-        now = time.time() if now is None else now
+        """Apply retention: every record first failed before the retention window,
+        live or dead, and dead ones beyond ``dead_max`` (oldest first, with a warning:
+        never silently)."""
+        with self.connection.errors("read the server's clock"):
+            seconds, micros = self.connection.client.time()
+        now = float(seconds) + micros / 1e6 if now is None else now
         k = self.keys
         client = self.connection.client
-        removed = {"expired": 0, "dead_expired": 0, "dead_trimmed": 0}
+        removed = {"expired": 0, "dead_trimmed": 0}
         with self.connection.errors("cleanup"):
             cutoff = now - self.config.retention_seconds
-            removed["expired"] = self._remove_range("failed", cutoff, "expired")
-            dead_cutoff = now - self.config.dead_retention_days * 86400
-            removed["dead_expired"] = self._remove_range("dead", dead_cutoff, "dead_expired")
+            removed["expired"] = self._remove_range(k.failed, "failed", cutoff, "expired")
+            removed["expired"] += self._remove_range(k.corrupt, "any", cutoff, "expired")
             client.zremrangebyscore(k.superseded, "-inf", cutoff)
             excess = int(client.zcard(k.dead)) - self.config.dead_max
             while excess > 0:
@@ -80,8 +80,7 @@ class Maintenance:
                 client.delete(*chunk)
         return len(names)
 
-    def _remove_range(self, which: Index, cutoff: float, counter: str) -> int:
-        index = self.keys.failed if which == "failed" else self.keys.dead
+    def _remove_range(self, index: str, which: Index, cutoff: float, counter: str) -> int:
         client = self.connection.client
         total = 0
         while ids := strs(client.zrangebyscore(index, "-inf", cutoff, 0, CHUNK)):
@@ -117,17 +116,21 @@ class Maintenance:
         names: free-text queries would otherwise add a field each, forever."""
         k = self.keys
         client = self.connection.client
-        for processed, failures in (
-            (k.worker_processed, k.worker_failures),
-            (k.query_processed, k.query_failures),
+        for successes, failures in (
+            (k.worker_successes, k.worker_failures),
+            (k.query_successes, k.query_failures),
         ):
-            if int(client.hlen(processed)) <= RATE_ENTRIES:
+            if int(client.hlen(successes)) + int(client.hlen(failures)) <= RATE_ENTRIES:
                 continue
-            counts: dict[str, str] = client.hgetall(processed)  # type: ignore[assignment]
-            ranked = sorted(counts, key=lambda name: -int(counts[name]))
+            pipe = self.connection.pipeline()
+            pipe.hgetall(successes)
+            pipe.hgetall(failures)
+            won, lost = pipe.execute()
+            runs = {name: int(won.get(name, 0)) + int(lost.get(name, 0)) for name in won | lost}
+            ranked = sorted(runs, key=lambda name: -runs[name])
             for chunk in chunks(ranked[RATE_ENTRIES:]):
                 pipe = self.connection.pipeline(transaction=True)
-                pipe.hdel(processed, *chunk)
+                pipe.hdel(successes, *chunk)
                 pipe.hdel(failures, *chunk)
                 pipe.execute()
 
@@ -141,7 +144,7 @@ class Maintenance:
         client = self.connection.client
         counts: dict[str, dict[str, int]] = {k.by_category: {}, k.by_worker: {}, k.by_query: {}}
         with self.connection.errors("rebuild aggregates"):
-            ids = strs(client.zrange(k.failed, 0, -1)) + strs(client.zrange(k.dead, 0, -1))
+            ids = strs(client.zrange(k.failed, 0, -1))
             for chunk in chunks(ids):
                 pipe = self.connection.pipeline()
                 for doc_id in chunk:

@@ -1,19 +1,23 @@
-"""What the tracker holds, read without changing it.
+"""What the tracker holds, read without changing it, as the reader's config sees it.
 
-Status and analysis cost the same at ten records or ten million: they read ZCARDs,
-ZCOUNTs and small aggregate hashes the scripts keep up to date, in one pipelined round
-trip. Listing and selecting read records in pipelined chunks; they are an operator's
+Status and analysis cost the same at ten records or ten million: one read-only script
+counts, per backoff lane and retry level, what is eligible now, what later and what is
+past ``max_retry_count`` — all under *this* reader's settings — and the small
+aggregate hashes the scripts keep up to date come in the same pipelined round trip.
+Listing and selecting read records in pipelined chunks; they are an operator's
 queries, never on a worker's hot path.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from recovery import policy
 from recovery.config import RecoveryConfig
 from recovery.errors import CorruptRecord
 from recovery.records import DEAD, FailedDocumentRecord
@@ -22,15 +26,10 @@ from recovery.store.maintenance import chunks
 
 log = logging.getLogger(__name__)
 
-#: Age buckets of the failure analysis: (label, lower bound in hours, upper bound).
-AGE_BUCKETS: tuple[tuple[str, float, float], ...] = (
-    ("<1h", 0, 1),
-    ("1-6h", 1, 6),
-    ("6-24h", 6, 24),
-    ("1-3d", 24, 72),
-    ("3-7d", 72, 168),
-    (">7d", 168, float("inf")),
-)
+#: Age buckets of the failure analysis, by hours since the first failure.
+AGE_BUCKETS = ("<1h", "1-6h", "6-24h", "1-3d", "3-7d", ">7d")
+#: Their edges in seconds, ascending (the scripts read them as JSON).
+AGE_EDGES = json.dumps([hours * 3600 for hours in (1, 6, 24, 72, 168)])
 
 
 @dataclass(frozen=True)
@@ -71,22 +70,24 @@ class Reports:
             if kind not in ("hash", "none"):
                 raise CorruptRecord(key, f"holds a {kind}, not a hash")
             fields: dict[str, str] = client.hgetall(key)  # type: ignore[assignment]
-        return FailedDocumentRecord.from_redis(key, fields) if fields else None
+        return self._decode(key, fields) if fields else None
+
+    def _decode(self, key: str, fields: dict[str, Any]) -> FailedDocumentRecord:
+        """A stored record, with when this reader's config would retry it."""
+        record = FailedDocumentRecord.from_redis(key, fields)
+        record.next_retry_at = policy.next_retry_at(self.config, record)
+        return record
 
     def get_failed_documents(
         self, limit: int | None = None, offset: int = 0, index: str | None = None
     ) -> list[FailedDocumentRecord]:
-        """Tracked documents: live ones by first failure, then dead ones by time of
-        death (or one index, such as ``keys.dead``). Corrupt records are logged and
-        skipped."""
+        """Tracked documents, live and dead, oldest first failure first (or one index,
+        such as ``keys.dead``). Corrupt records are logged and skipped."""
         if limit is not None and limit <= 0:
             return []
         stop = -1 if limit is None else offset + limit - 1
         with self.connection.errors("list failed documents"):
-            ids: list[str] = []
-            for key in [index] if index else [self.keys.failed, self.keys.dead]:
-                ids += strs(self.connection.client.zrange(key, 0, stop))
-        ids = ids[offset:] if limit is None else ids[offset : offset + limit]
+            ids = strs(self.connection.client.zrange(index or self.keys.failed, offset, stop))
         return self.get_records(ids)
 
     def get_records(self, doc_ids: Sequence[str]) -> list[FailedDocumentRecord]:
@@ -110,7 +111,7 @@ class Reports:
         try:
             if isinstance(fields, Exception):
                 raise CorruptRecord(key, str(fields))
-            return FailedDocumentRecord.from_redis(key, fields) if fields else None
+            return self._decode(key, fields) if fields else None
         except CorruptRecord as exc:
             log.warning("skipping: %s", exc)
             return None
@@ -123,12 +124,12 @@ class Reports:
         """
         selection = selection or Selection()
         k = self.keys
-        indexes = {True: [k.dead], False: [k.failed], None: [k.failed, k.dead]}[selection.dead]
+        index = k.dead if selection.dead else k.failed
         cutoff = (time.time() if now is None else now) - (selection.older_than_hours or 0) * 3600
         chosen: list[tuple[float, str]] = []
         client = self.connection.client
         with self.connection.errors("select documents"):
-            ids = [i for index in indexes for i in strs(client.zrange(index, 0, -1))]
+            ids = strs(client.zrange(index, 0, -1))
             for chunk in chunks(ids):
                 pipe = self.connection.pipeline()
                 for doc_id in chunk:
@@ -142,59 +143,42 @@ class Reports:
         ordered = [doc_id for _, doc_id in sorted(chosen)]
         return ordered[: selection.limit] if selection.limit else ordered
 
+    def _report(self, now: float | None, *, detail: bool) -> list[Any]:
+        with self.connection.errors("analysis" if detail else "status"):
+            reply: list[Any] = self.connection.scripts.report(
+                now="" if now is None else now,
+                delays=policy.level_delays(self.config),
+                ages=AGE_EDGES,
+                detail=int(detail),
+            )
+        return reply
+
     def status(self, now: float | None = None) -> dict[str, Any]:
-        """Counts and recovery metrics, O(1) in the number of records."""
-        now = time.time() if now is None else now
-        k = self.keys
-        with self.connection.errors("status"):
-            pipe = self.connection.pipeline()
-            pipe.zcard(k.failed)
-            pipe.zcount(k.due, "-inf", now)
-            pipe.zcard(k.due)
-            pipe.zcard(k.claimed)
-            pipe.zcard(k.dead)
-            pipe.zcard(k.waiting)
-            pipe.hgetall(k.stats)
-            live, eligible, scheduled, claimed, dead, waiting, stats = pipe.execute()
-        total = live + dead
+        """Counts under this reader's config and the recovery metrics, O(1) in the
+        number of records, one round trip."""
+        reply = self._report(now, detail=False)
+        _now, total, eligible, scheduled, exhausted, claimed, waiting, dead, corrupt = reply[:9]
         return {
             "total_failed_documents": total,
             "eligible_for_recovery": eligible,
             "scheduled": scheduled,
+            "exhausted": exhausted,
             "in_recovery": claimed,
             "waiting": waiting,
             "dead": dead,
-            "recovery_metrics": recovery_metrics(stats, total, eligible),
+            "corrupt": corrupt,
+            "recovery_metrics": recovery_metrics(_pairs(reply[10]), total, eligible),
         }
 
     def analysis(self, now: float | None = None) -> dict[str, Any]:
-        """Failures by age, category, worker and query, from ZCOUNTs and aggregates."""
-        now = time.time() if now is None else now
-        k = self.keys
-        with self.connection.errors("analysis"):
-            pipe = self.connection.pipeline()
-            for _label, low, high in AGE_BUCKETS:
-                upper = "+inf" if low == 0 else f"({now - low * 3600}"
-                lower = "-inf" if high == float("inf") else now - high * 3600
-                pipe.zcount(k.failed, lower, upper)
-            for key in (
-                k.by_category,
-                k.by_worker,
-                k.worker_failures,
-                k.worker_processed,
-                k.by_query,
-                k.query_failures,
-                k.query_processed,
-            ):
-                pipe.hgetall(key)
-            replies = pipe.execute()
-        ages = dict(zip((b[0] for b in AGE_BUCKETS), replies[: len(AGE_BUCKETS)], strict=True))
-        cats, workers, w_fail, w_done, queries, q_fail, q_done = replies[len(AGE_BUCKETS) :]
+        """Failures by age (every tracked document), category, worker and query."""
+        reply = self._report(now, detail=True)
+        cats, workers, w_fail, w_won, queries, q_fail, q_won = (_pairs(r) for r in reply[11:])
         return {
-            "age_distribution": ages,
+            "age_distribution": dict(zip(AGE_BUCKETS, reply[9], strict=True)),
             "error_categories": _ints(cats),
-            "workers": _rates(workers, w_fail, w_done),
-            "queries": _rates(queries, q_fail, q_done),
+            "workers": _rates(workers, w_fail, w_won),
+            "queries": _rates(queries, q_fail, q_won),
         }
 
     def breaker_windows(self) -> dict[str, str]:
@@ -235,10 +219,14 @@ def recovery_metrics(stats: dict[str, str], total: int, eligible: int) -> dict[s
         "resolved": int(stats.get("resolved", 0)),
         "dead_total": int(stats.get("dead_total", 0)),
         "expired": int(stats.get("expired", 0)),
-        "dead_expired": int(stats.get("dead_expired", 0)),
         "dead_trimmed": int(stats.get("dead_trimmed", 0)),
         "deleted": int(stats.get("deleted", 0)),
     }
+
+
+def _pairs(flat: list[str]) -> dict[str, str]:
+    """A hash as a script returns it (field, value, ...)."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 def _float(raw: Any) -> float:
@@ -253,11 +241,14 @@ def _ints(raw: dict[str, str]) -> dict[str, int]:
 
 
 def _rates(
-    tracked: dict[str, str], failures: dict[str, str], processed: dict[str, str]
+    tracked: dict[str, str], failures: dict[str, str], successes: dict[str, str]
 ) -> dict[str, dict[str, float]]:
+    """Per name: documents tracked now, failures and runs seen; every name that ran,
+    failing or not (a worker that never failed has a failure rate of 0)."""
     out: dict[str, dict[str, float]] = {}
-    for name in sorted(set(tracked) | set(failures)):
-        fail, done = int(failures.get(name, 0)), int(processed.get(name, 0))
+    for name in sorted(set(tracked) | set(failures) | set(successes)):
+        fail = int(failures.get(name, 0))
+        done = fail + int(successes.get(name, 0))
         out[name] = {
             "tracked": int(tracked.get(name, 0)),
             "failures": fail,

@@ -36,6 +36,7 @@ from recovery.keys import Keys
 NAMES = (
     "record_failure",
     "resolve",
+    "select_due",
     "claim",
     "settle",
     "release",
@@ -44,6 +45,8 @@ NAMES = (
     "register_env",
     "promote_imports",
     "end_run",
+    "report",
+    "reopen",
 )
 
 
@@ -112,6 +115,26 @@ class LuaScript:
     ) -> Any:
         """Run it: ``keys`` names the per-call keys (``record=...``), ``args`` every
         declared argument; ``items`` and ``item_args`` follow them in KEYS and ARGV."""
+        return self._script(*self._bind(keys, items, item_args, args))
+
+    def queue(
+        self,
+        pipe: Any,
+        keys: dict[str, str] | None = None,
+        items: Sequence[str] = (),
+        item_args: Sequence[Any] = (),
+        **args: Any,
+    ) -> None:
+        """Add a call to a pipeline (its reply comes with the pipeline's)."""
+        self._script(*self._bind(keys, items, item_args, args), client=pipe)
+
+    def _bind(
+        self,
+        keys: dict[str, str] | None,
+        items: Sequence[str],
+        item_args: Sequence[Any],
+        args: dict[str, Any],
+    ) -> tuple[list[str], list[Any]]:
         keys = keys or {}
         if set(keys) != set(self._given) or set(args) != set(self.signature.args):
             raise TypeError(
@@ -119,8 +142,7 @@ class LuaScript:
                 f" got keys {sorted(keys)} and args {sorted(args)}"
             )
         ordered = [keys[n] if n in keys else self._shared[n] for n in self.signature.keys]
-        argv = [args[n] for n in self.signature.args]
-        return self._script(keys=[*ordered, *items], args=[*argv, *item_args])
+        return [*ordered, *items], [*(args[n] for n in self.signature.args), *item_args]
 
 
 def _is_shared(keys: Keys, name: str) -> bool:
@@ -136,6 +158,7 @@ class Scripts:
 
     record_failure: LuaScript
     resolve: LuaScript
+    select_due: LuaScript
     claim: LuaScript
     settle: LuaScript
     release: LuaScript
@@ -144,3 +167,5 @@ class Scripts:
     register_env: LuaScript
     promote_imports: LuaScript
     end_run: LuaScript
+    report: LuaScript
+    reopen: LuaScript

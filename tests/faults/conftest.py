@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from faults.support import StartRedis
-from tasks.redis_server import RedisServer
+from recovery.redis_server import RedisServer
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import time
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -24,8 +25,8 @@ import redis
 from recovery.config import RecoveryConfig
 from recovery.keys import Keys
 from recovery.records import document_id
+from recovery.redis_server import RedisServer
 from tasks.documents import result_key
-from tasks.redis_server import RedisServer
 
 KEYS = Keys()
 POLL_SECONDS = 0.02
@@ -214,9 +215,13 @@ def kill_children(worker: Worker) -> list[int]:
 # --- reading the tracker and the broker ---------------------------------------------
 
 
-def record(client: redis.Redis, doc_id: str) -> dict[str, str]:
-    """The record hash of a document ({} when untracked)."""
-    fields: dict[str, str] = client.hgetall(KEYS.record(doc_id))  # type: ignore[assignment]
+def record(client: redis.Redis, doc_id: str) -> dict[str, Any]:
+    """The record hash of a document ({} when untracked), its compressed body opened
+    into the same dict (path, task, etype, msg, ...)."""
+    fields: dict[str, Any] = client.hgetall(KEYS.record(doc_id))  # type: ignore[assignment]
+    body = fields.pop("body", None)
+    if isinstance(body, str):
+        fields.update(json.loads(zlib.decompress(body.encode("utf-8", "surrogateescape"))))
     return fields
 
 

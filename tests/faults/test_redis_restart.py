@@ -83,7 +83,9 @@ def test_failures_while_redis_is_down_are_spooled_and_replayed_after_it_restarts
     tmp_path: Path,
 ) -> None:
     server = dedicated_redis("aof")
-    client = redis.Redis.from_url(server.url, decode_responses=True)
+    client = redis.Redis.from_url(
+        server.url, decode_responses=True, encoding_errors="surrogateescape"
+    )
     app = sender(server.url)
     spool = tmp_path / "spool"
     env = {
@@ -150,7 +152,9 @@ def test_a_spooled_failure_replayed_after_a_later_success_does_not_track_the_doc
     tmp_path: Path,
 ) -> None:
     server = dedicated_redis("aof")
-    client = redis.Redis.from_url(server.url, decode_responses=True)
+    client = redis.Redis.from_url(
+        server.url, decode_responses=True, encoding_errors="surrogateescape"
+    )
     app = sender(server.url)
     spool = tmp_path / "spool"
     env = {

@@ -1,11 +1,66 @@
 -- Shared library, loaded after the prelude that binds K (keys) and A (arguments) by
 -- the names each script declares in its header (see recovery/store/scripts.py).
--- Record hash fields (see recovery/records.py): path query task args kwargs task_id
--- etype cat msg first last retries attempts failures worker meta state reason next
--- rec_at fp tlimit nargs. Only names passed in KEYS are ever touched.
+--
+-- Record hash fields (see recovery/records.py): state reason retries attempts failures
+-- first last cat worker query task_id rec_at fp tlimit dscore body. Only names passed
+-- in KEYS are ever touched.
+--
+-- The due index holds every live document waiting for recovery in one sorted set,
+-- scored by lane * LANE + retries * LEVEL + (its last attempt + its jitter). A lane is
+-- a backoff class (0 the usual one, 1 network failures, whose backoff is short); a
+-- run reads each (lane, retry level) as a score range bounded by its own backoff.
+
+-- A number as Redis should get it: redis.call turns a Lua number into text with 14
+-- significant digits, which cuts a time's fraction at a score boundary; 17 keep it.
+local function num(x)
+  return string.format('%.17g', x)
+end
+
+local LANE, LEVEL = 1e12, 1e10
+-- Retry counts above this share its level (no run retries past max_retry_count <= it).
+local MAX_LEVEL = 99
+
+-- {lane, level, last attempt} of a due score.
+local function split(score)
+  local lane = math.floor(score / LANE)
+  local level = math.floor((score - lane * LANE) / LEVEL)
+  return lane, level, score - lane * LANE - level * LEVEL
+end
+
+-- Each (lane, level) range a run may take from, with its upper bound at `now`:
+-- delays[lane + 1][level + 1] is the run's backoff; negative means any last attempt.
+local function ranges(delays, now)
+  local out = {}
+  for lane, levels in ipairs(delays) do
+    for level, delay in ipairs(levels) do
+      local low = (lane - 1) * LANE + (level - 1) * LEVEL
+      local high = delay < 0 and (low + LEVEL - 1) or (low + now - delay)
+      out[#out + 1] = {num(low), num(high), num(low + LEVEL)}
+    end
+  end
+  return out
+end
+
+-- One clock for every deadline, lease and age: the caller's time when it passed one
+-- (tests, replayed events), else this server's.
+local function clock(given)
+  local t = tonumber(given)
+  if t then return t end
+  local now = redis.call('TIME')
+  return tonumber(now[1]) + tonumber(now[2]) / 1e6
+end
 
 local function is_hash(key)
   return redis.call('TYPE', key)['ok'] == 'hash'
+end
+
+-- A strict whole number, or nil: what Python's int() takes but Redis's HINCRBY
+-- refuses ('02', ' 2', '1_0') is not one.
+local function whole(raw)
+  if type(raw) == 'string' and string.match(raw, '^%-?[1-9]%d*$') or raw == '0' then
+    return tonumber(raw)
+  end
+  return nil
 end
 
 -- Count one tracked document out of an aggregate hash, dropping fields that reach 0.
@@ -38,17 +93,21 @@ local function untrack(idx, agg, rec, id)
   redis.call('DEL', rec)
 end
 
--- Stop retrying a document: out of the live indexes, into dead (scored by now),
--- with its reason. Needs K.due, K.waiting, K.failed, K.claimed, K.dead and K.stats.
-local function bury(keys, id, rec, now, reason)
-  redis.call('ZREM', keys.due, id)
-  redis.call('ZREM', keys.waiting, id)
-  redis.call('ZREM', keys.failed, id)
+-- The due score a document had when it was claimed (else the one its facts give):
+-- a claim that did not end in an attempt (released, never started, held back) puts
+-- it back there, having used up nothing.
+local function due_score(rec)
+  local score = tonumber(redis.call('HGET', rec, 'dscore'))
+  if score then return score end
+  local f = redis.call('HMGET', rec, 'retries', 'last', 'lane')
+  local level = math.min(whole(f[1]) or 0, MAX_LEVEL)
+  return (whole(f[3]) or 0) * LANE + level * LEVEL + (tonumber(f[2]) or 0)
+end
+
+local function requeue(keys, id, rec, reason)
   redis.call('ZREM', keys.claimed, id)
-  redis.call('ZADD', keys.dead, now, id)
-  redis.call('HSET', rec, 'state', 'dead', 'reason', reason)
-  redis.call('HDEL', rec, 'next')
-  redis.call('HINCRBY', keys.stats, 'dead_total', 1)
+  redis.call('ZADD', keys.due, num(due_score(rec)), id)
+  redis.call('HSET', rec, 'state', 'failed', 'reason', reason)
 end
 
 -- Append one recovery outcome ('1' success, '0' failure) to a category's breaker

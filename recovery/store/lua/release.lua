@@ -1,36 +1,26 @@
--- Return claimed documents to due: leases that expired (a run or a resubmitted task
--- that never reported) or, with force, any claim (a run giving its batch back).
--- KEYS: due claimed dead stats failed waiting
--- ARGV: now force max_retries
--- Then one record key per id (item_key(i)) and the ids (item_arg(i)). force: '0'/'1'.
--- A resubmitted task that never reported used up its attempt: the retry is counted,
--- and a document out of retries goes dead instead of looping.
--- Returns {released ids, dead ids}.
-local now, force, max_retries = tonumber(A.now), A.force == '1', tonumber(A.max_retries)
-local released, dead = {}, {}
+-- Return documents whose claim ran out to due, uncounted: a run that crashed between
+-- claim and settle ('claimed'), a resubmission that never checked in within the
+-- resend bound ('sent': still queued, or its message was lost), or a run whose
+-- in-flight entry ended without a report ('recovering': a Celery retry or reject).
+-- A run that checked in and then vanished is the in-flight sweep's to count.
+-- KEYS: due claimed
+-- ARGV: now force
+-- Then one record key per id (item_key(i)) and the ids (item_arg(i)). force: '1'
+-- gives back any claim at once (a run returning its batch).
+-- Returns the ids released.
+local now, force = clock(A.now), A.force == '1'
+local released = {}
 for i = 1, item_args do
   local id, rec = item_arg(i), item_key(i)
   local score = tonumber(redis.call('ZSCORE', K.claimed, id))
   if score and (force or score <= now) then
     redis.call('ZREM', K.claimed, id)
     if is_hash(rec) then
-      local f = redis.call('HMGET', rec, 'state', 'retries')
-      local retries = tonumber(f[2]) or 0
-      if f[1] == 'recovering' then
-        retries = retries + 1
-        redis.call('HINCRBY', K.stats, 'failed_recoveries', 1)
-      end
-      redis.call('HSET', rec, 'retries', retries)
-      if retries >= max_retries and f[1] == 'recovering' then
-        bury(K, id, rec, now, 'resubmitted task never reported; retries exhausted')
-        dead[#dead + 1] = id
-      else
-        redis.call('ZADD', K.due, now, id)
-        redis.call('HSET', rec, 'state', 'failed', 'reason', force and 'released' or 'lease expired',
-          'next', now)
-        released[#released + 1] = id
-      end
+      local state = redis.call('HGET', rec, 'state')
+      local why = ({claimed = 'released', sent = 'resubmission never started; resent'})[state]
+      requeue(K, id, rec, why or 'run ended without a report')
+      released[#released + 1] = id
     end
   end
 end
-return {released, dead}
+return released

