@@ -51,6 +51,7 @@ from recovery.config import RecoveryConfig
 from recovery.records import FailedDocumentRecord, bound_message, document_id
 from recovery.redis_server import RedisServer
 from recovery.store import Store
+from recovery.store.connection import wire
 
 try:  # python -m benchmarks.run
     from benchmarks import peers
@@ -322,6 +323,7 @@ class Template:
     doc_id: str
     fields: list[str]  # the record hash as a flat field/value list
     slots: list[int]  # 1-based positions of the values that differ per document
+    body: int  # 1-based position of the compressed body: built anew per document
     ttl: int
     scores: dict[str, float]  # index sorted set -> the document's score in it
     counts: list[tuple[str, str, int]]  # aggregate hash, field, increment per document
@@ -350,10 +352,11 @@ def take_template(bench: Bench, now: float) -> Template:
             counts += [(name, str(f), int(v)) for f, v in client.hgetall(name).items()]
         else:
             raise RuntimeError(f"clone loader: cannot copy the {kind} record_failure wrote")
+    body = fields.index("body") + 2
     slots = [i + 1 for i, v in enumerate(fields) if MARK in v or record.doc_id in v]
     ttl = int(client.ttl(key))
     bench.flush()
-    return Template(record.doc_id, fields, slots, ttl, scores, counts)
+    return Template(record.doc_id, fields, sorted({*slots, body}), body, ttl, scores, counts)
 
 
 def clone_load(bench: Bench, count: int, now: float, start: int = 0, batch: int = 1000) -> None:
@@ -363,17 +366,23 @@ def clone_load(bench: Bench, count: int, now: float, start: int = 0, batch: int 
     batch while Redis writes the other."""
     tpl = take_template(bench, now)
     script = bench.client.register_script(CLONE_LUA.read_text())
-    head: list[str | int] = [tpl.ttl, len(tpl.fields), *tpl.fields, ",".join(map(str, tpl.slots))]
-    varying = [tpl.fields[pos - 1] for pos in tpl.slots]
+    fields = [wire(field) for field in tpl.fields]
+    head: list[bytes | int] = [tpl.ttl, len(fields), *fields, wire(",".join(map(str, tpl.slots)))]
+    limit = bench.config.max_error_chars
 
     def write(low: int) -> None:
         ids: list[str] = []
-        values: list[str] = []
+        values: list[bytes] = []
         for i in range(low, min(count, low + batch)):
             number = ident(i)
             doc_id = document_id(doc_path(number), QUERY)
             ids.append(doc_id)
-            values += [v.replace(MARK, number).replace(tpl.doc_id, doc_id) for v in varying]
+            for pos in tpl.slots:
+                if pos == tpl.body:
+                    values.append(make_record(number, now).body(limit))
+                else:
+                    value = tpl.fields[pos - 1].replace(MARK, number).replace(tpl.doc_id, doc_id)
+                    values.append(wire(value))
         pipe = bench.client.pipeline(transaction=False)
         keys = [bench.store.keys.record(doc_id) for doc_id in ids]
         script(keys=keys, args=[*head, *values], client=pipe)

@@ -18,6 +18,8 @@ copy of any logic; configs may be the seed's plain dicts.
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -26,11 +28,16 @@ from celery import Celery
 
 from recovery.config import RecoveryConfig
 from recovery.manager import RecoveryManager
+from recovery.records import document_id
 from recovery.store import Tracker
 from recovery.store.changes import Store
 from recovery.store.maintenance import Maintenance
 from recovery.store.reports import Reports
 
+log = logging.getLogger(__name__)
+
+#: What a document id looks like (records.document_id): a path never does.
+DOC_ID = re.compile(r"[0-9a-f]{20}")
 P = ParamSpec("P")
 R = TypeVar("R")
 Part = TypeVar("Part", Store, Maintenance, Reports)
@@ -82,7 +89,6 @@ class FailedDocumentsTracker(Tracker):
         super().__init__(redis_url, as_config(config), client=client)
 
     track_failure = _threaded(_store, Store.record_failure)
-    mark_success = _threaded(_store, Store.resolve)
     claim_due = _threaded(_store, Store.claim_due)
     cleanup_old_records = _threaded(_maintenance, Maintenance.cleanup)
     delete = _threaded(_maintenance, Maintenance.delete)
@@ -90,6 +96,17 @@ class FailedDocumentsTracker(Tracker):
     get_failed_documents = _threaded(_reports, Reports.get_failed_documents)
     get_status = _threaded(_reports, Reports.status)
     get_analysis = _threaded(_reports, Reports.analysis)
+
+    async def mark_success(self, document: str, query: str | None = None, **details: Any) -> bool:
+        """Stop tracking a processed document, named by its id or — as the seed's
+        tracker is given it — by its path (with the query when there is one). Returns
+        False, and logs it, when nothing tracked matched."""
+        doc_id = document if DOC_ID.fullmatch(document) and query is None else None
+        doc_id = doc_id or document_id(document, query)
+        done = await asyncio.to_thread(self.store.resolve, doc_id, query=query, **details)
+        if not done.tracked:
+            log.info("mark_success: %r (query %r) is not tracked", document, query)
+        return done.tracked
 
     async def get_metrics(self) -> dict[str, Any]:
         """The seed's recovery metrics."""

@@ -196,7 +196,8 @@ class Recovery:
                 call,
                 error_type=type(exception).__name__,
                 category=category,
-                message=str(einfo.traceback) if einfo else _traceback(exception),
+                message=f"{type(exception).__name__}: {exception}",
+                traceback=str(einfo.traceback) if einfo else _traceback(exception),
                 at=time.time(),
                 fingerprint=fingerprint() if category == IMPORT else "",
             )
@@ -249,16 +250,17 @@ class Recovery:
 
     # --- the recovery.run task ----------------------------------------------------
 
-    def run(self, *, dry_run: bool = False) -> dict[str, Any]:
-        """One locked recovery run: spool replay, then a batch (or a dry-run preview)."""
+    def run(self, *, dry_run: bool = False, force: bool = False) -> dict[str, Any]:
+        """One locked recovery run: spool replay, then a batch (or a dry-run preview);
+        ``force`` ignores every backoff."""
         manager = self.manager()
         if dry_run:
-            return manager.run_batch(dry_run=True)
+            return manager.run_batch(dry_run=True, force=force)
         with self.tracker.exclusive(RUN_LOCK_SECONDS) as acquired:
             if not acquired:
                 return {"skipped": "another recovery run holds the lock"}
             replayed = self.reporter.replay(self.tracker)
-            summary = manager.run_batch()
+            summary = manager.run_batch(force=force)
             summary["spool_replayed"] = replayed
             return summary
 
@@ -284,9 +286,9 @@ def install(
     worker_ready.connect(rec.on_worker_ready, weak=False)
 
     @app.task(name="recovery.run", ignore_result=False)  # type: ignore[untyped-decorator]
-    def run(dry_run: bool = False) -> dict[str, Any]:
+    def run(dry_run: bool = False, force: bool = False) -> dict[str, Any]:
         """Run one recovery batch and return its JSON summary."""
-        return rec.run(dry_run=dry_run)
+        return rec.run(dry_run=dry_run, force=force)
 
     if config.enable_periodic_recovery:
         app.conf.beat_schedule = {

@@ -43,7 +43,7 @@ class Keys:
     @property
     def due(self) -> str:
         """Sorted set: live doc id waiting for recovery, scored by its backoff lane,
-        retry count and last attempt (``lane * LANE + retries * LEVEL + last + jitter``):
+        retry count and last attempt (``lane * LANE + retries * LEVEL + last``):
         a run reads each (lane, retry count) as one score range with its own bound."""
         return self._name("due")
 
@@ -117,6 +117,22 @@ class Keys:
     def by_query(self) -> str:
         """Hash: query -> tracked documents failed under it."""
         return self._name("agg", "query")
+
+    @property
+    def signatures(self) -> str:
+        """Hash: error signature -> failures seen with it (see recovery/signatures.py)."""
+        return self._name("agg", "signature")
+
+    @property
+    def signature_info(self) -> str:
+        """Hash: error signature -> JSON of its first occurrence (time, error type,
+        category, an example message)."""
+        return self._name("signature", "info")
+
+    @property
+    def signature_last(self) -> str:
+        """Hash: error signature -> when it was last seen."""
+        return self._name("signature", "last")
 
     @property
     def worker_failures(self) -> str:

@@ -5,16 +5,16 @@ capped at ``max_retry_interval_hours``. Network failures have their own, shorter
 (``network_retry_interval_hours``), so they form a second backoff *lane*. A recovery
 run hands its delays, per lane and retry level, to the scripts, which compare them
 with each document's last attempt: the run's settings decide, not those of the
-worker that recorded the failure. Each failure carries a little jitter (up to
-``retry_jitter`` of the base interval), which only ever adds delay, so a burst of
-failures does not come back as a burst.
+worker that recorded the failure. The run's ``retry_jitter`` adds up to that fraction
+of the backoff, each document's share fixed by its id (:func:`spread`), so a burst of
+failures does not come back as a burst; it only ever adds delay.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import random
+from functools import cache
 
 from recovery import categories
 from recovery.config import RecoveryConfig, soft_limit
@@ -23,21 +23,19 @@ from recovery.records import FailedDocumentRecord
 __all__ = [
     "breaker_state",
     "is_permanent",
-    "jitter_seconds",
     "lane_for",
     "level_delays",
     "next_retry_at",
     "probe",
     "queue_for",
     "soft_limit",
+    "spread",
     "time_limit_for",
 ]
 
+HEX = frozenset("0123456789abcdefABCDEF")
 #: Backoff lanes: the usual one, and network failures (short backoff).
 LANES = (0, 1)
-#: One generator for the jitter: building a Random per failure costs more than the
-#: rest of the policy.
-_RNG = random.Random()
 
 
 def lane_for(category: str) -> int:
@@ -55,6 +53,7 @@ def backoff(config: RecoveryConfig, lane: int, retries: int) -> float:
     return min(cap, base * config.backoff_factor**retries) * 3600.0
 
 
+@cache
 def level_delays(config: RecoveryConfig, *, force: bool = False) -> str:
     """The run's backoff per lane and retry level, as the scripts read it: one list per
     lane, one delay per level below ``max_retry_count`` (-1: any time, ``force``)."""
@@ -66,12 +65,12 @@ def level_delays(config: RecoveryConfig, *, force: bool = False) -> str:
     )
 
 
-def jitter_seconds(
-    config: RecoveryConfig, category: str, rng: random.Random | None = None
-) -> float:
-    """Extra seconds of backoff for one failure: up to ``retry_jitter`` of its base."""
-    spread = (rng or _RNG).random() * config.retry_jitter
-    return round(spread * _base_hours(config, lane_for(category)) * 3600.0, 3)
+def spread(doc_id: str) -> float:
+    """A document's share of the jitter, in [0, 1): from its id, as the scripts take it
+    (``spread()`` in lua/_lib.lua), so every run and report agree; 0 for an id that is
+    not hex (not one of ours)."""
+    head = doc_id[:4]
+    return int(head, 16) / 65536 if head and all(c in HEX for c in head) else 0.0
 
 
 def next_retry_at(config: RecoveryConfig, record: FailedDocumentRecord) -> float | None:
@@ -79,8 +78,8 @@ def next_retry_at(config: RecoveryConfig, record: FailedDocumentRecord) -> float
     a matter of time (dead, held back, being recovered, out of retries)."""
     if record.state != "failed" or record.retry_count >= config.max_retry_count:
         return None
-    lane = lane_for(record.error_category)
-    return record.failure_timestamp + record.jitter + backoff(config, lane, record.retry_count)
+    delay = backoff(config, lane_for(record.error_category), record.retry_count)
+    return record.failure_timestamp + delay * (1 + config.retry_jitter * spread(record.doc_id))
 
 
 def is_permanent(category: str) -> bool:

@@ -85,8 +85,10 @@ class FailedDocumentRecord:
     fingerprint: str = ""
     #: Hard time limit (seconds) the failed run had, to grow it for timeouts.
     time_limit: float | None = None
-    #: Seconds added to this failure's backoff, so a burst does not come back as one.
-    jitter: float = 0.0
+    #: The group of similar errors this one belongs to (see recovery/signatures.py).
+    signature: str = ""
+    #: Where the error was raised; ``error_message`` is the error itself (type: message).
+    traceback: str = ""
 
     def __post_init__(self) -> None:
         if self.first_failure_timestamp is None:
@@ -97,9 +99,10 @@ class FailedDocumentRecord:
         return document_id(self.document_path, self.query)
 
     def get_failure_age_hours(self, now: float | None = None) -> float:
-        """Hours since the document first failed (what retention is measured against)."""
-        first = self.first_failure_timestamp or self.failure_timestamp
-        return max(0.0, ((now if now is not None else time.time()) - first) / 3600.0)
+        """Hours since this failure (``failure_timestamp``), as the seed reads it;
+        retention is measured from ``first_failure_timestamp``."""
+        at = time.time() if now is None else now
+        return max(0.0, (at - self.failure_timestamp) / 3600.0)
 
     @classmethod
     def from_run(
@@ -111,12 +114,14 @@ class FailedDocumentRecord:
         message: str,
         at: float,
         fingerprint: str = "",
+        traceback: str = "",
     ) -> FailedDocumentRecord:
         """The failure record of one run of a tracked task."""
         return cls(
             document_path=call.path,
             task_id=call.task_id,
             error_message=message,
+            traceback=traceback,
             failure_timestamp=at,
             query=call.query,
             worker_id=call.worker,
@@ -147,16 +152,18 @@ class FailedDocumentRecord:
 
     def body(self, message_limit: int | None = None) -> bytes:
         """The ``body`` field: what only Python reads, as compressed JSON, with the error
-        message cut to ``message_limit``."""
-        message = self.error_message
+        message and the traceback each cut to ``message_limit``."""
+        message, trace = self.error_message, self.traceback
         if message_limit is not None:
             message = bound_message(message, message_limit)
+            trace = bound_message(trace, message_limit)
         body: dict[str, Any] = {"path": self.document_path, "task": self.task_name}
         for name, value in (
             ("kwargs", self.kwargs),
             ("meta", self.metadata),
             ("etype", self.error_type),
             ("msg", message),
+            ("tb", trace),
         ):
             if value:
                 body[name] = value
@@ -206,6 +213,7 @@ class FailedDocumentRecord:
             document_path=_text(key, body, "path"),
             task_name=_text(key, body, "task"),
             error_message=str(body.get("msg", "")),
+            traceback=str(body.get("tb", "")),
             error_type=str(body.get("etype", "")),
             kwargs=dict(body.get("kwargs") or {}),
             metadata=dict(body.get("meta") or {}),
@@ -277,7 +285,7 @@ _FIELDS: dict[str, str] = {
     "last_recovery_at": "rec_at",
     "fingerprint": "fp",
     "time_limit": "tlimit",
-    "jitter": "jit",
+    "signature": "sig",
 }
 _KINDS: dict[str, type] = {
     "first_failure_timestamp": float,
@@ -287,7 +295,6 @@ _KINDS: dict[str, type] = {
     "failure_count": int,
     "last_recovery_at": float,
     "time_limit": float,
-    "jitter": float,
 }
 _REQUIRED = ("task_id", "cat", "last", "state", "retries", "failures")
 _EMPTY: tuple[Any, ...] = ("", 0, 0.0)

@@ -32,6 +32,9 @@ NAMES = {
     "by_query": "agg:query",
     "worker_failures": "agg:worker_failures",
     "worker_successes": "agg:worker_successes",
+    "signatures": "agg:signature",
+    "signature_info": "signature:info",
+    "signature_last": "signature:last",
     "query_failures": "agg:query_failures",
     "query_successes": "agg:query_successes",
     "fingerprints": "env:fingerprints",
@@ -76,6 +79,9 @@ def test_default_key_names_are_pinned() -> None:
     assert keys.by_query == "{docrecovery}:agg:query"
     assert keys.worker_failures == "{docrecovery}:agg:worker_failures"
     assert keys.worker_successes == "{docrecovery}:agg:worker_successes"
+    assert keys.signatures == "{docrecovery}:agg:signature"
+    assert keys.signature_info == "{docrecovery}:signature:info"
+    assert keys.signature_last == "{docrecovery}:signature:last"
     assert keys.query_failures == "{docrecovery}:agg:query_failures"
     assert keys.query_successes == "{docrecovery}:agg:query_successes"
     assert keys.fingerprints == "{docrecovery}:env:fingerprints"

@@ -17,6 +17,7 @@ from recovery.api import FailedDocumentsTracker
 from recovery.config import RecoveryConfig
 from recovery.errors import CorruptRecord
 from recovery.records import FailedDocumentRecord, bound_message, document_id
+from recovery.signatures import signature
 
 T0 = 1_714_000_000.123456
 
@@ -47,6 +48,7 @@ def expected_after_first_failure(record: FailedDocumentRecord) -> dict[str, Any]
         "state_reason": "",
         "first_failure_timestamp": record.failure_timestamp,
         "next_retry_at": record.failure_timestamp + 3600.0,
+        "signature": signature(record.error_type, record.error_message),
     }
 
 
@@ -159,7 +161,7 @@ def test_to_redis_writes_strings_and_a_compressed_body_omitting_empty_values() -
     }
     assert all(isinstance(value, str) for value in fields.values())
     # empty or zero optional fields cost memory per record and are left out
-    for absent in ("query", "worker", "tlimit", "attempts", "fp", "reason", "rec_at", "jit"):
+    for absent in ("query", "worker", "tlimit", "attempts", "fp", "reason", "rec_at", "sig"):
         assert absent not in fields
     assert fields["last"] == repr(T0)
     assert (fields["state"], fields["retries"], fields["failures"]) == ("failed", "0", "1")
@@ -186,7 +188,7 @@ def test_from_redis_of_to_redis_is_the_same_record() -> None:
         args=["/docs/a.txt"],
         last_recovery_at=T0 + 1,
         time_limit=30,
-        jitter=12.5,
+        signature="0123456789ab",
     )
 
     assert FailedDocumentRecord.from_redis("k", record.to_redis()) == record
@@ -262,13 +264,14 @@ def test_the_tracker_stores_a_huge_message_bounded(tracker: FailedDocumentsTrack
     assert read.error_message.endswith(" TAIL")
 
 
-def test_failure_age_is_measured_from_the_first_failure_in_hours() -> None:
+def test_failure_age_is_the_age_of_the_failure_timestamp_in_hours_as_the_seed_says() -> None:
+    # the seed: "get_failure_age_hours()" of a record whose failure_timestamp it set
     record = FailedDocumentRecord(
         "/a", "t", "m", failure_timestamp=T0, first_failure_timestamp=T0 - 7200
     )
 
-    assert record.get_failure_age_hours(now=T0) == pytest.approx(2.0)
-    assert record.get_failure_age_hours(now=T0 + 1800) == pytest.approx(2.5)
+    assert record.get_failure_age_hours(now=T0) == 0.0
+    assert record.get_failure_age_hours(now=T0 + 1800) == pytest.approx(0.5)
     assert record.get_failure_age_hours(now=T0 - 99_999) == 0.0
 
 

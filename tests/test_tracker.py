@@ -119,7 +119,8 @@ def test_a_first_failure_creates_record_indexes_and_aggregates_in_one_call(
     assert zscore(redis_client, k.dead, record.doc_id) is None
     assert hash_of(redis_client, k.by_category) == {"other": "1", "import": "1"}
     assert hash_of(redis_client, k.by_worker) == {"celery@w1": "1"}
-    assert hash_of(redis_client, k.by_query) == {"revenue": "1"}
+    # a document without a query is counted as such
+    assert hash_of(redis_client, k.by_query) == {"(no query)": "1", "revenue": "1"}
     assert hash_of(redis_client, k.worker_failures) == {"celery@w1": "1"}
     assert redis_client.hget(k.stats, "failures_recorded") == "2"
     assert int(redis_client.ttl(k.record(record.doc_id))) > 0
@@ -343,7 +344,8 @@ def test_resolve_removes_the_record_every_index_entry_and_its_aggregates(
     k = tracker.keys
 
     # When the first is processed
-    took = tracker.store.resolve(a.doc_id, worker="w1", query="q", now=T0 + 60)
+    done = tracker.store.resolve(a.doc_id, worker="w1", query="q", now=T0 + 60)
+    took = done.recovery_seconds
 
     # Then its record and every index entry are gone, the counts drop by one
     assert took is None
@@ -375,7 +377,9 @@ def test_resolving_a_recovery_attempt_counts_a_success_and_its_duration(
     tracker.store.claim_due(10, now=T0 + 2 * HOUR)
     tracker.store.settle([Settlement(record.doc_id, "sent", "new-task")], now=T0 + 2 * HOUR)
 
-    took = tracker.store.resolve(record.doc_id, recovery_attempt=True, now=T0 + 2 * HOUR + 42)
+    took = tracker.store.resolve(
+        record.doc_id, recovery_attempt=True, now=T0 + 2 * HOUR + 42
+    ).recovery_seconds
 
     assert took == pytest.approx(42.0)
     metrics = tracker.reports.status(now=T0 + 3 * HOUR)["recovery_metrics"]
@@ -394,7 +398,9 @@ def test_resolving_a_claimed_document_outside_recovery_counts_no_recovery(
     tracker.store.claim_due(10, now=T0 + 2 * HOUR)
     tracker.store.settle([Settlement(record.doc_id, "sent", "new-task")], now=T0 + 2 * HOUR)
 
-    took = tracker.store.resolve(record.doc_id, recovery_attempt=False, now=T0 + 3 * HOUR)
+    took = tracker.store.resolve(
+        record.doc_id, recovery_attempt=False, now=T0 + 3 * HOUR
+    ).recovery_seconds
 
     # Then it is no longer tracked, but no recovery success or time is counted
     metrics = tracker.reports.status(now=T0 + 3 * HOUR)["recovery_metrics"]
@@ -407,7 +413,9 @@ def test_resolving_a_claimed_document_outside_recovery_counts_no_recovery(
 def test_resolving_a_document_that_is_not_tracked_only_counts_the_run(
     tracker: Tracker, redis_client: redis.Redis
 ) -> None:
-    took = tracker.store.resolve(document_id("/docs/fine.pdf"), worker="w1", query="q", now=T0)
+    took = tracker.store.resolve(
+        document_id("/docs/fine.pdf"), worker="w1", query="q", now=T0
+    ).recovery_seconds
 
     assert took is None
     assert hash_of(redis_client, tracker.keys.worker_successes) == {"w1": "1"}

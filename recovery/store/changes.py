@@ -13,12 +13,13 @@ with the time it happened — and then that time is used instead.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from recovery import policy
+from recovery import policy, signatures
 from recovery.calls import RunCall, counted
 from recovery.config import RecoveryConfig
 from recovery.errors import CorruptRecord
@@ -48,6 +49,15 @@ class FailureOutcome:
     state: FailureState
     retry_count: int
     replaced_corrupt: bool
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """What a success did: whether the document was tracked, and how long its recovery
+    took when the success was a recovery attempt."""
+
+    tracked: bool
+    recovery_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -110,6 +120,7 @@ class Store:
         at = record.failure_timestamp if now is None else now
         config = self.config
         category = record.error_category
+        sig = record.signature or signatures.signature(record.error_type, record.error_message)
         with self.connection.errors("record failure"):
             state, retries, replaced = self.scripts.record_failure(
                 keys={"record": self.keys.record(record.doc_id)},
@@ -119,7 +130,6 @@ class Store:
                 counted=int(counted),
                 recovery=int(recovery_attempt),
                 lane=policy.lane_for(category),
-                jitter=policy.jitter_seconds(config, category),
                 ttl=int(config.retention_seconds + TTL_MARGIN_SECONDS),
                 task_id=wire(record.task_id),
                 lost_run="" if lost_run is None else lost_run,
@@ -131,6 +141,16 @@ class Store:
                 tlimit=record.time_limit or "",
                 attempts=record.recovery_attempts,
                 body=record.body(config.max_error_chars),
+                sig=sig,
+                sig_info=wire(
+                    json.dumps(
+                        {
+                            "error_type": record.error_type,
+                            "category": category,
+                            "example": record.error_message[: signatures.PATTERN_CHARS],
+                        }
+                    )
+                ),
             )
         if replaced:
             log.warning("replaced an undecodable value at %s", self.keys.record(record.doc_id))
@@ -156,11 +176,10 @@ class Store:
         recovery_attempt: bool = False,
         task_id: str = "",
         now: float | None = None,
-    ) -> float | None:
-        """Stop tracking a document that was processed. Returns how long its recovery
-        took when this success was a recovery attempt, else None."""
+    ) -> Resolution:
+        """Stop tracking a document that was processed."""
         with self.connection.errors("resolve"):
-            _tracked, took = self.scripts.resolve(
+            tracked, took = self.scripts.resolve(
                 keys={"record": self.keys.record(doc_id)},
                 now=_at(now),
                 doc_id=doc_id,
@@ -170,7 +189,7 @@ class Store:
                 task_id=wire(task_id),
                 window=self.config.breaker_window,
             )
-        return float(took) if took else None
+        return Resolution(bool(tracked), float(took) if took else None)
 
     def put(self, key: str, value: str, ttl: int) -> None:
         """Keep an application value (such as a pipeline's result) with a TTL; ``key``
@@ -244,17 +263,25 @@ class Store:
         + limit); the claim script re-checks each, so concurrent runs never claim the
         same document."""
         delays = policy.level_delays(self.config, force=force)
+        jitter = self.config.retry_jitter
         with self.connection.errors("claim"):
-            at, ids = self.scripts.select_due(now=_at(now), limit=limit, delays=delays)
-        return self._claim(strs(ids), mode, float(at), delays)
+            at, ids = self.scripts.select_due(
+                now=_at(now), limit=limit, delays=delays, jitter=jitter
+            )
+        return self._claim(strs(ids), mode, float(at), delays, jitter)
 
     def claim_ids(self, doc_ids: Sequence[str], now: float | None = None) -> ClaimResult:
         """Claim these documents for an operator's retry, dead ones included; any that
         is already claimed, sent or being recovered is left alone (never sent twice)."""
-        return self._claim(doc_ids, "manual", now, "[]")
+        return self._claim(doc_ids, "manual", now, "[]", 0.0)
 
     def _claim(
-        self, ids: Sequence[str], mode: ClaimMode, now: float | None, delays: str
+        self,
+        ids: Sequence[str],
+        mode: ClaimMode,
+        now: float | None,
+        delays: str,
+        jitter: float,
     ) -> ClaimResult:
         if not ids:
             return ClaimResult([])
@@ -268,6 +295,7 @@ class Store:
                 retention=config.retention_seconds,
                 mode=mode,
                 delays=delays,
+                jitter=jitter,
             )
         records = []
         undecodable = []

@@ -112,10 +112,19 @@ class Maintenance:
             self.rebuild_aggregates()
 
     def _trim_rate_counters(self) -> None:
-        """Keep the per-worker and per-query run counters to the RATE_ENTRIES busiest
-        names: free-text queries would otherwise add a field each, forever."""
+        """Keep the per-worker and per-query run counters, and the error groups, to the
+        RATE_ENTRIES busiest names: free-text queries and messages would otherwise add
+        a field each, forever."""
         k = self.keys
         client = self.connection.client
+        if int(client.hlen(k.signatures)) > RATE_ENTRIES:
+            counts: dict[str, str] = client.hgetall(k.signatures)  # type: ignore[assignment]
+            ranked = sorted(counts, key=lambda sig: -int(counts[sig]))
+            for chunk in chunks(ranked[RATE_ENTRIES:]):
+                pipe = self.connection.pipeline(transaction=True)
+                for key in (k.signatures, k.signature_info, k.signature_last):
+                    pipe.hdel(key, *chunk)
+                pipe.execute()
         for successes, failures in (
             (k.worker_successes, k.worker_failures),
             (k.query_successes, k.query_failures),

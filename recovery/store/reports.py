@@ -173,10 +173,13 @@ class Reports:
     def analysis(self, now: float | None = None) -> dict[str, Any]:
         """Failures by age (every tracked document), category, worker and query."""
         reply = self._report(now, detail=True)
-        cats, workers, w_fail, w_won, queries, q_fail, q_won = (_pairs(r) for r in reply[11:])
+        cats, workers, w_fail, w_won, queries, q_fail, q_won, sigs, info, last = (
+            _pairs(r) for r in reply[11:]
+        )
         return {
             "age_distribution": dict(zip(AGE_BUCKETS, reply[9], strict=True)),
             "error_categories": _ints(cats),
+            "error_signatures": _groups(sigs, info, last),
             "workers": _rates(workers, w_fail, w_won),
             "queries": _rates(queries, q_fail, q_won),
         }
@@ -238,6 +241,35 @@ def _float(raw: Any) -> float:
 
 def _ints(raw: dict[str, str]) -> dict[str, int]:
     return dict(sorted(((k, int(v)) for k, v in raw.items()), key=lambda kv: -kv[1]))
+
+
+#: Error groups an analysis lists, the largest first.
+SIGNATURES_SHOWN = 50
+
+
+def _groups(
+    counts: dict[str, str], info: dict[str, str], last: dict[str, str]
+) -> list[dict[str, Any]]:
+    """Errors grouped by similarity: count, example, first and last seen per group."""
+    groups = []
+    for sig, count in counts.items():
+        try:
+            first = json.loads(info.get(sig, "{}"))
+        except ValueError:
+            first = {}
+        groups.append(
+            {
+                "signature": sig,
+                "count": int(count),
+                "error_type": first.get("error_type", ""),
+                "category": first.get("category", ""),
+                "example": first.get("example", ""),
+                "first_seen": first.get("first"),
+                "last_seen": float(last[sig]) if sig in last else None,
+            }
+        )
+    groups.sort(key=lambda group: (-group["count"], group["signature"]))
+    return groups[:SIGNATURES_SHOWN]
 
 
 def _rates(

@@ -6,9 +6,9 @@
 -- in KEYS are ever touched.
 --
 -- The due index holds every live document waiting for recovery in one sorted set,
--- scored by lane * LANE + retries * LEVEL + (its last attempt + its jitter). A lane is
--- a backoff class (0 the usual one, 1 network failures, whose backoff is short); a
--- run reads each (lane, retry level) as a score range bounded by its own backoff.
+-- scored by lane * LANE + retries * LEVEL + its last attempt. A lane is a backoff
+-- class (0 the usual one, 1 network failures, whose backoff is short); a run reads
+-- each (lane, retry level) as a score range bounded by its own backoff.
 
 -- A number as Redis should get it: redis.call turns a Lua number into text with 14
 -- significant digits, which cuts a time's fraction at a score boundary; 17 keep it.
@@ -27,7 +27,22 @@ local function split(score)
   return lane, level, score - lane * LANE - level * LEVEL
 end
 
--- Each (lane, level) range a run may take from, with its upper bound at `now`:
+-- A document's share of the run's jitter, in [0, 1): fixed by its id, so every run and
+-- status agree on it, and it only ever adds to the backoff.
+local function spread(id)
+  return (tonumber(string.sub(id, 1, 4), 16) or 0) / 65536
+end
+
+-- Whether a due document is eligible now under a run's delays and jitter.
+local function eligible(delays, jitter, id, score, now)
+  local lane, level, last = split(score)
+  local delay = (delays[lane + 1] or {})[level + 1]
+  if not delay then return false end
+  return delay < 0 or now - last >= delay * (1 + jitter * spread(id))
+end
+
+-- Each (lane, level) range a run may take from, with its upper bound at `now`
+-- (before each document's jitter, which eligible() adds):
 -- delays[lane + 1][level + 1] is the run's backoff; negative means any last attempt.
 local function ranges(delays, now)
   local out = {}
@@ -72,6 +87,13 @@ local function agg_decr(hash, field)
   end
 end
 
+-- The query a document is counted under in the per-query aggregates: documents
+-- processed without one are counted too, as '(no query)'.
+local function query_of(query)
+  if query == false or query == nil or query == '' then return '(no query)' end
+  return query
+end
+
 local function agg_incr(hash, field)
   if field and field ~= '' then
     redis.call('HINCRBY', hash, field, 1)
@@ -85,7 +107,7 @@ local function untrack(idx, agg, rec, id)
     local f = redis.call('HMGET', rec, 'cat', 'worker', 'query')
     agg_decr(agg[1], f[1])
     agg_decr(agg[2], f[2])
-    agg_decr(agg[3], f[3])
+    agg_decr(agg[3], query_of(f[3]))
   end
   for _, key in ipairs(idx) do
     redis.call('ZREM', key, id)

@@ -1,10 +1,10 @@
 -- Claim documents for one recovery run, each with a lease.
 -- KEYS: due claimed waiting dead corrupt
--- ARGV: now lease retention mode delays
+-- ARGV: now lease retention mode delays jitter
 -- Then one record key per candidate (item_key(i)) and the candidate ids (item_arg(i)).
 -- lease: seconds the claim holds; retention: documents first failed longer ago than
--- this many seconds are left to cleanup; delays: the run's backoff per retry level,
--- as select_due.lua reads it. mode:
+-- this many seconds are left to cleanup; delays and jitter: the run's backoff per
+-- retry level and its jitter, as select_due.lua reads them. mode:
 --   'due'     a candidate is taken only if it is still eligible now under the run's
 --             settings, so concurrent runs that read the same candidates never both
 --             claim one;
@@ -67,9 +67,7 @@ for i = 1, item_args do
       end
     end
   elseif score then
-    local lane, level, last = split(score)
-    local delay = (delays[lane + 1] or {})[level + 1]
-    if delay and (delay < 0 or now - last >= delay) then
+    if eligible(delays, tonumber(A.jitter), id, score, now) then
       if not readable(rec) then
         quarantine(id)
       elseif tonumber(redis.call('HGET', rec, 'first')) >= cutoff then

@@ -1,9 +1,8 @@
 -- Record one failure of a document: the record, its indexes and the aggregates.
--- KEYS: record due failed claimed waiting dead corrupt stats imports inflight inflight_tasks generations breakers by_category by_worker by_query worker_failures query_failures
--- ARGV: now doc_id permanent counted recovery lane jitter ttl task_id lost_run window cat worker query fp tlimit attempts body
+-- KEYS: record due failed claimed waiting dead corrupt stats imports inflight inflight_tasks generations breakers by_category by_worker by_query worker_failures query_failures signatures signature_info signature_last
+-- ARGV: now doc_id permanent counted recovery lane ttl task_id lost_run window cat worker query fp tlimit attempts body sig sig_info
 -- permanent, counted, recovery: '0'/'1' (counted: this failure counts as a retry of a
--- document already tracked; recovery: the run was a recovery attempt). jitter: seconds
--- added to the last-attempt time in the due index (backoff only ever grows by it).
+-- document already tracked; recovery: the run was a recovery attempt).
 -- lane: the backoff class ('1' network failures, '0' the rest).
 -- A failure records facts — when, what, how many times; whether and when the document
 -- may run again is decided by each recovery run with its own settings (claim.lua).
@@ -12,7 +11,8 @@
 -- skipped unless the entry is still there (and, for a sweep, still past that bound),
 -- so another sweep, a redelivery that checked in again, or a late report wins.
 -- cat worker query fp tlimit attempts body: the record's fields (body: its encoded
--- call, error type and message; see records.py).
+-- call, error type and message; see records.py). sig: the error's signature;
+-- sig_info: a JSON object describing it, kept from its first occurrence.
 -- Returns {state, retries, replaced corrupt (0/1)}.
 local rec, id = K.record, A.doc_id
 local now = clock(A.now)
@@ -40,7 +40,7 @@ if existed then
     if A.counted == '1' then retries = retries + 1 end
     agg_decr(K.by_category, old[4])
     agg_decr(K.by_worker, old[5])
-    agg_decr(K.by_query, old[6])
+    agg_decr(K.by_query, query_of(old[6]))
   else
     replaced = 1
   end
@@ -55,7 +55,7 @@ local fields = {'state', state, 'retries', retries, 'failures', failures, 'first
   'last', num(now), 'cat', A.cat, 'task_id', A.task_id, 'body', A.body}
 -- empty values are not stored: with millions of records every field costs memory
 for _, pair in ipairs({{'reason', reason}, {'worker', A.worker}, {'query', A.query},
-    {'fp', A.fp}, {'tlimit', A.tlimit}, {'jit', A.jitter}, {'lane', A.lane}}) do
+    {'fp', A.fp}, {'tlimit', A.tlimit}, {'lane', A.lane}, {'sig', A.sig}}) do
   if pair[2] ~= '' and pair[2] ~= '0' then
     fields[#fields + 1] = pair[1]
     fields[#fields + 1] = pair[2]
@@ -82,7 +82,7 @@ if state == 'dead' then
 else
   if existed then redis.call('ZREM', K.dead, id) end
   local level = math.min(retries, MAX_LEVEL)
-  local score = tonumber(A.lane) * LANE + level * LEVEL + now + (tonumber(A.jitter) or 0)
+  local score = tonumber(A.lane) * LANE + level * LEVEL + now
   redis.call('ZADD', K.due, num(score), id)
   if A.cat == 'import' then
     local generation = tonumber(redis.call('HGET', K.generations, A.fp)) or 0
@@ -94,9 +94,12 @@ end
 
 agg_incr(K.by_category, A.cat)
 agg_incr(K.by_worker, A.worker)
-agg_incr(K.by_query, A.query)
+agg_incr(K.by_query, query_of(A.query))
 agg_incr(K.worker_failures, A.worker)
-agg_incr(K.query_failures, A.query)
+agg_incr(K.query_failures, query_of(A.query))
+redis.call('HINCRBY', K.signatures, A.sig, 1)
+redis.call('HSETNX', K.signature_info, A.sig, '{"first":' .. num(now) .. ',' .. string.sub(A.sig_info, 2))
+redis.call('HSET', K.signature_last, A.sig, num(now))
 redis.call('HINCRBY', K.stats, 'failures_recorded', 1)
 if A.recovery == '1' then
   redis.call('HINCRBY', K.stats, 'failed_recoveries', 1)

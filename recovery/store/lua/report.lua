@@ -1,13 +1,15 @@
 -- Counts for status and analysis under the caller's settings, in O(levels × log N)
 -- plus the size of the small aggregate hashes: never a scan of the records, one
 -- round trip. Reads only.
--- KEYS: failed due claimed waiting dead corrupt stats by_category by_worker worker_failures worker_successes by_query query_failures query_successes
+-- KEYS: failed due claimed waiting dead corrupt stats by_category by_worker worker_failures worker_successes by_query query_failures query_successes signatures signature_info signature_last
 -- ARGV: now delays ages detail
 -- delays: as select_due.lua reads them; ages: JSON list of age-bucket edges in
 -- seconds, ascending; detail: '1' adds the aggregate hashes (the analysis).
 -- Returns {now, tracked, eligible, scheduled, exhausted, in_recovery, waiting, dead,
 -- corrupt, {documents per age bucket}, stats (flat), aggregates (flat) when detail}:
--- eligible now, due later, and past this caller's max_retry_count.
+-- eligible now, due later, and past this caller's max_retry_count. Counted by the
+-- backoff alone: a document inside its jitter (at most retry_jitter of its backoff)
+-- counts as eligible a little before a run takes it.
 local now = clock(A.now)
 local eligible, scheduled = 0, 0
 for _, range in ipairs(ranges(cjson.decode(A.delays), now)) do
@@ -28,7 +30,8 @@ local out = {num(now), redis.call('ZCARD', K.failed), eligible, scheduled, exhau
   redis.call('ZCARD', K.corrupt), ages, redis.call('HGETALL', K.stats)}
 if A.detail == '1' then
   for _, key in ipairs({K.by_category, K.by_worker, K.worker_failures, K.worker_successes,
-      K.by_query, K.query_failures, K.query_successes}) do
+      K.by_query, K.query_failures, K.query_successes, K.signatures, K.signature_info,
+      K.signature_last}) do
     out[#out + 1] = redis.call('HGETALL', key)
   end
 end

@@ -6,7 +6,7 @@
 -- Returns {was tracked (0/1), recovery seconds or ''}.
 local rec, id, now = K.record, A.doc_id, clock(A.now)
 agg_incr(K.worker_successes, A.worker)
-agg_incr(K.query_successes, A.query)
+agg_incr(K.query_successes, query_of(A.query))
 if redis.call('ZREM', K.inflight, A.task_id) == 1 then
   redis.call('HDEL', K.inflight_tasks, A.task_id)
 end
