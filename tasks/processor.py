@@ -76,7 +76,7 @@ class DistributedProcessor:
         concurrency: int | None = None,
     ) -> None:
         self.worker_id = worker_id
-        self.redis_url = redis_url or default_redis_url()
+        self.redis_url = default_redis_url(redis_url)
         self.queues = tuple(queues)
         self.concurrency = concurrency
         self.config: dict[str, Any] = RecoveryConfig.from_env().as_dict()
