@@ -1,9 +1,11 @@
 """Celery's own settings for the document pipeline, read from the environment.
 
-``REDIS_URL`` is the broker and, unless ``CELERY_RESULT_BACKEND`` says otherwise, the
-result backend. Recovery settings are not here: they live in one validated
-``recovery.RecoveryConfig`` (``DOCRECOVERY_*`` variables), and ``recovery.install``
-adds the ``recovery.run`` beat entry from it.
+The Redis is the one every docrecovery process resolves
+(``recovery.store.connection.default_redis_url``: ``REDIS_URL``, else the default). It
+is the broker and, unless ``CELERY_RESULT_BACKEND`` says otherwise, the result backend.
+Recovery settings are not here: they live in one validated ``recovery.RecoveryConfig``
+(``DOCRECOVERY_*`` variables), and ``recovery.install`` adds the ``recovery.run`` beat
+entry from it.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ import os
 from kombu import Exchange, Queue
 
 from recovery.config import RecoveryConfig, soft_limit
+from recovery.store.connection import default_redis_url
 
-redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+redis_url = default_redis_url()
 
 broker_url = redis_url
 result_backend = os.environ.get("CELERY_RESULT_BACKEND", redis_url)

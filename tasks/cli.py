@@ -11,10 +11,11 @@
     docrecovery purge [--everything]       # delete dead documents (or all)
     docrecovery demo
 
-``--redis-url`` (or ``REDIS_URL``) names the Redis to use. With neither, commands
-that need Redis start an embedded redis-server on loopback with its data in
-``.docrecovery/redis`` and stop it on exit. Exit codes: 0 done, 1 the work itself
-failed, 2 Redis unreachable or bad settings.
+The Redis is ``--redis-url``, else ``REDIS_URL``, else the default the workers use
+too (:func:`recovery.store.default_redis_url`). A command that cannot reach it exits 2
+naming the URL: it never reports on a fresh empty server. Only ``demo``, given neither,
+starts an embedded redis-server on loopback with its data in ``.docrecovery/redis``.
+Exit codes: 0 done, 1 the work itself failed, 2 Redis unreachable or bad settings.
 
 Paths are whatever the file system holds, so every path and stored text is printed
 through :func:`shown`: one document stays one line, and bytes that are not UTF-8 cannot
@@ -41,7 +42,8 @@ from recovery import ConfigError, DocumentRecoveryManager, RecoveryConfig, Track
 from recovery.categories import exception_chain
 from recovery.redis_server import RedisServer
 from recovery.spool import Spool
-from recovery.store import Selection, redact
+from recovery.store import Selection, default_redis_url, redact
+from recovery.store.connection import DEFAULT_URL
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -82,12 +84,12 @@ def safe_streams() -> None:
 
 
 @contextmanager
-def redis_url_for(explicit: str | None) -> Iterator[str]:
-    """The Redis to use: explicit, else REDIS_URL, else an embedded server for the
-    duration of the command."""
-    url = explicit or os.environ.get("REDIS_URL")
-    if url:
-        yield url
+def redis_url_for(command: str, explicit: str | None) -> Iterator[str]:
+    """The Redis ``command`` uses: :func:`default_redis_url`'s. Only the demo, given no
+    URL at all, runs on an embedded server of its own for the duration of the command:
+    the others are about the failures the workers recorded, which live in that Redis."""
+    if command != "demo" or explicit or os.environ.get("REDIS_URL"):
+        yield default_redis_url(explicit)
         return
     with RedisServer(DATA_DIR / "redis") as server:
         print(f"embedded redis-server at {server.url} (data in {server.data_dir})", file=sys.stderr)
@@ -193,9 +195,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         status["environments"] = manager.environments()
         status["spooled_events_here"] = Spool(manager.config.spool_dir).count()
         status["warnings"] = manager.tracker.warnings()
+    status["redis"] = redact(args.url)
     if args.json:
         print(json.dumps(status, indent=2, default=str))
     else:
+        print(f"redis: {status['redis']}")
         print_status(status)
         envs = ", ".join(f"{shown(w)} gen {g}" for w, g in status["environments"].items())
         print(f"worker environments: {envs or 'none recorded'}")
@@ -313,7 +317,7 @@ def _add_common(parser: argparse.ArgumentParser, *, top: bool) -> None:
     """Options accepted before and after the command (``--json status`` or ``status --json``)."""
     default: dict[str, Any] = {} if top else {"default": argparse.SUPPRESS}
     parser.add_argument(
-        "--redis-url", help="Redis to use (default: $REDIS_URL, else embedded)", **default
+        "--redis-url", help=f"Redis to use (default: $REDIS_URL, else {DEFAULT_URL})", **default
     )
     parser.add_argument("--verbose", action="store_true", help="debug logging", **default)
     parser.add_argument("--json", action="store_true", help="print JSON", **default)
@@ -382,7 +386,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
-        with redis_url_for(args.redis_url) as url:
+        with redis_url_for(command, args.redis_url) as url:
             use_redis(url)
             args.url = url
             try:

@@ -9,8 +9,14 @@
 
 ``config`` is a plain dict of recovery settings (the seed's keys and docrecovery's
 additions); it is validated whenever it is used, so a bad value fails with a
-ConfigError naming the key. The worker runs as ``celery -A tasks worker`` in a child
-process and receives the same settings through ``DOCRECOVERY_*`` variables.
+ConfigError naming the key. Changes take effect at the next ``start_worker()``: the
+worker runs as ``celery -A tasks worker`` in a child process and receives the settings
+of that moment through ``DOCRECOVERY_*`` variables. With ``enable_periodic_recovery``
+it embeds Celery's beat (``--beat``), which sends ``recovery.run`` to the ``recovery``
+queue every ``recovery_interval_minutes`` while the worker runs; the schedule file is
+the worker's own, in its data directory (``DOCRECOVERY_DATA_DIR``, else
+``.docrecovery``, then ``workers/<worker_id>``). Several processors each embed a beat:
+the run lock and atomic claims keep their runs from resubmitting a document twice.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import os
 import signal
 import sys
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from recovery import DocumentRecoveryManager, RecoveryConfig, installed
@@ -28,6 +35,8 @@ from recovery.store import default_redis_url
 from tasks.app import app
 
 QUEUES = ("documents", "recovery", "highmem")
+#: Where beat sends ``recovery.run`` (``recovery.install``'s schedule entry).
+RECOVERY_QUEUE = "recovery"
 
 
 def worker_command(name: str, queues: Iterable[str] = QUEUES, *extra: str) -> list[str]:
@@ -74,11 +83,14 @@ class DistributedProcessor:
         *,
         queues: Iterable[str] = QUEUES,
         concurrency: int | None = None,
+        data_dir: str | Path | None = None,
     ) -> None:
         self.worker_id = worker_id
-        self.redis_url = redis_url or default_redis_url()
+        self.redis_url = default_redis_url(redis_url)
         self.queues = tuple(queues)
         self.concurrency = concurrency
+        base = Path(os.environ.get("DOCRECOVERY_DATA_DIR", ".docrecovery"))
+        self.data_dir = Path(data_dir) if data_dir is not None else base / "workers" / worker_id
         self.config: dict[str, Any] = RecoveryConfig.from_env().as_dict()
         self._process: asyncio.subprocess.Process | None = None
         self._manager: DocumentRecoveryManager | None = None
@@ -112,20 +124,34 @@ class DistributedProcessor:
             for path in paths
         ]
 
+    @property
+    def schedule_file(self) -> Path:
+        """The embedded beat's schedule: one per worker, so beats never share a shelve."""
+        return self.data_dir / "celerybeat-schedule"
+
     def worker_command(self) -> list[str]:
+        """The worker for the current ``config``: with periodic recovery, an embedded
+        beat, and the queue its runs are sent to even when ``queues`` leaves it out."""
         extra = ["--concurrency", str(self.concurrency)] if self.concurrency else []
-        return worker_command(self.worker_id, self.queues, *extra)
+        queues = self.queues
+        if self.recovery_config.enable_periodic_recovery:
+            extra += ["--beat", "--schedule", str(self.schedule_file)]
+            if RECOVERY_QUEUE not in queues:
+                queues = (*queues, RECOVERY_QUEUE)
+        return worker_command(self.worker_id, queues, *extra)
 
     async def start_worker(self) -> int:
-        """Run one recovery attempt, then a Celery worker until it exits or ``stop()``;
-        returns the worker's exit code."""
+        """Run one recovery attempt, then a Celery worker (with periodic recovery
+        unless disabled) until it exits or ``stop()``; returns the worker's exit code."""
         await self.recovery_manager.run_recovery()
         env = {
             **os.environ,
             **config_environment(self.recovery_config),
             "REDIS_URL": self.redis_url,
         }
-        self._process = await asyncio.create_subprocess_exec(*self.worker_command(), env=env)
+        command = self.worker_command()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._process = await asyncio.create_subprocess_exec(*command, env=env)
         return await self._process.wait()
 
     def stop(self) -> None:

@@ -28,7 +28,7 @@ from recovery.api import FailedDocumentsTracker
 from recovery.config import RecoveryConfig
 from recovery.records import FailedDocumentRecord, document_id
 from recovery.redis_server import RedisServer
-from recovery.store import Tracker, redact
+from recovery.store import Tracker, default_redis_url, redact
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "samples"
@@ -260,6 +260,139 @@ def test_recover_dry_run_prints_what_would_be_resubmitted_and_changes_nothing(
         assert any(str(path) in line and "resubmit" in line for line in lines[1:])
     assert snapshot(redis_client) == before
     assert redis_client.llen("documents") == 0
+
+
+# --- which Redis: one default everywhere -------------------------------------------------
+
+DEFAULT_URL = "redis://127.0.0.1:6379/0"
+
+
+def test_the_redis_url_is_the_argument_else_redis_url_else_the_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    assert default_redis_url() == DEFAULT_URL
+    monkeypatch.setenv("REDIS_URL", "")
+    assert default_redis_url() == DEFAULT_URL
+
+    monkeypatch.setenv("REDIS_URL", "redis://from-env:6380/1")
+    assert default_redis_url() == "redis://from-env:6380/1"
+    assert default_redis_url(None) == "redis://from-env:6380/1"
+    assert default_redis_url("redis://given:6381/2") == "redis://given:6381/2"
+
+
+def test_workers_beat_and_the_python_api_resolve_the_same_default(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    # Given a shell without REDIS_URL
+    env = {k: v for k, v in cli_env.items() if k != "REDIS_URL"}
+    script = (
+        "import celeryconfig, json\n"
+        "from tasks.app import app\n"
+        "from recovery import installed\n"
+        "from distributed_processor import DistributedProcessor\n"
+        "from recovery_system import DocumentRecoveryManager\n"
+        "print(json.dumps([celeryconfig.broker_url, celeryconfig.result_backend,\n"
+        "    app.conf.broker_url, installed(app).redis_url,\n"
+        "    DistributedProcessor().redis_url, DocumentRecoveryManager().tracker.url]))\n"
+    )
+
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+
+    # Then the worker's broker and backend (celeryconfig: workers and beat), the
+    # processor and the manager all use the one default
+    assert json.loads(done.stdout) == [DEFAULT_URL] * 6
+
+
+@pytest.mark.parametrize(
+    ("via", "args"),
+    [("main", ("--recover",)), ("docrecovery", ("status",)), ("docrecovery", ("list",))],
+)
+def test_a_command_whose_redis_url_is_closed_exits_2_naming_it_and_reports_nothing(
+    cli: Cli, tmp_path: Path, via: str, args: tuple[str, ...]
+) -> None:
+    # Given REDIS_URL naming a port nothing listens on (it wins over the default)
+    url = f"redis://:s3cret@127.0.0.1:{closed_port()}/0"
+
+    done = cli(*args, via=via, env={"REDIS_URL": url})
+
+    # Then the command names the URL it tried, password masked, and reports nothing
+    assert done.returncode == EXIT_UNAVAILABLE, done.stdout + done.stderr
+    assert done.stderr.startswith(f"docrecovery: cannot reach Redis at {redact(url)}: ")
+    assert "s3cret" not in done.stdout + done.stderr
+    assert "tracked 0" not in done.stdout
+    assert "embedded" not in done.stderr
+    assert not (tmp_path / "data" / "redis").exists()
+
+
+def test_status_without_redis_url_reports_on_the_default_redis_never_an_embedded_one(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    # Given a shell without REDIS_URL, and a key prefix no one uses (read only)
+    env = {k: v for k, v in cli_env.items() if k != "REDIS_URL"}
+    env["DOCRECOVERY_KEY_PREFIX"] = f"cli-test-{os.getpid()}"
+
+    done = subprocess.run(
+        command("docrecovery", ("status", "--json")),
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    # Then it reports on the default URL when a Redis answers there (one does on some
+    # machines), else exits 2 naming it; it never starts a fresh, empty server
+    if done.returncode == 0:
+        assert json.loads(done.stdout)["redis"] == DEFAULT_URL
+    else:
+        assert done.returncode == EXIT_UNAVAILABLE, done.stderr
+        assert done.stderr.startswith(f"docrecovery: cannot reach Redis at {DEFAULT_URL}: ")
+    assert "embedded" not in done.stderr
+    assert not (tmp_path / "data" / "redis").exists()
+
+
+def test_status_names_the_redis_it_reports_on(cli: Cli, redis_url: str) -> None:
+    text = cli("status")
+    as_json = cli("status", "--json")
+
+    assert text.returncode == as_json.returncode == 0, text.stderr + as_json.stderr
+    assert text.stdout.splitlines()[0] == f"redis: {redis_url}"
+    assert json.loads(as_json.stdout)["redis"] == redis_url
+
+
+@pytest.mark.slow
+def test_the_demo_without_redis_url_runs_on_an_embedded_server_and_says_where(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = {k: v for k, v in cli_env.items() if k not in ("REDIS_URL", "DOCRECOVERY_ROOTS")}
+
+    done = subprocess.run(
+        command("docrecovery", ("demo",)),
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    data = tmp_path / "data"
+    assert f"(data in {data / 'redis'})" in done.stderr.splitlines()[0]
+    assert done.stderr.startswith("embedded redis-server at redis://127.0.0.1:")
+    assert (
+        done.stdout.splitlines()[-1] == f"demo succeeded; worker and beat logs in {data / 'demo'}"
+    )
 
 
 # --- docrecovery status / list ----------------------------------------------------------

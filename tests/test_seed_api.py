@@ -11,12 +11,14 @@ server) and the document paths are this test's own. ``start_worker`` starts a re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
 import signal
+import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,8 @@ from recovery.store import Tracker
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 HOUR = 3600.0
 TIMEOUT = 60.0
+#: A periodic recovery interval short enough to watch several runs: 1.2 s.
+INTERVAL_MINUTES = 0.02
 
 
 @pytest.fixture(autouse=True)
@@ -43,6 +47,7 @@ def seed_environment(
     (the app's recovery config, the ``recovery`` logger's level) is put back after."""
     monkeypatch.setenv("REDIS_URL", redis_url)
     monkeypatch.setenv("DOCRECOVERY_SPOOL_DIR", str(tmp_path / "spool"))
+    monkeypatch.setenv("DOCRECOVERY_DATA_DIR", str(tmp_path / "data"))
     rec = installed(celery_app)
     config = rec.config
     logger = logging.getLogger("recovery")
@@ -139,6 +144,184 @@ def test_the_processor_snippet_recovers_then_runs_a_worker_that_processes_docume
     assert (metrics["recovery_attempts"], metrics["successful_recoveries"]) == (1, 1)
     # And it stopped cleanly when asked
     assert code == 0
+
+
+@contextlib.asynccontextmanager
+async def working(processor: Any) -> AsyncIterator[None]:
+    """``processor.start_worker()`` running for the block: entered once the start-up
+    recovery run is done and the worker process exists. On the way out the worker is
+    stopped and must exit 0 with every process it started (pool, embedded beat) gone."""
+    worker = asyncio.create_task(processor.start_worker())
+    try:
+        while processor._process is None:
+            if worker.done():
+                raise AssertionError(f"start_worker() ended without a worker: {worker.result()}")
+            await asyncio.sleep(0.05)
+        yield
+    finally:
+        children = descendants(processor._process.pid) if processor._process else []
+        processor.stop()
+        try:
+            code = await asyncio.wait_for(worker, 30)
+        finally:
+            if processor._process and processor._process.returncode is None:
+                processor._process.send_signal(signal.SIGKILL)
+    assert code == 0
+    await asyncio.to_thread(
+        wait_for, lambda: not any(map(running, children)), "the worker's children to exit", 10
+    )
+
+
+def descendants(pid: int) -> list[int]:
+    found = []
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    for child in map(int, path.read_text().split() if path.exists() else []):
+        found += [child, *descendants(child)]
+    return found
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (not gone, not a zombie awaiting its reaper)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def holds(condition: Callable[[], bool], what: str, seconds: float) -> None:
+    """Fail as soon as ``condition`` stops holding within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert condition(), what
+        time.sleep(0.05)
+
+
+def test_the_processor_recovers_periodically_while_its_worker_runs(
+    redis_url: str, doc_root: Path, tracker: Tracker, tmp_path: Path
+) -> None:
+    from distributed_processor import DistributedProcessor
+
+    # Given a failure whose file is still missing when the worker starts
+    doc_id = document_id(str(doc_root / "late.txt"))
+    tracker.store.record_failure(failure(doc_root / "late.txt", time.time() - 2 * HOUR))
+
+    async def scenario() -> None:
+        processor = DistributedProcessor(worker_id="periodic", redis_url=redis_url, concurrency=1)
+        processor.config.update(
+            {"min_retry_interval_hours": 0, "recovery_interval_minutes": INTERVAL_MINUTES}
+        )
+        async with working(processor):
+            # the start-up run found it missing and held it back
+            assert tracker.reports.status()["waiting"] == 1
+            # When the file is back, and nobody calls a run
+            restored(doc_root, "late.txt")
+            # Then a periodic run resubmits it and the worker processes it
+            await asyncio.to_thread(
+                wait_for,
+                lambda: tracker.reports.get_record(doc_id) is None,
+                "a periodic run to recover the document",
+            )
+
+    asyncio.run(scenario())
+
+    metrics = tracker.reports.status()["recovery_metrics"]
+    assert (metrics["recovery_attempts"], metrics["successful_recoveries"]) == (1, 1)
+    assert metrics["recovery_runs"] >= 2
+    # And the embedded beat kept its schedule in the worker's own data directory
+    assert list((tmp_path / "data" / "workers" / "periodic").glob("celerybeat-schedule*"))
+
+
+def test_the_processor_runs_no_periodic_recovery_when_it_is_disabled(
+    redis_url: str, doc_root: Path, tracker: Tracker, celery_app: Celery
+) -> None:
+    from distributed_processor import DistributedProcessor
+
+    # Given a failure whose file is still missing when the worker starts
+    doc_id = document_id(str(doc_root / "late.txt"))
+    tracker.store.record_failure(failure(doc_root / "late.txt", time.time() - 2 * HOUR))
+    fresh = restored(doc_root, "fresh.txt")
+
+    async def scenario() -> None:
+        processor = DistributedProcessor(worker_id="no-beat", redis_url=redis_url, concurrency=1)
+        processor.config.update(
+            {
+                "min_retry_interval_hours": 0,
+                "recovery_interval_minutes": INTERVAL_MINUTES,
+                "enable_periodic_recovery": False,
+            }
+        )
+        async with working(processor):
+            assert tracker.reports.status()["recovery_metrics"]["recovery_runs"] == 1
+            # When the file is back, and the worker is consuming
+            restored(doc_root, "late.txt")
+            [task_id] = processor.submit([str(fresh)])
+            result = AsyncResult(task_id, app=celery_app)
+            await asyncio.to_thread(result.get, timeout=TIMEOUT)
+
+            # Then for four intervals no run starts and the document stays held back
+            def untouched() -> bool:
+                record = tracker.reports.get_record(doc_id)
+                runs = tracker.reports.status()["recovery_metrics"]["recovery_runs"]
+                return record is not None and record.state == "waiting" and runs == 1
+
+            await asyncio.to_thread(holds, untouched, "no recovery run", 4 * INTERVAL_MINUTES * 60)
+
+    asyncio.run(scenario())
+
+
+def test_config_updated_after_construction_is_what_the_worker_starts_with(
+    redis_url: str, celery_app: Celery
+) -> None:
+    from distributed_processor import DistributedProcessor
+
+    # Given a processor whose config is changed after it was built
+    processor = DistributedProcessor(worker_id="configured", redis_url=redis_url, concurrency=1)
+    changes = {"max_retry_count": 7, "recovery_batch_size": 4, "recovery_interval_minutes": 0.5}
+    assert all(processor.config[key] != value for key, value in changes.items())
+    processor.config.update(changes)
+    node = f"configured@{socket.gethostname()}"
+
+    async def scenario() -> tuple[dict[str, str], dict[str, Any]]:
+        async with working(processor):
+            assert processor._process is not None
+            raw = Path(f"/proc/{processor._process.pid}/environ").read_bytes()
+            await asyncio.to_thread(
+                wait_for, lambda: celery_app.control.ping([node], timeout=0.5), "the worker"
+            )
+            replies = await asyncio.to_thread(
+                lambda: celery_app.control.inspect([node], timeout=5).conf(with_defaults=False)
+            )
+        environ = dict(item.split("=", 1) for item in raw.decode().split("\0") if item)
+        return environ, replies[node]
+
+    environ, conf = asyncio.run(scenario())
+
+    # Then the worker was started with the updated settings
+    started = RecoveryConfig.from_env(environ=environ)
+    assert started == processor.recovery_config
+    assert {key: getattr(started, key) for key in changes} == changes
+    # And its embedded beat runs recovery at the updated interval
+    entry = conf["beat_schedule"]["docrecovery-recovery-run"]
+    assert (entry["task"], entry["schedule"]) == ("recovery.run", "0:00:30")
+
+
+def test_the_processor_worker_consumes_the_recovery_queue_only_with_its_embedded_beat(
+    redis_url: str, tmp_path: Path
+) -> None:
+    from distributed_processor import DistributedProcessor
+
+    processor = DistributedProcessor("docs-only", redis_url, queues=["documents"])
+
+    periodic = processor.worker_command()
+    processor.config["enable_periodic_recovery"] = False
+    plain = processor.worker_command()
+
+    schedule = str(tmp_path / "data" / "workers" / "docs-only" / "celerybeat-schedule")
+    assert periodic[periodic.index("-Q") + 1] == "documents,recovery"
+    assert periodic[periodic.index("--beat") :][:3] == ["--beat", "--schedule", schedule]
+    assert plain[plain.index("-Q") + 1] == "documents"
+    assert "--beat" not in plain
 
 
 def test_the_processor_applies_the_seeds_config_keys(redis_url: str, celery_app: Celery) -> None:

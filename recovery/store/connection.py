@@ -21,6 +21,7 @@ from recovery.errors import TrackerUnavailable
 from recovery.keys import Keys
 from recovery.store.scripts import Scripts
 
+#: The Redis every process uses when neither an argument nor ``REDIS_URL`` names one.
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 
 
@@ -38,8 +39,11 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
-def default_redis_url() -> str:
-    return os.environ.get("REDIS_URL", DEFAULT_URL)
+def default_redis_url(explicit: str | None = None) -> str:
+    """The Redis to use: ``explicit`` (``--redis-url``, ``redis_url=``), else
+    ``REDIS_URL``, else :data:`DEFAULT_URL`. Workers, beat, the CLI and the Python API
+    all resolve it here, so they cannot disagree about where the failures are."""
+    return explicit or os.environ.get("REDIS_URL") or DEFAULT_URL
 
 
 def connect(url: str) -> redis.Redis:
