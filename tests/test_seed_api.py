@@ -506,13 +506,15 @@ def test_the_inspection_snippet_lists_each_failed_document_oldest_first(
     finally:
         manager.close()
 
+    # listed oldest first failure first; the age is that of the last failure
+    # (failure_timestamp): d first failed 2 h ago, and failed again 1.5 h ago
     expected = []
-    for path, retries, age in (
-        ("/docs/a.pdf", 0, 3.0),
-        ("/docs/d.pdf", 1, 2.0),
-        ("/docs/b.pdf", 0, 0.0),
+    for path, retries, first, age in (
+        ("/docs/a.pdf", 0, 3.0, 3.0),
+        ("/docs/d.pdf", 1, 2.0, 1.5),
+        ("/docs/b.pdf", 0, 0.0, 0.0),
     ):
-        assert known_failures[path] == pytest.approx(time.time() - age * HOUR, abs=60)
+        assert known_failures[path] == pytest.approx(time.time() - first * HOUR, abs=60)
         expected += [
             f"Document: {path}",
             f"Error: FileNotFoundError: [Errno 2] No such file or directory: '{path}'",
