@@ -243,7 +243,9 @@ def test_a_missing_file_is_recorded_with_every_field_needed_to_run_it_again(
     record = record_of(tracker, path, "visibility timeout")
     assert record.document_path == str(path)
     assert record.task_id == result.id
-    assert record.error_message.startswith("Traceback (most recent call last)")
+    # the error itself (type: message), as the seed's error_message; the trace apart
+    assert record.error_message.startswith("FileNotFoundError: [Errno 2] No such file")
+    assert record.traceback.startswith("Traceback (most recent call last)")
     assert "FileNotFoundError" in record.error_message
     assert str(path) in record.error_message
     assert record.error_type == "FileNotFoundError"
