@@ -327,6 +327,7 @@ class Template:
     ttl: int
     scores: dict[str, float]  # index sorted set -> the document's score in it
     counts: list[tuple[str, str, int]]  # aggregate hash, field, increment per document
+    values: list[tuple[str, str, str]]  # hash, field, value every document shares
 
 
 def take_template(bench: Bench, now: float) -> Template:
@@ -339,6 +340,7 @@ def take_template(bench: Bench, now: float) -> Template:
     fields: list[str] = []
     scores: dict[str, float] = {}
     counts: list[tuple[str, str, int]] = []
+    values: list[tuple[str, str, str]] = []
     for name in sorted(map(str, client.scan_iter())):
         kind = str(client.type(name))
         if name == key:
@@ -349,14 +351,20 @@ def take_template(bench: Bench, now: float) -> Template:
             if members:
                 raise RuntimeError(f"clone loader: {name} holds more than the document")
         elif kind == "hash":
-            counts += [(name, str(f), int(v)) for f, v in client.hgetall(name).items()]
+            for agg_field, value in client.hgetall(name).items():
+                if str(value).lstrip("-").isdigit():
+                    counts.append((name, str(agg_field), int(value)))
+                else:  # one error group's description: the same for every document
+                    values.append((name, str(agg_field), str(value)))
         else:
             raise RuntimeError(f"clone loader: cannot copy the {kind} record_failure wrote")
     body = fields.index("body") + 2
     slots = [i + 1 for i, v in enumerate(fields) if MARK in v or record.doc_id in v]
     ttl = int(client.ttl(key))
     bench.flush()
-    return Template(record.doc_id, fields, sorted({*slots, body}), body, ttl, scores, counts)
+    return Template(
+        record.doc_id, fields, sorted({*slots, body}), body, ttl, scores, counts, values
+    )
 
 
 def clone_load(bench: Bench, count: int, now: float, start: int = 0, batch: int = 1000) -> None:
@@ -390,6 +398,8 @@ def clone_load(bench: Bench, count: int, now: float, start: int = 0, batch: int 
             pipe.zadd(name, dict.fromkeys(ids, score))
         for name, agg_field, by in tpl.counts:
             pipe.hincrby(name, agg_field, by * len(ids))
+        for name, agg_field, value in tpl.values:
+            pipe.hset(name, agg_field, value)
         pipe.execute()
 
     with ThreadPoolExecutor(max_workers=2) as pool:

@@ -21,9 +21,8 @@ import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
-import redis
 from celery import Celery
 
 from recovery.config import RecoveryConfig
@@ -33,6 +32,9 @@ from recovery.store import Tracker
 from recovery.store.changes import Store
 from recovery.store.maintenance import Maintenance
 from recovery.store.reports import Reports
+
+if TYPE_CHECKING:
+    import redis
 
 log = logging.getLogger(__name__)
 

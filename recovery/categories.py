@@ -1,5 +1,9 @@
 """Error categories, decided from the exception chain.
 
+An application files its own errors by declaring a class attribute
+(``recovery_category = "permanent"``); the recovery system needs no list of their
+names. The user's ``category_overrides`` (by class name) win over everything.
+
 The type of the exception and of every exception in its ``__cause__`` /
 ``__context__`` chain is matched first (by class name along the MRO, so no import of
 optional libraries is needed); message patterns are only a fallback for errors that
@@ -46,15 +50,11 @@ CATEGORIES = (
 _BY_CLASS: dict[str, str] = {
     "ImportError": IMPORT,
     "MemoryError": MEMORY,
-    "DocumentTooLarge": MEMORY,
     "SoftTimeLimitExceeded": TIMEOUT,
     "TimeLimitExceeded": TIMEOUT,
     "TimeoutError": TIMEOUT,
     "FileNotFoundError": FILE_NOT_FOUND,
     "PermissionError": PERMISSION,
-    "DocumentOutsideRoots": PERMANENT,
-    "UnsupportedDocumentType": PERMANENT,
-    "CorruptedDocument": PERMANENT,
     "WorkerLostError": WORKER_LOST,
     "ConnectionError": NETWORK,
     "gaierror": NETWORK,
@@ -125,7 +125,17 @@ def _by_class(exc: BaseException, table: Mapping[str, str]) -> str | None:
 
 
 def _built_in(exc: BaseException) -> str | None:
-    return PERMANENT if _never_succeeds(exc) else _by_class(exc, _BY_CLASS)
+    if _never_succeeds(exc):
+        return PERMANENT
+    return _declared(exc) or _by_class(exc, _BY_CLASS)
+
+
+def _declared(exc: BaseException) -> str | None:
+    """The category an application's exception class declares for itself
+    (``recovery_category = "permanent"``): how an app's own errors are filed without
+    the recovery system knowing their names."""
+    category = getattr(type(exc), "recovery_category", None)
+    return category if category in CATEGORIES else None
 
 
 def _never_succeeds(exc: BaseException) -> bool:

@@ -49,6 +49,8 @@ if TYPE_CHECKING:
     from celery import Celery
 
 DATA_DIR = Path(os.environ.get("DOCRECOVERY_DATA_DIR", ".docrecovery"))
+#: Documents held back whose reasons `status` shows (the longest waiting first).
+HELD_SHOWN = 10
 EXIT_FAILED = 1
 EXIT_UNAVAILABLE = 2
 #: Seconds the broker gets to accept a connection and answer before submit gives up.
@@ -195,12 +197,18 @@ def cmd_status(args: argparse.Namespace) -> int:
         status["environments"] = manager.environments()
         status["spooled_events_here"] = Spool(manager.config.spool_dir).count()
         status["warnings"] = manager.tracker.warnings()
+        status["held_back"] = [
+            {"doc_id": r.doc_id, "path": r.document_path, "reason": r.state_reason}
+            for r in manager.tracker.store.held(HELD_SHOWN)
+        ]
     status["redis"] = redact(args.url)
     if args.json:
         print(json.dumps(status, indent=2, default=str))
     else:
         print(f"redis: {status['redis']}")
         print_status(status)
+        for held in status["held_back"]:
+            print(f"  waiting  {held['doc_id']}  {shown(held['reason'])}")
         envs = ", ".join(f"{shown(w)} gen {g}" for w, g in status["environments"].items())
         print(f"worker environments: {envs or 'none recorded'}")
         if status["spooled_events_here"]:

@@ -374,3 +374,21 @@ def test_look_alikes_of_failures_that_never_succeed_stay_other(exc: BaseExceptio
 )
 def test_failures_that_never_succeed_known_only_as_text_are_permanent(message: str) -> None:
     assert categorize_message(message) == categories.PERMANENT
+
+
+class QuotaExceeded(Exception):
+    """An application's own error, filing itself."""
+
+    recovery_category = categories.NETWORK
+
+
+class Confused(Exception):
+    recovery_category = "no such category"
+
+
+def test_an_application_error_files_itself_by_declaring_its_category() -> None:
+    assert categories.categorize(QuotaExceeded("429 from the OCR service")) == categories.NETWORK
+    # the user's overrides still win; a category that does not exist is ignored
+    overrides = {"QuotaExceeded": categories.PERMANENT}
+    assert categories.categorize(QuotaExceeded("x"), overrides) == categories.PERMANENT
+    assert categories.categorize(Confused("x")) == categories.OTHER

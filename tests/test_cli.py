@@ -205,6 +205,10 @@ def test_main_recover_goes_on_past_a_full_batch_of_documents_still_missing(
     held = [line for line in done.stdout.splitlines() if line.startswith("  held ")]
     assert len(held) == 10
     assert all("file still missing" in line for line in held)
+    # and status shows the ones still waiting, with their reason, in text too
+    waiting = [line for line in cli("status").stdout.splitlines() if "  waiting  " in line]
+    assert len(waiting) == 10
+    assert all("file still missing" in line for line in waiting)
 
 
 def test_redis_url_option_overrides_the_environment(

@@ -1,0 +1,93 @@
+"""The shape the code keeps: one Redis boundary, named script keys, two layers."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+import redis
+
+from recovery.keys import Keys
+from recovery.store.scripts import NAMES, LuaScript, signature, source
+
+ROOT = Path(__file__).resolve().parent.parent
+RECOVERY = ROOT / "recovery"
+LUA = RECOVERY / "store" / "lua"
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Top-level modules a file imports at run time (not under ``if TYPE_CHECKING``)."""
+    tree = ast.parse(path.read_text())
+    typing_only: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING":
+            typing_only |= {id(child) for child in ast.walk(node)}
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def library_modules() -> list[Path]:
+    return sorted(RECOVERY.rglob("*.py"))
+
+
+def test_only_the_store_talks_to_redis() -> None:
+    # recovery/redis_server.py starts a server for the CLI and the tests: tooling
+    talking = {
+        str(path.relative_to(ROOT))
+        for path in library_modules()
+        if "redis" in imported_modules(path)
+        and RECOVERY / "store" not in path.parents
+        and path.name != "redis_server.py"
+    }
+
+    assert talking == set()
+
+
+def test_the_recovery_library_never_imports_the_pipeline() -> None:
+    importing = [p.name for p in library_modules() if "tasks" in imported_modules(p)]
+
+    assert importing == []
+
+
+@pytest.mark.parametrize("name", [*NAMES, "_lib"])
+def test_no_script_body_numbers_its_keys_or_arguments(name: str) -> None:
+    body = (LUA / f"{name}.lua").read_text()
+
+    assert "KEYS[" not in body
+    assert "ARGV[" not in body
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_script_declares_its_keys_and_each_shared_key_exists(name: str) -> None:
+    declared = signature(name)
+    per_call = {"record"}
+
+    assert declared.keys
+    assert set(declared.keys) - per_call <= {
+        attr for attr, value in vars(Keys).items() if isinstance(value, property)
+    }
+    assert source(name).startswith("local K = {")
+
+
+def test_a_call_with_a_missing_or_unknown_name_fails_before_reaching_redis(
+    redis_url: str,
+) -> None:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        end_run = LuaScript(client, Keys(), "end_run")
+        with pytest.raises(TypeError, match=r"takes keys \[\] and args \['task_id'\]"):
+            end_run(task="t1")
+        begin = LuaScript(client, Keys(), "begin")
+        with pytest.raises(TypeError, match=r"takes keys \['record'\]"):
+            begin(now="", task_id="t", limit=1, call="{}", doc_id="d")
+        assert end_run(task_id="t1") == 0
+    finally:
+        client.close()
