@@ -63,6 +63,18 @@ local function whole(raw)
   return nil
 end
 
+-- A strict decimal number, or nil: the forms Python's records.py reads ('-?d+', an
+-- optional '.d+', an optional exponent), not what tonumber also takes (' 2', '0x10',
+-- 'inf', 'nan', '2.').
+local DECIMALS = {'^%-?%d+$', '^%-?%d+%.%d+$', '^%-?%d+[eE][-+]?%d+$', '^%-?%d+%.%d+[eE][-+]?%d+$'}
+local function decimal(raw)
+  if type(raw) ~= 'string' then return nil end
+  for _, pattern in ipairs(DECIMALS) do
+    if string.match(raw, pattern) then return tonumber(raw) end
+  end
+  return nil
+end
+
 -- Count one tracked document out of an aggregate hash, dropping fields that reach 0.
 local function agg_decr(hash, field)
   if field and field ~= '' then
