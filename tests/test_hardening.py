@@ -16,13 +16,11 @@ from typing import Any
 
 import pytest
 import redis
-
 from faults.support import KEYS, fast_config
+
 from recovery.api import DocumentRecoveryManager
 from recovery.records import FailedDocumentRecord
 from recovery.store import Selection
-
-TASK = "tasks.process_document"
 
 
 @pytest.fixture
