@@ -11,14 +11,16 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
-from faults.support import KEYS, fast_config
+from faults.support import KEYS, TASK, fast_config
 
 from recovery.api import DocumentRecoveryManager
+from recovery.calls import RunCall
 from recovery.records import FailedDocumentRecord
 from recovery.store import Selection
 
@@ -190,3 +192,33 @@ def test_a_record_whose_ttl_fired_is_still_reported_as_such(
     assert "TTL fired before cleanup" in caplog.text
     assert "had no record" not in caplog.text
     assert redis_client.hgetall(KEYS.by_query) == {}
+
+
+# --- item 4: a delete while the resubmission runs ------------------------------------
+
+
+def test_the_success_of_a_run_whose_document_was_deleted_counts_nothing(
+    manager: DocumentRecoveryManager, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    # Given a document resubmitted by a run, its new task checked in on a worker
+    doc = track(manager, tmp_path / "doc.txt")
+    [sent] = manager.run_batch()["resubmitted"]
+    store = manager.tracker.store
+    call = RunCall(sent["task_id"], TASK, doc.document_path, args=[doc.document_path, None, {}])
+    assert store.begin(doc.doc_id, call, 60) == ("run", "sent")
+
+    # When an operator deletes it, then the run succeeds (before: harmless here, but
+    # see the failing run below; now both outcomes are dropped alike)
+    assert manager.delete([doc.doc_id]) == 1
+    took = store.resolve(doc.doc_id, recovery_attempt=True, task_id=sent["task_id"])
+
+    # Then nothing is counted but the drop, and nothing is left of the run
+    metrics = manager.status()["recovery_metrics"]
+    assert took is None
+    assert (metrics["successful_recoveries"], metrics["resolved"]) == (0, 0)
+    assert metrics["dropped_after_delete"] == 1
+    assert redis_client.zcard(KEYS.inflight) == redis_client.zcard(KEYS.deleted) == 0
+
+    # And a later failure of the same document under another task is tracked again
+    assert store.record_failure(replace(doc, task_id="t-later")).state == "failed"
+    assert manager.tracker.reports.get_record(doc.doc_id) is not None

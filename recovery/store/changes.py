@@ -33,7 +33,7 @@ TTL_MARGIN_SECONDS = 86400
 #: Ids handled per script call in cleanup and sweeps, to keep each call short.
 CHUNK = 500
 
-FailureState = Literal["failed", "dead", "skipped"]
+FailureState = Literal["failed", "dead", "skipped", "dropped"]
 Verdict = Literal["run", "stale", "lost"]
 ClaimMode = Literal["due", "preview", "manual"]
 #: A lost run is reported by the redelivery that found its own entry ("any"), or by a
@@ -106,7 +106,8 @@ class Store:
         straight to dead. Whether and when it runs again is each recovery run's call.
         ``lost_run`` reports an in-flight run that never finished (see
         :meth:`record_lost_run`): skipped (state ``skipped``) when the entry is gone
-        or, for a sweep, was renewed since, so a lost run is reported once."""
+        or, for a sweep, was renewed since, so a lost run is reported once. The
+        failure of a run whose document was deleted while it ran is ``dropped``."""
         at = record.failure_timestamp if now is None else now
         config = self.config
         category = record.error_category
@@ -134,18 +135,26 @@ class Store:
             )
         if replaced:
             log.warning("replaced an undecodable value at %s", self.keys.record(record.doc_id))
+        if state == "dropped":
+            log.info(
+                "failure of task %s dropped: %s was deleted while it ran",
+                record.task_id,
+                record.document_path,
+            )
         return FailureOutcome(state, int(retries), bool(replaced))
 
     def record_lost_run(self, call: RunCall, bound: LostRun, now: float | None) -> FailureOutcome:
         """Record a run that checked in and never reported as a ``worker_lost``
-        failure: a lost attempt counts (unless manual), so a crash loop ends."""
-        return self.record_failure(
+        failure: a lost attempt counts (unless manual), so a crash loop ends. A lost
+        run of a deleted document is recorded nowhere, so it comes back ``skipped``."""
+        outcome = self.record_failure(
             FailedDocumentRecord.lost(call, now or 0.0),
             lost_run=bound,
             counted=counted(call.marker),
             recovery_attempt=call.marker is not None,
             now="server" if now is None else now,
         )
+        return FailureOutcome("skipped", 0, False) if outcome.state == "dropped" else outcome
 
     def resolve(
         self,

@@ -48,6 +48,7 @@ class Maintenance:
             removed["expired"] = self._remove_range(k.failed, "failed", cutoff, "expired")
             removed["expired"] += self._remove_range(k.corrupt, "any", cutoff, "expired")
             client.zremrangebyscore(k.superseded, "-inf", cutoff)
+            client.zremrangebyscore(k.deleted, "-inf", cutoff)
             excess = int(client.zcard(k.dead)) - self.config.dead_max
             while excess > 0:
                 ids = strs(client.zrange(k.dead, 0, min(excess, CHUNK) - 1))

@@ -123,3 +123,53 @@ def test_a_run_with_a_malformed_header_whose_node_dies_is_swept_as_lost(
     assert (fields["cat"], fields["retries"], fields.get("attempts")) == ("worker_lost", "0", "1")
     assert inflight_calls(redis_client) == {}
     assert redis_client.zscore(KEYS.inflight, task_id) is None
+
+
+# --- item 4: a delete while the resubmission runs ------------------------------------
+
+
+def test_a_document_deleted_while_its_resubmission_runs_stays_deleted_when_it_fails(
+    worker_process: StartWorker,
+    doc_root: Path,
+    celery_app: Celery,
+    redis_client: redis.Redis,
+    redis_url: str,
+) -> None:
+    worker = worker_process("w1", env=FAST_ENV)
+    doc = Doc(str(doc_root / "slow.html"), "q")
+    # Given a document whose first run failed (not uploaded yet)
+    celery_app.send_task(TASK, args=doc.args)
+    wait_for(lambda: record(redis_client, doc.doc_id), 30, "the failure", log_tail(worker))
+    # And once it is uploaded (8 MB of HTML: about 4 s of work), resubmitted by a run
+    # with a 2 s time limit, so that the resubmission will fail
+    write_slow_html(Path(doc.path), 8)
+    manager = DocumentRecoveryManager(redis_url, fast_config(recovery_timeout=2), app=celery_app)
+    try:
+        [sent] = manager.run_batch()["resubmitted"]
+        wait_for(
+            lambda: record(redis_client, doc.doc_id).get("state") == "recovering",
+            30,
+            "the resubmission to start",
+            log_tail(worker),
+        )
+
+        # When the operator deletes the document while the resubmission runs
+        assert manager.delete([doc.doc_id]) == 1
+
+        # Then, once the run fails (soft time limit), its failure is dropped and
+        # counted (before: it was recorded as a new failure, retries reset to 0, and
+        # the deleted document came back to be retried)
+        wait_for(
+            lambda: stats(redis_client).get("dropped_after_delete") == 1,
+            30,
+            "the failure to be dropped",
+            log_tail(worker),
+        )
+        status = manager.status()
+    finally:
+        manager.close()
+    assert record(redis_client, doc.doc_id) == {}
+    assert (status["total_failed_documents"], status["corrupt"], status["in_recovery"]) == (0, 0, 0)
+    assert inflight_calls(redis_client) == {}
+    assert redis_client.zscore(KEYS.deleted, sent["task_id"]) is None
+    assert "SoftTimeLimitExceeded" in worker.log() or "TimeLimitExceeded" in worker.log()

@@ -1,5 +1,5 @@
 -- Record one failure of a document: the record, its indexes and the aggregates.
--- KEYS: record due failed claimed waiting dead corrupt stats imports inflight inflight_tasks generations breakers by_category by_worker by_query worker_failures query_failures
+-- KEYS: record due failed claimed waiting dead corrupt stats imports inflight inflight_tasks generations breakers by_category by_worker by_query worker_failures query_failures deleted
 -- ARGV: now doc_id permanent counted recovery lane jitter ttl task_id lost_run window cat worker query fp tlimit attempts body
 -- permanent, counted, recovery: '0'/'1' (counted: this failure counts as a retry of a
 -- document already tracked; recovery: the run was a recovery attempt). jitter: seconds
@@ -13,7 +13,11 @@
 -- so another sweep, a redelivery that checked in again, or a late report wins.
 -- cat worker query fp tlimit attempts body: the record's fields (body: its encoded
 -- call, error type and message; see records.py).
--- Returns {state, retries, replaced corrupt (0/1)}.
+-- A failure of a run whose document was deleted while it was sent or running
+-- (remove.lua marked its task id) is dropped and counted ('dropped_after_delete'):
+-- the delete stands, nothing is tracked again.
+-- Returns {state ('failed' | 'dead' | 'skipped' | 'dropped'), retries, replaced corrupt
+-- (0/1)}.
 local rec, id = K.record, A.doc_id
 local now = clock(A.now)
 if A.lost_run ~= '' then
@@ -24,6 +28,10 @@ if A.lost_run ~= '' then
 end
 if redis.call('ZREM', K.inflight, A.task_id) == 1 then
   redis.call('HDEL', K.inflight_tasks, A.task_id)
+end
+if redis.call('ZREM', K.deleted, A.task_id) == 1 then
+  redis.call('HINCRBY', K.stats, 'dropped_after_delete', 1)
+  return {'dropped', 0, 0}
 end
 
 local replaced, retries, failures, first, attempts, old_cat = 0, 0, 1, now, 0, nil

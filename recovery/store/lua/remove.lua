@@ -1,5 +1,5 @@
 -- Stop tracking documents: retention cleanup, dead-set trimming, manual delete.
--- KEYS: due failed claimed waiting dead corrupt imports by_category by_worker by_query stats
+-- KEYS: due failed claimed waiting dead corrupt imports by_category by_worker by_query stats deleted
 -- ARGV: now which cutoff counter ttl
 -- Then one record key per id (item_key(i)) and the ids (item_arg(i)).
 -- which: 'failed' removes an id only if it first failed at or before cutoff (every
@@ -11,8 +11,12 @@
 -- (the TTL runs from its last failure); an entry without a record that is younger, or
 -- in no failed index at all, never had one here (written by hand, or its record was
 -- deleted outside docrecovery). Both may leave counts in the aggregates behind.
+-- A document removed while its resubmission is sent or running has that task id
+-- marked deleted: the run's outcome is then dropped (record_failure.lua, resolve.lua)
+-- instead of tracking the document again.
 local cutoff = tonumber(A.cutoff)
-local expired_before = clock(A.now) - tonumber(A.ttl)
+local now = clock(A.now)
+local expired_before = now - tonumber(A.ttl)
 local idx = {K.due, K.failed, K.claimed, K.waiting, K.dead, K.corrupt, K.imports}
 local agg = {K.by_category, K.by_worker, K.by_query}
 local removed, expired, strays = 0, 0, 0
@@ -36,6 +40,12 @@ for i = 1, item_args do
         expired = expired + 1
       else
         strays = strays + 1
+      end
+    end
+    if is_hash(rec) then
+      local f = redis.call('HMGET', rec, 'state', 'task_id')
+      if (f[1] == 'sent' or f[1] == 'recovering') and f[2] and f[2] ~= '' then
+        redis.call('ZADD', K.deleted, num(now), f[2])
       end
     end
     untrack(idx, agg, rec, id)
