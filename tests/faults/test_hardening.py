@@ -6,8 +6,16 @@ on the session's Redis and says in a comment what the code before the fix did.
 
 from __future__ import annotations
 
+import glob
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -24,6 +32,7 @@ from faults.support import (
     inflight_calls,
     inflight_score,
     log_tail,
+    processed,
     record,
     stats,
     wait_for,
@@ -32,6 +41,7 @@ from faults.support import (
     write_text,
 )
 from recovery.api import DocumentRecoveryManager
+from recovery.records import FailedDocumentRecord
 
 pytestmark = pytest.mark.slow
 
@@ -173,3 +183,107 @@ def test_a_document_deleted_while_its_resubmission_runs_stays_deleted_when_it_fa
     assert inflight_calls(redis_client) == {}
     assert redis_client.zscore(KEYS.deleted, sent["task_id"]) is None
     assert "SoftTimeLimitExceeded" in worker.log() or "TimeLimitExceeded" in worker.log()
+
+
+# --- item 3: a host whose clock is two hours ahead -----------------------------------
+
+FAKETIME = shutil.which("faketime")
+LIBFAKETIME = next(iter(sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))), None)
+needs_faketime = pytest.mark.skipif(
+    FAKETIME is None or LIBFAKETIME is None,
+    reason="Debian's faketime is not installed (apt-get install -y faketime)",
+)
+#: A recovery run as ``main.py --recover`` does it, printing its summary and its clock.
+RUN = """
+import json, os, time
+from recovery.api import DocumentRecoveryManager
+from recovery.config import RecoveryConfig
+manager = DocumentRecoveryManager(os.environ["REDIS_URL"], RecoveryConfig.from_env())
+print(json.dumps({"clock": time.time(), "summary": manager.run_batch()}))
+"""
+
+
+@needs_faketime
+def test_a_run_on_a_host_two_hours_ahead_neither_loses_a_running_task_nor_a_lease(
+    worker_process: StartWorker,
+    doc_root: Path,
+    celery_app: Celery,
+    redis_client: redis.Redis,
+    redis_url: str,
+) -> None:
+    worker = worker_process("w1", env=FAST_ENV)
+    # Given a document claimed by a run a moment ago (its lease: 5 minutes)
+    manager = DocumentRecoveryManager(redis_url, fast_config(), app=celery_app)
+    try:
+        claimed = Doc(str(write_text(doc_root / "claimed.txt")))
+        manager.tracker.store.record_failure(
+            FailedDocumentRecord(claimed.path, "t-old", "boom", time.time() - 10, args=claimed.args)
+        )
+        assert [r.doc_id for r in manager.tracker.store.claim_due(10).records] == [claimed.doc_id]
+    finally:
+        manager.close()
+    # And a healthy task running a slow document (its deadline: minutes away)
+    slow = Doc(str(write_slow_html(doc_root / "slow.html", 8)), "q")
+    task_id = str(celery_app.send_task(TASK, args=slow.args).id)
+    wait_for(lambda: inflight_score(redis_client, task_id), 30, "the check-in", log_tail(worker))
+
+    # When a recovery run starts on a host whose clock is two hours ahead (before: the
+    # run measured deadlines and leases by its own clock, recorded the running task as
+    # worker_lost — a counted retry — resubmitted it, and released the claim)
+    assert FAKETIME is not None
+    env = {**os.environ, **FAST_ENV, "REDIS_URL": redis_url}
+    ran = subprocess.run(
+        [FAKETIME, "-f", "+2h", sys.executable, "-c", RUN],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    out = json.loads(ran.stdout.strip().splitlines()[-1])
+    assert out["clock"] > time.time() + 7000, "faketime did not move the run's clock"
+    summary = out["summary"]
+
+    # Then the running task is not lost, the lease holds, nothing is counted or sent
+    assert (summary["lost_runs_recorded"], summary["claims_returned"]) == (0, 0), summary
+    assert summary["resubmitted"] == []
+    assert record(redis_client, slow.doc_id) == {}
+    assert record(redis_client, claimed.doc_id)["state"] == "claimed"
+    assert stats(redis_client)["failures_recorded"] == 1
+    # And the slow document is processed exactly once
+    wait_steady(lambda: processed(redis_client, slow), 60, "the slow document", log_tail(worker))
+    assert worker.log().count(f"[{task_id}] succeeded") == 1
+    assert worker.log().count("succeeded in") == 1
+    assert redis_client.llen("documents") == 0
+    assert inflight_calls(redis_client) == {}
+
+
+@needs_faketime
+def test_a_worker_two_hours_ahead_records_failures_on_the_servers_clock(
+    worker_process: StartWorker,
+    doc_root: Path,
+    celery_app: Celery,
+    redis_client: redis.Redis,
+) -> None:
+    # Given a worker whose clock is two hours ahead (libfaketime, as faketime runs it)
+    assert LIBFAKETIME is not None
+    env = {**FAST_ENV, "LD_PRELOAD": LIBFAKETIME, "FAKETIME": "+2h"}
+    worker = worker_process("w1", env=env)
+    logged = re.search(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)", worker.log(), re.MULTILINE)
+    assert logged, worker.log()[-2000:]
+    ahead = datetime.strptime(logged[1], "%Y-%m-%d %H:%M:%S") - datetime.now()
+    assert ahead.total_seconds() > 7000, "faketime did not move the worker's clock"
+
+    # When it fails on a document
+    doc = Doc(str(doc_root / "missing.txt"))
+    before = time.time()
+    celery_app.send_task(TASK, args=doc.args)
+    fields = wait_for(lambda: record(redis_client, doc.doc_id), 30, "the failure", log_tail(worker))
+    after = time.time()
+
+    # Then the times stored are the server's, not the worker's (before: the worker's
+    # own time.time(), two hours in the future, so the failure looked two hours fresher
+    # and its backoff ran two hours longer)
+    assert before - 1 <= float(fields["first"]) <= after + 1
+    assert before - 1 <= float(fields["last"]) <= after + 1
+    assert before - 1 <= float(redis_client.zscore(KEYS.failed, doc.doc_id) or 0) <= after + 1
