@@ -13,6 +13,7 @@ with the time it happened — and then that time is used instead.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -69,6 +70,17 @@ class Settlement:
     outcome: Literal["sent", "release", "wait"]
     #: The new task id when sent, else the reason.
     detail: str = ""
+
+
+def query_label(query: str | None, limit: int) -> str:
+    """The name a query is counted under in the per-query aggregates: itself, or when
+    longer than ``limit`` its head and a hash of the whole, so a 100 KB query is not a
+    100 KB field name in three hashes (the record keeps the whole query)."""
+    query = query or ""
+    if len(query) <= limit:
+        return query
+    digest = hashlib.blake2b(wire(query), digest_size=8).hexdigest()
+    return f"{query[:limit]}…#{digest}"
 
 
 def _at(now: float | None) -> float | str:
@@ -128,6 +140,7 @@ class Store:
                 cat=category,
                 worker=wire(record.worker_id or ""),
                 query=wire(record.query or ""),
+                qlabel=wire(query_label(record.query, config.max_query_label_chars)),
                 fp=record.fingerprint,
                 tlimit=record.time_limit or "",
                 attempts=record.recovery_attempts,
@@ -174,7 +187,7 @@ class Store:
                 now=_at(now),
                 doc_id=doc_id,
                 worker=wire(worker or ""),
-                query=wire(query or ""),
+                query=wire(query_label(query, self.config.max_query_label_chars)),
                 recovery=int(recovery_attempt),
                 task_id=wire(task_id),
                 window=self.config.breaker_window,

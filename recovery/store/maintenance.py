@@ -162,11 +162,12 @@ class Maintenance:
             for chunk in chunks(ids):
                 pipe = self.connection.pipeline()
                 for doc_id in chunk:
-                    pipe.hmget(k.record(doc_id), "cat", "worker", "query")
+                    pipe.hmget(k.record(doc_id), "cat", "worker", "query", "qlabel")
                 for fields in pipe.execute(raise_on_error=False):
                     if not isinstance(fields, list):
                         continue
-                    for key, value in zip(counts, fields, strict=True):
+                    cat, worker, query, label = fields
+                    for key, value in zip(counts, (cat, worker, label or query), strict=True):
                         if value:
                             counts[key][value] = counts[key].get(value, 0) + 1
             pipe = self.connection.pipeline(transaction=True)

@@ -2,8 +2,8 @@
 -- the names each script declares in its header (see recovery/store/scripts.py).
 --
 -- Record hash fields (see recovery/records.py): state reason retries attempts failures
--- first last cat worker query task_id rec_at fp tlimit dscore body. Only names passed
--- in KEYS are ever touched.
+-- first last cat worker query qlabel task_id rec_at fp tlimit dscore body. Only names
+-- passed in KEYS are ever touched.
 --
 -- The due index holds every live document waiting for recovery in one sorted set,
 -- scored by lane * LANE + retries * LEVEL + (its last attempt + its jitter). A lane is
@@ -94,10 +94,10 @@ end
 -- idx: list of sorted-set keys; agg: {category, worker, query} hash keys.
 local function untrack(idx, agg, rec, id)
   if is_hash(rec) then
-    local f = redis.call('HMGET', rec, 'cat', 'worker', 'query')
+    local f = redis.call('HMGET', rec, 'cat', 'worker', 'query', 'qlabel')
     agg_decr(agg[1], f[1])
     agg_decr(agg[2], f[2])
-    agg_decr(agg[3], f[3])
+    agg_decr(agg[3], f[4] or f[3])
   end
   for _, key in ipairs(idx) do
     redis.call('ZREM', key, id)

@@ -2,7 +2,7 @@
 -- KEYS: record due failed claimed waiting dead corrupt imports stats by_category by_worker by_query worker_successes query_successes inflight inflight_tasks breakers deleted
 -- ARGV: now doc_id worker query recovery task_id window
 -- recovery: '1' when the run was a recovery attempt; task_id: the run that succeeded;
--- window: the circuit-breaker window.
+-- window: the circuit-breaker window; query: the name the query is counted under.
 -- A run whose document was deleted while it was sent or running (remove.lua) counts
 -- nothing but the drop ('dropped_after_delete'), and leaves the tracker as it is.
 -- Returns {was tracked (0/1), recovery seconds or ''}.
