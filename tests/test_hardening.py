@@ -22,7 +22,7 @@ from faults.support import KEYS, TASK, fast_config
 from recovery.api import DocumentRecoveryManager
 from recovery.calls import RunCall
 from recovery.records import FailedDocumentRecord
-from recovery.store import Selection
+from recovery.store import Selection, Settlement
 
 
 @pytest.fixture
@@ -222,3 +222,26 @@ def test_the_success_of_a_run_whose_document_was_deleted_counts_nothing(
     # And a later failure of the same document under another task is tracked again
     assert store.record_failure(replace(doc, task_id="t-later")).state == "failed"
     assert manager.tracker.reports.get_record(doc.doc_id) is not None
+
+
+def test_a_resubmission_that_checks_in_before_its_run_settles_is_recovering(
+    manager: DocumentRecoveryManager, tmp_path: Path
+) -> None:
+    # Given a claimed document whose new task a worker took before the run settled it
+    doc = track(manager, tmp_path / "doc.txt")
+    store = manager.tracker.store
+    assert [r.doc_id for r in store.claim_due(10).records] == [doc.doc_id]
+    call = RunCall("t-new", TASK, doc.document_path, args=[doc.document_path, None, {}])
+    assert store.begin(doc.doc_id, call, 60) == ("run", "claimed")
+
+    # When the run settles it as sent (before: it stayed 'sent', as if still queued,
+    # with a lease of resend_after_hours, while it ran)
+    store.settle([Settlement(doc.doc_id, "sent", "t-new")])
+
+    # Then it is an attempt under way, its lease the run's deadline
+    record = manager.tracker.reports.get_record(doc.doc_id)
+    assert record is not None
+    assert (record.state, record.task_id) == ("recovering", "t-new")
+    lease = manager.tracker.connection.client.zscore(KEYS.claimed, doc.doc_id)
+    assert lease is not None
+    assert lease == pytest.approx(store.server_time() + 60, abs=5)

@@ -6,6 +6,7 @@ on the session's Redis and says in a comment what the code before the fix did.
 
 from __future__ import annotations
 
+import base64
 import glob
 import json
 import os
@@ -157,11 +158,13 @@ def test_a_document_deleted_while_its_resubmission_runs_stays_deleted_when_it_fa
     try:
         [sent] = manager.run_batch()["resubmitted"]
         wait_for(
-            lambda: record(redis_client, doc.doc_id).get("state") == "recovering",
+            lambda: inflight_score(redis_client, sent["task_id"]),
             30,
             "the resubmission to start",
             log_tail(worker),
         )
+        # (also when the worker took the message before the run settled it)
+        assert record(redis_client, doc.doc_id)["state"] == "recovering"
 
         # When the operator deletes the document while the resubmission runs
         assert manager.delete([doc.doc_id]) == 1
@@ -287,3 +290,62 @@ def test_a_worker_two_hours_ahead_records_failures_on_the_servers_clock(
     assert before - 1 <= float(fields["first"]) <= after + 1
     assert before - 1 <= float(fields["last"]) <= after + 1
     assert before - 1 <= float(redis_client.zscore(KEYS.failed, doc.doc_id) or 0) <= after + 1
+
+
+# --- item 9: bounded records ---------------------------------------------------------
+
+
+def test_five_megabytes_of_metadata_and_a_long_query_stay_out_of_redis(
+    worker_process: StartWorker,
+    doc_root: Path,
+    celery_app: Celery,
+    redis_client: redis.Redis,
+    redis_url: str,
+) -> None:
+    worker = worker_process("w1", env=FAST_ENV)
+    config = fast_config()
+    # 5 MB that does not compress, and a 100 KB query
+    metadata = {"blob": base64.b64encode(os.urandom(3_750_000)).decode(), "source": "upload"}
+    query = "q" * 100_000
+    limit = 64 * 1024  # MEMORY USAGE ... SAMPLES 0: every field, not an estimate
+
+    # When a slow document with them runs (before: the in-flight entry held the
+    # metadata twice, as metadata and inside args: a 10 MB hash field)
+    slow = Doc(str(write_slow_html(doc_root / "slow.html", 4)), query)
+    task_id = str(celery_app.send_task(TASK, args=[slow.path, query, metadata]).id)
+    wait_for(lambda: inflight_score(redis_client, task_id), 30, "the check-in", log_tail(worker))
+    entry = inflight_calls(redis_client)[task_id]
+    assert int(redis_client.memory_usage(KEYS.inflight_tasks, samples=0) or 0) < limit + len(query)
+    assert "args" not in entry
+    assert entry["nargs"] == 3
+    assert entry["metadata"]["source"] == "upload"
+    assert entry["metadata"]["docrecovery_cut"]["keys"] == ["blob"]
+
+    # And a missing one with them fails (before: the record kept all 5 MB)
+    missing = Doc(str(doc_root / "missing.txt"), query)
+    celery_app.send_task(TASK, args=[missing.path, query, metadata])
+    wait_for(lambda: record(redis_client, missing.doc_id), 30, "the failure", log_tail(worker))
+
+    # Then the record stays small and says what was cut
+    assert int(
+        redis_client.memory_usage(KEYS.record(missing.doc_id), samples=0) or 0
+    ) < limit + len(query)
+    fields = record(redis_client, missing.doc_id)
+    assert fields["meta"]["source"] == "upload"
+    cut = fields["meta"]["docrecovery_cut"]
+    assert cut["keys"] == ["blob"]
+    assert cut["bytes"] > 5_000_000
+    assert fields["query"] == query  # the whole query: it is part of the document's id
+    # And the query is counted under a bounded name (before: a 100 KB field name in
+    # each per-query hash)
+    for key in (KEYS.by_query, KEYS.query_failures):
+        [name] = [str(field) for field in redis_client.hkeys(key)]
+        assert len(name) <= config.max_query_label_chars + 20
+        assert name.startswith("q" * config.max_query_label_chars)
+    # And taking the document out of tracking counts it out under the same name
+    manager = DocumentRecoveryManager(redis_url, config, app=celery_app)
+    try:
+        assert manager.delete([missing.doc_id]) == 1
+    finally:
+        manager.close()
+    assert redis_client.hgetall(KEYS.by_query) == {}
