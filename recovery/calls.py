@@ -22,6 +22,10 @@ log = logging.getLogger(__name__)
 
 #: Header a resubmitted task carries: {"doc_id": ..., "attempt": n, "manual": bool}.
 HEADER = "docrecovery"
+#: Metadata key naming what :func:`bound_metadata` cut: {"keys": [...], "bytes": n}.
+CUT = "docrecovery_cut"
+#: Cut keys named at most, each to this many characters.
+CUT_NAMES, CUT_NAME_CHARS = 20, 100
 
 
 @dataclass(frozen=True)
@@ -82,9 +86,14 @@ class RunCall:
     marker: Marker | None = None
 
     def to_json(self) -> str:
-        """The in-flight entry, without the task id (its key in the in-flight hash)."""
+        """The in-flight entry, without the task id (its key in the in-flight hash);
+        args that only repeat path, query and metadata are kept as their count, as
+        the record body keeps them, so metadata is stored once."""
         body = asdict(self)
         del body["task_id"]
+        if self.args and self.args == [self.path, self.query, self.metadata][: len(self.args)]:
+            del body["args"]
+            body["nargs"] = len(self.args)
         return json.dumps(body, separators=(",", ":"))
 
     @classmethod
@@ -95,6 +104,10 @@ class RunCall:
             if not isinstance(body, dict):
                 raise TypeError(f"not an object: {type(body).__name__}")
             marker = Marker.parse(body.pop("marker", None))
+            nargs = body.pop("nargs", None)
+            if isinstance(nargs, int):
+                repeated = [body.get("path"), body.get("query"), body.get("metadata", {})]
+                body["args"] = repeated[:nargs]
             call = cls(task_id=task_id, marker=marker, **body)
             if not isinstance(call.path, str) or not isinstance(call.task, str):
                 raise TypeError("path and task must be strings")
@@ -102,6 +115,25 @@ class RunCall:
         except (TypeError, ValueError) as exc:
             log.warning("in-flight entry of task %s is unreadable (%s): %.200r", task_id, exc, raw)
             return None
+
+
+def bound_metadata(metadata: dict[str, Any], limit: int) -> dict[str, Any]:
+    """``metadata`` within about ``limit`` bytes of JSON: the largest entries are
+    dropped first and named under :data:`CUT`, so whoever reads the record, or runs
+    the task again, can tell what is missing."""
+    sizes = {key: len(json.dumps([key, value], default=str)) for key, value in metadata.items()}
+    total = sum(sizes.values())
+    if total <= limit:
+        return metadata
+    kept, cut = dict(metadata), []
+    for key in sorted(sizes, key=sizes.__getitem__, reverse=True):
+        if total <= limit:
+            break
+        del kept[key]
+        cut.append(str(key)[:CUT_NAME_CHARS])
+        total -= sizes[key]
+    kept[CUT] = {"keys": cut[:CUT_NAMES], "bytes": sum(sizes.values())}
+    return kept
 
 
 @cache
@@ -121,10 +153,13 @@ def describe(
     worker: str | None,
     time_limit: float | None,
     marker: Marker | None,
+    max_metadata_bytes: int,
 ) -> RunCall:
     """The run of a task whose document is its first argument (or one named
     ``document_path``), with ``query`` and ``metadata`` taken by name when its
-    signature has them — what any Celery task that takes a path looks like."""
+    signature has them — what any Celery task that takes a path looks like.
+    Metadata past ``max_metadata_bytes`` is cut (:func:`bound_metadata`) wherever
+    the call holds it, args and kwargs included."""
     args, kwargs = list(args or ()), dict(kwargs or {})
     sig = _signature(task.run)
     values: dict[str, Any] = {}
@@ -135,6 +170,12 @@ def describe(
             values = {}
     path = values.get("document_path", args[0] if args else kwargs.get("document_path", ""))
     query, metadata = values.get("query"), values.get("metadata")
+    if isinstance(metadata, dict):
+        bounded = bound_metadata(metadata, max_metadata_bytes)
+        if bounded is not metadata:
+            args = [bounded if arg is metadata else arg for arg in args]
+            kwargs = {k: bounded if v is metadata else v for k, v in kwargs.items()}
+            metadata = bounded
     return RunCall(
         task_id=str(task_id),
         task=str(task.name),

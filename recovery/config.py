@@ -137,6 +137,14 @@ class RecoveryConfig:
     lease_grace_seconds: int = setting(60, _int(0))
     #: Longest error message kept per record; longer ones keep their head and tail.
     max_error_chars: int = setting(4000, _int(200))
+    #: Largest metadata kept with a run, in bytes of JSON: past it the largest entries
+    #: are dropped and named under ``docrecovery_cut`` in what is kept (in the record,
+    #: the in-flight entry and a resubmission alike), so a 5 MB blob stays out of Redis.
+    max_metadata_bytes: int = setting(16_384, _int(256))
+    #: Longest query counted by its text in the per-query aggregates; a longer one is
+    #: counted under its first this-many characters and a hash of the whole (the record
+    #: keeps the whole query: it is part of the document's id).
+    max_query_label_chars: int = setting(200, _int(16))
     #: Where failure events wait when Redis cannot be reached, to be replayed later.
     spool_dir: str = setting(".docrecovery/spool", _path)
     #: Dead documents kept at most (oldest trimmed first, with a warning and a metric).

@@ -107,6 +107,7 @@ class Recovery:
             worker=request.hostname,
             time_limit=self._time_limit(request),
             marker=Marker.parse(getattr(request, HEADER, None)),
+            max_metadata_bytes=self.config.max_metadata_bytes,
         )
 
     def _time_limit(self, request: Any) -> float:

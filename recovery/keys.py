@@ -89,6 +89,12 @@ class Keys:
         return self._name("superseded")
 
     @property
+    def deleted(self) -> str:
+        """Sorted set: task ids of runs that were sent or running when their document
+        was deleted, scored by when; their outcome is dropped, not recorded."""
+        return self._name("deleted")
+
+    @property
     def inflight(self) -> str:
         """Sorted set: task id scored by the deadline of a running tracked task."""
         return self._name("inflight")

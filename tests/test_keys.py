@@ -24,6 +24,7 @@ NAMES = {
     "waiting": "waiting",
     "imports": "imports",
     "superseded": "superseded",
+    "deleted": "deleted",
     "inflight": "inflight",
     "inflight_tasks": "inflight:tasks",
     "stats": "stats",

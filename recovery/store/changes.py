@@ -13,6 +13,7 @@ with the time it happened — and then that time is used instead.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Sequence
@@ -34,7 +35,7 @@ TTL_MARGIN_SECONDS = 86400
 #: Ids handled per script call in cleanup and sweeps, to keep each call short.
 CHUNK = 500
 
-FailureState = Literal["failed", "dead", "skipped"]
+FailureState = Literal["failed", "dead", "skipped", "dropped"]
 Verdict = Literal["run", "stale", "lost"]
 ClaimMode = Literal["due", "preview", "manual"]
 #: A lost run is reported by the redelivery that found its own entry ("any"), or by a
@@ -81,6 +82,23 @@ class Settlement:
     detail: str = ""
 
 
+#: The name documents processed without a query are counted under.
+NO_QUERY = "(no query)"
+
+
+def query_label(query: str | None, limit: int) -> str:
+    """The name a query is counted under in the per-query aggregates: itself, or when
+    longer than ``limit`` its head and a hash of the whole, so a 100 KB query is not a
+    100 KB field name in three hashes (the record keeps the whole query); no query is
+    counted as such, ``(no query)`` (``query_of`` in lua/_lib.lua)."""
+    if not query:
+        return NO_QUERY
+    if len(query) <= limit:
+        return query
+    digest = hashlib.blake2b(wire(query), digest_size=8).hexdigest()
+    return f"{query[:limit]}…#{digest}"
+
+
 def _at(now: float | None) -> float | str:
     """A script's ``now`` argument: '' lets the script read the server's clock."""
     return "" if now is None else now
@@ -116,7 +134,8 @@ class Store:
         straight to dead. Whether and when it runs again is each recovery run's call.
         ``lost_run`` reports an in-flight run that never finished (see
         :meth:`record_lost_run`): skipped (state ``skipped``) when the entry is gone
-        or, for a sweep, was renewed since, so a lost run is reported once."""
+        or, for a sweep, was renewed since, so a lost run is reported once. The
+        failure of a run whose document was deleted while it ran is ``dropped``."""
         at = record.failure_timestamp if now is None else now
         config = self.config
         category = record.error_category
@@ -137,6 +156,7 @@ class Store:
                 cat=category,
                 worker=wire(record.worker_id or ""),
                 query=wire(record.query or ""),
+                qlabel=wire(query_label(record.query, config.max_query_label_chars)),
                 fp=record.fingerprint,
                 tlimit=record.time_limit or "",
                 attempts=record.recovery_attempts,
@@ -154,18 +174,26 @@ class Store:
             )
         if replaced:
             log.warning("replaced an undecodable value at %s", self.keys.record(record.doc_id))
+        if state == "dropped":
+            log.info(
+                "failure of task %s dropped: %s was deleted while it ran",
+                record.task_id,
+                record.document_path,
+            )
         return FailureOutcome(state, int(retries), bool(replaced))
 
     def record_lost_run(self, call: RunCall, bound: LostRun, now: float | None) -> FailureOutcome:
         """Record a run that checked in and never reported as a ``worker_lost``
-        failure: a lost attempt counts (unless manual), so a crash loop ends."""
-        return self.record_failure(
+        failure: a lost attempt counts (unless manual), so a crash loop ends. A lost
+        run of a deleted document is recorded nowhere, so it comes back ``skipped``."""
+        outcome = self.record_failure(
             FailedDocumentRecord.lost(call, now or 0.0),
             lost_run=bound,
             counted=counted(call.marker),
             recovery_attempt=call.marker is not None,
             now="server" if now is None else now,
         )
+        return FailureOutcome("skipped", 0, False) if outcome.state == "dropped" else outcome
 
     def resolve(
         self,
@@ -184,7 +212,7 @@ class Store:
                 now=_at(now),
                 doc_id=doc_id,
                 worker=wire(worker or ""),
-                query=wire(query or ""),
+                query=wire(query_label(query, self.config.max_query_label_chars)),
                 recovery=int(recovery_attempt),
                 task_id=wire(task_id),
                 window=self.config.breaker_window,

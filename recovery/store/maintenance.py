@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from typing import Literal
+from typing import Literal, TypeVar
 
 from recovery.config import RecoveryConfig
-from recovery.store.changes import CHUNK
+from recovery.store.changes import CHUNK, TTL_MARGIN_SECONDS
 from recovery.store.connection import Connection, strs
 
 log = logging.getLogger(__name__)
@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 RATE_ENTRIES = 1000
 
 Index = Literal["failed", "any"]
+T = TypeVar("T")
 
 
 class Maintenance:
@@ -29,7 +30,8 @@ class Maintenance:
         self.connection = connection
         self.config = config
         self.keys = connection.keys
-        self._orphans = 0
+        self._expired = 0
+        self._strays = 0
 
     def cleanup(self, now: float | None = None) -> dict[str, int]:
         """Apply retention: every record first failed before the retention window,
@@ -46,6 +48,7 @@ class Maintenance:
             removed["expired"] = self._remove_range(k.failed, "failed", cutoff, "expired")
             removed["expired"] += self._remove_range(k.corrupt, "any", cutoff, "expired")
             client.zremrangebyscore(k.superseded, "-inf", cutoff)
+            client.zremrangebyscore(k.deleted, "-inf", cutoff)
             excess = int(client.zcard(k.dead)) - self.config.dead_max
             while excess > 0:
                 ids = strs(client.zrange(k.dead, 0, min(excess, CHUNK) - 1))
@@ -90,25 +93,36 @@ class Maintenance:
         return total
 
     def _remove(self, ids: Sequence[str], which: Index, cutoff: float, counter: str) -> int:
-        removed, orphans = self.connection.scripts.remove(
+        removed, expired, strays = self.connection.scripts.remove(
             items=[self.keys.record(doc_id) for doc_id in ids],
             item_args=ids,
+            now="",
             which=which,
             cutoff=cutoff,
             counter=counter,
+            ttl=self.config.retention_seconds + TTL_MARGIN_SECONDS,
         )
-        self._orphans += int(orphans)
+        self._expired += int(expired)
+        self._strays += int(strays)
         return int(removed)
 
     def _repair_aggregates(self) -> None:
-        """Rebuild the counts once after removals that met records gone by TTL."""
-        if self._orphans:
+        """Rebuild the counts once after removals that met index entries without a
+        record, saying truthfully which kind they were (see ``lua/remove.lua``)."""
+        if self._expired:
             log.warning(
                 "%d tracked document(s) had lost their record (TTL fired before cleanup, "
                 "was beat stopped?); rebuilding the aggregate counts",
-                self._orphans,
+                self._expired,
             )
-            self._orphans = 0
+        if self._strays:
+            log.warning(
+                "%d index entries had no record (never recorded by docrecovery, or "
+                "deleted outside it); dropped them, rebuilding the aggregate counts",
+                self._strays,
+            )
+        if self._expired or self._strays:
+            self._expired = self._strays = 0
             self.rebuild_aggregates()
 
     def _trim_rate_counters(self) -> None:
@@ -157,11 +171,12 @@ class Maintenance:
             for chunk in chunks(ids):
                 pipe = self.connection.pipeline()
                 for doc_id in chunk:
-                    pipe.hmget(k.record(doc_id), "cat", "worker", "query")
+                    pipe.hmget(k.record(doc_id), "cat", "worker", "query", "qlabel")
                 for fields in pipe.execute(raise_on_error=False):
                     if not isinstance(fields, list):
                         continue
-                    for key, value in zip(counts, fields, strict=True):
+                    cat, worker, query, label = fields
+                    for key, value in zip(counts, (cat, worker, label or query), strict=True):
                         if value:
                             counts[key][value] = counts[key].get(value, 0) + 1
             pipe = self.connection.pipeline(transaction=True)
@@ -172,6 +187,6 @@ class Maintenance:
             pipe.execute()
 
 
-def chunks(items: Sequence[str], size: int = CHUNK) -> Iterator[Sequence[str]]:
+def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]

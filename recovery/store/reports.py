@@ -20,6 +20,7 @@ from typing import Any
 from recovery import policy
 from recovery.config import RecoveryConfig
 from recovery.errors import CorruptRecord
+from recovery.keys import Keys
 from recovery.records import DEAD, FailedDocumentRecord
 from recovery.store.connection import Connection, strs
 from recovery.store.maintenance import chunks
@@ -43,6 +44,17 @@ class Selection:
     #: True: dead only; False: live (not dead) only; None: both.
     dead: bool | None = None
     limit: int | None = None
+    #: True: only records a claim found unreadable (the corrupt index; ``dead`` does
+    #: not apply, their state cannot be trusted); False: readable ones only; None:
+    #: both, when ``dead`` is None too — so "everything" means every tracked id.
+    corrupt: bool | None = None
+
+    def indexes(self, keys: Keys) -> list[str]:
+        """The indexes this selection reads, each id in exactly one of them."""
+        chosen = [] if self.corrupt else [keys.dead if self.dead else keys.failed]
+        if self.corrupt or (self.corrupt is None and self.dead is None):
+            chosen.append(keys.corrupt)
+        return chosen
 
     def matches(self, category: Any, worker: Any, query: Any, state: Any) -> bool:
         wanted = (
@@ -120,27 +132,34 @@ class Reports:
         """Ids of tracked documents matching ``selection``, oldest failure first.
 
         An operator's query, not a hot path: it reads each candidate's few filter
-        fields, in pipelined chunks, from the live and/or dead index.
+        fields, in pipelined chunks, from the indexes the selection names. A corrupt
+        record is dated by when it was found so (its own times may be garbage), and a
+        key that is not a hash matches no field filter.
         """
         selection = selection or Selection()
         k = self.keys
-        index = k.dead if selection.dead else k.failed
         cutoff = (time.time() if now is None else now) - (selection.older_than_hours or 0) * 3600
-        chosen: list[tuple[float, str]] = []
+        chosen: dict[str, float] = {}
         client = self.connection.client
         with self.connection.errors("select documents"):
-            ids = strs(client.zrange(index, 0, -1))
-            for chunk in chunks(ids):
-                pipe = self.connection.pipeline()
-                for doc_id in chunk:
-                    pipe.hmget(k.record(doc_id), "cat", "worker", "query", "state", "first")
-                for doc_id, fields in zip(chunk, pipe.execute(raise_on_error=False), strict=True):
-                    if not isinstance(fields, list) or not selection.matches(*fields[:4]):
-                        continue
-                    first = _float(fields[4])
-                    if selection.older_than_hours is None or first <= cutoff:
-                        chosen.append((first, doc_id))
-        ordered = [doc_id for _, doc_id in sorted(chosen)]
+            for index in selection.indexes(k):
+                scored: list[tuple[str, float]] = client.zrange(  # type: ignore[assignment]
+                    index, 0, -1, withscores=True
+                )
+                for chunk in chunks(scored):
+                    pipe = self.connection.pipeline()
+                    for doc_id, _ in chunk:
+                        pipe.hmget(k.record(doc_id), "cat", "worker", "query", "state", "first")
+                    replies = pipe.execute(raise_on_error=False)
+                    for (doc_id, score), fields in zip(chunk, replies, strict=True):
+                        if not isinstance(fields, list):
+                            fields = [None] * 5
+                        if not selection.matches(*fields[:4]):
+                            continue
+                        first = float(score) if index == k.corrupt else _float(fields[4])
+                        if selection.older_than_hours is None or first <= cutoff:
+                            chosen.setdefault(str(doc_id), first)
+        ordered = sorted(chosen, key=lambda doc_id: (chosen[doc_id], doc_id))
         return ordered[: selection.limit] if selection.limit else ordered
 
     def _report(self, now: float | None, *, detail: bool) -> list[Any]:
@@ -224,6 +243,7 @@ def recovery_metrics(stats: dict[str, str], total: int, eligible: int) -> dict[s
         "expired": int(stats.get("expired", 0)),
         "dead_trimmed": int(stats.get("dead_trimmed", 0)),
         "deleted": int(stats.get("deleted", 0)),
+        "dropped_after_delete": int(stats.get("dropped_after_delete", 0)),
     }
 
 

@@ -2,8 +2,8 @@
 -- the names each script declares in its header (see recovery/store/scripts.py).
 --
 -- Record hash fields (see recovery/records.py): state reason retries attempts failures
--- first last cat worker query task_id rec_at fp tlimit dscore body. Only names passed
--- in KEYS are ever touched.
+-- first last cat worker query qlabel task_id rec_at fp tlimit dscore body. Only names
+-- passed in KEYS are ever touched.
 --
 -- The due index holds every live document waiting for recovery in one sorted set,
 -- scored by lane * LANE + retries * LEVEL + its last attempt. A lane is a backoff
@@ -78,6 +78,18 @@ local function whole(raw)
   return nil
 end
 
+-- A strict decimal number, or nil: the forms Python's records.py reads ('-?d+', an
+-- optional '.d+', an optional exponent), not what tonumber also takes (' 2', '0x10',
+-- 'inf', 'nan', '2.').
+local DECIMALS = {'^%-?%d+$', '^%-?%d+%.%d+$', '^%-?%d+[eE][-+]?%d+$', '^%-?%d+%.%d+[eE][-+]?%d+$'}
+local function decimal(raw)
+  if type(raw) ~= 'string' then return nil end
+  for _, pattern in ipairs(DECIMALS) do
+    if string.match(raw, pattern) then return tonumber(raw) end
+  end
+  return nil
+end
+
 -- Count one tracked document out of an aggregate hash, dropping fields that reach 0.
 local function agg_decr(hash, field)
   if field and field ~= '' then
@@ -104,10 +116,10 @@ end
 -- idx: list of sorted-set keys; agg: {category, worker, query} hash keys.
 local function untrack(idx, agg, rec, id)
   if is_hash(rec) then
-    local f = redis.call('HMGET', rec, 'cat', 'worker', 'query')
+    local f = redis.call('HMGET', rec, 'cat', 'worker', 'query', 'qlabel')
     agg_decr(agg[1], f[1])
     agg_decr(agg[2], f[2])
-    agg_decr(agg[3], query_of(f[3]))
+    agg_decr(agg[3], f[4] or query_of(f[3]))
   end
   for _, key in ipairs(idx) do
     redis.call('ZREM', key, id)

@@ -1,5 +1,5 @@
 -- Claim documents for one recovery run, each with a lease.
--- KEYS: due claimed waiting dead corrupt
+-- KEYS: due failed claimed waiting dead corrupt imports
 -- ARGV: now lease retention mode delays jitter
 -- Then one record key per candidate (item_key(i)) and the candidate ids (item_arg(i)).
 -- lease: seconds the claim holds; retention: documents first failed longer ago than
@@ -11,8 +11,10 @@
 --   'preview' the same decisions as 'due', written nowhere (a dry run);
 --   'manual'  an operator's retry: any tracked document not already claimed, sent or
 --             recovering is taken, dead ones included.
--- A record that cannot be read (not a hash, a missing or malformed number) is moved
--- to the corrupt index, visible and removable, instead of failing the whole claim.
+-- A record that cannot be read (not a hash; a missing, malformed or non-strict number
+-- such as attempts '02', which Python's int() takes and HINCRBY refuses; an unknown
+-- state) is moved out of every other index to the corrupt one, visible and removable,
+-- instead of being sent and failing the run's settle.
 -- Returns {claimed, corrupt}: claimed is a list of {id, field, value, ...}; corrupt
 -- a list of ids.
 local now = clock(A.now)
@@ -21,18 +23,34 @@ local write = A.mode ~= 'preview'
 local delays = cjson.decode(A.delays)
 local claimed, corrupt = {}, {}
 
+local STATES = {failed = true, claimed = true, sent = true, recovering = true, waiting = true,
+  dead = true}
+-- optional fields: absent or empty, else strictly of their kind
+local OPTIONAL = {attempts = whole, lane = whole, rec_at = decimal, tlimit = decimal,
+  jit = decimal, dscore = decimal}
+
 local function readable(rec)
   if not is_hash(rec) then return false end
-  local f = redis.call('HMGET', rec, 'retries', 'failures', 'first', 'last', 'body')
-  return whole(f[1]) ~= nil and whole(f[2]) ~= nil and tonumber(f[3]) ~= nil
-    and tonumber(f[4]) ~= nil and f[5] ~= false
+  local f = redis.call('HMGET', rec, 'retries', 'failures', 'first', 'last', 'body', 'state',
+    'task_id', 'cat')
+  if not (whole(f[1]) and whole(f[2]) and decimal(f[3]) and decimal(f[4]) and f[5]
+      and STATES[f[6]] and f[7] and f[8]) then
+    return false
+  end
+  for name, kind in pairs(OPTIONAL) do
+    local raw = redis.call('HGET', rec, name)
+    if raw and raw ~= '' and kind(raw) == nil then return false end
+  end
+  return true
 end
 
+-- out of every run's way and counted once: in corrupt, in no other index
 local function quarantine(id)
   corrupt[#corrupt + 1] = id
   if write then
-    redis.call('ZREM', K.due, id)
-    redis.call('ZREM', K.waiting, id)
+    for _, key in ipairs({K.due, K.failed, K.claimed, K.waiting, K.dead, K.imports}) do
+      redis.call('ZREM', key, id)
+    end
     redis.call('ZADD', K.corrupt, num(now), id)
   end
 end

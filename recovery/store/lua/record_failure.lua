@@ -1,6 +1,6 @@
 -- Record one failure of a document: the record, its indexes and the aggregates.
--- KEYS: record due failed claimed waiting dead corrupt stats imports inflight inflight_tasks generations breakers by_category by_worker by_query worker_failures query_failures signatures signature_info signature_last
--- ARGV: now doc_id permanent counted recovery lane ttl task_id lost_run window cat worker query fp tlimit attempts body sig sig_info
+-- KEYS: record due failed claimed waiting dead corrupt stats imports inflight inflight_tasks generations breakers by_category by_worker by_query worker_failures query_failures signatures signature_info signature_last deleted
+-- ARGV: now doc_id permanent counted recovery lane ttl task_id lost_run window cat worker query qlabel fp tlimit attempts body sig sig_info
 -- permanent, counted, recovery: '0'/'1' (counted: this failure counts as a retry of a
 -- document already tracked; recovery: the run was a recovery attempt).
 -- lane: the backoff class ('1' network failures, '0' the rest).
@@ -11,9 +11,16 @@
 -- skipped unless the entry is still there (and, for a sweep, still past that bound),
 -- so another sweep, a redelivery that checked in again, or a late report wins.
 -- cat worker query fp tlimit attempts body: the record's fields (body: its encoded
--- call, error type and message; see records.py). sig: the error's signature;
--- sig_info: a JSON object describing it, kept from its first occurrence.
--- Returns {state, retries, replaced corrupt (0/1)}.
+-- call, error type and message; see records.py). qlabel: the name the query is counted
+-- under in the aggregates (the query, or its head and a hash when long), kept in the
+-- record only when it differs from the query.
+-- A failure of a run whose document was deleted while it was sent or running
+-- (remove.lua marked its task id) is dropped and counted ('dropped_after_delete'):
+-- the delete stands, nothing is tracked again.
+-- sig: the error's signature; sig_info: a JSON object describing it, kept from its
+-- first occurrence.
+-- Returns {state ('failed' | 'dead' | 'skipped' | 'dropped'), retries, replaced corrupt
+-- (0/1)}.
 local rec, id = K.record, A.doc_id
 local now = clock(A.now)
 if A.lost_run ~= '' then
@@ -25,13 +32,17 @@ end
 if redis.call('ZREM', K.inflight, A.task_id) == 1 then
   redis.call('HDEL', K.inflight_tasks, A.task_id)
 end
+if redis.call('ZREM', K.deleted, A.task_id) == 1 then
+  redis.call('HINCRBY', K.stats, 'dropped_after_delete', 1)
+  return {'dropped', 0, 0}
+end
 
 local replaced, retries, failures, first, attempts, old_cat = 0, 0, 1, now, 0, nil
 local existed = redis.call('EXISTS', rec) == 1
 if existed then
   if is_hash(rec) then
     local old = redis.call('HMGET', rec, 'retries', 'failures', 'first', 'cat', 'worker', 'query',
-      'attempts')
+      'attempts', 'qlabel')
     retries = whole(old[1]) or 0
     failures = (whole(old[2]) or 0) + 1
     first = tonumber(old[3]) or now
@@ -40,7 +51,7 @@ if existed then
     if A.counted == '1' then retries = retries + 1 end
     agg_decr(K.by_category, old[4])
     agg_decr(K.by_worker, old[5])
-    agg_decr(K.by_query, query_of(old[6]))
+    agg_decr(K.by_query, old[8] or query_of(old[6]))
   else
     replaced = 1
   end
@@ -55,7 +66,9 @@ local fields = {'state', state, 'retries', retries, 'failures', failures, 'first
   'last', num(now), 'cat', A.cat, 'task_id', A.task_id, 'body', A.body}
 -- empty values are not stored: with millions of records every field costs memory
 for _, pair in ipairs({{'reason', reason}, {'worker', A.worker}, {'query', A.query},
-    {'fp', A.fp}, {'tlimit', A.tlimit}, {'lane', A.lane}, {'sig', A.sig}}) do
+    {'qlabel', A.qlabel ~= query_of(A.query) and A.qlabel or ''}, {'fp', A.fp},
+    {'tlimit', A.tlimit},
+    {'lane', A.lane}, {'sig', A.sig}}) do
   if pair[2] ~= '' and pair[2] ~= '0' then
     fields[#fields + 1] = pair[1]
     fields[#fields + 1] = pair[2]
@@ -94,9 +107,9 @@ end
 
 agg_incr(K.by_category, A.cat)
 agg_incr(K.by_worker, A.worker)
-agg_incr(K.by_query, query_of(A.query))
+agg_incr(K.by_query, A.qlabel)
 agg_incr(K.worker_failures, A.worker)
-agg_incr(K.query_failures, query_of(A.query))
+agg_incr(K.query_failures, A.qlabel)
 redis.call('HINCRBY', K.signatures, A.sig, 1)
 redis.call('HSETNX', K.signature_info, A.sig, '{"first":' .. num(now) .. ',' .. string.sub(A.sig_info, 2))
 redis.call('HSET', K.signature_last, A.sig, num(now))

@@ -1,16 +1,25 @@
 -- Stop tracking documents: retention cleanup, dead-set trimming, manual delete.
--- KEYS: due failed claimed waiting dead corrupt imports by_category by_worker by_query stats
--- ARGV: which cutoff counter
+-- KEYS: due failed claimed waiting dead corrupt imports by_category by_worker by_query stats deleted
+-- ARGV: now which cutoff counter ttl
 -- Then one record key per id (item_key(i)) and the ids (item_arg(i)).
 -- which: 'failed' removes an id only if it first failed at or before cutoff (every
 -- tracked document, live or dead, is in that index); 'any' removes it whatever it is.
--- counter: the stats counter the removals are added to.
--- Returns {documents removed, how many of them had no record left} — a record gone
--- without this script (its TTL fired) left counts in the aggregates behind.
+-- counter: the stats counter the removals are added to; ttl: the seconds a record
+-- lives after its last failure (its safety-net TTL).
+-- Returns {documents removed, records gone by their TTL, index entries that had no
+-- record}. A record can only have expired if it first failed more than `ttl` ago
+-- (the TTL runs from its last failure); an entry without a record that is younger, or
+-- in no failed index at all, never had one here (written by hand, or its record was
+-- deleted outside docrecovery). Both may leave counts in the aggregates behind.
+-- A document removed while its resubmission is sent or running has that task id
+-- marked deleted: the run's outcome is then dropped (record_failure.lua, resolve.lua)
+-- instead of tracking the document again.
 local cutoff = tonumber(A.cutoff)
+local now = clock(A.now)
+local expired_before = now - tonumber(A.ttl)
 local idx = {K.due, K.failed, K.claimed, K.waiting, K.dead, K.corrupt, K.imports}
 local agg = {K.by_category, K.by_worker, K.by_query}
-local removed, orphans = 0, 0
+local removed, expired, strays = 0, 0, 0
 for i = 1, item_args do
   local id, rec = item_arg(i), item_key(i)
   local ok
@@ -25,10 +34,23 @@ for i = 1, item_args do
     ok = score ~= nil and score <= cutoff
   end
   if ok then
-    if redis.call('EXISTS', rec) == 0 then orphans = orphans + 1 end
+    if redis.call('EXISTS', rec) == 0 then
+      local first = tonumber(redis.call('ZSCORE', K.failed, id))
+      if first and first <= expired_before then
+        expired = expired + 1
+      else
+        strays = strays + 1
+      end
+    end
+    if is_hash(rec) then
+      local f = redis.call('HMGET', rec, 'state', 'task_id')
+      if (f[1] == 'sent' or f[1] == 'recovering') and f[2] and f[2] ~= '' then
+        redis.call('ZADD', K.deleted, num(now), f[2])
+      end
+    end
     untrack(idx, agg, rec, id)
     removed = removed + 1
   end
 end
 if removed > 0 then redis.call('HINCRBY', K.stats, A.counter, removed) end
-return {removed, orphans}
+return {removed, expired, strays}

@@ -1,10 +1,19 @@
 -- A tracked task succeeded: count the run and stop tracking the document.
--- KEYS: record due failed claimed waiting dead corrupt imports stats by_category by_worker by_query worker_successes query_successes inflight inflight_tasks breakers
+-- KEYS: record due failed claimed waiting dead corrupt imports stats by_category by_worker by_query worker_successes query_successes inflight inflight_tasks breakers deleted
 -- ARGV: now doc_id worker query recovery task_id window
 -- recovery: '1' when the run was a recovery attempt; task_id: the run that succeeded;
--- window: the circuit-breaker window.
+-- window: the circuit-breaker window; query: the name the query is counted under.
+-- A run whose document was deleted while it was sent or running (remove.lua) counts
+-- nothing but the drop ('dropped_after_delete'), and leaves the tracker as it is.
 -- Returns {was tracked (0/1), recovery seconds or ''}.
 local rec, id, now = K.record, A.doc_id, clock(A.now)
+if redis.call('ZREM', K.deleted, A.task_id) == 1 then
+  if redis.call('ZREM', K.inflight, A.task_id) == 1 then
+    redis.call('HDEL', K.inflight_tasks, A.task_id)
+  end
+  redis.call('HINCRBY', K.stats, 'dropped_after_delete', 1)
+  return {0, ''}
+end
 agg_incr(K.worker_successes, A.worker)
 agg_incr(K.query_successes, query_of(A.query))
 if redis.call('ZREM', K.inflight, A.task_id) == 1 then

@@ -1,5 +1,5 @@
 -- Finish a recovery run: mark what was resubmitted, release or hold back the rest.
--- KEYS: due claimed waiting stats superseded
+-- KEYS: due claimed waiting stats superseded inflight
 -- ARGV: now resend
 -- Then one record key per item (item_key(i)) and three values per item: id, outcome
 -- ('sent' | 'release' | 'wait'), and the new task id (sent) or the reason.
@@ -11,7 +11,9 @@
 -- 'release' puts a document back where it was (resubmission failed); 'wait' holds
 -- it back, uncounted, until a run finds its precondition met (waiting index, scored
 -- by when it was last probed).
--- A document whose new task already reported is left as that report made it.
+-- A document whose new task already reported is left as that report made it; one
+-- whose new task already checked in (a worker took the message before this settle)
+-- is 'recovering' at once, its lease ending with that run's deadline.
 local now = clock(A.now)
 local sent = 0
 for item = 1, item_args / 3 do
@@ -25,8 +27,9 @@ for item = 1, item_args / 3 do
     if mine then
       local old = redis.call('HGET', rec, 'task_id')
       if old and old ~= '' then redis.call('ZADD', K.superseded, num(now), old) end
-      redis.call('ZADD', K.claimed, num(now + tonumber(A.resend)), id)
-      redis.call('HSET', rec, 'state', 'sent', 'task_id', detail)
+      local deadline = tonumber(redis.call('ZSCORE', K.inflight, detail))
+      redis.call('ZADD', K.claimed, num(deadline or (now + tonumber(A.resend))), id)
+      redis.call('HSET', rec, 'state', deadline and 'recovering' or 'sent', 'task_id', detail)
       redis.call('HDEL', rec, 'reason')
     end
   elseif mine and outcome == 'release' then
