@@ -30,7 +30,8 @@ typecheck: $(STAMP)
 # they skip, saying so, where it is absent and cannot be installed (not root, no apt).
 test-tools:
 	@command -v faketime >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
-		&& apt-get install -y -qq faketime >/dev/null; } \
+		&& { apt-get install -y -qq faketime >/dev/null 2>&1 \
+			|| { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq faketime >/dev/null 2>&1; }; }; } \
 		|| echo "note: faketime not installed; the clock tests will be skipped"
 
 pytest: $(STAMP) test-tools

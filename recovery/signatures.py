@@ -14,33 +14,45 @@ from __future__ import annotations
 import hashlib
 import re
 
-#: Replacements, in order: the more specific shapes first, so a path's digits are not
-#: turned into <n> before the path is recognized.
-_SHAPES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
-    (re.compile(pattern), replacement)
-    for pattern, replacement in (
-        (r"[a-zA-Z][a-zA-Z0-9+.-]*://\S+", "<url>"),
-        (r"(?:[A-Za-z]:)?(?:[\\/][^\s\\/:'\"]+)+[\\/]?", "<path>"),
-        (r"\b[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}\b", "<id>"),
-        (r"\b(?:\d{1,3}\.){3}\d{1,3}(?::\d+)?\b", "<address>"),
-        (
-            r"\b0x[0-9a-fA-F]+\b|\b(?=[0-9a-fA-F]*\d)(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{6,}\b",
-            "<hex>",
-        ),
-        (r"\d+(?:\.\d+)?", "<n>"),
+#: What varies between occurrences of one problem, by placeholder; one alternation,
+#: so a message is scanned once. Earlier shapes win where two could match (a URL's or
+#: a path's digits are not numbers of their own).
+_SHAPES = re.compile(
+    "|".join(
+        f"(?P<{name}>{pattern})"
+        for name, pattern in (
+            ("url", r"[a-zA-Z][a-zA-Z0-9+.-]*://\S+"),
+            ("path", r"(?:[A-Za-z]:)?(?:[\\/][^\s\\/:'\"]+)+[\\/]?"),
+            ("id", r"\b[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}\b"),
+            ("address", r"\b(?:\d{1,3}\.){3}\d{1,3}(?::\d+)?\b"),
+            (
+                "hex",
+                r"\b0x[0-9a-fA-F]+\b|\b(?=[0-9a-fA-F]*\d)(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{6,}\b",
+            ),
+            ("n", r"\d+(?:\.\d+)?"),
+        )
     )
 )
 #: Characters of a normalized message kept as the group's pattern.
 PATTERN_CHARS = 200
+#: Characters read from either end of a message for its error line.
+READ_CHARS = 1000
+TRACEBACK = "Traceback (most recent call last)"
+
+
+def error_line(message: str) -> str:
+    """The line that says what the error is: the first, or a traceback's last. Only the
+    ends are read, so a 10 MB message costs no more than a short one."""
+    head = message.lstrip()[:READ_CHARS]
+    if head.startswith(TRACEBACK):
+        return message.rstrip()[-READ_CHARS:].rsplit("\n", 1)[-1]
+    return head.split("\n", 1)[0]
 
 
 def normalize(message: str) -> str:
-    """The message with what varies between occurrences replaced by placeholders; only
-    its head is read (a 10 MB message must not cost 10 MB of regular expressions)."""
-    text = " ".join(message[: PATTERN_CHARS * 5].split())
-    for pattern, replacement in _SHAPES:
-        text = pattern.sub(replacement, text)
-    return text[:PATTERN_CHARS]
+    """The error line with what varies between occurrences replaced by placeholders."""
+    line = " ".join(error_line(message).split())
+    return _SHAPES.sub(lambda match: f"<{match.lastgroup}>", line)[:PATTERN_CHARS]
 
 
 def signature(error_type: str, message: str) -> str:

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import pytest
 import redis
 import seed
 from celery import Celery
+from faults.support import wait_for
 
 from recovery import RecoveryConfig, installed
 from recovery.api import DocumentRecoveryManager, FailedDocumentsTracker, run_document_recovery
@@ -48,14 +49,6 @@ def tracker(redis_url: str) -> Iterator[FailedDocumentsTracker]:
     made.close()
 
 
-def wait_for(condition: Callable[[], object], what: str, timeout: float = TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
-
-
 def fail_missing(
     app: Celery, tracker: FailedDocumentsTracker, paths: list[Path]
 ) -> list[FailedDocumentRecord]:
@@ -65,7 +58,7 @@ def fail_missing(
         assert not path.exists()
         app.send_task(TASK, args=[str(path), None, {}])
     ids = [document_id(str(path)) for path in paths]
-    wait_for(lambda: all(tracker.reports.get_record(i) for i in ids), "the failures")
+    wait_for(lambda: all(tracker.reports.get_record(i) for i in ids), TIMEOUT, "the failures")
     records = [tracker.reports.get_record(i) for i in ids]
     return [r for r in records if r is not None]
 
@@ -97,7 +90,7 @@ def test_the_seeds_standalone_example_recovers_what_a_default_worker_recorded(
     # Then it resubmits the document (bug: it resubmitted nothing, the worker's
     # one-hour due time decided), and the worker processes it
     assert [item["doc_id"] for item in result["resubmitted"]] == [record.doc_id]
-    wait_for(lambda: tracker.reports.get_record(record.doc_id) is None, "the recovery")
+    wait_for(lambda: tracker.reports.get_record(record.doc_id) is None, TIMEOUT, "the recovery")
     metrics = tracker.reports.status()["recovery_metrics"]
     assert (metrics["recovery_attempts"], metrics["successful_recoveries"]) == (1, 1)
 
@@ -123,7 +116,9 @@ def test_three_standalone_recoveries_at_once_resubmit_each_document_exactly_once
     # Then the five were resubmitted once each across the three runs, and recovered
     sent = [item["doc_id"] for result in results for item in result["resubmitted"]]
     assert sorted(sent) == sorted(r.doc_id for r in records)
-    wait_for(lambda: tracker.reports.status()["total_failed_documents"] == 0, "the recoveries")
+    wait_for(
+        lambda: tracker.reports.status()["total_failed_documents"] == 0, TIMEOUT, "the recoveries"
+    )
     metrics = tracker.reports.status()["recovery_metrics"]
     assert (metrics["recovery_attempts"], metrics["successful_recoveries"]) == (5, 5)
 
@@ -191,7 +186,7 @@ def test_errors_are_grouped_by_similarity_with_a_count_an_example_and_when_seen(
     odd = doc_root / "odd.xyz"
     odd.write_text("?")
     celery_app.send_task(TASK, args=[str(odd), None, {}])
-    wait_for(lambda: tracker.reports.get_record(document_id(str(odd))), "the odd failure")
+    wait_for(lambda: tracker.reports.get_record(document_id(str(odd))), TIMEOUT, "the odd failure")
 
     groups = tracker.reports.analysis()["error_signatures"]
 
