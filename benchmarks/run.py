@@ -534,19 +534,19 @@ def tracking_cost(bench: Bench, sizes: Sizes) -> list[Figure]:
 
 def claim_scaling(bench: Bench, sizes: Sizes) -> list[Figure]:
     """Latency of claiming a batch of 100 due documents as the store grows."""
-    store = bench.store
+    claims = bench.tracker.claims
     latency: dict[int, float] = {}
     load_seconds: dict[int, float] = {}
     claimed: set[int] = set()
 
     def claim() -> list[str]:
-        ids = [r.doc_id for r in store.claim_due(CLAIM_BATCH).records]
+        ids = [r.doc_id for r in claims.claim_due(CLAIM_BATCH).records]
         claimed.add(len(ids))
         return ids
 
     for count in sizes.claim_sizes:
         load_seconds[count] = round(bench.ensure_loaded(count), 1)
-        latency[count] = round(median_ms(claim, sizes.repeat, after=store.release), 3)
+        latency[count] = round(median_ms(claim, sizes.repeat, after=claims.release), 3)
     if claimed != {CLAIM_BATCH}:
         raise RuntimeError(f"claims took {sorted(claimed)} documents, not {CLAIM_BATCH}")
     small, large = min(latency), max(latency)
@@ -610,14 +610,16 @@ def status_versus_rq(
     peer: peers.RQ, manager: DocumentRecoveryManager, count: int, repeat: int
 ) -> Paired:
     """With our ``count`` documents loaded, load as many failed RQ jobs (in RQ's own
-    database), then median latencies of both, interleaved over six rounds."""
+    database), then median latencies of both counts, interleaved over six rounds:
+    our status (every count and the recovery metrics, one script call) against RQ's
+    count of its failed-job registry."""
     took = seconds(lambda: peer.load_failed(payload(3), count))
     if peer.failed_count() != count:
         raise RuntimeError(f"rq loader left {peer.failed_count()} failed jobs, not {count}")
     note(f"loaded {count:,} failed RQ jobs in {took:.1f} s")
     latencies = interleaved(
         6,
-        ours=lambda: median_ms(manager.status, repeat),
+        ours=lambda: median_ms(manager.tracker.reports.status, repeat),
         rq=lambda: median_ms(peer.failed_count, repeat),
     )
     peer.client.flushdb()

@@ -30,6 +30,7 @@ from recovery.manager import RecoveryManager
 from recovery.records import document_id
 from recovery.store import Tracker
 from recovery.store.changes import Store
+from recovery.store.claims import Claims
 from recovery.store.maintenance import Maintenance
 from recovery.store.reports import Reports
 
@@ -42,7 +43,7 @@ log = logging.getLogger(__name__)
 DOC_ID = re.compile(r"[0-9a-f]{20}")
 P = ParamSpec("P")
 R = TypeVar("R")
-Part = TypeVar("Part", Store, Maintenance, Reports)
+Part = TypeVar("Part", Store, Claims, Maintenance, Reports)
 
 
 def as_config(config: RecoveryConfig | dict[str, Any] | None) -> RecoveryConfig:
@@ -69,6 +70,10 @@ def _store(tracker: Tracker) -> Store:
     return tracker.store
 
 
+def _claims(tracker: Tracker) -> Claims:
+    return tracker.claims
+
+
 def _maintenance(tracker: Tracker) -> Maintenance:
     return tracker.maintenance
 
@@ -91,7 +96,7 @@ class FailedDocumentsTracker(Tracker):
         super().__init__(redis_url, as_config(config), client=client)
 
     track_failure = _threaded(_store, Store.record_failure)
-    claim_due = _threaded(_store, Store.claim_due)
+    claim_due = _threaded(_claims, Claims.claim_due)
     cleanup_old_records = _threaded(_maintenance, Maintenance.cleanup)
     delete = _threaded(_maintenance, Maintenance.delete)
     get_record = _threaded(_reports, Reports.get_record)

@@ -45,7 +45,7 @@ from recovery.calls import Marker
 from recovery.config import RecoveryConfig
 from recovery.records import FailedDocumentRecord
 from recovery.store import Selection, Settlement, Tracker
-from recovery.store.changes import ClaimResult
+from recovery.store.claims import ClaimResult
 
 log = logging.getLogger(__name__)
 
@@ -93,15 +93,15 @@ class RecoveryManager:
         if dry_run:
             return self.preview(now, force=force)
         tracker = self.tracker
-        store = tracker.store
+        store, claims = tracker.store, tracker.claims
         cleaned = tracker.maintenance.cleanup(now)
         lost = self.sweep_lost(now)
         promoted = store.promote_imports() if self.config.retry_on_environment_change else []
-        returned = store.release_expired(now)
+        returned = claims.release_expired(now)
         reopened = self.reopen_held(now)
-        claim = store.claim_due(self.config.recovery_batch_size, now, force=force)
+        claim = claims.claim_due(self.config.recovery_batch_size, now, force=force)
         outcomes = self._decide(claim)
-        store.settle([s for s, _ in outcomes], now)
+        claims.settle([s for s, _ in outcomes], now)
         resubmitted = [info for s, info in outcomes if s.outcome == "sent"]
         waiting = [
             {"doc_id": s.doc_id, "reason": s.detail} for s, _ in outcomes if s.outcome == "wait"
@@ -176,15 +176,15 @@ class RecoveryManager:
     def reopen_held(self, now: float | None = None) -> int:
         """Probe documents held back by a failed precondition; those whose cause is
         gone go back to due (where they were: nothing was counted)."""
-        store = self.tracker.store
-        held = store.held(self.config.recovery_batch_size * PROBES_PER_BATCH)
-        return store.reopen([(r.doc_id, policy.probe(r)) for r in held], now)
+        claims = self.tracker.claims
+        held = claims.held(self.config.recovery_batch_size * PROBES_PER_BATCH)
+        return claims.reopen([(r.doc_id, policy.probe(r)) for r in held], now)
 
     def sweep_lost(self, now: float | None = None) -> int:
         """Record in-flight runs past their deadline as worker_lost failures (all of
         them: each recorded entry leaves the in-flight index)."""
         store = self.tracker.store
-        bound = store.server_time() if now is None else now
+        bound = self.tracker.connection.server_time() if now is None else now
         recorded = 0
         while calls := store.lost_runs(bound):
             for call in calls:
@@ -228,7 +228,7 @@ class RecoveryManager:
     def preview(self, now: float | None = None, *, force: bool = False) -> dict[str, Any]:
         """What the next batch would do and why — resubmit or hold back — changing
         nothing: the claim script decides as in a run, without writing."""
-        claim = self.tracker.store.claim_due(
+        claim = self.tracker.claims.claim_due(
             self.config.recovery_batch_size, now, mode="preview", force=force
         )
         plans = [self._plan(r) for r in claim.records]
@@ -290,17 +290,17 @@ class RecoveryManager:
         """Resubmit these documents now, dead ones too, as manual retries: they do not
         count against ``max_retry_count``. The set is fixed when called, and a document
         already claimed or in recovery is skipped, so none is enqueued twice."""
-        store = self.tracker.store
+        claims = self.tracker.claims
         sent: list[dict[str, Any]] = []
         skipped: list[str] = []
         size = self.config.recovery_batch_size
         for start in range(0, len(doc_ids), size):
             chunk = doc_ids[start : start + size]
-            claim = store.claim_ids(chunk)
+            claim = claims.claim_ids(chunk)
             taken = {r.doc_id for r in claim.records}
             skipped += [d for d in chunk if d not in taken]
             outcomes = [self._resubmit(r, manual=True) for r in claim.records]
-            store.settle([o for o, _ in outcomes])
+            claims.settle([o for o, _ in outcomes])
             sent += [info for o, info in outcomes if o.outcome == "sent"]
         return {"resubmitted": sent, "skipped": skipped}
 

@@ -229,14 +229,14 @@ def test_a_resubmission_that_checks_in_before_its_run_settles_is_recovering(
 ) -> None:
     # Given a claimed document whose new task a worker took before the run settled it
     doc = track(manager, tmp_path / "doc.txt")
-    store = manager.tracker.store
-    assert [r.doc_id for r in store.claim_due(10).records] == [doc.doc_id]
+    store, claims = manager.tracker.store, manager.tracker.claims
+    assert [r.doc_id for r in claims.claim_due(10).records] == [doc.doc_id]
     call = RunCall("t-new", TASK, doc.document_path, args=[doc.document_path, None, {}])
     assert store.begin(doc.doc_id, call, 60) == ("run", "claimed")
 
     # When the run settles it as sent (before: it stayed 'sent', as if still queued,
     # with a lease of resend_after_hours, while it ran)
-    store.settle([Settlement(doc.doc_id, "sent", "t-new")])
+    claims.settle([Settlement(doc.doc_id, "sent", "t-new")])
 
     # Then it is an attempt under way, its lease the run's deadline
     record = manager.tracker.reports.get_record(doc.doc_id)
@@ -244,4 +244,4 @@ def test_a_resubmission_that_checks_in_before_its_run_settles_is_recovering(
     assert (record.state, record.task_id) == ("recovering", "t-new")
     lease = manager.tracker.connection.client.zscore(KEYS.claimed, doc.doc_id)
     assert lease is not None
-    assert lease == pytest.approx(store.server_time() + 60, abs=5)
+    assert lease == pytest.approx(manager.tracker.connection.server_time() + 60, abs=5)

@@ -141,10 +141,12 @@ def test_a_whole_tracking_cycle_writes_only_keys_under_the_configured_prefix(
                 worker_id="celery@w1",
             )
             tracker.store.record_failure(record)
-        claim = tracker.store.claim_due(2, now=10_000.0)
-        tracker.store.settle([Settlement(r.doc_id, "sent", "new") for r in claim.records], 10_000.0)
+        claim = tracker.claims.claim_due(2, now=10_000.0)
+        tracker.claims.settle(
+            [Settlement(r.doc_id, "sent", "new") for r in claim.records], 10_000.0
+        )
         tracker.store.resolve(claim.records[0].doc_id, worker="celery@w1", recovery_attempt=True)
-        tracker.store.release_expired(now=100_000.0)
+        tracker.claims.release_expired(now=100_000.0)
         tracker.maintenance.cleanup(now=2000.0)
     finally:
         tracker.close()

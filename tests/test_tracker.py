@@ -212,8 +212,8 @@ def test_network_failures_back_off_from_the_shorter_network_interval(
     assert first.next_retry_at == pytest.approx(T0 + 180.0)
     assert second.next_retry_at == pytest.approx(T0 + 1 + 540.0)
     # and a run claims it by the network lane's backoff, not the 1 h one
-    assert tracker.store.claim_due(10, now=T0 + 1 + 539).records == []
-    assert [r.doc_id for r in tracker.store.claim_due(10, now=T0 + 1 + 541).records] == [doc]
+    assert tracker.claims.claim_due(10, now=T0 + 1 + 539).records == []
+    assert [r.doc_id for r in tracker.claims.claim_due(10, now=T0 + 1 + 541).records] == [doc]
 
 
 def test_jitter_only_ever_adds_to_the_backoff_within_its_bound(
@@ -233,7 +233,7 @@ def test_jitter_only_ever_adds_to_the_backoff_within_its_bound(
     # min_retry_interval_hours is a minimum: nothing is eligible before it
     assert all(HOUR <= wait <= 1.1 * HOUR for wait in waits)
     assert len(waits) > 1
-    assert tracker.store.claim_due(100, now=T0 + HOUR - 1).records == []
+    assert tracker.claims.claim_due(100, now=T0 + HOUR - 1).records == []
 
 
 def test_a_document_out_of_retries_stays_tracked_and_is_not_eligible_under_that_maximum(
@@ -254,7 +254,7 @@ def test_a_document_out_of_retries_stays_tracked_and_is_not_eligible_under_that_
     status = tracker.reports.status(now=T0 + DAY)
     assert (status["dead"], status["eligible_for_recovery"], status["exhausted"]) == (0, 0, 1)
     assert status["total_failed_documents"] == 1
-    assert tracker.store.claim_due(10, now=T0 + DAY).records == []
+    assert tracker.claims.claim_due(10, now=T0 + DAY).records == []
     read = tracker.reports.get_record(doc)
     assert read is not None
     assert (read.state, read.next_retry_at) == ("failed", None)
@@ -294,8 +294,8 @@ def test_a_new_failure_keeps_the_recovery_attempts_counted_so_far(
     # Given a document resubmitted once by recovery (attempts = 1)
     record = failure("/docs/a.pdf", T0)
     tracker.store.record_failure(record)
-    claim = tracker.store.claim_due(10, now=T0 + 2 * HOUR)
-    tracker.store.settle([Settlement(record.doc_id, "sent", "recovery-task-1")], now=T0 + 2 * HOUR)
+    claim = tracker.claims.claim_due(10, now=T0 + 2 * HOUR)
+    tracker.claims.settle([Settlement(record.doc_id, "sent", "recovery-task-1")], now=T0 + 2 * HOUR)
     before = tracker.reports.get_record(record.doc_id)
     assert claim.records
     assert before is not None
@@ -374,8 +374,8 @@ def test_resolving_a_recovery_attempt_counts_a_success_and_its_duration(
 ) -> None:
     record = failure("/docs/a.pdf", T0)
     tracker.store.record_failure(record)
-    tracker.store.claim_due(10, now=T0 + 2 * HOUR)
-    tracker.store.settle([Settlement(record.doc_id, "sent", "new-task")], now=T0 + 2 * HOUR)
+    tracker.claims.claim_due(10, now=T0 + 2 * HOUR)
+    tracker.claims.settle([Settlement(record.doc_id, "sent", "new-task")], now=T0 + 2 * HOUR)
 
     took = tracker.store.resolve(
         record.doc_id, recovery_attempt=True, now=T0 + 2 * HOUR + 42
@@ -395,8 +395,8 @@ def test_resolving_a_claimed_document_outside_recovery_counts_no_recovery(
     # own (a user resubmitted it by hand: no docrecovery header)
     record = failure("/docs/a.pdf", T0)
     tracker.store.record_failure(record)
-    tracker.store.claim_due(10, now=T0 + 2 * HOUR)
-    tracker.store.settle([Settlement(record.doc_id, "sent", "new-task")], now=T0 + 2 * HOUR)
+    tracker.claims.claim_due(10, now=T0 + 2 * HOUR)
+    tracker.claims.settle([Settlement(record.doc_id, "sent", "new-task")], now=T0 + 2 * HOUR)
 
     took = tracker.store.resolve(
         record.doc_id, recovery_attempt=False, now=T0 + 3 * HOUR
@@ -447,7 +447,7 @@ def test_claim_returns_at_most_the_batch_and_only_due_documents(
     now = T0 + 2 * HOUR
 
     # When a run claims a batch of 3
-    claim = tracker.store.claim_due(3, now=now)
+    claim = tracker.claims.claim_due(3, now=now)
 
     # Then it gets the 3 that were due first, each claimed with a lease
     k = tracker.keys
@@ -474,10 +474,10 @@ def test_claiming_a_batch_and_reading_status_cost_a_fixed_number_of_round_trips(
     tracker = Tracker(redis_url, RecoveryConfig(retry_jitter=0.0), client=client)
     try:
         seed_due(tracker, due=60)
-        tracker.store.claim_due(1, now=T0 + 2 * HOUR)  # loads the claim script
+        tracker.claims.claim_due(1, now=T0 + 2 * HOUR)  # loads the claim script
 
         # one read-only script for the candidates, one script call to take them all
-        assert round_trips(lambda: tracker.store.claim_due(50, now=T0 + 2 * HOUR)) == 2
+        assert round_trips(lambda: tracker.claims.claim_due(50, now=T0 + 2 * HOUR)) == 2
         # one pipeline, whatever the number of records
         assert round_trips(lambda: tracker.reports.status(now=T0)) == 1
         assert round_trips(lambda: tracker.reports.analysis(now=T0)) == 1
@@ -489,8 +489,8 @@ def test_claim_never_returns_a_document_twice(tracker: Tracker, redis_client: re
     ids = seed_due(tracker, due=5, future=2)
     now = T0 + 2 * HOUR
 
-    first = tracker.store.claim_due(10, now=now)
-    second = tracker.store.claim_due(10, now=now)
+    first = tracker.claims.claim_due(10, now=now)
+    second = tracker.claims.claim_due(10, now=now)
 
     assert sorted(r.doc_id for r in first.records) == sorted(ids)
     assert second.records == []
@@ -509,7 +509,7 @@ def test_the_runs_maximum_decides_a_lower_one_destroys_nothing_a_higher_one_revi
 
     # When a run configured with max_retry_count=2 claims
     strict = make_tracker(max_retry_count=2)
-    claim = strict.store.claim_due(10, now=T0 + DAY)
+    claim = strict.claims.claim_due(10, now=T0 + DAY)
 
     # Then it is not resubmitted, and nothing about it changed
     assert claim.records == []
@@ -517,7 +517,7 @@ def test_the_runs_maximum_decides_a_lower_one_destroys_nothing_a_higher_one_revi
     assert redis_client.hget(strict.keys.record(doc), "state") == "failed"
     assert strict.reports.status(now=T0 + DAY)["exhausted"] == 1
     # While a run with max_retry_count=5 takes it
-    assert [r.doc_id for r in generous.store.claim_due(10, now=T0 + DAY).records] == [doc]
+    assert [r.doc_id for r in generous.claims.claim_due(10, now=T0 + DAY).records] == [doc]
 
 
 def test_settling_sent_marks_it_sent_and_counts_an_attempt(
@@ -525,9 +525,11 @@ def test_settling_sent_marks_it_sent_and_counts_an_attempt(
 ) -> None:
     ids = seed_due(tracker, due=2)
     now = T0 + 2 * HOUR
-    tracker.store.claim_due(10, now=now)
+    tracker.claims.claim_due(10, now=now)
 
-    sent = tracker.store.settle([Settlement(doc, "sent", f"new-{doc}") for doc in ids], now=now + 5)
+    sent = tracker.claims.settle(
+        [Settlement(doc, "sent", f"new-{doc}") for doc in ids], now=now + 5
+    )
 
     assert sent == 2
     for doc in ids:
@@ -552,9 +554,9 @@ def test_settling_release_puts_the_document_back_to_due(
 ) -> None:
     [doc] = seed_due(tracker, due=1)
     now = T0 + 2 * HOUR
-    tracker.store.claim_due(10, now=now)
+    tracker.claims.claim_due(10, now=now)
 
-    tracker.store.settle([Settlement(doc, "release", "broker down")], now=now)
+    tracker.claims.settle([Settlement(doc, "release", "broker down")], now=now)
 
     # Then it is back where it was, nothing used up: the next run may take it at once
     record = tracker.reports.get_record(doc)
@@ -562,7 +564,7 @@ def test_settling_release_puts_the_document_back_to_due(
     assert (record.state, record.state_reason, record.retry_count) == ("failed", "broker down", 0)
     assert zscore(redis_client, tracker.keys.due, doc) == T0
     assert zscore(redis_client, tracker.keys.claimed, doc) is None
-    assert tracker.store.claim_due(10, now=now + 1).records[0].doc_id == doc
+    assert tracker.claims.claim_due(10, now=now + 1).records[0].doc_id == doc
 
 
 def test_a_resubmission_that_never_started_is_neither_resent_nor_counted_until_the_bound(
@@ -571,16 +573,16 @@ def test_a_resubmission_that_never_started_is_neither_resent_nor_counted_until_t
     # Given a document resubmitted whose new task is still queued (workers down)
     [doc] = seed_due(tracker, due=1)
     now = T0 + 2 * HOUR
-    tracker.store.claim_due(10, now=now)
-    tracker.store.settle([Settlement(doc, "sent", "queued-task")], now=now)
+    tracker.claims.claim_due(10, now=now)
+    tracker.claims.settle([Settlement(doc, "sent", "queued-task")], now=now)
     bound = now + tracker.config.resend_after_hours * HOUR
 
     # When runs come and go before the resend bound, nothing is released or claimed
-    assert tracker.store.release_expired(now=bound - 1) == []
-    assert tracker.store.claim_due(10, now=bound - 1).records == []
+    assert tracker.claims.release_expired(now=bound - 1) == []
+    assert tracker.claims.claim_due(10, now=bound - 1).records == []
 
     # And once it passes, the document is due again where it was, nothing counted
-    assert tracker.store.release_expired(now=bound) == [doc]
+    assert tracker.claims.release_expired(now=bound) == [doc]
     record = tracker.reports.get_record(doc)
     assert record is not None
     assert (record.state, record.retry_count) == ("failed", 0)
@@ -588,8 +590,8 @@ def test_a_resubmission_that_never_started_is_neither_resent_nor_counted_until_t
     assert zscore(redis_client, tracker.keys.due, doc) == T0
     assert tracker.reports.status(now=bound)["recovery_metrics"]["failed_recoveries"] == 0
     # And resent: the queued message, should it ever run, is a stale duplicate
-    assert [r.doc_id for r in tracker.store.claim_due(10, now=bound).records] == [doc]
-    tracker.store.settle([Settlement(doc, "sent", "resent-task")], now=bound)
+    assert [r.doc_id for r in tracker.claims.claim_due(10, now=bound).records] == [doc]
+    tracker.claims.settle([Settlement(doc, "sent", "resent-task")], now=bound)
     assert zscore(redis_client, tracker.keys.superseded, "queued-task") == bound
 
 
@@ -597,9 +599,9 @@ def test_an_expired_lease_of_a_crashed_run_returns_to_due_without_a_retry(
     tracker: Tracker,
 ) -> None:
     [doc] = seed_due(tracker, due=1)
-    tracker.store.claim_due(10, now=T0 + 2 * HOUR)
+    tracker.claims.claim_due(10, now=T0 + 2 * HOUR)
 
-    released = tracker.store.release_expired(now=T0 + DAY)
+    released = tracker.claims.release_expired(now=T0 + DAY)
 
     record = tracker.reports.get_record(doc)
     assert released == [doc]
@@ -609,9 +611,9 @@ def test_an_expired_lease_of_a_crashed_run_returns_to_due_without_a_retry(
 
 def test_a_lease_that_has_not_expired_is_left_alone(tracker: Tracker) -> None:
     seed_due(tracker, due=1)
-    tracker.store.claim_due(10, now=T0 + 2 * HOUR)
+    tracker.claims.claim_due(10, now=T0 + 2 * HOUR)
 
-    assert tracker.store.release_expired(now=T0 + 2 * HOUR + 1) == []
+    assert tracker.claims.release_expired(now=T0 + 2 * HOUR + 1) == []
 
 
 def test_a_resubmitted_run_that_starts_late_keeps_its_claim_until_its_own_deadline(
@@ -620,8 +622,8 @@ def test_a_resubmitted_run_that_starts_late_keeps_its_claim_until_its_own_deadli
     # Given a document resubmitted at `now`, held until the resend bound
     [doc] = seed_due(tracker, due=1)
     now = T0 + 2 * HOUR
-    tracker.store.claim_due(10, now=now)
-    tracker.store.settle([Settlement(doc, "sent", "new-task")], now=now)
+    tracker.claims.claim_due(10, now=now)
+    tracker.claims.settle([Settlement(doc, "sent", "new-task")], now=now)
     config = tracker.config
     bound = now + config.resend_after_hours * HOUR
 
@@ -636,7 +638,7 @@ def test_a_resubmitted_run_that_starts_late_keeps_its_claim_until_its_own_deadli
     read = tracker.reports.get_record(doc)
     assert read is not None
     assert read.state == "recovering"
-    assert tracker.store.release_expired(now=bound + 60) == []
+    assert tracker.claims.release_expired(now=bound + 60) == []
     assert zscore(redis_client, tracker.keys.claimed, doc) == started + limit
 
 
@@ -736,7 +738,7 @@ def test_garbage_at_record_keys_is_skipped_and_reported_by_claim(
 
     # When a run claims
     with caplog.at_level(logging.WARNING, logger="recovery.store"):
-        claim = tracker.store.claim_due(10, now=T0 + 2 * HOUR)
+        claim = tracker.claims.claim_due(10, now=T0 + 2 * HOUR)
 
     # Then the good document is claimed and each piece of garbage reported, no exception
     assert [r.doc_id for r in claim.records] == [good.doc_id]
@@ -748,7 +750,7 @@ def test_garbage_at_record_keys_is_skipped_and_reported_by_claim(
     # later run's way
     assert sorted(redis_client.zrange(k.corrupt, 0, -1)) == sorted(garbage)
     assert tracker.reports.status(now=T0 + 2 * HOUR)["corrupt"] == 3
-    assert tracker.store.claim_due(10, now=T0 + 3 * HOUR).corrupt == []
+    assert tracker.claims.claim_due(10, now=T0 + 3 * HOUR).corrupt == []
     assert tracker.maintenance.delete(garbage) == 3
     assert tracker.reports.status(now=T0 + 3 * HOUR)["corrupt"] == 0
 
@@ -904,8 +906,8 @@ def test_recovery_metrics_give_the_success_rate_and_average_recovery_time(
     # Given three documents resubmitted at `now`
     ids = seed_due(tracker, due=3)
     now = T0 + 2 * HOUR
-    tracker.store.claim_due(10, now=now)
-    tracker.store.settle([Settlement(doc, "sent", f"new-{doc}") for doc in ids], now=now)
+    tracker.claims.claim_due(10, now=now)
+    tracker.claims.settle([Settlement(doc, "sent", f"new-{doc}") for doc in ids], now=now)
 
     # When two succeed after 30 s and 90 s and the third fails again
     tracker.store.resolve(ids[0], recovery_attempt=True, now=now + 30)
@@ -939,7 +941,7 @@ def test_a_stopped_server_gives_tracker_unavailable_not_a_redis_error(
 
     for call in (
         lambda: tracker.reports.status(),
-        lambda: tracker.store.claim_due(10),
+        lambda: tracker.claims.claim_due(10),
         lambda: tracker.reports.get_failed_documents(),
         lambda: tracker.store.resolve("x"),
         lambda: tracker.maintenance.cleanup(),

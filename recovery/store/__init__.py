@@ -3,8 +3,10 @@
 A :class:`Tracker` opens one :class:`~recovery.store.connection.Connection` and
 serves it by concern:
 
-- ``tracker.store`` — state changes, one Lua script call each
-  (:mod:`recovery.store.changes`);
+- ``tracker.store`` — what workers change: failures, successes, runs checking in,
+  one Lua script call each (:mod:`recovery.store.changes`);
+- ``tracker.claims`` — what recovery runs change: claims, settlements, releases
+  (:mod:`recovery.store.claims`);
 - ``tracker.maintenance`` — retention, trims, repairs (:mod:`~recovery.store.maintenance`);
 - ``tracker.reports`` — status, analysis, listings (:mod:`~recovery.store.reports`).
 
@@ -21,8 +23,9 @@ import redis
 from redis.exceptions import LockError
 
 from recovery.config import RecoveryConfig
-from recovery.store.changes import ClaimResult, FailureOutcome, Settlement, Store
+from recovery.store.changes import FailureOutcome, Store
 from recovery.store.checks import check_redis
+from recovery.store.claims import ClaimResult, Claims, Settlement
 from recovery.store.connection import Connection, connect, default_redis_url, redact
 from recovery.store.maintenance import Maintenance
 from recovery.store.reports import Reports, Selection
@@ -31,6 +34,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "ClaimResult",
+    "Claims",
     "Connection",
     "FailureOutcome",
     "Selection",
@@ -59,6 +63,7 @@ class Tracker:
         )
         self.keys = self.connection.keys
         self.store = Store(self.connection, self.config)
+        self.claims = Claims(self.connection, self.config)
         self.maintenance = Maintenance(self.connection, self.config)
         self.reports = Reports(self.connection, self.config)
 

@@ -77,6 +77,12 @@ class Connection:
             where = redact(self.url) if self.url else "Redis"
             raise TrackerUnavailable(f"{operation} failed on {where}: {exc}") from exc
 
+    def server_time(self) -> float:
+        """The Redis server's clock: the one every deadline is measured by."""
+        with self.errors("read the server's clock"):
+            seconds, micros = self.client.time()
+        return float(seconds) + micros / 1e6
+
     def pipeline(self, *, transaction: bool = False) -> Any:
         return self.client.pipeline(transaction=transaction)
 

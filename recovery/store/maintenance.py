@@ -37,9 +37,7 @@ class Maintenance:
         """Apply retention: every record first failed before the retention window,
         live or dead, and dead ones beyond ``dead_max`` (oldest first, with a warning:
         never silently)."""
-        with self.connection.errors("read the server's clock"):
-            seconds, micros = self.connection.client.time()
-        now = float(seconds) + micros / 1e6 if now is None else now
+        now = self.connection.server_time() if now is None else now
         k = self.keys
         client = self.connection.client
         removed = {"expired": 0, "dead_trimmed": 0}

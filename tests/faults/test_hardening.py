@@ -222,7 +222,7 @@ def test_a_run_on_a_host_two_hours_ahead_neither_loses_a_running_task_nor_a_leas
         manager.tracker.store.record_failure(
             FailedDocumentRecord(claimed.path, "t-old", "boom", time.time() - 10, args=claimed.args)
         )
-        assert [r.doc_id for r in manager.tracker.store.claim_due(10).records] == [claimed.doc_id]
+        assert [r.doc_id for r in manager.tracker.claims.claim_due(10).records] == [claimed.doc_id]
     finally:
         manager.close()
     # And a healthy task running a slow document (its deadline: minutes away)
