@@ -115,18 +115,8 @@ class LuaScript:
     ) -> Any:
         """Run it: ``keys`` names the per-call keys (``record=...``), ``args`` every
         declared argument; ``items`` and ``item_args`` follow them in KEYS and ARGV."""
-        return self._script(*self._bind(keys, items, item_args, args))
-
-    def queue(
-        self,
-        pipe: Any,
-        keys: dict[str, str] | None = None,
-        items: Sequence[str] = (),
-        item_args: Sequence[Any] = (),
-        **args: Any,
-    ) -> None:
-        """Add a call to a pipeline (its reply comes with the pipeline's)."""
-        self._script(*self._bind(keys, items, item_args, args), client=pipe)
+        script_keys, argv = self._bind(keys, items, item_args, args)
+        return self._script(keys=script_keys, args=argv)
 
     def _bind(
         self,
