@@ -16,7 +16,15 @@ the Celery wiring and the seed's API (:mod:`recovery.api`) sit on it.
 
 from recovery.api import DocumentRecoveryManager, FailedDocumentsTracker, run_document_recovery
 from recovery.config import RecoveryConfig
-from recovery.errors import ConfigError, CorruptRecord, RecoveryError, TrackerUnavailable
+from recovery.errors import (
+    ConfigError,
+    CorruptRecord,
+    RecoveryError,
+    TrackerError,
+    TrackerFailed,
+    TrackerRefused,
+    TrackerUnavailable,
+)
 from recovery.integration import Recovery, TrackedTask, install, installed
 from recovery.records import FailedDocumentRecord, document_id
 
@@ -30,6 +38,9 @@ __all__ = [
     "RecoveryConfig",
     "RecoveryError",
     "TrackedTask",
+    "TrackerError",
+    "TrackerFailed",
+    "TrackerRefused",
     "TrackerUnavailable",
     "document_id",
     "install",

@@ -3,11 +3,16 @@
 ::
 
     RecoveryError
-    ├── ConfigError          (also a ValueError)
-    ├── TrackerUnavailable   (Redis could not be reached)
-    └── CorruptRecord        (a record under our prefix cannot be decoded)
+    ├── ConfigError              (also a ValueError)
+    ├── TrackerError             (the tracker's Redis did not do what was asked)
+    │   ├── TrackerUnavailable   (it could not be reached)
+    │   │   └── TrackerRefused   (it was reached and refused: auth, ACL, read-only, memory)
+    │   └── TrackerFailed        (it was reached and the operation failed: a server error)
+    └── CorruptRecord            (a record under our prefix cannot be decoded)
 
-Redis errors are translated at the tracker boundary, so callers only catch these.
+Redis errors are translated at the tracker boundary, so callers only catch these. A
+refusal is a kind of unavailability: an event that meets one is spooled and replayed
+once an operator fixes the server, as when it was down.
 """
 
 from __future__ import annotations
@@ -27,8 +32,22 @@ class ConfigError(RecoveryError, ValueError):
         self.allowed = allowed
 
 
-class TrackerUnavailable(RecoveryError):
-    """Raised when the tracker's Redis cannot be reached or refuses the command."""
+class TrackerError(RecoveryError):
+    """Raised when the tracker's Redis does not do what was asked of it."""
+
+
+class TrackerUnavailable(TrackerError):
+    """Raised when the tracker's Redis cannot be reached (refused connection, timeout)."""
+
+
+class TrackerRefused(TrackerUnavailable):
+    """Raised when the tracker's Redis refuses a command: authentication, an ACL
+    without the permission, a read-only replica, or its memory limit."""
+
+
+class TrackerFailed(TrackerError):
+    """Raised when a command reached the tracker's Redis and failed there (a script
+    error, a key of the wrong type): retrying as it is will not help."""
 
 
 class CorruptRecord(RecoveryError):

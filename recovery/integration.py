@@ -37,7 +37,7 @@ from recovery.calls import HEADER, Marker, RunCall, counted, describe
 from recovery.categories import IMPORT, categorize
 from recovery.config import RecoveryConfig
 from recovery.environment import fingerprint
-from recovery.errors import RecoveryError, TrackerUnavailable
+from recovery.errors import RecoveryError, TrackerError
 from recovery.events import FailureEvent, Reporter, SuccessEvent
 from recovery.manager import RecoveryManager
 from recovery.records import DEAD, FailedDocumentRecord, document_id
@@ -148,7 +148,7 @@ class Recovery:
                 if outcome.state == DEAD or outcome.retry_count >= self.config.max_retry_count:
                     return False
                 verdict, _ = store.begin(doc_id, call, limit)
-        except TrackerUnavailable as exc:
+        except TrackerError as exc:
             log.error("docrecovery: cannot check task %s in (%s); running it", call.task_id, exc)
             return True
         if verdict == "stale":
@@ -164,7 +164,7 @@ class Recovery:
     def end_run(self, task_id: str) -> None:
         try:
             self.tracker.store.end_run(task_id)
-        except TrackerUnavailable as exc:
+        except TrackerError as exc:
             log.error("docrecovery: could not take task %s out of flight: %s", task_id, exc)
 
     def register_environment(self, worker: str) -> None:
@@ -245,7 +245,7 @@ class Recovery:
             self.register_environment(str(sender.hostname))
             for warning in self.tracker.warnings():
                 log.warning("docrecovery: %s", warning)
-        except TrackerUnavailable as exc:
+        except TrackerError as exc:
             log.error("docrecovery: could not record this worker's environment: %s", exc)
         self.reporter.replay(self.tracker)
 

@@ -38,7 +38,14 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from recovery import ConfigError, DocumentRecoveryManager, RecoveryConfig, TrackerUnavailable
+from recovery import (
+    ConfigError,
+    DocumentRecoveryManager,
+    RecoveryConfig,
+    TrackerFailed,
+    TrackerRefused,
+    TrackerUnavailable,
+)
 from recovery.categories import exception_chain
 from recovery.redis_server import RedisServer
 from recovery.spool import Spool
@@ -399,9 +406,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.url = url
             try:
                 return COMMANDS[command](args)
+            except TrackerRefused as exc:
+                print(f"docrecovery: Redis at {redact(url)} refused: {exc}", file=sys.stderr)
+                return EXIT_UNAVAILABLE
             except (TrackerUnavailable, BrokerUnavailable) as exc:
                 print(f"docrecovery: cannot reach Redis at {redact(url)}: {exc}", file=sys.stderr)
                 return EXIT_UNAVAILABLE
+            except TrackerFailed as exc:
+                print(f"docrecovery: Redis at {redact(url)} failed: {exc}", file=sys.stderr)
+                return EXIT_FAILED
     except ConfigError as exc:
         print(f"docrecovery: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE

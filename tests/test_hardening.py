@@ -9,6 +9,8 @@ count them on the ``documents`` list.
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -21,8 +23,10 @@ from faults.support import KEYS, TASK, fast_config
 
 from recovery.api import DocumentRecoveryManager
 from recovery.calls import RunCall
+from recovery.events import FailureEvent, Reporter
 from recovery.records import FailedDocumentRecord
-from recovery.store import Selection, Settlement
+from recovery.spool import Spool
+from recovery.store import Selection, Settlement, Tracker
 
 
 @pytest.fixture
@@ -245,3 +249,78 @@ def test_a_resubmission_that_checks_in_before_its_run_settles_is_recovering(
     lease = manager.tracker.connection.client.zscore(KEYS.claimed, doc.doc_id)
     assert lease is not None
     assert lease == pytest.approx(manager.tracker.connection.server_time() + 60, abs=5)
+
+
+# --- item 8: errors that are not about reachability ---------------------------------
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def no_scripts_user(redis_client: redis.Redis, redis_url: str) -> Iterator[str]:
+    """A URL of an ACL user who may do everything but run scripts."""
+    redis_client.acl_setuser(
+        "noscripts",
+        enabled=True,
+        passwords=["+pw"],
+        keys=["*"],
+        channels=["*"],
+        commands=["+@all", "-@scripting"],
+    )
+    yield redis_url.replace("redis://", "redis://noscripts:pw@")
+    redis_client.acl_deluser("noscripts")
+
+
+def docrecovery(*args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(REPO / "main.py"), *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_a_user_without_scripting_is_told_redis_refused_not_that_it_is_unreachable(
+    no_scripts_user: str, tmp_path: Path
+) -> None:
+    done = docrecovery("status", "--redis-url", no_scripts_user, tmp_path=tmp_path)
+
+    # before: "cannot reach Redis at ...", as for a server that is down
+    assert done.returncode == 2
+    assert "refused" in done.stderr
+    assert "cannot reach" not in done.stderr
+    assert "noscripts:***@" in done.stderr
+    assert "pw@" not in done.stderr
+
+
+def test_a_command_that_fails_on_the_server_is_reported_as_a_failure_there(
+    redis_url: str, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    # Given a key of ours holding the wrong type (the stats hash as a string)
+    redis_client.set(KEYS.stats, "not a hash")
+
+    done = docrecovery("status", "--redis-url", redis_url, tmp_path=tmp_path)
+
+    # before: "cannot reach Redis at ...", exit 2
+    assert done.returncode == 1
+    assert "failed:" in done.stderr
+    assert "WRONGTYPE" in done.stderr
+    assert "cannot reach" not in done.stderr
+
+
+def test_a_failure_the_server_refuses_to_record_is_spooled_for_later(
+    no_scripts_user: str, tmp_path: Path
+) -> None:
+    tracker = Tracker(no_scripts_user, fast_config())
+    spool = Spool(tmp_path / "spool")
+    try:
+        record = FailedDocumentRecord("/docs/a.txt", "t1", "E: x")
+        Reporter(spool).deliver(tracker, FailureEvent(record, True, False))
+    finally:
+        tracker.close()
+
+    # kept to replay once an operator grants the permission, not set aside as rejected
+    assert spool.count() == 1
+    assert not (tmp_path / "spool" / "rejected.jsonl").exists()

@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import redis
 
-from recovery.errors import TrackerUnavailable
+from recovery.errors import TrackerError, TrackerFailed, TrackerRefused, TrackerUnavailable
 from recovery.keys import Keys
 from recovery.store.scripts import Scripts
 
@@ -69,13 +69,15 @@ class Connection:
 
     @contextmanager
     def errors(self, operation: str) -> Iterator[None]:
-        """Redis errors inside become TrackerUnavailable, naming the operation and
-        the server without its password."""
+        """Redis errors inside become the TrackerError that says what happened —
+        unreachable, refused, or failed there — naming the operation and the server
+        without its password."""
         try:
             yield
         except redis.RedisError as exc:
             where = redact(self.url) if self.url else "Redis"
-            raise TrackerUnavailable(f"{operation} failed on {where}: {exc}") from exc
+            kind = _kind(exc)
+            raise kind(f"{operation} failed on {where}: {exc}") from exc
 
     def server_time(self) -> float:
         """The Redis server's clock: the one every deadline is measured by."""
@@ -88,6 +90,24 @@ class Connection:
 
     def close(self) -> None:
         self.client.close()
+
+
+#: Refusals: the server answered, and said no to this client or command.
+_REFUSALS = (
+    redis.AuthenticationError,
+    redis.exceptions.AuthorizationError,
+    redis.exceptions.NoPermissionError,
+    redis.ReadOnlyError,
+    redis.OutOfMemoryError,
+)
+
+
+def _kind(exc: redis.RedisError) -> type[TrackerError]:
+    if isinstance(exc, _REFUSALS):
+        return TrackerRefused
+    if isinstance(exc, redis.ConnectionError | redis.TimeoutError | redis.BusyLoadingError):
+        return TrackerUnavailable
+    return TrackerFailed
 
 
 def wire(value: str) -> bytes:
