@@ -31,7 +31,13 @@ from typing import Any
 
 from celery import Celery, Task, states
 from celery.exceptions import Ignore, Reject, Retry
-from celery.signals import task_failure, task_revoked, task_success, worker_ready
+from celery.signals import (
+    task_failure,
+    task_revoked,
+    task_success,
+    worker_ready,
+    worker_shutting_down,
+)
 
 from recovery.calls import HEADER, Marker, RunCall, counted, describe
 from recovery.categories import IMPORT, categorize
@@ -238,6 +244,21 @@ class Recovery:
         if sender is not None and request is not None and self.tracks(sender):
             self.end_run(str(request.id))
 
+    def on_worker_shutting_down(self, sender: Any = None, how: str = "", **_: Any) -> None:
+        """An operator's cold shutdown (SIGQUIT) abandons this node's runs without a
+        word: take them out of flight, so their redelivery is not counted as a lost
+        attempt. A crash fires nothing and still counts; a warm shutdown lets its runs
+        finish."""
+        if how != "Cold" or not sender:
+            return
+        try:
+            released = self.tracker.store.end_runs_of(str(sender))
+        except TrackerError as exc:
+            log.error("docrecovery: could not release %s's runs: %s", sender, exc)
+            return
+        if released:
+            log.warning("docrecovery: cold shutdown of %s released %d run(s)", sender, released)
+
     def on_worker_ready(self, sender: Any = None, **_: Any) -> None:
         if getattr(sender, "app", None) is not self.app:
             return
@@ -285,6 +306,7 @@ def install(
     task_success.connect(rec.on_task_success, weak=False)
     task_revoked.connect(rec.on_task_revoked, weak=False)
     worker_ready.connect(rec.on_worker_ready, weak=False)
+    worker_shutting_down.connect(rec.on_worker_shutting_down, weak=False)
 
     @app.task(name="recovery.run", ignore_result=False)  # type: ignore[untyped-decorator]
     def run(dry_run: bool = False, force: bool = False) -> dict[str, Any]:

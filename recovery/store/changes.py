@@ -234,6 +234,15 @@ class Store:
                 runs.append(call)
         return runs
 
+    def end_runs_of(self, worker: str) -> int:
+        """Take every run of one worker node out of flight (its operator stopped it);
+        reads the in-flight index, which holds only what runs now, never the store."""
+        ended = 0
+        for call in self.lost_runs(float("inf")):
+            if call.worker == worker:
+                ended += self.end_run(call.task_id)
+        return ended
+
     def register_environment(self, worker: str, fingerprint: str) -> tuple[int, bool]:
         """Record a worker's environment; returns (generation, whether it is new)."""
         with self.connection.errors("register environment"):

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -349,3 +350,33 @@ def test_five_megabytes_of_metadata_and_a_long_query_stay_out_of_redis(
     finally:
         manager.close()
     assert redis_client.hgetall(KEYS.by_query) == {}
+
+
+# --- item 12: an operator's cold shutdown ---------------------------------------------
+
+
+def test_a_cold_shutdown_by_an_operator_releases_its_run_uncounted(
+    worker_process: StartWorker,
+    doc_root: Path,
+    celery_app: Celery,
+    redis_client: redis.Redis,
+) -> None:
+    # Given a worker busy with a large document
+    env = {**FAST_ENV, "CELERY_VISIBILITY_TIMEOUT": "5"}
+    doc = Doc(str(write_slow_html(doc_root / "big.html", 4)), "alpha")
+    old = worker_process("w1", env=env)
+    task_id = str(celery_app.send_task(TASK, args=doc.args).id)
+    wait_for(lambda: inflight_score(redis_client, task_id), 30, "the run to check in")
+
+    # When an operator stops it cold (SIGQUIT: runs are abandoned, not finished)
+    old.process.send_signal(signal.SIGQUIT)
+    old.process.wait(30)
+
+    # Then its run left flight as the worker went down (before: the entry stayed, and
+    # the redelivery recorded a counted worker_lost failure against the document)
+    assert inflight_score(redis_client, task_id) is None
+    # And a new worker processes the redelivered message, nothing counted against it
+    new = worker_process("w2", env=env)
+    wait_for(lambda: processed(redis_client, doc), 60, "the redelivery", log_tail(new))
+    assert stats(redis_client).get("failures_recorded", 0) == 0
+    assert record(redis_client, doc.doc_id) == {}
