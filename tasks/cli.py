@@ -5,7 +5,7 @@
     docrecovery submit samples/*.txt --query "visibility timeout" --wait 30
     docrecovery status [--json]
     docrecovery recover [--dry-run] [--now]   # same as: python main.py --recover
-    docrecovery list [--dead] [--category C] [--worker W] [--query Q] [--older-than H]
+    docrecovery list [--dead|--live|--corrupt] [--category C] [--worker W] [--query Q] ...
     docrecovery retry DOC_ID... | --all [filters]    # manual: not counted as a retry
     docrecovery delete DOC_ID... | --all [filters]
     docrecovery purge [--everything]       # delete dead documents (or all)
@@ -263,6 +263,7 @@ def _selection(args: argparse.Namespace) -> Selection:
         older_than_hours=args.older_than,
         dead=args.dead,
         limit=getattr(args, "limit", None),
+        corrupt=getattr(args, "corrupt", None),
     )
 
 
@@ -291,7 +292,12 @@ def cmd_list(args: argparse.Namespace) -> int:
             f"{r.doc_id}  {r.state:10} {r.error_category:14} retries {r.retry_count}"
             f"  {shown(r.document_path)}  {shown(r.state_reason)}"
         )
-    print(f"{len(records)} document(s)")
+    # every selected id is listed: one whose record cannot be read says so
+    readable = {r.doc_id for r in records}
+    for doc_id in ids:
+        if doc_id not in readable:
+            print(f"{shown(doc_id)}  {'corrupt':10} record cannot be read (delete or purge it)")
+    print(f"{len(ids)} document(s)")
     return 0
 
 
@@ -366,6 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
     state = filters.add_mutually_exclusive_group()
     state.add_argument("--dead", action="store_true", default=None, help="dead documents only")
     state.add_argument("--live", dest="dead", action="store_false", help="not dead only")
+    state.add_argument(
+        "--corrupt", action="store_true", default=None, help="unreadable records only"
+    )
     listing = sub.add_parser("list", parents=[common, filters], help="tracked documents")
     listing.add_argument("--limit", type=int)
     for name, text in (("retry", "resubmit now (manual: not counted)"), ("delete", "forget")):

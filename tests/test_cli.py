@@ -797,3 +797,24 @@ def wait_for(condition: Callable[[], object], what: str, timeout: float = 30.0) 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.05)
+
+
+def test_list_shows_every_tracked_id_a_corrupt_one_too_and_agrees_with_status(
+    cli: Cli, tracker: Tracker, doc_root: Path, redis_client: redis.Redis
+) -> None:
+    # Given a readable failure and a record a claim found unreadable
+    [good] = record_due(tracker, [doc_root / "good.txt"])
+    redis_client.set("{docrecovery}:doc:garbage", "not a hash")
+    redis_client.zadd("{docrecovery}:corrupt", {"garbage": time.time()})
+
+    everything = cli("list")
+    only_corrupt = cli("list", "--corrupt")
+    status = json.loads(cli("status", "--json").stdout)
+
+    # Then both are listed, the corrupt one saying so (before: list showed 1 of 2)
+    lines = everything.stdout.splitlines()
+    assert lines[-1] == "2 document(s)"
+    assert any(line.startswith(good) for line in lines)
+    assert any(line.startswith("garbage") and "corrupt" in line for line in lines)
+    assert only_corrupt.stdout.splitlines()[-1] == "1 document(s)"
+    assert status["total_failed_documents"] + status["corrupt"] == 2
