@@ -21,9 +21,8 @@ from typing import Any, Literal
 
 from recovery import policy, signatures
 from recovery.calls import RunCall, counted
-from recovery.config import RecoveryConfig
 from recovery.records import FailedDocumentRecord
-from recovery.store.connection import Connection, strs, wire
+from recovery.store.connection import Part, strs, wire
 
 log = logging.getLogger(__name__)
 
@@ -81,14 +80,8 @@ def _at(now: float | None) -> float | str:
     return "" if now is None else now
 
 
-class Store:
+class Store(Part):
     """Records, indexes and aggregates of failed documents, one Lua call per change."""
-
-    def __init__(self, connection: Connection, config: RecoveryConfig) -> None:
-        self.connection = connection
-        self.config = config
-        self.scripts = connection.scripts
-        self.keys = connection.keys
 
     def record_failure(
         self,

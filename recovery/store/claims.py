@@ -14,11 +14,10 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from recovery import policy
-from recovery.config import RecoveryConfig
 from recovery.errors import CorruptRecord
 from recovery.records import FailedDocumentRecord
 from recovery.store.changes import CHUNK, ClaimMode, _at
-from recovery.store.connection import Connection, strs, wire
+from recovery.store.connection import Part, strs, wire
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +43,8 @@ class Settlement:
     detail: str = ""
 
 
-class Claims:
+class Claims(Part):
     """Claims of recovery runs and operators' retries, one Lua call per change."""
-
-    def __init__(self, connection: Connection, config: RecoveryConfig) -> None:
-        self.connection = connection
-        self.config = config
-        self.scripts = connection.scripts
-        self.keys = connection.keys
 
     def claim_due(
         self,

@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import redis
 
+from recovery.config import RecoveryConfig
 from recovery.errors import TrackerError, TrackerFailed, TrackerRefused, TrackerUnavailable
 from recovery.keys import Keys
 from recovery.store.scripts import Scripts
@@ -108,6 +109,17 @@ def _kind(exc: redis.RedisError) -> type[TrackerError]:
     if isinstance(exc, redis.ConnectionError | redis.TimeoutError | redis.BusyLoadingError):
         return TrackerUnavailable
     return TrackerFailed
+
+
+class Part:
+    """One concern of the store on a shared connection: its client, scripts and key
+    names, and the config it applies."""
+
+    def __init__(self, connection: Connection, config: RecoveryConfig) -> None:
+        self.connection = connection
+        self.config = config
+        self.scripts = connection.scripts
+        self.keys = connection.keys
 
 
 def wire(value: str) -> bytes:

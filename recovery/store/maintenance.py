@@ -14,7 +14,7 @@ from typing import Literal, TypeVar
 
 from recovery.config import RecoveryConfig
 from recovery.store.changes import CHUNK, TTL_MARGIN_SECONDS
-from recovery.store.connection import Connection, strs
+from recovery.store.connection import Connection, Part, strs
 
 log = logging.getLogger(__name__)
 
@@ -25,11 +25,9 @@ Index = Literal["failed", "any"]
 T = TypeVar("T")
 
 
-class Maintenance:
+class Maintenance(Part):
     def __init__(self, connection: Connection, config: RecoveryConfig) -> None:
-        self.connection = connection
-        self.config = config
-        self.keys = connection.keys
+        super().__init__(connection, config)
         self._expired = 0
         self._strays = 0
 

@@ -18,11 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from recovery import policy
-from recovery.config import RecoveryConfig
 from recovery.errors import CorruptRecord
 from recovery.keys import Keys
 from recovery.records import DEAD, FailedDocumentRecord
-from recovery.store.connection import Connection, strs
+from recovery.store.connection import Part, strs
 from recovery.store.maintenance import chunks
 
 log = logging.getLogger(__name__)
@@ -67,12 +66,7 @@ class Selection:
         return self.dead is not False or state != DEAD
 
 
-class Reports:
-    def __init__(self, connection: Connection, config: RecoveryConfig) -> None:
-        self.connection = connection
-        self.config = config
-        self.keys = connection.keys
-
+class Reports(Part):
     def get_record(self, doc_id: str) -> FailedDocumentRecord | None:
         """One record, or None; raises CorruptRecord if it cannot be decoded."""
         key = self.keys.record(doc_id)
