@@ -28,6 +28,17 @@ CUT = "docrecovery_cut"
 CUT_NAMES, CUT_NAME_CHARS = 20, 100
 
 
+def repeated_args(args: list[Any], path: str, query: str | None, metadata: Any) -> int | None:
+    """How many args there are when they only repeat (path, query, metadata) — then
+    they are stored as that count, so metadata is stored once — else None."""
+    return len(args) if args and args == [path, query, metadata][: len(args)] else None
+
+
+def call_args(count: int, path: Any, query: Any, metadata: Any) -> list[Any]:
+    """The args :func:`repeated_args` counted, rebuilt."""
+    return [path, query, metadata][:count]
+
+
 @dataclass(frozen=True)
 class Marker:
     """The ``docrecovery`` header of a run that recovery (or an operator) resubmitted."""
@@ -91,9 +102,10 @@ class RunCall:
         the record body keeps them, so metadata is stored once."""
         body = asdict(self)
         del body["task_id"]
-        if self.args and self.args == [self.path, self.query, self.metadata][: len(self.args)]:
+        count = repeated_args(self.args, self.path, self.query, self.metadata)
+        if count is not None:
             del body["args"]
-            body["nargs"] = len(self.args)
+            body["nargs"] = count
         return json.dumps(body, separators=(",", ":"))
 
     @classmethod
@@ -106,8 +118,8 @@ class RunCall:
             marker = Marker.parse(body.pop("marker", None))
             nargs = body.pop("nargs", None)
             if isinstance(nargs, int):
-                repeated = [body.get("path"), body.get("query"), body.get("metadata", {})]
-                body["args"] = repeated[:nargs]
+                path, query, meta = body.get("path"), body.get("query"), body.get("metadata", {})
+                body["args"] = call_args(nargs, path, query, meta)
             call = cls(task_id=task_id, marker=marker, **body)
             if not isinstance(call.path, str) or not isinstance(call.task, str):
                 raise TypeError("path and task must be strings")

@@ -25,7 +25,7 @@ import zlib
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from recovery.calls import RunCall
+from recovery.calls import RunCall, call_args, repeated_args
 from recovery.categories import WORKER_LOST
 from recovery.errors import CorruptRecord
 
@@ -167,8 +167,9 @@ class FailedDocumentRecord:
         ):
             if value:
                 body[name] = value
-        if self.args and self.args == self._call_args()[: len(self.args)]:
-            body["nargs"] = len(self.args)  # args that repeat path, query and metadata
+        count = repeated_args(self.args, self.document_path, self.query, self.metadata)
+        if count is not None:
+            body["nargs"] = count
         elif self.args:
             body["args"] = self.args
         raw = json.dumps(body, separators=(",", ":")).encode("ascii")
@@ -185,9 +186,6 @@ class FailedDocumentRecord:
             out[name] = str(value)
         out["body"] = self.body(message_limit)
         return out
-
-    def _call_args(self) -> list[Any]:
-        return [self.document_path, self.query, self.metadata]
 
     @classmethod
     def from_redis(cls, key: str, stored: dict[str, Any]) -> FailedDocumentRecord:
@@ -220,7 +218,9 @@ class FailedDocumentRecord:
             **values,
         )
         if "nargs" in body:
-            record.args = record._call_args()[: int(body["nargs"])]
+            record.args = call_args(
+                int(body["nargs"]), record.document_path, record.query, record.metadata
+            )
         else:
             record.args = list(body.get("args") or [])
         return record
