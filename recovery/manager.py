@@ -315,8 +315,7 @@ class RecoveryManager:
     def status(self) -> dict[str, Any]:
         """Counts under this manager's config, the seed's recovery metrics, the failure
         analysis and the circuit breakers."""
-        reports = self.tracker.reports
-        status = reports.status()
-        status["analysis"] = reports.analysis()
+        status, analysis = self.tracker.reports.overview()
+        status["analysis"] = analysis
         status["circuit_breakers"] = self.breakers()
         return status

@@ -169,33 +169,17 @@ class Reports(Part):
     def status(self, now: float | None = None) -> dict[str, Any]:
         """Counts under this reader's config and the recovery metrics, O(1) in the
         number of records, one round trip."""
-        reply = self._report(now, detail=False)
-        _now, total, eligible, scheduled, exhausted, claimed, waiting, dead, corrupt = reply[:9]
-        return {
-            "total_failed_documents": total,
-            "eligible_for_recovery": eligible,
-            "scheduled": scheduled,
-            "exhausted": exhausted,
-            "in_recovery": claimed,
-            "waiting": waiting,
-            "dead": dead,
-            "corrupt": corrupt,
-            "recovery_metrics": recovery_metrics(_pairs(reply[10]), total, eligible),
-        }
+        return _status(self._report(now, detail=False))
 
     def analysis(self, now: float | None = None) -> dict[str, Any]:
         """Failures by age (every tracked document), category, worker and query."""
+        return _analysis(self._report(now, detail=True))
+
+    def overview(self, now: float | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Status and analysis from one round trip: the analysis's counts are the
+        status's too."""
         reply = self._report(now, detail=True)
-        cats, workers, w_fail, w_won, queries, q_fail, q_won, sigs, info, last = (
-            _pairs(r) for r in reply[11:]
-        )
-        return {
-            "age_distribution": dict(zip(AGE_BUCKETS, reply[9], strict=True)),
-            "error_categories": _ints(cats),
-            "error_signatures": _groups(sigs, info, last),
-            "workers": _rates(workers, w_fail, w_won),
-            "queries": _rates(queries, q_fail, q_won),
-        }
+        return _status(reply), _analysis(reply)
 
     def breaker_windows(self) -> dict[str, str]:
         """Each category's recent recovery outcomes, oldest first ('1' success)."""
@@ -211,6 +195,36 @@ class Reports(Part):
             pipe.hgetall(k.generations)
             workers, generations = pipe.execute()
         return {worker: int(generations.get(fp, 0)) for worker, fp in sorted(workers.items())}
+
+
+def _status(reply: list[Any]) -> dict[str, Any]:
+    """Status from report.lua's reply."""
+    _now, total, eligible, scheduled, exhausted, claimed, waiting, dead, corrupt = reply[:9]
+    return {
+        "total_failed_documents": total,
+        "eligible_for_recovery": eligible,
+        "scheduled": scheduled,
+        "exhausted": exhausted,
+        "in_recovery": claimed,
+        "waiting": waiting,
+        "dead": dead,
+        "corrupt": corrupt,
+        "recovery_metrics": recovery_metrics(_pairs(reply[10]), total, eligible),
+    }
+
+
+def _analysis(reply: list[Any]) -> dict[str, Any]:
+    """The analysis from report.lua's reply with its detail."""
+    cats, workers, w_fail, w_won, queries, q_fail, q_won, sigs, info, last = (
+        _pairs(r) for r in reply[11:]
+    )
+    return {
+        "age_distribution": dict(zip(AGE_BUCKETS, reply[9], strict=True)),
+        "error_categories": _ints(cats),
+        "error_signatures": _groups(sigs, info, last),
+        "workers": _rates(workers, w_fail, w_won),
+        "queries": _rates(queries, q_fail, q_won),
+    }
 
 
 def recovery_metrics(stats: dict[str, str], total: int, eligible: int) -> dict[str, Any]:
