@@ -176,9 +176,8 @@ class RecoveryManager:
     def reopen_held(self, now: float | None = None) -> int:
         """Probe documents held back by a failed precondition; those whose cause is
         gone go back to due (where they were: nothing was counted)."""
-        claims = self.tracker.claims
-        held = claims.held(self.config.recovery_batch_size * PROBES_PER_BATCH)
-        return claims.reopen([(r.doc_id, policy.probe(r)) for r in held], now)
+        held = self.tracker.reports.held(self.config.recovery_batch_size * PROBES_PER_BATCH)
+        return self.tracker.claims.reopen([(r.doc_id, policy.probe(r)) for r in held], now)
 
     def sweep_lost(self, now: float | None = None) -> int:
         """Record in-flight runs past their deadline as worker_lost failures (all of

@@ -206,7 +206,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         status["warnings"] = manager.tracker.warnings()
         status["held_back"] = [
             {"doc_id": r.doc_id, "path": r.document_path, "reason": r.state_reason}
-            for r in manager.tracker.claims.held(HELD_SHOWN)
+            for r in manager.tracker.reports.held(HELD_SHOWN)
         ]
     status["redis"] = redact(args.url)
     if args.json:

@@ -122,23 +122,6 @@ class Claims(Part):
             )
         return int(sent)
 
-    def held(self, limit: int) -> list[FailedDocumentRecord]:
-        """Documents held back by a failed precondition, least recently probed first."""
-        client = self.connection.client
-        with self.connection.errors("read held documents"):
-            ids = strs(client.zrange(self.keys.waiting, 0, limit - 1))
-            pipe = self.connection.pipeline()
-            for doc_id in ids:
-                pipe.hgetall(self.keys.record(doc_id))
-            replies = pipe.execute()
-        held = []
-        for doc_id, stored in zip(ids, replies, strict=True):
-            try:
-                held.append(FailedDocumentRecord.from_redis(self.keys.record(doc_id), stored))
-            except CorruptRecord as exc:
-                log.warning("held record cannot be decoded: %s", exc)
-        return held
-
     def reopen(self, verdicts: Sequence[tuple[str, str | None]], now: float | None = None) -> int:
         """Probe results of held documents, (doc id, reason it is still held or None):
         the others go back to due where they were. Returns how many were reopened."""

@@ -122,6 +122,12 @@ class Reports(Part):
             log.warning("skipping: %s", exc)
             return None
 
+    def held(self, limit: int) -> list[FailedDocumentRecord]:
+        """Documents held back by a failed precondition, least recently probed first."""
+        with self.connection.errors("read held documents"):
+            ids = strs(self.connection.client.zrange(self.keys.waiting, 0, limit - 1))
+        return self.get_records(ids)
+
     def select(self, selection: Selection | None = None, now: float | None = None) -> list[str]:
         """Ids of tracked documents matching ``selection``, oldest failure first.
 
