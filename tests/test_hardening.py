@@ -45,11 +45,10 @@ def track(manager: DocumentRecoveryManager, path: Path, **fields: Any) -> Failed
     record = FailedDocumentRecord(
         document_path=str(path),
         task_id=f"t-{path.name}",
-        error_message="boom",
         failure_timestamp=time.time() - 10,
         args=[str(path), None, {}],
         error_category="network",
-        **fields,
+        **{"error_message": "boom", **fields},
     )
     manager.tracker.store.record_failure(record)
     return record
@@ -324,3 +323,23 @@ def test_a_failure_the_server_refuses_to_record_is_spooled_for_later(
     # kept to replay once an operator grants the permission, not set aside as rejected
     assert spool.count() == 1
     assert not (tmp_path / "spool" / "rejected.jsonl").exists()
+
+
+def test_a_selection_by_error_signature_takes_exactly_that_group(
+    manager: DocumentRecoveryManager, tmp_path: Path
+) -> None:
+    # Given two documents failing with the same problem (numbers differ) and one other
+    timeouts = [
+        track(manager, tmp_path / f"t{n}.txt", error_message=f"read timed out after {n}0 s")
+        for n in (1, 2)
+    ]
+    other = track(manager, tmp_path / "other.txt", error_message="connection refused")
+    groups = {manager.tracker.reports.get_record(r.doc_id).signature for r in timeouts}  # type: ignore[union-attr]
+    assert len(groups) == 1
+
+    # Then selecting that group's signature returns both, and the other group only its own
+    (group,) = groups
+    assert sorted(manager.select(Selection(signature=group))) == sorted(r.doc_id for r in timeouts)
+    theirs = manager.tracker.reports.get_record(other.doc_id).signature  # type: ignore[union-attr]
+    assert manager.select(Selection(signature=theirs)) == [other.doc_id]
+    assert manager.select(Selection(signature="no-such-group")) == []

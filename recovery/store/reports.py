@@ -39,6 +39,8 @@ class Selection:
     category: str | None = None
     worker: str | None = None
     query: str | None = None
+    #: An error group (recovery/signatures.py): ``docrecovery list --signature``.
+    signature: str | None = None
     older_than_hours: float | None = None
     #: True: dead only; False: live (not dead) only; None: both.
     dead: bool | None = None
@@ -55,11 +57,12 @@ class Selection:
             chosen.append(keys.corrupt)
         return chosen
 
-    def matches(self, category: Any, worker: Any, query: Any, state: Any) -> bool:
+    def matches(self, category: Any, worker: Any, query: Any, signature: Any, state: Any) -> bool:
         wanted = (
             (self.category, category),
             (self.worker, worker),
             (self.query, query),
+            (self.signature, signature),
         )
         if any(want is not None and want != have for want, have in wanted):
             return False
@@ -149,14 +152,16 @@ class Reports(Part):
                 for chunk in chunks(scored):
                     pipe = self.connection.pipeline()
                     for doc_id, _ in chunk:
-                        pipe.hmget(k.record(doc_id), "cat", "worker", "query", "state", "first")
+                        pipe.hmget(
+                            k.record(doc_id), "cat", "worker", "query", "sig", "state", "first"
+                        )
                     replies = pipe.execute(raise_on_error=False)
                     for (doc_id, score), fields in zip(chunk, replies, strict=True):
                         if not isinstance(fields, list):
-                            fields = [None] * 5
-                        if not selection.matches(*fields[:4]):
+                            fields = [None] * 6
+                        if not selection.matches(*fields[:5]):
                             continue
-                        first = float(score) if index == k.corrupt else _float(fields[4])
+                        first = float(score) if index == k.corrupt else _float(fields[5])
                         if selection.older_than_hours is None or first <= cutoff:
                             chosen.setdefault(str(doc_id), first)
         ordered = sorted(chosen, key=lambda doc_id: (chosen[doc_id], doc_id))
