@@ -179,6 +179,20 @@ class Keys:
         return self._name("breakers")
 
     @property
+    def series(self) -> str:
+        """Hash: recoveries over time, per bucket start ``<t>:sent`` (resubmissions),
+        ``<t>:ok`` (successful recoveries), ``<t>:failed`` (failed recoveries counted
+        so far, as of the bucket's last write), and ``base`` (that count before the
+        oldest bucket kept); see ``series_note`` in ``lua/_lib.lua``."""
+        return self._name("series", "recoveries")
+
+    @property
+    def series_buckets(self) -> str:
+        """Sorted set: bucket starts of ``series``, scored by themselves; the oldest
+        are trimmed as new ones open, so the series stays bounded."""
+        return self._name("series", "buckets")
+
+    @property
     def run_lock(self) -> str:
         """Lock that keeps two recovery runs from overlapping."""
         return self._name("lock", "run")

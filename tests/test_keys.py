@@ -42,6 +42,8 @@ NAMES = {
     "generations": "env:generations",
     "breakers": "breakers",
     "run_lock": "lock:run",
+    "series": "series:recoveries",
+    "series_buckets": "series:buckets",
 }
 
 

@@ -22,6 +22,7 @@ from typing import Any, Literal
 from recovery import policy, signatures
 from recovery.calls import RunCall, counted
 from recovery.records import FailedDocumentRecord
+from recovery.store import series
 from recovery.store.connection import Part, strs, wire
 
 log = logging.getLogger(__name__)
@@ -180,6 +181,8 @@ class Store(Part):
                 recovery=int(recovery_attempt),
                 task_id=wire(task_id),
                 window=self.config.breaker_window,
+                step=series.STEP,
+                keep=series.KEEP,
             )
         return Resolution(bool(tracked), float(took) if took else None)
 

@@ -16,6 +16,7 @@ from typing import Literal
 from recovery import policy
 from recovery.errors import CorruptRecord
 from recovery.records import FailedDocumentRecord
+from recovery.store import series
 from recovery.store.changes import CHUNK, ClaimMode, _at
 from recovery.store.connection import Part, strs, wire
 
@@ -119,6 +120,8 @@ class Claims(Part):
                 ],
                 now=_at(now),
                 resend=self.config.resend_after_hours * 3600,
+                step=series.STEP,
+                keep=series.KEEP,
             )
         return int(sent)
 

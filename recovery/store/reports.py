@@ -21,6 +21,7 @@ from recovery import policy
 from recovery.errors import CorruptRecord
 from recovery.keys import Keys
 from recovery.records import DEAD, FailedDocumentRecord
+from recovery.store import series
 from recovery.store.connection import Part, strs
 from recovery.store.maintenance import chunks
 
@@ -67,6 +68,45 @@ class Selection:
         if any(want is not None and want != have for want, have in wanted):
             return False
         return self.dead is not False or state != DEAD
+
+
+#: Index entries one page may examine: a page over a selective filter stops there and
+#: hands back a cursor, so no request reads more than this, at any store size.
+PAGE_BUDGET = 5000
+#: Index entries read per round trip of a page.
+PAGE_CHUNK = 500
+#: Record fields a selection filters on, in the order Selection.matches takes them,
+#: then the first failure's time (ages).
+FILTER_FIELDS = ("cat", "worker", "query", "sig", "state", "first")
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of an index: the matching ids in index order, the records of those
+    that could be read, and the cursor of the next page (None: the index ended)."""
+
+    ids: list[str]
+    records: list[FailedDocumentRecord]
+    next: str | None
+    #: Index entries read for this page (at most PAGE_BUDGET).
+    examined: int
+
+
+def cursor(score: float, doc_id: str) -> str:
+    """Where a page ended: the last entry's score and id (ties are ordered by id)."""
+    return f"{score!r}:{doc_id}"
+
+
+def parse_cursor(raw: str) -> tuple[float, str]:
+    """A cursor back into (score, id); ValueError names what is wrong."""
+    score, sep, doc_id = raw.rpartition(":")
+    try:
+        value = float(score)
+    except ValueError:
+        value = float("nan")
+    if not sep or not doc_id or value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"bad cursor {raw!r}: expected '<score>:<document id>'")
+    return value, doc_id
 
 
 class Reports(Part):
@@ -150,15 +190,7 @@ class Reports(Part):
                     index, 0, -1, withscores=True
                 )
                 for chunk in chunks(scored):
-                    pipe = self.connection.pipeline()
-                    for doc_id, _ in chunk:
-                        pipe.hmget(
-                            k.record(doc_id), "cat", "worker", "query", "sig", "state", "first"
-                        )
-                    replies = pipe.execute(raise_on_error=False)
-                    for (doc_id, score), fields in zip(chunk, replies, strict=True):
-                        if not isinstance(fields, list):
-                            fields = [None] * 6
+                    for (doc_id, score), fields in zip(chunk, self._fields(chunk), strict=True):
                         if not selection.matches(*fields[:5]):
                             continue
                         first = float(score) if index == k.corrupt else _float(fields[5])
@@ -166,6 +198,69 @@ class Reports(Part):
                             chosen.setdefault(str(doc_id), first)
         ordered = sorted(chosen, key=lambda doc_id: (chosen[doc_id], doc_id))
         return ordered[: selection.limit] if selection.limit else ordered
+
+    def page(
+        self,
+        index: str,
+        selection: Selection | None = None,
+        after: str | None = None,
+        limit: int = 50,
+        *,
+        now: float | None = None,
+        budget: int = PAGE_BUDGET,
+    ) -> Page:
+        """Up to ``limit`` ids of one index (``keys.failed``, ``keys.waiting``,
+        ``keys.dead``) matching ``selection``, in the index's order, from the cursor
+        ``after`` on (see :func:`cursor`). A page reads the index by score from the
+        cursor, O(log N + what it examines), and examines at most ``budget`` entries,
+        so paging costs the same at a thousand records or a million; a page that
+        stops at the budget still hands back the cursor to go on from."""
+        selection = selection or Selection()
+        low: float | str = "-inf"
+        skip_to: str | None = None
+        if after is not None:
+            low, skip_to = parse_cursor(after)
+        cutoff = (time.time() if now is None else now) - (selection.older_than_hours or 0) * 3600
+        ids: list[str] = []
+        last = None if after is None else (float(low), str(skip_to))
+        examined, offset, more = 0, 0, True
+        client = self.connection.client
+        with self.connection.errors("read a page of documents"):
+            while more and len(ids) < limit and examined < budget:
+                want = min(PAGE_CHUNK, budget - examined)
+                raw: list[tuple[str, float]] = client.zrangebyscore(  # type: ignore[assignment]
+                    index, low, "+inf", start=offset, num=want, withscores=True
+                )
+                offset += len(raw)
+                examined += len(raw)
+                more = len(raw) == want
+                # entries at the cursor's own score up to its id were on earlier pages
+                batch = [
+                    (str(d), float(sc))
+                    for d, sc in raw
+                    if skip_to is None or float(sc) != low or str(d) > skip_to
+                ]
+                for (doc_id, score), fields in zip(batch, self._fields(batch), strict=True):
+                    if len(ids) == limit:
+                        more = True
+                        break
+                    last = (score, doc_id)
+                    if selection.matches(*fields[:5]) and (
+                        selection.older_than_hours is None or _float(fields[5]) <= cutoff
+                    ):
+                        ids.append(doc_id)
+        following = cursor(*last) if more and last is not None else None
+        return Page(ids, self.get_records(ids), following, examined)
+
+    def _fields(self, entries: Sequence[tuple[str, float]]) -> list[list[Any]]:
+        """The fields selections filter on (category, worker, query, signature, state,
+        first failure) of each entry's record, pipelined; all None for a key that is
+        not a hash."""
+        pipe = self.connection.pipeline()
+        for doc_id, _ in entries:
+            pipe.hmget(self.keys.record(doc_id), *FILTER_FIELDS)
+        replies = pipe.execute(raise_on_error=False) if entries else []
+        return [r if isinstance(r, list) else [None] * len(FILTER_FIELDS) for r in replies]
 
     def _report(self, now: float | None, *, detail: bool) -> list[Any]:
         with self.connection.errors("analysis" if detail else "status"):
@@ -196,6 +291,17 @@ class Reports(Part):
         """Each category's recent recovery outcomes, oldest first ('1' success)."""
         with self.connection.errors("read circuit breakers"):
             return self.connection.client.hgetall(self.keys.breakers)  # type: ignore[return-value]
+
+    def recoveries_over_time(self) -> list[series.Bucket]:
+        """Resubmissions, successful and failed recoveries per interval, oldest first
+        (see :mod:`recovery.store.series`): a bounded read, whatever the store holds."""
+        k = self.keys
+        with self.connection.errors("read recoveries over time"):
+            pipe = self.connection.pipeline()
+            pipe.zrange(k.series_buckets, 0, -1)
+            pipe.hgetall(k.series)
+            starts, fields = pipe.execute()
+        return series.buckets(strs(starts), fields)
 
     def environments(self) -> dict[str, int]:
         """Each worker's environment generation, as recorded when it last started."""

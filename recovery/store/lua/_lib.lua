@@ -152,3 +152,25 @@ local function breaker_note(hash, category, outcome, window)
     redis.call('HSET', hash, category, string.sub(seen, -window))
   end
 end
+
+-- Recoveries over time: add `by` to `field` ('sent' or 'ok') of the bucket `now` falls
+-- in (`step` seconds wide) and note the failed recoveries counted so far there (the
+-- failures per bucket are the differences; record_failure.lua counts them). Opening a
+-- bucket trims those more than `keep` buckets old, keeping the last trimmed count as
+-- `base`, so the series stays bounded and its oldest bucket still has a baseline.
+local function series_note(hash, buckets, stats, now, step, keep, field, by)
+  local bucket = string.format('%d', math.floor(now / step) * step)
+  local failed = redis.call('HGET', stats, 'failed_recoveries') or '0'
+  redis.call('HSETNX', hash, 'base', failed)
+  if redis.call('ZADD', buckets, 'NX', bucket, bucket) == 1 then
+    local bound = '(' .. string.format('%d', tonumber(bucket) - (keep - 1) * step)
+    for _, old in ipairs(redis.call('ZRANGEBYSCORE', buckets, '-inf', bound)) do
+      local last = redis.call('HGET', hash, old .. ':failed')
+      if last then redis.call('HSET', hash, 'base', last) end
+      redis.call('HDEL', hash, old .. ':sent', old .. ':ok', old .. ':failed')
+    end
+    redis.call('ZREMRANGEBYSCORE', buckets, '-inf', bound)
+  end
+  if by > 0 then redis.call('HINCRBY', hash, bucket .. ':' .. field, by) end
+  redis.call('HSET', hash, bucket .. ':failed', failed)
+end

@@ -1,8 +1,9 @@
 -- A tracked task succeeded: count the run and stop tracking the document.
--- KEYS: record due failed claimed waiting dead corrupt imports stats by_category by_worker by_query worker_successes query_successes inflight inflight_tasks breakers deleted
--- ARGV: now doc_id worker query recovery task_id window
+-- KEYS: record due failed claimed waiting dead corrupt imports stats by_category by_worker by_query worker_successes query_successes inflight inflight_tasks breakers deleted series series_buckets
+-- ARGV: now doc_id worker query recovery task_id window step keep
 -- recovery: '1' when the run was a recovery attempt; task_id: the run that succeeded;
 -- window: the circuit-breaker window; query: the name the query is counted under.
+-- step, keep: the recoveries-over-time series' bucket width (s) and buckets kept.
 -- A run whose document was deleted while it was sent or running (remove.lua) counts
 -- nothing but the drop ('dropped_after_delete'), and leaves the tracker as it is.
 -- Returns {was tracked (0/1), recovery seconds or ''}.
@@ -33,6 +34,7 @@ redis.call('HINCRBY', K.stats, 'resolved', 1)
 if A.recovery == '1' then
   redis.call('HINCRBY', K.stats, 'successful_recoveries', 1)
   breaker_note(K.breakers, category, '1', tonumber(A.window))
+  series_note(K.series, K.series_buckets, K.stats, now, tonumber(A.step), tonumber(A.keep), 'ok', 1)
   if started then
     local took = math.max(0, now - started)
     redis.call('HINCRBYFLOAT', K.stats, 'recovery_time_total', num(took))

@@ -1,6 +1,6 @@
 -- Finish a recovery run: mark what was resubmitted, release or hold back the rest.
--- KEYS: due claimed waiting stats superseded inflight
--- ARGV: now resend
+-- KEYS: due claimed waiting stats superseded inflight series series_buckets
+-- ARGV: now resend step keep
 -- Then one record key per item (item_key(i)) and three values per item: id, outcome
 -- ('sent' | 'release' | 'wait'), and the new task id (sent) or the reason.
 -- 'sent' counts a recovery attempt. The document stays claimed until its new task
@@ -14,6 +14,7 @@
 -- A document whose new task already reported is left as that report made it; one
 -- whose new task already checked in (a worker took the message before this settle)
 -- is 'recovering' at once, its lease ending with that run's deadline.
+-- step, keep: the recoveries-over-time series' bucket width (s) and buckets kept.
 local now = clock(A.now)
 local sent = 0
 for item = 1, item_args / 3 do
@@ -43,4 +44,5 @@ end
 redis.call('HINCRBY', K.stats, 'recovery_attempts', sent)
 redis.call('HINCRBY', K.stats, 'recovery_runs', 1)
 redis.call('HSET', K.stats, 'last_recovery_run', num(now))
+series_note(K.series, K.series_buckets, K.stats, now, tonumber(A.step), tonumber(A.keep), 'sent', sent)
 return sent
