@@ -26,13 +26,19 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-# The clock tests run hosts two hours ahead under Debian's faketime (a few hundred KB);
-# they skip, saying so, where it is absent and cannot be installed (not root, no apt).
+# The clock tests run hosts two hours ahead under Debian's faketime (a few hundred KB),
+# the dashboard's browser tests Debian's chromium; each skips, saying so, where its tool
+# is absent and cannot be installed (not root, no apt).
 test-tools:
 	@command -v faketime >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
 		&& { apt-get install -y -qq faketime >/dev/null 2>&1 \
 			|| { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq faketime >/dev/null 2>&1; }; }; } \
 		|| echo "note: faketime not installed; the clock tests will be skipped"
+	@# The dashboard's browser tests drive Debian's chromium through chromium-driver.
+	@command -v chromedriver >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& { apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 \
+			|| { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1; }; }; } \
+		|| echo "note: chromium-driver not installed; the dashboard's browser tests will be skipped"
 
 pytest: $(STAMP) test-tools
 	$(BIN)/pytest

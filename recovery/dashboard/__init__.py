@@ -1,0 +1,70 @@
+"""The failed-document dashboard: what Flower cannot show or do for failed documents.
+
+::
+
+    from recovery.dashboard import serve
+    serve("redis://localhost:6379/0", RecoveryConfig.from_env())   # http://127.0.0.1:5580
+
+Pages: the overview (totals, recovery metrics, breakers, failures by age, category,
+worker and query, recoveries over time), error groups (one row per signature, retry
+or delete a group), documents (failed / waiting / dead tabs with filters and cursor
+paging, a page per document) and the dry-run preview. Every action — retry, delete,
+purge dead, run recovery now — is a confirmed, CSRF-protected POST that calls the same
+manager operation as the CLI and is logged with who did it. ``/api/`` serves the same
+data and actions as JSON.
+
+Built on Starlette, Jinja2 and uvicorn (the ``dashboard`` extra). Charts are drawn on
+the server as SVG and CSS bars, and the live refresh is a small script in the package:
+the pages work offline, with nothing fetched from a CDN. Credentials come from the
+environment (:mod:`recovery.dashboard.auth`); :func:`serve` refuses to listen beyond
+loopback without them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+
+from recovery.config import RecoveryConfig
+from recovery.errors import ConfigError
+
+from .app import create_app
+from .auth import PASSWORD_ENV, TOKEN_ENV, USER_ENV, Credentials
+
+__all__ = ["create_app", "is_loopback", "serve"]
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 5580
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only listens to this machine (a name other than localhost
+    counts as reachable from elsewhere: it may resolve to any address)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(
+    redis_url: str, config: RecoveryConfig, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT
+) -> None:
+    """Serve the dashboard with uvicorn until interrupted. Raises ConfigError, before
+    listening, on a non-loopback ``host`` without credentials in the environment."""
+    import uvicorn
+
+    credentials = Credentials.from_env()
+    if not credentials.required and not is_loopback(host):
+        raise ConfigError(
+            "host",
+            host,
+            f"a loopback address (127.0.0.1, ::1, localhost) unless {USER_ENV} and "
+            f"{PASSWORD_ENV}, or {TOKEN_ENV}, are set: the dashboard can retry and delete",
+        )
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("recovery.dashboard").setLevel(logging.INFO)
+    app = create_app(redis_url, config, credentials=credentials)
+    uvicorn.run(app, host=host, port=port, log_level="info", proxy_headers=False)
