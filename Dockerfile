@@ -30,7 +30,7 @@ WORKDIR /src
 COPY pyproject.toml ./
 RUN mkdir recovery tasks \
  && touch recovery/__init__.py tasks/__init__.py \
- && pip wheel --wheel-dir /wheels ".[pdf,docx,flower]" \
+ && pip wheel --wheel-dir /wheels ".[pdf,docx,flower,dashboard]" \
  && rm -rf recovery tasks build ./*.egg-info /wheels/docrecovery-*.whl
 
 # Then the project itself (.dockerignore admits only what the package needs).
@@ -63,7 +63,7 @@ RUN groupadd --system --gid 10001 docrecovery \
 # Install from the build stage's wheels only (no index), through a bind mount, so
 # the wheels do not stay in a layer of the image.
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    pip install --no-index --find-links=/wheels "docrecovery[pdf,docx,flower]"
+    pip install --no-index --find-links=/wheels "docrecovery[pdf,docx,flower,dashboard]"
 
 # All state lives under /data, owned by the service user (a named volume mounted
 # here starts with this ownership). The code stays read-only to that user, and a
@@ -75,7 +75,8 @@ VOLUME ["/data/documents", "/data/spool", "/data/beat"]
 WORKDIR /app
 USER docrecovery:docrecovery
 
-# Flower, when this image runs `celery -A tasks flower --port=5555`.
-EXPOSE 5555
+# Flower, when this image runs `celery -A tasks flower --port=5555`; the dashboard,
+# when it runs `docrecovery dashboard --port 5580`.
+EXPOSE 5555 5580
 
 CMD ["celery", "-A", "tasks", "worker", "--loglevel=INFO"]
