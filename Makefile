@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 # installed by `make bench` only; `make test` never needs it.
 BENCH_STAMP := $(VENV)/.bench-stamp
 
-.PHONY: demo test lint typecheck pytest test-tools bench clean
+.PHONY: demo test lint typecheck pytest test-tools bench screenshot clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required") if sys.version_info < (3, 11) else None'
@@ -44,6 +44,10 @@ pytest: $(STAMP) test-tools
 	$(BIN)/pytest
 
 test: lint typecheck pytest
+
+# The README's picture of the dashboard, taken by its browser test in headless chromium.
+screenshot: $(STAMP) test-tools
+	DOCRECOVERY_SCREENSHOT=docs/dashboard.png $(BIN)/pytest -q tests/test_dashboard_browser.py -k group
 
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/pip install --quiet -e '.[all,test,bench]'
