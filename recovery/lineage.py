@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from celery import Celery
-from celery.backends.base import KeyValueStoreBackend
+from celery.backends.base import BaseKeyValueStoreBackend
 from celery.utils.saferepr import saferepr
 
 from recovery.calls import HEADER, Marker
@@ -77,7 +77,7 @@ def link(app: Celery, replacements: Sequence[Replacement]) -> int:
     (expired, never stored) are left alone."""
     backend = app.backend
     wanted = [r for r in replacements if r.replaced]
-    if not wanted or not isinstance(backend, KeyValueStoreBackend):
+    if not wanted or not isinstance(backend, BaseKeyValueStoreBackend):
         return 0
     amended = 0
     try:
