@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import base64
 import os
+import re
+import shutil
 import subprocess
 import sys
 import time
@@ -18,9 +20,11 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from recovery.calls import RunCall
@@ -400,3 +404,75 @@ def test_the_collector_counts_failures_only_under_known_categories(
     labels = [s.labels["category"] for s in families["docrecovery_failures"].samples]
     assert labels == list(CATEGORIES)
     assert {s.value for s in families["docrecovery_failures"].samples} == {1}
+
+
+# -- the alert rules -----------------------------------------------------------------
+
+ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
+#: Samples each family type exposes (prometheus_client's suffixes).
+SUFFIXES = {"counter": ("_total",), "summary": ("_sum", "_count"), "gauge": ("",)}
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    document = yaml.safe_load(ALERTS.read_text())
+    return [rule for group in document["groups"] for rule in group["rules"]]
+
+
+def exported_samples() -> set[str]:
+    collector = DocRecoveryCollector.connect(f"redis://127.0.0.1:{free_port()}/0", config())
+    try:
+        families = list(collector.describe())
+    finally:
+        collector.close()
+    return {f.name + suffix for f in families for suffix in SUFFIXES[f.type]}
+
+
+def test_the_alert_rules_cover_what_the_issue_asks_for() -> None:
+    names = {rule["alert"] for rule in alert_rules()}
+
+    assert {
+        "DocRecoveryTrackerDown",
+        "DocRecoveryRunsStopped",
+        "DocRecoverySuccessRatioLow",
+        "DocRecoveryBreakerOpen",
+        "DocRecoveryDeadSetGrowing",
+    } <= names
+
+
+@pytest.mark.parametrize("rule", alert_rules(), ids=lambda rule: rule["alert"])
+def test_every_alert_names_only_metrics_and_states_the_exporter_serves(
+    rule: dict[str, Any],
+) -> None:
+    expr = rule["expr"]
+    used = set(re.findall(r"\b(docrecovery_\w+)", expr))
+    states = set(re.findall(r'state="(\w+)"', expr))
+
+    assert used or re.search(r'\bup\{job="docrecovery"\}', expr), "watches nothing of ours"
+    assert used <= exported_samples()
+    assert states <= set(STATES)
+    assert rule["labels"]["severity"] in ("warning", "critical")
+    assert rule["annotations"]["summary"]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("check", "rules", "alerts.yml"),
+        ("check", "config", "prometheus.yml"),
+        # the rules' own unit tests: each alert fires on the series it is about
+        ("test", "rules", "alerts_test.yml"),
+    ],
+    ids=" ".join,
+)
+def test_promtool_accepts_the_rules_their_tests_and_the_scrape_config(
+    command: tuple[str, ...],
+) -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (Debian: apt-get install prometheus)")
+
+    done = subprocess.run(
+        [promtool, *command], cwd=ALERTS.parent, capture_output=True, text=True, timeout=60
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr
