@@ -314,9 +314,7 @@ def app(registry: CollectorRegistry, credentials: Credentials | None) -> WSGIApp
     auth when ``credentials`` are given."""
     metrics = make_wsgi_app(registry)
 
-    def serve_request(
-        environ: dict[str, Any], start_response: Callable[..., Any]
-    ) -> Iterable[bytes]:
+    def serve_request(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("PATH_INFO") == HEALTHCHECK:
             start_response("200 OK", [("Content-Type", "text/plain")])
             return [b"OK"]
@@ -341,7 +339,8 @@ def is_loopback(host: str) -> bool:
         infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
     except socket.gaierror:
         return False
-    return bool(infos) and all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)
+    addresses = [str(info[4][0]).partition("%")[0] for info in infos]  # no IPv6 scope
+    return bool(addresses) and all(ipaddress.ip_address(a).is_loopback for a in addresses)
 
 
 class _Server(ThreadingMixIn, WSGIServer):
