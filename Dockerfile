@@ -73,10 +73,13 @@ RUN mkdir -p /data/documents /data/spool /data/beat \
 VOLUME ["/data/documents", "/data/spool", "/data/beat"]
 
 WORKDIR /app
+# Flower runs ./flowerconfig.py: the docrecovery_* metrics on Flower's /metrics.
+COPY flowerconfig.py ./
 USER docrecovery:docrecovery
 
 # Flower, when this image runs `celery -A tasks flower --port=5555`; the dashboard,
-# when it runs `docrecovery dashboard --port 5580`.
-EXPOSE 5555 5580
+# when it runs `docrecovery dashboard --port 5580`; the metrics exporter, when it runs
+# `docrecovery metrics --port 9808`.
+EXPOSE 5555 5580 9808
 
 CMD ["celery", "-A", "tasks", "worker", "--loglevel=INFO"]

@@ -22,9 +22,10 @@ A recovery run (``recovery.run`` on beat, ``python main.py --recover``,
    circuit breaker is open is held back, uncounted; each other is sent as a NEW
    task by name (``app.send_task``), with its original args, a ``docrecovery``
    header naming the document and attempt, and the queue and time limit its error
-   category calls for;
+   category calls for, shown in Flower as what it is (:mod:`recovery.lineage`);
 7. **settle** — one script call marks what was sent, gives back what could not be
-   sent, holds the rest, and stamps ``last_recovery_run``.
+   sent, holds the rest, and stamps ``last_recovery_run``; then the result of each
+   task replaced names its replacement.
 
 The new task's success (``task_success``) removes the document and counts a
 successful recovery with its duration; its failure is recorded as a counted retry.
@@ -35,12 +36,13 @@ same holds, so it shows exactly what a run would do.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Any
 
 from celery import Celery
 
-from recovery import policy
+from recovery import lineage, policy
 from recovery.calls import Marker
 from recovery.config import RecoveryConfig
 from recovery.records import FailedDocumentRecord
@@ -55,9 +57,12 @@ PROBES_PER_BATCH = 4
 
 
 def sender_app(redis_url: str) -> Celery:
-    """A bare app that can only send tasks by name, for use outside a worker."""
-    app = Celery("docrecovery-sender", broker=redis_url, set_as_current=False)
-    app.conf.update(task_serializer="json", accept_content=["json"])
+    """A bare app that can only send tasks by name, for use outside a worker. Its
+    result backend (``CELERY_RESULT_BACKEND``, else the broker, as celeryconfig.py
+    reads it) is where a replaced task's result is told its replacement."""
+    backend = os.environ.get("CELERY_RESULT_BACKEND") or redis_url
+    app = Celery("docrecovery-sender", broker=redis_url, backend=backend, set_as_current=False)
+    app.conf.update(task_serializer="json", accept_content=["json"], result_serializer="json")
     return app
 
 
@@ -103,6 +108,7 @@ class RecoveryManager:
         outcomes = self._decide(claim)
         claims.settle([s for s, _ in outcomes], now)
         resubmitted = [info for s, info in outcomes if s.outcome == "sent"]
+        self._link(resubmitted)
         waiting = [
             {"doc_id": s.doc_id, "reason": s.detail} for s, _ in outcomes if s.outcome == "wait"
         ]
@@ -271,13 +277,25 @@ class RecoveryManager:
                 queue=plan["queue"],
                 time_limit=plan["time_limit"],
                 soft_time_limit=policy.soft_limit(plan["time_limit"]),
-                headers=marker.header(),
+                **lineage.send_options(marker, record.task_id, record.kwargs),
             )
         except Exception as exc:
             log.error("could not resubmit %s: %s", record.document_path, exc)
             return Settlement(record.doc_id, "release", f"resubmission failed: {exc}"), {}
-        plan["task_id"] = result.id
+        plan.update(task_id=result.id, replaces=record.task_id, manual=manual)
         return Settlement(record.doc_id, "sent", result.id), plan
+
+    def _link(self, sent: list[dict[str, Any]]) -> None:
+        """Name each resubmission in the result of the task it replaces (lineage.py)."""
+        lineage.link(
+            self.app,
+            [
+                lineage.Replacement(
+                    info["replaces"], info["task_id"], info["attempt"], info["manual"]
+                )
+                for info in sent
+            ],
+        )
 
     # --- manual operations -----------------------------------------------------
 
@@ -301,6 +319,7 @@ class RecoveryManager:
             outcomes = [self._resubmit(r, manual=True) for r in claim.records]
             claims.settle([o for o, _ in outcomes])
             sent += [info for o, info in outcomes if o.outcome == "sent"]
+            self._link([info for o, info in outcomes if o.outcome == "sent"])
         return {"resubmitted": sent, "skipped": skipped}
 
     def delete(self, doc_ids: list[str]) -> int:

@@ -48,7 +48,13 @@ COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text
 PYPROJECT: dict[str, Any] = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 #: The variables docker-compose.yml's header tells the user to set: the secrets.
-SECRET_VARIABLES = ("REDIS_PASSWORD", "FLOWER_USER", "FLOWER_PASSWORD")
+SECRET_VARIABLES = (
+    "REDIS_PASSWORD",
+    "FLOWER_USER",
+    "FLOWER_PASSWORD",
+    "METRICS_USER",
+    "METRICS_PASSWORD",
+)
 #: A Compose interpolation: ${NAME}, ${NAME:-default}, ${NAME:?message}, ...
 ENV_REFERENCE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?P<modifier>[^}]*)\}")
 #: Names of keys and variables that hold credentials.
@@ -452,6 +458,34 @@ def test_flower_requires_basic_auth_taken_from_the_environment() -> None:
     assert names == ["FLOWER_USER", "FLOWER_PASSWORD"]
     # Flower 2 would otherwise answer its API to anyone.
     assert "FLOWER_UNAUTHENTICATED_API" not in environment(services()[name])
+
+
+def test_the_metrics_exporter_binds_beyond_loopback_only_with_credentials_from_the_env() -> None:
+    from recovery.exporter import DEFAULT_PORT, PASSWORD_ENV, USER_ENV, is_loopback
+
+    (svc,) = [svc for svc in services().values() if command(svc)[:2] == ["docrecovery", "metrics"]]
+    args = command(svc)
+    host = args[args.index("--host") + 1] if "--host" in args else "127.0.0.1"
+    port = args[args.index("--port") + 1] if "--port" in args else str(DEFAULT_PORT)
+    env = environment(svc)
+
+    # bound beyond loopback, the exporter refuses to start without both
+    assert not is_loopback(host)
+    assert is_reference_to(env.get(USER_ENV), "METRICS_USER")
+    assert is_reference_to(env.get(PASSWORD_ENV), "METRICS_PASSWORD")
+    assert any(str(p).endswith(f":{port}") for p in svc.get("ports", []))
+
+
+def test_flower_reads_the_flowerconfig_the_image_copies_in() -> None:
+    (name,) = running("flower")
+    argv = app_services()[name].params["tornado_argv"]
+    [conf] = [arg.partition("=")[2] for arg in argv if arg.startswith("--conf=")]
+    copies = [args.split() for keyword, args in dockerfile_stages()[-1] if keyword == "COPY"]
+    workdir = [args for keyword, args in dockerfile_stages()[-1] if keyword == "WORKDIR"][-1]
+
+    assert (ROOT / Path(conf).name).is_file()
+    assert [Path(conf).name, "./"] in copies
+    assert str(Path(conf).parent) == workdir
 
 
 def test_no_secret_is_written_into_the_compose_file() -> None:

@@ -107,6 +107,30 @@ def parse_cursor(raw: str) -> tuple[float, str]:
     if not sep or not doc_id or value != value or value in (float("inf"), float("-inf")):
         raise ValueError(f"bad cursor {raw!r}: expected '<score>:<document id>'")
     return value, doc_id
+#: Prefix of the stats fields counting failures per error category (record_failure.lua).
+CATEGORY_FAILURES = "failures:"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The tracker at one moment, as :meth:`Reports.snapshot` reads it."""
+
+    #: As :meth:`Reports.status` returns it, under the reader's config.
+    status: dict[str, Any]
+    #: The stats hash as stored: the counters the scripts keep.
+    stats: dict[str, str]
+    #: Tracked task runs checked in and not yet reported.
+    in_flight: int
+    #: Each category's recent recovery outcomes, oldest first ('1' success).
+    breakers: dict[str, str]
+
+    def failures_by_category(self) -> dict[str, int]:
+        """Failures recorded per error category since the tracker began counting them."""
+        return {
+            field[len(CATEGORY_FAILURES) :]: int(value)
+            for field, value in self.stats.items()
+            if field.startswith(CATEGORY_FAILURES)
+        }
 
 
 class Reports(Part):
@@ -287,6 +311,12 @@ class Reports(Part):
         reply = self._report(now, detail=True)
         return _status(reply), _analysis(reply)
 
+    def snapshot(self, now: float | None = None) -> Snapshot:
+        """Status, the raw counters, runs in flight and the breaker windows from one
+        report call: what the Prometheus exporter reads at each scrape."""
+        reply = self._report(now, detail=False)
+        return Snapshot(_status(reply), _pairs(reply[10]), int(reply[11]), _pairs(reply[12]))
+
     def breaker_windows(self) -> dict[str, str]:
         """Each category's recent recovery outcomes, oldest first ('1' success)."""
         with self.connection.errors("read circuit breakers"):
@@ -333,7 +363,7 @@ def _status(reply: list[Any]) -> dict[str, Any]:
 def _analysis(reply: list[Any]) -> dict[str, Any]:
     """The analysis from report.lua's reply with its detail."""
     cats, workers, w_fail, w_won, queries, q_fail, q_won, sigs, info, last = (
-        _pairs(r) for r in reply[11:]
+        _pairs(r) for r in reply[13:]
     )
     return {
         "age_distribution": dict(zip(AGE_BUCKETS, reply[9], strict=True)),

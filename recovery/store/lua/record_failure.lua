@@ -114,6 +114,8 @@ redis.call('HINCRBY', K.signatures, A.sig, 1)
 redis.call('HSETNX', K.signature_info, A.sig, '{"first":' .. num(now) .. ',' .. string.sub(A.sig_info, 2))
 redis.call('HSET', K.signature_last, A.sig, num(now))
 redis.call('HINCRBY', K.stats, 'failures_recorded', 1)
+-- per category too (a closed set, so a few fields): docrecovery_failures_total
+redis.call('HINCRBY', K.stats, 'failures:' .. A.cat, 1)
 if A.recovery == '1' then
   redis.call('HINCRBY', K.stats, 'failed_recoveries', 1)
   breaker_note(K.breakers, old_cat or A.cat, '0', tonumber(A.window))
