@@ -107,6 +107,8 @@ def parse_cursor(raw: str) -> tuple[float, str]:
     if not sep or not doc_id or value != value or value in (float("inf"), float("-inf")):
         raise ValueError(f"bad cursor {raw!r}: expected '<score>:<document id>'")
     return value, doc_id
+
+
 #: Prefix of the stats fields counting failures per error category (record_failure.lua).
 CATEGORY_FAILURES = "failures:"
 
