@@ -17,14 +17,14 @@ point, as Flower registers ``celery flower``; there it uses the app ``-A`` loade
 :mod:`recovery.cli.runtime`). The pipeline's own ``docrecovery`` program
 (``tasks/cli.py``) is :func:`build` with its ``submit`` and ``demo`` added. A new
 command is a click command whose callback is wrapped in ``@operation``, added to
-:data:`~recovery.cli.commands.COMMANDS`.
+:data:`COMMANDS`.
 """
 
 from __future__ import annotations
 
 import click
 
-from recovery.cli.commands import COMMANDS
+from recovery.cli import actions, views
 from recovery.cli.runtime import (
     EXIT_FAILED,
     EXIT_UNAVAILABLE,
@@ -52,12 +52,26 @@ __all__ = [
     "shown",
 ]
 
+#: The group's commands, in the order ``--help`` lists them.
+COMMANDS: tuple[click.Command, ...] = (
+    views.status,
+    views.list_,
+    views.show,
+    views.analyze,
+    actions.recover,
+    actions.retry,
+    actions.delete,
+    actions.purge,
+)
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 class Commands(click.Group):
     """The command group; ``--recover`` before any command is the ``recover`` command
     (``python main.py --recover [--dry-run] [--now]``, as the seed runs it)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:  # noqa: ARG002
+        return list(self.commands)
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         if "--recover" in args:

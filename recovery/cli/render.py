@@ -24,7 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from recovery.cli.text import ago, moment, next_attempt, shown, shown_lines
+from recovery.cli.text import ago, masked, moment, next_attempt, shown, shown_lines
 from recovery.records import FailedDocumentRecord
 from recovery.signatures import error_line
 
@@ -42,6 +42,16 @@ STATE_COUNTS = (
     ("dead", "dead"),
     ("corrupt", "corrupt"),
 )
+
+
+def print_json(value: Any, *, indent: int | None = 2) -> None:
+    """``value`` as JSON on stdout; ``indent=None``: one line (``status --watch``)."""
+    print(json.dumps(value, indent=indent, default=str), flush=True)
+
+
+def record_json(record: FailedDocumentRecord) -> dict[str, Any]:
+    """A record's fields for ``--json``, with its id."""
+    return masked(vars(record)) | {"doc_id": record.doc_id}
 
 
 def console(*, stderr: bool = False) -> Console:
