@@ -18,6 +18,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from rich import box
 from rich.bar import Bar
 from rich.console import Console, Group, RenderableType
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -133,6 +134,8 @@ def status_view(status: dict[str, Any], now: float) -> RenderableType:
         counts.add_row(label, str(status[key]), bar(status[key], total))
     m = status["recovery_metrics"]
     runs = table("recoveries", "attempted", "succeeded", "failed", "success", "average", "last run")
+    for column in runs.columns[:5]:
+        column.justify = "right"
     runs.add_row(
         str(m["recovery_attempts"]),
         str(m["successful_recoveries"]),
@@ -191,18 +194,25 @@ def list_view(
     records: Sequence[FailedDocumentRecord], ids: Sequence[str], now: float
 ) -> RenderableType:
     """``list`` on a terminal, with each document's error group (``--signature``)."""
-    grid = table(
-        f"{len(ids)} document(s)",
-        "document",
-        "state",
-        "category",
-        "retries",
-        "next attempt",
-        "signature",
-        "reason",
-        "path",
+    grid = Table(
+        title=f"{len(ids)} document(s)",
+        title_justify="left",
+        title_style="bold",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
     )
+    for name in ("document", "state", "category", "retries", "next attempt", "signature"):
+        copyable = name in ("document", "signature")
+        grid.add_column(
+            name,
+            no_wrap=copyable,
+            overflow="fold",
+            justify="right" if name == "retries" else "left",
+        )
+    grid.add_column("path / reason", overflow="fold", ratio=1)
     for r in records:
+        where = Text(shown(r.document_path))
+        where.append("\n" + shown(r.state_reason or error_line(r.error_message)), style="dim")
         grid.add_row(
             r.doc_id,
             r.state,
@@ -210,11 +220,10 @@ def list_view(
             str(r.retry_count),
             next_attempt(r.next_retry_at, now),
             r.signature or "-",
-            cell(r.state_reason or error_line(r.error_message)),
-            cell(r.document_path),
+            where,
         )
     for doc_id in _unreadable(records, ids):
-        grid.add_row(cell(doc_id), "corrupt", "", "", "", "", "record cannot be read", "")
+        grid.add_row(cell(doc_id), "corrupt", "", "", "", "", "record cannot be read")
     return grid
 
 
@@ -267,7 +276,7 @@ def _field(name: str, value: Any, max_retries: int, now: float) -> Text:
 def analysis_view(analysis: dict[str, Any], now: float) -> RenderableType:
     """The seed's breakdowns: age, error groups, categories, workers and queries."""
     ages = analysis["age_distribution"]
-    age = table("age of failures (since first failure)", "age", "count", "")
+    age = table("age (since first failure)", "age", "count", "")
     for bucket, count in ages.items():
         age.add_row(bucket, str(count), bar(count, max(ages.values(), default=0)))
     groups = analysis["error_signatures"]
