@@ -38,6 +38,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 from celery import Celery
@@ -216,11 +217,20 @@ class RecoveryManager:
         """Each worker's environment generation, as recorded when it last started."""
         return self.tracker.reports.environments()
 
-    def recover_all(self, *, force: bool = False, max_batches: int = 10_000) -> dict[str, Any]:
-        """Run batch after batch until nothing eligible is left; a summary of all."""
+    def recover_all(
+        self,
+        *,
+        force: bool = False,
+        max_batches: int = 10_000,
+        on_batch: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Run batch after batch until nothing eligible is left; a summary of all.
+        ``on_batch`` sees each batch's summary as it ends (a progress bar)."""
         totals: dict[str, Any] = {"batches": 0, "claimed": 0, "resubmitted": [], "waiting": []}
         for _ in range(max_batches):
             batch = self.run_batch(force=force)
+            if on_batch is not None:
+                on_batch(batch)
             totals["batches"] += 1
             totals["claimed"] += batch["claimed"]
             totals["resubmitted"] += batch["resubmitted"]

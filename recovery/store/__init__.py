@@ -26,7 +26,7 @@ from recovery.config import RecoveryConfig
 from recovery.store.changes import FailureOutcome, Store
 from recovery.store.checks import check_redis
 from recovery.store.claims import ClaimResult, Claims, Settlement
-from recovery.store.connection import Connection, connect, default_redis_url, redact
+from recovery.store.connection import Connection, connect, default_redis_url, redact, redact_text
 from recovery.store.maintenance import Maintenance
 from recovery.store.reports import Reports, Selection
 
@@ -44,6 +44,7 @@ __all__ = [
     "connect",
     "default_redis_url",
     "redact",
+    "redact_text",
 ]
 
 

@@ -10,6 +10,7 @@ redis-py exception.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -38,6 +39,21 @@ def redact(url: str) -> str:
         for name, value in parse_qsl(parts.query, keep_blank_values=True)
     )
     return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+#: A password inside text: a URL's user part (``scheme://user:secret@``) or a
+#: ``password=`` query parameter.
+_PASSWORDS = re.compile(
+    r"(?P<keep>[a-zA-Z][a-zA-Z0-9+.-]*://[^:@/\s]*:)[^@/\s]+(?=@)"
+    r"|(?P<param>[?&;]password=)[^&\s]*",
+    re.IGNORECASE,
+)
+
+
+def redact_text(text: str) -> str:
+    """``text`` with every URL's password masked as :func:`redact` masks one URL: an
+    error message or traceback stored with a record can hold a connection URL."""
+    return _PASSWORDS.sub(lambda m: f"{m.group('keep') or m.group('param')}***", text)
 
 
 def default_redis_url(explicit: str | None = None) -> str:
