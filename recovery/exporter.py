@@ -30,15 +30,9 @@ container's health check).
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hmac
-import ipaddress
 import logging
-import os
 import socket
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -53,9 +47,10 @@ from prometheus_client.core import (
 from prometheus_client.registry import REGISTRY, Collector, CollectorRegistry
 
 from recovery import policy
+from recovery.access import Credentials, Variables, require_private
 from recovery.categories import CATEGORIES
 from recovery.config import RecoveryConfig
-from recovery.errors import ConfigError, TrackerError
+from recovery.errors import TrackerError
 from recovery.store import Tracker
 from recovery.store.reports import Snapshot
 
@@ -63,8 +58,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 9808
-USER_ENV = "DOCRECOVERY_METRICS_USER"
-PASSWORD_ENV = "DOCRECOVERY_METRICS_PASSWORD"
+#: DOCRECOVERY_METRICS_USER and DOCRECOVERY_METRICS_PASSWORD: basic auth.
+VARIABLES = Variables.of("metrics")
 HEALTHCHECK = "/healthcheck"
 
 #: ``docrecovery_documents{state}``: each tracked document is in exactly one state,
@@ -270,46 +265,7 @@ def register(
 # --- the HTTP server ---------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Credentials:
-    """Basic-auth credentials the server requires."""
-
-    user: str
-    password: str = ""
-
-    def __repr__(self) -> str:  # never print the password
-        return f"Credentials(user={self.user!r}, password='***')"
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Credentials | None:
-        """Both variables or neither; a name with ':' cannot be sent by basic auth."""
-        env = os.environ if environ is None else environ
-        user, password = env.get(USER_ENV, ""), env.get(PASSWORD_ENV, "")
-        if not user and not password:
-            return None
-        if not user or not password:
-            missing = USER_ENV if not user else PASSWORD_ENV
-            allowed = f"set together with the other of {USER_ENV} and {PASSWORD_ENV}, or neither"
-            raise ConfigError(missing, None, allowed)
-        if ":" in user:
-            raise ConfigError(USER_ENV, user, "a user name without ':' (basic auth splits there)")
-        return cls(user, password)
-
-    def accepts(self, header: str) -> bool:
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "basic":
-            return False
-        try:
-            user, sep, password = base64.b64decode(token, validate=True).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError):
-            return False
-        # compare both, always: the time taken says nothing about which one differed
-        ok_user = hmac.compare_digest(user.encode(), self.user.encode())
-        ok_password = hmac.compare_digest(password.encode(), self.password.encode())
-        return bool(sep) and ok_user and ok_password
-
-
-def app(registry: CollectorRegistry, credentials: Credentials | None) -> WSGIApp:
+def app(registry: CollectorRegistry, credentials: Credentials) -> WSGIApp:
     """The WSGI app: ``/healthcheck`` open, metrics at any other path, behind basic
     auth when ``credentials`` are given."""
     metrics = make_wsgi_app(registry)
@@ -318,12 +274,12 @@ def app(registry: CollectorRegistry, credentials: Credentials | None) -> WSGIApp
         if environ.get("PATH_INFO") == HEALTHCHECK:
             start_response("200 OK", [("Content-Type", "text/plain")])
             return [b"OK"]
-        if credentials and not credentials.accepts(environ.get("HTTP_AUTHORIZATION", "")):
+        if credentials.required and not credentials.who(environ.get("HTTP_AUTHORIZATION")):
             start_response(
                 "401 Unauthorized",
                 [
                     ("Content-Type", "text/plain"),
-                    ("WWW-Authenticate", 'Basic realm="docrecovery metrics"'),
+                    ("WWW-Authenticate", credentials.challenge("docrecovery metrics")),
                 ],
             )
             return [b"authentication required\n"]
@@ -331,16 +287,6 @@ def app(registry: CollectorRegistry, credentials: Credentials | None) -> WSGIApp
         return served
 
     return serve_request
-
-
-def is_loopback(host: str) -> bool:
-    """Whether every address ``host`` resolves to is a loopback one."""
-    try:
-        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-    except socket.gaierror:
-        return False
-    addresses = [str(info[4][0]).partition("%")[0] for info in infos]  # no IPv6 scope
-    return bool(addresses) and all(ipaddress.ip_address(a).is_loopback for a in addresses)
 
 
 class _Server(ThreadingMixIn, WSGIServer):
@@ -369,14 +315,8 @@ def make(
     """The server :func:`serve` runs, bound and not yet serving, and its collector
     (close it after the server). Raises ConfigError for credentials set by half, or
     a non-loopback ``host`` without credentials; OSError when it cannot bind."""
-    credentials = Credentials.from_env(environ)
-    if credentials is None and not is_loopback(host):
-        raise ConfigError(
-            "host",
-            host,
-            f"a loopback address (127.0.0.1, ::1, localhost) unless {USER_ENV} and "
-            f"{PASSWORD_ENV} are set",
-        )
+    credentials = Credentials.from_env(VARIABLES, environ)
+    require_private(host, credentials, VARIABLES, "opening them everywhere is a decision")
     registry = CollectorRegistry(auto_describe=True)
     collector = register(registry, redis_url, config)
     try:
@@ -403,7 +343,7 @@ def serve(
         "docrecovery metrics on http://%s:%d/metrics (%s)",
         host,
         server.server_port,
-        "basic auth" if Credentials.from_env() else "no auth, loopback only",
+        "basic auth" if Credentials.from_env(VARIABLES).required else "no auth, loopback only",
     )
     try:
         server.serve_forever()
@@ -415,13 +355,10 @@ def serve(
 __all__ = [
     "DEFAULT_HOST",
     "DEFAULT_PORT",
-    "PASSWORD_ENV",
     "STATES",
-    "USER_ENV",
-    "Credentials",
+    "VARIABLES",
     "DocRecoveryCollector",
     "app",
-    "is_loopback",
     "make",
     "register",
     "serve",

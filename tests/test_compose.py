@@ -461,7 +461,8 @@ def test_flower_requires_basic_auth_taken_from_the_environment() -> None:
 
 
 def test_the_metrics_exporter_binds_beyond_loopback_only_with_credentials_from_the_env() -> None:
-    from recovery.exporter import DEFAULT_PORT, PASSWORD_ENV, USER_ENV, is_loopback
+    from recovery.access import is_loopback
+    from recovery.exporter import DEFAULT_PORT, VARIABLES
 
     (svc,) = [svc for svc in services().values() if command(svc)[:2] == ["docrecovery", "metrics"]]
     args = command(svc)
@@ -471,8 +472,8 @@ def test_the_metrics_exporter_binds_beyond_loopback_only_with_credentials_from_t
 
     # bound beyond loopback, the exporter refuses to start without both
     assert not is_loopback(host)
-    assert is_reference_to(env.get(USER_ENV), "METRICS_USER")
-    assert is_reference_to(env.get(PASSWORD_ENV), "METRICS_PASSWORD")
+    assert is_reference_to(env.get(VARIABLES.user), "METRICS_USER")
+    assert is_reference_to(env.get(VARIABLES.password), "METRICS_PASSWORD")
     assert any(str(p).endswith(f":{port}") for p in svc.get("ports", []))
 
 

@@ -14,9 +14,9 @@ import pytest
 import redis
 from starlette.testclient import TestClient
 
+from recovery.access import Credentials
 from recovery.config import RecoveryConfig
-from recovery.dashboard import create_app, is_loopback, serve
-from recovery.dashboard.auth import Credentials
+from recovery.dashboard import create_app, serve
 from recovery.errors import ConfigError
 from recovery.manager import RecoveryManager
 from recovery.records import FailedDocumentRecord
@@ -455,15 +455,6 @@ def test_a_bearer_token_needs_no_csrf_token(
     assert "purge of every dead document by token: 2 purged" in caplog.text
 
 
-def test_credentials_must_come_in_pairs() -> None:
-    with pytest.raises(ConfigError, match="DOCRECOVERY_DASHBOARD_PASSWORD"):
-        Credentials(user="ops")
-    with pytest.raises(ConfigError, match="without ':'"):
-        Credentials(user="o:ps", password="x")
-    env = {"DOCRECOVERY_DASHBOARD_TOKEN": "abc"}
-    assert Credentials.from_env(env) == Credentials(token="abc")
-
-
 def test_serve_refuses_a_public_address_without_credentials(
     redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -472,19 +463,3 @@ def test_serve_refuses_a_public_address_without_credentials(
 
     with pytest.raises(ConfigError, match=r"'host': got '0\.0\.0\.0'; allowed: a loopback"):
         serve(redis_url, CONFIG, host="0.0.0.0", port=1)
-
-
-@pytest.mark.parametrize(
-    ("host", "loopback"),
-    [
-        ("127.0.0.1", True),
-        ("::1", True),
-        ("localhost", True),
-        ("0.0.0.0", False),
-        ("", False),
-        ("example.com", False),
-        ("10.0.0.1", False),
-    ],
-)
-def test_which_hosts_are_loopback(host: str, loopback: bool) -> None:
-    assert is_loopback(host) is loopback

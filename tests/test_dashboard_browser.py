@@ -28,9 +28,9 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
+from recovery.access import Credentials
 from recovery.config import RecoveryConfig
 from recovery.dashboard import create_app
-from recovery.dashboard.auth import Credentials
 from recovery.records import FailedDocumentRecord
 from recovery.signatures import signature
 from recovery.store import Tracker

@@ -31,15 +31,7 @@ from recovery.calls import RunCall
 from recovery.categories import CATEGORIES
 from recovery.config import RecoveryConfig
 from recovery.errors import ConfigError
-from recovery.exporter import (
-    PASSWORD_ENV,
-    STATES,
-    USER_ENV,
-    Credentials,
-    DocRecoveryCollector,
-    is_loopback,
-    make,
-)
+from recovery.exporter import STATES, VARIABLES, DocRecoveryCollector, make
 from recovery.records import FailedDocumentRecord
 from recovery.redis_server import RedisServer, free_port
 from recovery.store import Settlement, Tracker
@@ -322,7 +314,7 @@ def test_an_unreachable_tracker_is_reported_down_and_the_scrape_still_answers(
 
 
 def test_basic_auth_refuses_a_scrape_without_the_credentials(exporter: ExporterFactory) -> None:
-    served = exporter(**{USER_ENV: USER, PASSWORD_ENV: PASSWORD})
+    served = exporter(**{VARIABLES.user: USER, VARIABLES.password: PASSWORD})
 
     assert served.get()[0] == 401
     assert served.get(auth=(USER, "wrong"))[0] == 401
@@ -332,35 +324,19 @@ def test_basic_auth_refuses_a_scrape_without_the_credentials(exporter: ExporterF
     assert served.get("/healthcheck") == (200, "OK")
 
 
-@pytest.mark.parametrize(
-    "env",
-    [{USER_ENV: USER}, {PASSWORD_ENV: PASSWORD}, {USER_ENV: "a:b", PASSWORD_ENV: PASSWORD}],
-)
-def test_credentials_set_by_half_or_unusable_are_refused_by_name(env: dict[str, str]) -> None:
-    with pytest.raises(ConfigError) as raised:
-        Credentials.from_env(env)
-
-    assert USER_ENV in str(raised.value) or PASSWORD_ENV in str(raised.value)
-    assert PASSWORD not in str(raised.value)
-
-
 def test_a_non_loopback_bind_needs_credentials(redis_url: str) -> None:
     with pytest.raises(ConfigError, match="loopback"):
         make(redis_url, config(), "0.0.0.0", free_port(), environ={})
 
     server, collector = make(
-        redis_url, config(), "0.0.0.0", free_port(), environ={USER_ENV: USER, PASSWORD_ENV: "x"}
+        redis_url,
+        config(),
+        "0.0.0.0",
+        free_port(),
+        environ={VARIABLES.user: USER, VARIABLES.password: "x"},
     )
     server.server_close()
     collector.close()
-
-
-@pytest.mark.parametrize(
-    ("host", "loopback"),
-    [("127.0.0.1", True), ("localhost", True), ("::1", True), ("0.0.0.0", False), ("", False)],
-)
-def test_loopback_hosts(host: str, loopback: bool) -> None:
-    assert is_loopback(host) is loopback
 
 
 def test_the_collector_names_every_family_without_reading_redis() -> None:
@@ -373,10 +349,6 @@ def test_the_collector_names_every_family_without_reading_redis() -> None:
     finally:
         collector.close()
     assert names == FAMILIES
-
-
-def test_the_credentials_never_show_the_password() -> None:
-    assert PASSWORD not in repr(Credentials(USER, PASSWORD))
 
 
 def test_a_redis_url_that_is_not_one_fails_before_serving() -> None:

@@ -10,6 +10,8 @@
     docrecovery retry DOC... | --signature S | --all [filters]
     docrecovery delete DOC... | --signature S | --all [filters]
     docrecovery purge [--everything]
+    docrecovery metrics [--host H] [--port P]       # Prometheus, recovery/exporter.py
+    docrecovery dashboard [--host H] [--port P]     # the web UI, recovery/dashboard
     celery -A tasks docrecovery status             # the same, as a Celery sub-command
 
 :data:`docrecovery` is registered with Celery through the ``celery.commands`` entry
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 import click
 
-from recovery.cli import actions, views
+from recovery.cli import actions, servers, views
 from recovery.cli.runtime import (
     EXIT_FAILED,
     EXIT_UNAVAILABLE,
@@ -62,6 +64,8 @@ COMMANDS: tuple[click.Command, ...] = (
     actions.retry,
     actions.delete,
     actions.purge,
+    servers.metrics,
+    servers.dashboard,
 )
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 

@@ -22,30 +22,18 @@ loopback without them.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 
+from recovery.access import Credentials, require_private
 from recovery.config import RecoveryConfig
-from recovery.errors import ConfigError
 
 from .app import create_app
-from .auth import PASSWORD_ENV, TOKEN_ENV, USER_ENV, Credentials
+from .auth import VARIABLES
 
-__all__ = ["create_app", "is_loopback", "serve"]
+__all__ = ["create_app", "serve"]
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5580
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` only listens to this machine (a name other than localhost
-    counts as reachable from elsewhere: it may resolve to any address)."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def serve(
@@ -55,14 +43,8 @@ def serve(
     listening, on a non-loopback ``host`` without credentials in the environment."""
     import uvicorn
 
-    credentials = Credentials.from_env()
-    if not credentials.required and not is_loopback(host):
-        raise ConfigError(
-            "host",
-            host,
-            f"a loopback address (127.0.0.1, ::1, localhost) unless {USER_ENV} and "
-            f"{PASSWORD_ENV}, or {TOKEN_ENV}, are set: the dashboard can retry and delete",
-        )
+    credentials = Credentials.from_env(VARIABLES)
+    require_private(host, credentials, VARIABLES, "the dashboard can retry and delete")
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("recovery.dashboard").setLevel(logging.INFO)

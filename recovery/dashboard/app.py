@@ -29,13 +29,14 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from recovery.access import Credentials
 from recovery.config import RecoveryConfig
 from recovery.errors import TrackerError
 from recovery.integration import RUN_LOCK_SECONDS
 from recovery.manager import RecoveryManager
 
 from . import filters, views
-from .auth import CSRF_COOKIE, CSRF_FIELD, CSRF_HEADER, Credentials, CsrfTokens
+from .auth import CSRF_COOKIE, CSRF_FIELD, CSRF_HEADER, VARIABLES, CsrfTokens
 from .filters import BadRequest
 
 log = logging.getLogger("recovery.dashboard")
@@ -107,7 +108,7 @@ class Dashboard:
 
     def _refuse(self, request: Request) -> Response:
         message = "authentication required: this dashboard needs its credentials"
-        headers = {"WWW-Authenticate": self.credentials.challenge()}
+        headers = {"WWW-Authenticate": self.credentials.challenge("docrecovery")}
         if request.url.path.startswith("/api/"):
             return JSONResponse({"error": message}, 401, headers=headers)
         return Response(message + "\n", 401, headers=headers, media_type="text/plain")
@@ -410,7 +411,7 @@ def create_app(
     manager = manager or RecoveryManager(redis_url, config)
     dashboard = Dashboard(
         manager,
-        Credentials.from_env() if credentials is None else credentials,
+        Credentials.from_env(VARIABLES) if credentials is None else credentials,
         flower_url or os.environ.get(FLOWER_ENV) or None,
     )
     d = dashboard

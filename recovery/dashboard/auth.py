@@ -15,80 +15,21 @@ authenticated by a bearer token is exempt: a browser never adds that header itse
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import hmac
 import os
 import secrets
-from collections.abc import Mapping
-from dataclasses import dataclass
 
-from recovery.errors import ConfigError
+from recovery.access import Variables
 
-USER_ENV = "DOCRECOVERY_DASHBOARD_USER"
-PASSWORD_ENV = "DOCRECOVERY_DASHBOARD_PASSWORD"
-TOKEN_ENV = "DOCRECOVERY_DASHBOARD_TOKEN"
+#: DOCRECOVERY_DASHBOARD_USER, _PASSWORD and _TOKEN (recovery.access.Credentials).
+VARIABLES = Variables.of("dashboard", token=True)
 #: Signs the CSRF cookie; a random key per process when unset (a restart then asks
 #: open pages to reload before their forms work again).
 SECRET_ENV = "DOCRECOVERY_DASHBOARD_SECRET"
 CSRF_COOKIE = "docrecovery_csrf"
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """Basic-auth user and password, and/or a bearer token; none means open."""
-
-    user: str | None = None
-    password: str | None = None
-    token: str | None = None
-
-    def __post_init__(self) -> None:
-        if bool(self.user) != bool(self.password):
-            raise ConfigError(
-                USER_ENV if self.password else PASSWORD_ENV,
-                "",
-                f"{USER_ENV} and {PASSWORD_ENV} set together, or neither",
-            )
-        if self.user and ":" in self.user:
-            raise ConfigError(USER_ENV, self.user, "a user name without ':' (basic auth)")
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Credentials:
-        env = os.environ if environ is None else environ
-        return cls(
-            env.get(USER_ENV) or None, env.get(PASSWORD_ENV) or None, env.get(TOKEN_ENV) or None
-        )
-
-    @property
-    def required(self) -> bool:
-        return bool(self.user or self.token)
-
-    def who(self, authorization: str | None) -> tuple[str, bool] | None:
-        """(who the request acts as, whether by bearer token), or None when its
-        Authorization header does not hold these credentials."""
-        scheme, _, value = (authorization or "").partition(" ")
-        scheme, value = scheme.lower(), value.strip()
-        if scheme == "bearer" and self.token and _same(value, self.token):
-            return "token", True
-        if scheme == "basic" and self.user and self.password:
-            try:
-                user, _, password = base64.b64decode(value, validate=True).decode().partition(":")
-            except (binascii.Error, UnicodeDecodeError):
-                return None
-            if _same(user, self.user) and _same(password, self.password):
-                return user, False
-        return None
-
-    def challenge(self) -> str:
-        """The WWW-Authenticate header of a refusal: basic when a browser can log in."""
-        return 'Basic realm="docrecovery"' if self.user else 'Bearer realm="docrecovery"'
-
-
-def _same(given: str, expected: str) -> bool:
-    return hmac.compare_digest(given.encode(), expected.encode())
 
 
 class CsrfTokens:
@@ -109,6 +50,6 @@ class CsrfTokens:
     def read(self, cookie: str | None) -> str | None:
         """The token of a cookie this dashboard signed, else None."""
         token, _, signature = (cookie or "").partition(".")
-        if token and _same(signature, self._sign(token)):
+        if token and hmac.compare_digest(signature.encode(), self._sign(token).encode()):
             return token
         return None

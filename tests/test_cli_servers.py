@@ -1,0 +1,133 @@
+"""``docrecovery metrics`` and ``docrecovery dashboard`` through their real entry
+points: each serves the tracker of the session's Redis until stopped, and refuses a
+public address without credentials (exit 2)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from test_cli import record_dead, record_due, wait_for
+from test_cli_commands import entry, env, tracker
+
+from recovery.redis_server import free_port
+from recovery.store import Tracker
+
+__all__ = ["env", "tracker"]  # fixtures, used by name
+
+Serve = Callable[..., str]
+
+
+def get(url: str, auth: tuple[str, str] | None = None) -> str:
+    request = urllib.request.Request(url)
+    if auth:
+        token = base64.b64encode(":".join(auth).encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return str(response.read().decode())
+
+
+def answers(url: str) -> bool:
+    try:
+        get(url)
+    except urllib.error.HTTPError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+@pytest.fixture
+def serve(env: dict[str, str], tmp_path: Path) -> Iterator[Serve]:
+    """``serve("metrics", via="celery")``: the command on a free port, answering."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(command: str, *args: str, via: str = "docrecovery", **extra: str) -> str:
+        port = free_port()
+        process = subprocess.Popen(
+            entry(via, (command, "--port", str(port), *args)),
+            env={**env, **extra},
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        started.append(process)
+        base = f"http://127.0.0.1:{port}"
+        wait_for(lambda: process.poll() is not None or answers(base), f"{command} to listen")
+        assert process.poll() is None, f"{command} exited with {process.returncode}"
+        return base
+
+    yield start
+    for process in started:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.mark.parametrize("via", ["docrecovery", "celery"])
+def test_metrics_serves_the_trackers_counts(
+    serve: Serve, tracker: Tracker, doc_root: Path, via: str
+) -> None:
+    # Given two due documents and a dead one
+    record_due(tracker, [doc_root / "a.txt", doc_root / "b.txt"])
+    record_dead(tracker, doc_root / "c.pdf")
+
+    # When Prometheus scrapes the exporter the command started
+    text = get(f"{serve('metrics', via=via)}/metrics")
+
+    # Then the exposition says so
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert samples[("docrecovery_tracker_up", ())] == 1
+    assert samples[("docrecovery_documents", (("state", "due"),))] == 2
+    assert samples[("docrecovery_documents", (("state", "dead"),))] == 1
+
+
+def test_metrics_with_credentials_from_the_environment_asks_for_them(serve: Serve) -> None:
+    base = serve("metrics", DOCRECOVERY_METRICS_USER="prom", DOCRECOVERY_METRICS_PASSWORD="s3cret")
+
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        get(f"{base}/metrics")
+    assert refused.value.code == 401
+    assert "docrecovery_tracker_up 1.0" in get(f"{base}/metrics", auth=("prom", "s3cret"))
+
+
+def test_dashboard_serves_the_overview_and_the_api(
+    serve: Serve, tracker: Tracker, doc_root: Path
+) -> None:
+    record_due(tracker, [doc_root / "a.txt"])
+    record_dead(tracker, doc_root / "b.pdf")
+
+    base = serve("dashboard", via="celery")
+
+    overview = json.loads(get(f"{base}/api/overview"))
+    assert overview["status"]["total_failed_documents"] == 2
+    assert "Overview" in get(base)
+
+
+@pytest.mark.parametrize("command", ["metrics", "dashboard"])
+def test_a_public_address_without_credentials_exits_2_naming_the_variables(
+    env: dict[str, str], command: str
+) -> None:
+    done = subprocess.run(
+        entry("docrecovery", (command, "--host", "0.0.0.0", "--port", str(free_port()))),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert done.returncode == 2
+    assert f"DOCRECOVERY_{command.upper()}_USER" in done.stderr
+    assert "loopback" in done.stderr
