@@ -26,7 +26,7 @@ from recovery.config import RecoveryConfig
 from recovery.store.changes import FailureOutcome, Store
 from recovery.store.checks import check_redis
 from recovery.store.claims import ClaimResult, Claims, Settlement
-from recovery.store.connection import Connection, connect, default_redis_url, redact
+from recovery.store.connection import Client, Connection, connect, default_redis_url, redact
 from recovery.store.maintenance import Maintenance
 from recovery.store.reports import Reports, Selection
 
@@ -55,7 +55,7 @@ class Tracker:
         redis_url: str | None = None,
         config: RecoveryConfig | None = None,
         *,
-        client: redis.Redis | None = None,
+        client: Client | None = None,
     ) -> None:
         self.config = config or RecoveryConfig.from_env()
         self.connection = Connection(

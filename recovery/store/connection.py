@@ -1,7 +1,9 @@
 """Where the tracker's Redis is and how docrecovery talks to it.
 
-A :class:`Connection` owns one client, the key names under its prefix and the Lua
-scripts registered on that client. Its :meth:`~Connection.errors` context turns
+A :class:`Connection` owns one client — a Redis, or a Redis Cluster for a
+``redis+cluster://`` URL (:mod:`recovery.store.cluster`) — and its shards: the key
+names of each (one shard, under the prefix itself, unless ``shards`` says more) and the
+Lua scripts registered on the client for them. Its :meth:`~Connection.errors` context turns
 redis-py's errors into :class:`~recovery.errors.TrackerUnavailable`, naming the
 operation and the server without its password, so nothing above the store catches a
 redis-py exception.
@@ -16,11 +18,17 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import redis
+from redis.cluster import RedisCluster
+from redis.exceptions import RedisClusterException, SlotNotCoveredError
 
 from recovery.config import RecoveryConfig
 from recovery.errors import TrackerError, TrackerFailed, TrackerRefused, TrackerUnavailable
-from recovery.keys import Keys
+from recovery.keys import Keys, shard_keys, shard_of
+from recovery.store.cluster import connect_cluster, is_cluster_url
 from recovery.store.scripts import Scripts
+
+#: A client of the tracker's Redis: one server, or a cluster.
+Client = redis.Redis | RedisCluster
 
 #: The Redis every process uses when neither an argument nor ``REDIS_URL`` names one.
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
@@ -47,26 +55,68 @@ def default_redis_url(explicit: str | None = None) -> str:
     return explicit or os.environ.get("REDIS_URL") or DEFAULT_URL
 
 
-def connect(url: str) -> redis.Redis:
-    """A client that fails fast, so a handler spools an event instead of hanging."""
-    return redis.Redis.from_url(
-        url,
-        decode_responses=True,
-        encoding_errors="surrogateescape",
-        socket_connect_timeout=2,
-        socket_timeout=10,
-        health_check_interval=30,
-    )
+def connect(url: str) -> Client:
+    """A client that fails fast, so a handler spools an event instead of hanging; a
+    cluster client for a ``redis+cluster://`` URL (it reads the slot map on creation)."""
+    options: dict[str, Any] = {
+        "decode_responses": True,
+        "encoding_errors": "surrogateescape",
+        "socket_connect_timeout": 2,
+        "socket_timeout": 10,
+    }
+    if is_cluster_url(url):
+        return connect_cluster(url, **options)
+    return redis.Redis.from_url(url, health_check_interval=30, **options)
+
+
+class Shard:
+    """The key names of one shard and the scripts bound to them."""
+
+    def __init__(self, connection: Connection, keys: Keys) -> None:
+        self.keys = keys
+        self._connection = connection
+        self._scripts: Scripts | None = None
+
+    @property
+    def scripts(self) -> Scripts:
+        if self._scripts is None:
+            self._scripts = Scripts(self._connection.client, self.keys)
+        return self._scripts
 
 
 class Connection:
-    """One Redis client with the names and scripts of one key prefix."""
+    """One Redis client with the names and scripts of one key prefix, in ``shards``
+    key sets. The client is made on first use: a cluster client reads the slot map
+    then, and a cluster that cannot be reached is a TrackerUnavailable like any other,
+    raised where the caller handles it (a worker spools its event)."""
 
-    def __init__(self, url: str, prefix: str, client: redis.Redis | None = None) -> None:
+    def __init__(
+        self, url: str, prefix: str, client: Client | None = None, *, shards: int = 1
+    ) -> None:
         self.url = url
-        self.client = client or connect(url)
-        self.keys = Keys(prefix)
-        self.scripts = Scripts(self.client, self.keys)
+        self._client = client
+        self.shards = tuple(Shard(self, keys) for keys in shard_keys(prefix, shards))
+        #: The first shard's names: where what is not a document's lives (the run lock).
+        self.keys = self.shards[0].keys
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            with self.errors("connect"):
+                try:
+                    self._client = connect(self.url)
+                except RedisClusterException as exc:
+                    raise redis.ConnectionError(str(exc)) from exc
+        return self._client
+
+    @property
+    def scripts(self) -> Scripts:
+        """The first shard's scripts."""
+        return self.shards[0].scripts
+
+    def shard(self, doc_id: str) -> Shard:
+        """The shard a document is filed in."""
+        return self.shards[shard_of(doc_id, len(self.shards))]
 
     @contextmanager
     def errors(self, operation: str) -> Iterator[None]:
@@ -75,7 +125,7 @@ class Connection:
         without its password."""
         try:
             yield
-        except redis.RedisError as exc:
+        except (redis.RedisError, RedisClusterException) as exc:
             where = redact(self.url) if self.url else "Redis"
             kind = _kind(exc)
             raise kind(f"{operation} failed on {where}: {exc}") from exc
@@ -103,10 +153,20 @@ _REFUSALS = (
 )
 
 
-def _kind(exc: redis.RedisError) -> type[TrackerError]:
+#: Unreachable: nothing answered, or not yet (a cluster's slot not served by any node).
+_UNREACHABLE = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    redis.BusyLoadingError,
+    redis.exceptions.ClusterDownError,
+    SlotNotCoveredError,
+)
+
+
+def _kind(exc: Exception) -> type[TrackerError]:
     if isinstance(exc, _REFUSALS):
         return TrackerRefused
-    if isinstance(exc, redis.ConnectionError | redis.TimeoutError | redis.BusyLoadingError):
+    if isinstance(exc, _UNREACHABLE):
         return TrackerUnavailable
     return TrackerFailed
 
@@ -118,8 +178,13 @@ class Part:
     def __init__(self, connection: Connection, config: RecoveryConfig) -> None:
         self.connection = connection
         self.config = config
-        self.scripts = connection.scripts
+        self.shards = connection.shards
         self.keys = connection.keys
+
+    @property
+    def scripts(self) -> Scripts:
+        """The first shard's scripts (of the only shard, unless ``shards`` > 1)."""
+        return self.connection.scripts
 
 
 def wire(value: str) -> bytes:

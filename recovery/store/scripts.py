@@ -28,7 +28,8 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-import redis
+from redis import Redis
+from redis.cluster import RedisCluster
 from redis.commands.core import Script
 
 from recovery.keys import Keys
@@ -99,7 +100,7 @@ def source(name: str) -> str:
 class LuaScript:
     """One registered script, called with named keys and arguments."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, name: str) -> None:
+    def __init__(self, client: Redis | RedisCluster, keys: Keys, name: str) -> None:
         self.name = name
         self.signature = signature(name)
         self._script: Script = client.register_script(source(name))
@@ -142,7 +143,7 @@ def _is_shared(keys: Keys, name: str) -> bool:
 class Scripts:
     """Every script, registered once on one client: ``scripts.claim(...)``."""
 
-    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+    def __init__(self, client: Redis | RedisCluster, keys: Keys) -> None:
         for name in NAMES:
             setattr(self, name, LuaScript(client, keys, name))
 
