@@ -10,12 +10,16 @@ it. ``cluster.url`` is the ``redis+cluster://`` URL a tracker takes.
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
 
-from recovery.redis_server import RedisServer, find_redis_server
+from recovery.redis_server import RedisServer, find_redis_server, free_port
+
+#: A cluster node also listens on its port + this (the cluster bus), below 65536.
+BUS_OFFSET = 10000
 
 
 def find_redis_cli() -> str:
@@ -30,6 +34,19 @@ def find_redis_cli() -> str:
     raise FileNotFoundError("no redis-cli on PATH or beside redis-server")
 
 
+def free_node_port() -> int:
+    """A free loopback port whose cluster bus port is free too."""
+    while True:
+        port = free_port()
+        if port + BUS_OFFSET < 65536:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                try:
+                    sock.bind(("127.0.0.1", port + BUS_OFFSET))
+                except OSError:
+                    continue
+            return port
+
+
 class LocalCluster:
     """Start with ``with LocalCluster(data_dir) as cluster: cluster.url``."""
 
@@ -38,6 +55,7 @@ class LocalCluster:
         self.servers = [
             RedisServer(
                 self.data_dir / f"node{i}",
+                free_node_port(),
                 appendonly=False,
                 extra_args=(
                     "--cluster-enabled",

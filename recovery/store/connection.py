@@ -24,7 +24,7 @@ from redis.exceptions import RedisClusterException, SlotNotCoveredError
 from recovery.config import RecoveryConfig
 from recovery.errors import TrackerError, TrackerFailed, TrackerRefused, TrackerUnavailable
 from recovery.keys import Keys, shard_keys, shard_of
-from recovery.store.cluster import connect_cluster, is_cluster_url
+from recovery.store.cluster import cluster_nodes, connect_cluster, is_cluster_url
 from recovery.store.scripts import Scripts
 
 #: A client of the tracker's Redis: one server, or a cluster.
@@ -94,6 +94,8 @@ class Connection:
         self, url: str, prefix: str, client: Client | None = None, *, shards: int = 1
     ) -> None:
         self.url = url
+        if client is None and is_cluster_url(url):
+            cluster_nodes(url)  # a bad URL fails here, at start, not at first use
         self._client = client
         self.shards = tuple(Shard(self, keys) for keys in shard_keys(prefix, shards))
         #: The first shard's names: where what is not a document's lives (the run lock).
