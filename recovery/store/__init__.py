@@ -59,7 +59,10 @@ class Tracker:
     ) -> None:
         self.config = config or RecoveryConfig.from_env()
         self.connection = Connection(
-            redis_url or default_redis_url(), self.config.key_prefix, client
+            redis_url or default_redis_url(),
+            self.config.key_prefix,
+            client,
+            shards=self.config.shards,
         )
         self.keys = self.connection.keys
         self.store = Store(self.connection, self.config)

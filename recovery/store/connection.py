@@ -12,23 +12,26 @@ redis-py exception.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import redis
 from redis.cluster import RedisCluster
-from redis.exceptions import RedisClusterException, SlotNotCoveredError
+from redis.exceptions import NoScriptError, RedisClusterException, SlotNotCoveredError
 
 from recovery.config import RecoveryConfig
 from recovery.errors import TrackerError, TrackerFailed, TrackerRefused, TrackerUnavailable
 from recovery.keys import Keys, shard_keys, shard_of
 from recovery.store.cluster import cluster_nodes, connect_cluster, is_cluster_url
-from recovery.store.scripts import Scripts
+from recovery.store.scripts import LuaScript, Scripts
 
 #: A client of the tracker's Redis: one server, or a cluster.
 Client = redis.Redis | RedisCluster
+#: A read-only script call for :meth:`Connection.read_all`: the script, its KEYS, ARGV.
+ReadCall = tuple[LuaScript, list[str], list[Any]]
+T = TypeVar("T")
 
 #: The Redis every process uses when neither an argument nor ``REDIS_URL`` names one.
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
@@ -141,6 +144,30 @@ class Connection:
     def pipeline(self, *, transaction: bool = False) -> Any:
         return self.client.pipeline(transaction=transaction)
 
+    def read_all(self, calls: Sequence[ReadCall]) -> list[Any]:
+        """Replies of read-only script calls sent in one pipeline: one round trip (on a
+        cluster, one per primary, which redis-py sends in turn). A script the server
+        does not know yet (restart, SCRIPT FLUSH, a new primary) is loaded and the
+        whole pipeline read again, which only read-only scripts make safe."""
+        for _ in range(2):
+            pipe = self.pipeline()
+            for script, keys, argv in calls:
+                pipe.evalsha(script.sha, len(keys), *keys, *argv)
+            replies: list[Any] = pipe.execute(raise_on_error=False)
+            unknown = {
+                call[0].name: call[0]
+                for call, reply in zip(calls, replies, strict=True)
+                if isinstance(reply, NoScriptError)
+            }
+            if not unknown:
+                break
+            for script in unknown.values():
+                self.client.script_load(script.source)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
+
     def close(self) -> None:
         self.client.close()
 
@@ -187,6 +214,16 @@ class Part:
     def scripts(self) -> Scripts:
         """The first shard's scripts (of the only shard, unless ``shards`` > 1)."""
         return self.connection.scripts
+
+    def split(self, items: Sequence[T], doc_id: Callable[[T], str]) -> list[tuple[Shard, list[T]]]:
+        """``items`` by the shard of their document, in shard order; shards given none
+        are left out, and each keeps the items' order."""
+        if len(self.shards) == 1:
+            return [(self.shards[0], list(items))] if items else []
+        grouped: dict[int, list[T]] = {}
+        for item in items:
+            grouped.setdefault(shard_of(doc_id(item), len(self.shards)), []).append(item)
+        return [(self.shards[i], grouped[i]) for i in sorted(grouped)]
 
 
 def wire(value: str) -> bytes:

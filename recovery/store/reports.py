@@ -6,10 +6,17 @@ past ``max_retry_count`` — all under *this* reader's settings — and the smal
 aggregate hashes the scripts keep up to date come in the same pipelined round trip.
 Listing and selecting read records in pipelined chunks; they are an operator's
 queries, never on a worker's hot path.
+
+With ``shards`` > 1 each shard is read the same way, the reads pipelined together,
+and the replies added up: counts and counters summed (the runs counted, and the last
+run's time, are each shard's own: the largest), an error group's first occurrence the
+earliest, a circuit breaker's window the shards' recent outcomes interleaved.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import json
 import logging
 import time
@@ -21,7 +28,7 @@ from recovery import policy
 from recovery.errors import CorruptRecord
 from recovery.keys import Keys
 from recovery.records import DEAD, FailedDocumentRecord
-from recovery.store.connection import Part, strs
+from recovery.store.connection import Part, Shard, strs
 from recovery.store.maintenance import chunks
 
 log = logging.getLogger(__name__)
@@ -72,7 +79,7 @@ class Selection:
 class Reports(Part):
     def get_record(self, doc_id: str) -> FailedDocumentRecord | None:
         """One record, or None; raises CorruptRecord if it cannot be decoded."""
-        key = self.keys.record(doc_id)
+        key = self.connection.shard(doc_id).keys.record(doc_id)
         client = self.connection.client
         with self.connection.errors("read record"):
             kind = str(client.type(key))
@@ -95,9 +102,23 @@ class Reports(Part):
         if limit is not None and limit <= 0:
             return []
         stop = -1 if limit is None else offset + limit - 1
+        name = _index_name(self.keys, index or self.keys.failed)
         with self.connection.errors("list failed documents"):
-            ids = strs(self.connection.client.zrange(index or self.keys.failed, offset, stop))
+            if len(self.shards) == 1:
+                ids = strs(self.connection.client.zrange(getattr(self.keys, name), offset, stop))
+            else:
+                merged = self._merged(name, stop)
+                ids = merged[offset:] if stop < 0 else merged[offset : stop + 1]
         return self.get_records(ids)
+
+    def _merged(self, index: str, stop: int) -> list[str]:
+        """The ids of one index of every shard up to rank ``stop`` (-1: all), in score
+        order across shards."""
+        pipe = self.connection.pipeline()
+        for shard in self.shards:
+            pipe.zrange(getattr(shard.keys, index), 0, stop, withscores=True)
+        ranked = heapq.merge(*pipe.execute(), key=lambda pair: (pair[1], pair[0]))
+        return [str(doc_id) for doc_id, _ in ranked]
 
     def get_records(self, doc_ids: Sequence[str]) -> list[FailedDocumentRecord]:
         """These documents' records, read in pipelined chunks; missing ones are left
@@ -107,7 +128,7 @@ class Reports(Part):
             for chunk in chunks(doc_ids):
                 pipe = self.connection.pipeline()
                 for doc_id in chunk:
-                    pipe.hgetall(self.keys.record(doc_id))
+                    pipe.hgetall(self.connection.shard(doc_id).keys.record(doc_id))
                 replies = pipe.execute(raise_on_error=False)
                 for doc_id, fields in zip(chunk, replies, strict=True):
                     record = self._decode_or_report(doc_id, fields)
@@ -116,7 +137,7 @@ class Reports(Part):
         return records
 
     def _decode_or_report(self, doc_id: str, fields: Any) -> FailedDocumentRecord | None:
-        key = self.keys.record(doc_id)
+        key = self.connection.shard(doc_id).keys.record(doc_id)
         try:
             if isinstance(fields, Exception):
                 raise CorruptRecord(key, str(fields))
@@ -128,7 +149,7 @@ class Reports(Part):
     def held(self, limit: int) -> list[FailedDocumentRecord]:
         """Documents held back by a failed precondition, least recently probed first."""
         with self.connection.errors("read held documents"):
-            ids = strs(self.connection.client.zrange(self.keys.waiting, 0, limit - 1))
+            ids = self._merged("waiting", limit - 1)[:limit]
         return self.get_records(ids)
 
     def select(self, selection: Selection | None = None, now: float | None = None) -> list[str]:
@@ -140,42 +161,55 @@ class Reports(Part):
         key that is not a hash matches no field filter.
         """
         selection = selection or Selection()
-        k = self.keys
         cutoff = (time.time() if now is None else now) - (selection.older_than_hours or 0) * 3600
         chosen: dict[str, float] = {}
-        client = self.connection.client
         with self.connection.errors("select documents"):
-            for index in selection.indexes(k):
-                scored: list[tuple[str, float]] = client.zrange(  # type: ignore[assignment]
-                    index, 0, -1, withscores=True
-                )
-                for chunk in chunks(scored):
-                    pipe = self.connection.pipeline()
-                    for doc_id, _ in chunk:
-                        pipe.hmget(
-                            k.record(doc_id), "cat", "worker", "query", "sig", "state", "first"
-                        )
-                    replies = pipe.execute(raise_on_error=False)
-                    for (doc_id, score), fields in zip(chunk, replies, strict=True):
-                        if not isinstance(fields, list):
-                            fields = [None] * 6
-                        if not selection.matches(*fields[:5]):
-                            continue
-                        first = float(score) if index == k.corrupt else _float(fields[5])
-                        if selection.older_than_hours is None or first <= cutoff:
-                            chosen.setdefault(str(doc_id), first)
+            for shard in self.shards:
+                for index in selection.indexes(shard.keys):
+                    self._select(shard, index, selection, cutoff, chosen)
         ordered = sorted(chosen, key=lambda doc_id: (chosen[doc_id], doc_id))
         return ordered[: selection.limit] if selection.limit else ordered
 
+    def _select(
+        self,
+        shard: Shard,
+        index: str,
+        selection: Selection,
+        cutoff: float,
+        chosen: dict[str, float],
+    ) -> None:
+        """Add what matches ``selection`` in one index of one shard to ``chosen``."""
+        k = shard.keys
+        scored: list[tuple[str, float]] = self.connection.client.zrange(  # type: ignore[assignment]
+            index, 0, -1, withscores=True
+        )
+        for chunk in chunks(scored):
+            pipe = self.connection.pipeline()
+            for doc_id, _ in chunk:
+                pipe.hmget(k.record(doc_id), "cat", "worker", "query", "sig", "state", "first")
+            replies = pipe.execute(raise_on_error=False)
+            for (doc_id, score), fields in zip(chunk, replies, strict=True):
+                if not isinstance(fields, list):
+                    fields = [None] * 6
+                if not selection.matches(*fields[:5]):
+                    continue
+                first = float(score) if index == k.corrupt else _float(fields[5])
+                if selection.older_than_hours is None or first <= cutoff:
+                    chosen.setdefault(str(doc_id), first)
+
     def _report(self, now: float | None, *, detail: bool) -> list[Any]:
+        args: dict[str, Any] = {
+            "now": "" if now is None else now,
+            "delays": policy.level_delays(self.config),
+            "ages": AGE_EDGES,
+            "detail": int(detail),
+        }
         with self.connection.errors("analysis" if detail else "status"):
-            reply: list[Any] = self.connection.scripts.report(
-                now="" if now is None else now,
-                delays=policy.level_delays(self.config),
-                ages=AGE_EDGES,
-                detail=int(detail),
-            )
-        return reply
+            if len(self.shards) == 1:
+                reply: list[Any] = self.scripts.report(**args)
+                return reply
+            calls = [(s.scripts.report, *s.scripts.report.bind(**args)) for s in self.shards]
+            return _sum_reports(self.connection.read_all(calls))
 
     def status(self, now: float | None = None) -> dict[str, Any]:
         """Counts under this reader's config and the recovery metrics, O(1) in the
@@ -193,9 +227,21 @@ class Reports(Part):
         return _status(reply), _analysis(reply)
 
     def breaker_windows(self) -> dict[str, str]:
-        """Each category's recent recovery outcomes, oldest first ('1' success)."""
+        """Each category's recent recovery outcomes, oldest first ('1' success); with
+        shards, each shard's windows interleaved from their newest (the order of
+        outcomes in different shards is not kept), ``breaker_window`` long."""
         with self.connection.errors("read circuit breakers"):
-            return self.connection.client.hgetall(self.keys.breakers)  # type: ignore[return-value]
+            if len(self.shards) == 1:
+                return self.connection.client.hgetall(self.keys.breakers)  # type: ignore[return-value]
+            pipe = self.connection.pipeline()
+            for shard in self.shards:
+                pipe.hgetall(shard.keys.breakers)
+            windows: list[dict[str, str]] = pipe.execute()
+        window = self.config.breaker_window
+        return {
+            category: _interleave([w.get(category, "") for w in windows])[-window:]
+            for category in sorted(set().union(*windows))
+        }
 
     def environments(self) -> dict[str, int]:
         """Each worker's environment generation, as recorded when it last started."""
@@ -264,6 +310,87 @@ def recovery_metrics(stats: dict[str, str], total: int, eligible: int) -> dict[s
         "deleted": int(stats.get("deleted", 0)),
         "dropped_after_delete": int(stats.get("dropped_after_delete", 0)),
     }
+
+
+def _index_name(keys: Keys, index: str) -> str:
+    """The Keys property that names ``index`` (a sorted set of the first shard)."""
+    for name in ("failed", "dead", "due", "claimed", "waiting", "corrupt", "imports"):
+        if getattr(keys, name) == index:
+            return name
+    raise ValueError(f"{index!r} is not an index of {keys.prefix!r}")
+
+
+def _interleave(windows: list[str]) -> str:
+    """Outcome strings merged newest with newest: '01' and '1' give '011'."""
+    longest = max(map(len, windows), default=0)
+    padded = [w.rjust(longest, " ") for w in windows]
+    return "".join(itertools.chain.from_iterable(zip(*padded, strict=True))).replace(" ", "")
+
+
+#: Counters of report.lua's stats that each shard keeps for every run (settle stamps
+#: every shard): the largest is the tracker's, not their sum.
+PER_RUN = ("recovery_runs", "last_recovery_run")
+#: Positions in report.lua's reply: counts to sum, the age buckets, the stats, and
+#: with detail the aggregate hashes (summed, but for the two about error groups).
+COUNTS = range(1, 9)
+AGES, STATS, AGGREGATES = 9, 10, 11
+SIGNATURE_INFO, SIGNATURE_LAST = 19, 20
+
+
+def _sum_reports(replies: list[list[Any]]) -> list[Any]:
+    """One report.lua reply from each shard's."""
+    first = replies[0]
+    out: list[Any] = [first[0]]
+    out += [sum(int(r[i]) for r in replies) for i in COUNTS]
+    out.append([sum(int(r[AGES][b]) for r in replies) for b in range(len(first[AGES]))])
+    stats = [_pairs(r[STATS]) for r in replies]
+    out.append(_flat(_sum_hashes(stats, keep_max=PER_RUN)))
+    for i in range(AGGREGATES, len(first)):
+        hashes = [_pairs(r[i]) for r in replies]
+        if i == SIGNATURE_INFO:
+            merged = _earliest(hashes)
+        elif i == SIGNATURE_LAST:
+            merged = _sum_hashes(hashes, keep_max=tuple(set().union(*hashes)))
+        else:
+            merged = _sum_hashes(hashes)
+        out.append(_flat(merged))
+    return out
+
+
+def _sum_hashes(hashes: list[dict[str, str]], keep_max: Sequence[str] = ()) -> dict[str, str]:
+    """Field by field, the sum (or, for ``keep_max``, the largest) of numeric hashes."""
+    merged: dict[str, float] = {}
+    for h in hashes:
+        for name, raw in h.items():
+            value = float(raw)
+            if name not in merged:
+                merged[name] = value
+            elif name in keep_max:
+                merged[name] = max(merged[name], value)
+            else:
+                merged[name] += value
+    return {name: repr(v) if v != int(v) else str(int(v)) for name, v in merged.items()}
+
+
+def _earliest(infos: list[dict[str, str]]) -> dict[str, str]:
+    """Per error group, the first occurrence the shards saw first."""
+    merged: dict[str, str] = {}
+    for info in infos:
+        for sig, raw in info.items():
+            if sig not in merged or _first_seen(raw) < _first_seen(merged[sig]):
+                merged[sig] = raw
+    return merged
+
+
+def _first_seen(raw: str) -> float:
+    try:
+        return float(json.loads(raw).get("first", 0))
+    except (ValueError, AttributeError, TypeError):
+        return 0.0
+
+
+def _flat(fields: dict[str, str]) -> list[str]:
+    return [item for pair in fields.items() for item in pair]
 
 
 def _pairs(flat: list[str]) -> dict[str, str]:

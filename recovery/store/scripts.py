@@ -103,7 +103,8 @@ class LuaScript:
     def __init__(self, client: Redis | RedisCluster, keys: Keys, name: str) -> None:
         self.name = name
         self.signature = signature(name)
-        self._script: Script = client.register_script(source(name))
+        self.source = source(name)
+        self._script: Script = client.register_script(self.source)
         self._shared = {n: getattr(keys, n) for n in self.signature.keys if _is_shared(keys, n)}
         self._given = [n for n in self.signature.keys if n not in self._shared]
 
@@ -116,16 +117,21 @@ class LuaScript:
     ) -> Any:
         """Run it: ``keys`` names the per-call keys (``record=...``), ``args`` every
         declared argument; ``items`` and ``item_args`` follow them in KEYS and ARGV."""
-        script_keys, argv = self._bind(keys, items, item_args, args)
+        script_keys, argv = self.bind(keys, items, item_args, **args)
         return self._script(keys=script_keys, args=argv)
 
-    def _bind(
+    @property
+    def sha(self) -> str:
+        return str(self._script.sha)
+
+    def bind(
         self,
-        keys: dict[str, str] | None,
-        items: Sequence[str],
-        item_args: Sequence[Any],
-        args: dict[str, Any],
+        keys: dict[str, str] | None = None,
+        items: Sequence[str] = (),
+        item_args: Sequence[Any] = (),
+        **args: Any,
     ) -> tuple[list[str], list[Any]]:
+        """The KEYS and ARGV of a call, for a pipeline (see ``Connection.read_all``)."""
         keys = keys or {}
         if set(keys) != set(self._given) or set(args) != set(self.signature.args):
             raise TypeError(
