@@ -8,6 +8,7 @@ backend stay on the session's plain Redis: a cluster is the tracker's store only
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +21,7 @@ from redis.cluster import RedisCluster
 
 from recovery import DocumentRecoveryManager, RecoveryConfig, installed
 from recovery.errors import ConfigError, TrackerUnavailable
-from recovery.keys import Keys, slot
+from recovery.keys import shard_of, slot
 from recovery.records import FailedDocumentRecord, document_id
 from recovery.redis_cluster import LocalCluster, find_redis_cli
 from recovery.redis_server import free_port
@@ -94,6 +95,14 @@ def primaries_holding(client: RedisCluster, pattern: str) -> set[str]:
     }
 
 
+def same_shard(count: int, shards: int) -> list[str]:
+    """``count`` paths of documents in one shard (the first)."""
+    paths = (f"/dead/{n}.pdf" for n in itertools.count())
+    return list(
+        itertools.islice((p for p in paths if shard_of(document_id(p), shards) == 0), count)
+    )
+
+
 def wait_for(condition: Callable[[], object], what: str) -> None:
     deadline = time.monotonic() + TIMEOUT
     while not condition():
@@ -145,10 +154,11 @@ def test_an_unreachable_cluster_is_unavailable_when_used_not_when_configured() -
 
 
 @pytest.mark.slow
-def test_every_operation_of_the_tracker_runs_on_a_cluster_in_one_slot(
-    make_tracker: Callable[..., Tracker], cluster_client: RedisCluster
+@pytest.mark.parametrize(("shards", "primaries"), [(1, 1), (3, 3)])
+def test_every_operation_of_the_tracker_runs_on_a_cluster_one_slot_per_shard(
+    make_tracker: Callable[..., Tracker], cluster_client: RedisCluster, shards: int, primaries: int
 ) -> None:
-    tracker = make_tracker(failed_docs_retention_days=1, dead_max=1)
+    tracker = make_tracker(failed_docs_retention_days=1, dead_max=shards, shards=shards)
     now = time.time()
     # Given failures of several kinds recorded on the cluster
     for i in range(4):
@@ -156,9 +166,9 @@ def test_every_operation_of_the_tracker_runs_on_a_cluster_in_one_slot(
     tracker.store.record_failure(
         failure("/d/old.pdf", now - 2 * DAY, worker_id="w2"), now=now - 2 * DAY
     )
-    for name in ("a", "b"):
+    for path in same_shard(2, shards):
         tracker.store.record_failure(
-            failure(f"/d/{name}.pdf", now - HOUR, error_category="permanent", worker_id="w2")
+            failure(path, now - HOUR, error_category="permanent", worker_id="w2")
         )
 
     # Then status and analysis count them
@@ -166,9 +176,13 @@ def test_every_operation_of_the_tracker_runs_on_a_cluster_in_one_slot(
     assert status["total_failed_documents"] == 7
     assert status["dead"] == 2
     assert analysis["workers"]["w1"]["tracked"] == 4
-    # And every key lives on the one primary that owns the prefix's slot
-    assert len(primaries_holding(cluster_client, "{docrecovery}*")) == 1
-    assert cluster_client.cluster_keyslot(Keys().due) == slot("docrecovery")
+    # And each shard's keys live on the one primary that owns its slot, every shard
+    # on a primary of its own
+    shard_keys = [shard.keys for shard in tracker.connection.shards]
+    assert len(primaries_holding(cluster_client, "{docrecovery*")) == primaries
+    for keys in shard_keys:
+        assert len(primaries_holding(cluster_client, keys.pattern())) == 1
+        assert cluster_client.cluster_keyslot(keys.due) == slot(keys.prefix)
 
     # When a run claims, settles and a document is resolved
     claim = tracker.claims.claim_due(10)
@@ -180,7 +194,8 @@ def test_every_operation_of_the_tracker_runs_on_a_cluster_in_one_slot(
     assert tracker.store.resolve(ids[0], task_id="new-task", recovery_attempt=True).tracked
     assert tracker.reports.status()["recovery_metrics"]["successful_recoveries"] == 1
 
-    # And maintenance runs: retention removes the old one, dead_max trims one dead
+    # And maintenance runs: retention removes the old one, dead_max (a share of it in
+    # each shard) trims one dead
     removed = tracker.maintenance.cleanup()
     assert removed == {"expired": 1, "dead_trimmed": 1}
     assert tracker.reports.status()["total_failed_documents"] == 4
@@ -204,12 +219,13 @@ def test_the_run_lock_and_start_checks_work_on_a_cluster(
 # --- a real worker ----------------------------------------------------------------------
 
 
-@pytest.fixture
+@pytest.fixture(params=[1, 3], ids=["1-shard", "3-shards"])
 def cluster_recovery(
-    celery_app: Celery, cluster_url: str, tmp_path: Path
+    celery_app: Celery, cluster_url: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[DocumentRecoveryManager]:
     """The app's recovery system tracking on the cluster (its broker stays on the
-    session's Redis), and a manager with the same settings; restored after."""
+    session's Redis) in one shard or three, and a manager with the same settings;
+    restored after."""
     rec = installed(celery_app)
     original = rec.config
     config = RecoveryConfig.from_mapping(
@@ -218,6 +234,7 @@ def cluster_recovery(
             "retry_jitter": 0,
             "enable_periodic_recovery": False,
             "spool_dir": str(tmp_path / "spool"),
+            "shards": request.param,
         }
     )
     rec.configure(config, redis_url=cluster_url)

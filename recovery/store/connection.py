@@ -145,10 +145,13 @@ class Connection:
         return self.client.pipeline(transaction=transaction)
 
     def read_all(self, calls: Sequence[ReadCall]) -> list[Any]:
-        """Replies of read-only script calls sent in one pipeline: one round trip (on a
-        cluster, one per primary, which redis-py sends in turn). A script the server
-        does not know yet (restart, SCRIPT FLUSH, a new primary) is loaded and the
-        whole pipeline read again, which only read-only scripts make safe."""
+        """Replies of read-only script calls sent in one pipeline: one round trip. A
+        script the server does not know yet (restart, SCRIPT FLUSH) is loaded and the
+        whole pipeline read again, which only read-only scripts make safe. redis-py
+        refuses scripts in a cluster pipeline: on a cluster each call goes by itself,
+        to its shard's primary, one round trip each."""
+        if isinstance(self.client, RedisCluster):
+            return [script.run(keys, argv) for script, keys, argv in calls]
         for _ in range(2):
             pipe = self.pipeline()
             for script, keys, argv in calls:

@@ -118,7 +118,11 @@ class LuaScript:
         """Run it: ``keys`` names the per-call keys (``record=...``), ``args`` every
         declared argument; ``items`` and ``item_args`` follow them in KEYS and ARGV."""
         script_keys, argv = self.bind(keys, items, item_args, **args)
-        return self._script(keys=script_keys, args=argv)
+        return self.run(script_keys, argv)
+
+    def run(self, keys: list[str], argv: list[Any]) -> Any:
+        """Run it with KEYS and ARGV as :meth:`bind` made them."""
+        return self._script(keys=keys, args=argv)
 
     @property
     def sha(self) -> str:
