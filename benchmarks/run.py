@@ -279,9 +279,11 @@ class Bench:
             recovery_batch_size=500,
             spool_dir=str(workdir / "spool"),
         )
-        self.tracker = FailedDocumentsTracker(self.server.url, self.config)
+        self.client = redis.Redis.from_url(
+            self.server.url, decode_responses=True, encoding_errors="surrogateescape"
+        )
+        self.tracker = FailedDocumentsTracker(self.server.url, self.config, client=self.client)
         self.store = self.tracker.store
-        self.client = self.tracker.connection.client
         self.loaded = 0  # documents the clone loader left, 0 when unknown
 
     def close(self) -> None:

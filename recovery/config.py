@@ -23,6 +23,8 @@ from recovery.keys import DEFAULT_PREFIX
 ENV_PREFIX = "DOCRECOVERY_"
 #: Retry levels the tracker's due index keeps apart (``lua/_lib.lua``: MAX_LEVEL).
 MAX_RETRY_COUNT = 99
+#: Most shards a tracker may have (each costs a script call per run and per report).
+MAX_SHARDS = 256
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -128,6 +130,11 @@ class RecoveryConfig:
     retry_jitter: float = setting(0.1, _number(0.0, 1.0))
     #: Prefix of every Redis key; wrapped in {} as a Cluster hash tag.
     key_prefix: str = setting(DEFAULT_PREFIX, _name)
+    #: Key sets the documents are spread over, each under a hash tag of its own, so a
+    #: Redis Cluster serves one tracker from every primary (README: Redis Cluster).
+    #: 1 keeps every key under ``{key_prefix}``; changing it hides what is tracked
+    #: under the old layout, so drain the tracker first.
+    shards: int = setting(1, _int(1, MAX_SHARDS))
     #: Task names whose failures are tracked and whose successes clear a record.
     tracked_tasks: tuple[str, ...] = setting(("tasks.process_document",), _task_names)
     #: Queue a resubmitted document goes to (memory failures go to ``highmem_queue``).

@@ -4,10 +4,17 @@ All names share one hash-tagged prefix (``{docrecovery}`` by default), so every 
 lands in the same Redis Cluster slot and a Lua script may touch any of them. Scripts
 never build key names themselves: Python builds them here and passes them through
 KEYS. ``tests/test_keys.py`` pins the exact strings; changing one is a data migration.
+
+With ``shards`` > 1 (:func:`shard_keys`) the tracker keeps one full key set per shard,
+each under a hash tag of its own, and files a document in the shard
+:func:`shard_of` its id picks: a Redis Cluster spreads the shards over its primaries,
+and every script still touches one slot.
 """
 
 from __future__ import annotations
 
+import binascii
+import hashlib
 from dataclasses import dataclass
 
 DEFAULT_PREFIX = "docrecovery"
@@ -15,6 +22,8 @@ DEFAULT_PREFIX = "docrecovery"
 #: scripts use the same numbers (``lua/_lib.lua``; tests/test_keys.py checks they agree).
 LANE = 1e12
 LEVEL = 1e10
+#: Hash slots of a Redis Cluster (a key's slot is the CRC16 of its hash tag modulo this).
+SLOTS = 16384
 
 
 @dataclass(frozen=True)
@@ -196,3 +205,41 @@ class Keys:
     def run_lock(self) -> str:
         """Lock that keeps two recovery runs from overlapping."""
         return self._name("lock", "run")
+
+
+def slot(tag: str) -> int:
+    """The Redis Cluster slot of every key under hash tag ``tag``: CRC16 (XMODEM) of
+    the tag, modulo :data:`SLOTS`, as the cluster computes it."""
+    return binascii.crc_hqx(tag.encode(), 0) % SLOTS
+
+
+def shard_tag(prefix: str, shard: int, count: int) -> str:
+    """The hash tag of shard ``shard`` of ``count``: ``prefix:shard``, else the first
+    ``prefix:shard.n`` (n = 1, 2, ...) whose slot lies in the middle half of the
+    shard-th of ``count`` equal parts of the slot space. A cluster whose primaries own
+    equal slot ranges (what ``redis-cli --cluster create`` makes) then holds ``count /
+    primaries`` shards on each primary, whatever the prefix."""
+    width = SLOTS / count
+    low, high = shard * width + width / 4, shard * width + 3 * width / 4
+    tag, n = f"{prefix}:{shard}", 0
+    while not low <= slot(tag) < high:
+        n += 1
+        tag = f"{prefix}:{shard}.{n}"
+    return tag
+
+
+def shard_keys(prefix: str, count: int) -> tuple[Keys, ...]:
+    """The key sets of a tracker with ``count`` shards: one shard is today's layout,
+    ``{prefix}:...`` unchanged; more are ``{tag}:...`` with :func:`shard_tag`'s tags."""
+    if count == 1:
+        return (Keys(prefix),)
+    return tuple(Keys(shard_tag(prefix, shard, count)) for shard in range(count))
+
+
+def shard_of(doc_id: str, count: int) -> int:
+    """The shard a document is filed in: a stable hash of its id (never Python's
+    ``hash``, which differs between processes), so every process agrees."""
+    if count == 1:
+        return 0
+    digest = hashlib.blake2b(doc_id.encode("utf-8", "surrogateescape"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % count

@@ -35,7 +35,7 @@ def failure(path: str, at: float, **fields: Any) -> FailedDocumentRecord:
 def all_pages(tracker: Tracker, selection: Selection, limit: int, **kw: Any) -> list[list[str]]:
     pages, after = [], None
     while True:
-        page = tracker.reports.page(tracker.keys.failed, selection, after, limit, **kw)
+        page = tracker.reports.page("failed", selection, after, limit, **kw)
         pages.append(page.ids)
         if page.next is None:
             return pages
@@ -64,15 +64,13 @@ def test_a_page_filters_and_the_budget_bounds_what_it_examines(tracker: Tracker)
         tracker.store.record_failure(failure(f"/d/{i:02}.txt", T0 + i, error_category=category))
 
     # When a page of timeouts may examine only 15 entries
-    first = tracker.reports.page(
-        tracker.keys.failed, Selection(category="timeout"), limit=10, budget=15
-    )
+    first = tracker.reports.page("failed", Selection(category="timeout"), limit=10, budget=15)
 
     # Then it stops there with the two matches it saw and a cursor to go on from
     assert first.examined == 15
     assert [r.document_path for r in first.records] == ["/d/00.txt", "/d/10.txt"]
     assert first.next is not None
-    rest = tracker.reports.page(tracker.keys.failed, Selection(category="timeout"), first.next)
+    rest = tracker.reports.page("failed", Selection(category="timeout"), first.next)
     assert [r.document_path for r in rest.records] == ["/d/20.txt", "/d/30.txt"]
     assert rest.next is None
 
@@ -82,8 +80,8 @@ def test_a_page_of_the_dead_index_and_an_age_filter(tracker: Tracker) -> None:
     tracker.store.record_failure(failure("/d/new.txt", T0 + 5 * HOUR, error_category="permanent"))
     tracker.store.record_failure(failure("/d/live.txt", T0))
 
-    dead = tracker.reports.page(tracker.keys.dead, Selection(), now=T0 + 6 * HOUR)
-    old = tracker.reports.page(tracker.keys.dead, Selection(older_than_hours=3), now=T0 + 6 * HOUR)
+    dead = tracker.reports.page("dead", Selection(), now=T0 + 6 * HOUR)
+    old = tracker.reports.page("dead", Selection(older_than_hours=3), now=T0 + 6 * HOUR)
 
     assert [r.document_path for r in dead.records] == ["/d/old.txt", "/d/new.txt"]
     assert [r.document_path for r in old.records] == ["/d/old.txt"]

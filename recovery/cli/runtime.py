@@ -27,10 +27,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import click
-import redis
 from celery import Celery
 
-from recovery.categories import exception_chain
 from recovery.config import RecoveryConfig
 from recovery.errors import (
     ConfigError,
@@ -43,7 +41,7 @@ from recovery.errors import (
 from recovery.integration import Recovery, installed
 from recovery.manager import RecoveryManager, sender_app
 from recovery.store import default_redis_url, redact
-from recovery.store.connection import DEFAULT_URL
+from recovery.store.connection import DEFAULT_URL, connection_problem
 
 EXIT_FAILED = 1
 EXIT_UNAVAILABLE = 2
@@ -242,16 +240,4 @@ def check_broker(app: Celery) -> None:
         try:
             connection.ensure_connection(max_retries=0, reraise_as_library_errors=False)
         except connection.connection_errors as exc:
-            raise BrokerUnavailable(broker_problem(exc)) from exc
-
-
-def broker_problem(exc: BaseException) -> str:
-    """The cause of a failed broker connection in a few words."""
-    for link in exception_chain(exc):
-        if isinstance(link, redis.AuthenticationError):
-            return "authentication failed"
-        if isinstance(link, redis.TimeoutError | TimeoutError):
-            return "timeout"
-        if isinstance(link, ConnectionRefusedError):
-            return "connection refused"
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise BrokerUnavailable(connection_problem(exc)) from exc

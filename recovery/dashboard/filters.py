@@ -13,14 +13,14 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import get_args
 
 from recovery.api import DOC_ID
-from recovery.keys import Keys
 from recovery.store import Selection
-from recovery.store.reports import parse_cursor
+from recovery.store.reports import PageIndex, parse_cursor
 
 #: The documents page's tabs: which index each walks and which records it shows.
-TABS = ("failed", "waiting", "dead")
+TABS: tuple[PageIndex, ...] = get_args(PageIndex)
 FILTERS = ("category", "signature", "worker", "query", "older_than")
 SIGNATURE = re.compile(r"[0-9a-f]{12}")
 #: Page sizes a request may ask for.
@@ -36,13 +36,10 @@ class BadRequest(ValueError):
 class Listing:
     """One documents page as asked: tab, filters, cursor and size."""
 
-    tab: str
+    tab: PageIndex
     selection: Selection
     after: str | None
     limit: int
-
-    def index(self, keys: Keys) -> str:
-        return {"failed": keys.failed, "waiting": keys.waiting, "dead": keys.dead}[self.tab]
 
 
 def _text(params: Mapping[str, str], name: str) -> str | None:
@@ -83,9 +80,10 @@ def selection(params: Mapping[str, str], *, dead: bool | None = None) -> Selecti
 def listing(params: Mapping[str, str]) -> Listing:
     """A documents page request: ``tab``, the filters, ``after`` (cursor), ``limit``."""
     check_known(params, ("tab", *FILTERS, "after", "limit"))
-    tab = _text(params, "tab") or "failed"
-    if tab not in TABS:
-        raise BadRequest(f"tab {tab!r}: expected one of {', '.join(TABS)}")
+    given = _text(params, "tab") or "failed"
+    tab = next((t for t in TABS if t == given), None)
+    if tab is None:
+        raise BadRequest(f"tab {given!r}: expected one of {', '.join(TABS)}")
     after = _text(params, "after")
     if after is not None:
         try:

@@ -110,9 +110,7 @@ def row(record: FailedDocumentRecord) -> dict[str, Any]:
 def documents(manager: RecoveryManager, listing: Listing) -> dict[str, Any]:
     """One cursor page of a tab, with the filters that made it."""
     reports = manager.tracker.reports
-    page: Page = reports.page(
-        listing.index(manager.tracker.keys), listing.selection, listing.after, listing.limit
-    )
+    page: Page = reports.page(listing.tab, listing.selection, listing.after, listing.limit)
     readable = {r.doc_id: r for r in page.records}
     return {
         "tab": listing.tab,

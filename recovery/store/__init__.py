@@ -26,7 +26,14 @@ from recovery.config import RecoveryConfig
 from recovery.store.changes import FailureOutcome, Store
 from recovery.store.checks import check_redis
 from recovery.store.claims import ClaimResult, Claims, Settlement
-from recovery.store.connection import Connection, connect, default_redis_url, redact, redact_text
+from recovery.store.connection import (
+    Client,
+    Connection,
+    connect,
+    default_redis_url,
+    redact,
+    redact_text,
+)
 from recovery.store.maintenance import Maintenance
 from recovery.store.reports import Reports, Selection
 
@@ -56,11 +63,14 @@ class Tracker:
         redis_url: str | None = None,
         config: RecoveryConfig | None = None,
         *,
-        client: redis.Redis | None = None,
+        client: Client | None = None,
     ) -> None:
         self.config = config or RecoveryConfig.from_env()
         self.connection = Connection(
-            redis_url or default_redis_url(), self.config.key_prefix, client
+            redis_url or default_redis_url(),
+            self.config.key_prefix,
+            client,
+            shards=self.config.shards,
         )
         self.keys = self.connection.keys
         self.store = Store(self.connection, self.config)

@@ -23,7 +23,7 @@ from recovery import policy, signatures
 from recovery.calls import RunCall, counted
 from recovery.records import FailedDocumentRecord
 from recovery.store import series
-from recovery.store.connection import Part, strs, wire
+from recovery.store.connection import Part, Shard, strs, wire
 
 log = logging.getLogger(__name__)
 
@@ -105,9 +105,10 @@ class Store(Part):
         config = self.config
         category = record.error_category
         sig = record.signature or signatures.signature(record.error_type, record.error_message)
+        shard = self.connection.shard(record.doc_id)
         with self.connection.errors("record failure"):
-            state, retries, replaced = self.scripts.record_failure(
-                keys={"record": self.keys.record(record.doc_id)},
+            state, retries, replaced = shard.scripts.record_failure(
+                keys={"record": shard.keys.record(record.doc_id)},
                 now="" if at == "server" else at,
                 doc_id=record.doc_id,
                 permanent=int(policy.is_permanent(category)),
@@ -138,7 +139,7 @@ class Store(Part):
                 ),
             )
         if replaced:
-            log.warning("replaced an undecodable value at %s", self.keys.record(record.doc_id))
+            log.warning("replaced an undecodable value at %s", shard.keys.record(record.doc_id))
         if state == "dropped":
             log.info(
                 "failure of task %s dropped: %s was deleted while it ran",
@@ -171,9 +172,10 @@ class Store(Part):
         now: float | None = None,
     ) -> Resolution:
         """Stop tracking a document that was processed."""
+        shard = self.connection.shard(doc_id)
         with self.connection.errors("resolve"):
-            tracked, took = self.scripts.resolve(
-                keys={"record": self.keys.record(doc_id)},
+            tracked, took = shard.scripts.resolve(
+                keys={"record": shard.keys.record(doc_id)},
                 now=_at(now),
                 doc_id=doc_id,
                 worker=wire(worker or ""),
@@ -196,10 +198,12 @@ class Store(Part):
         self, doc_id: str, call: RunCall, limit: float, now: float | None = None
     ) -> tuple[Verdict, str]:
         """A tracked run starts and may take ``limit`` seconds before it counts as
-        lost: returns (verdict, record state); see ``lua/begin.lua``."""
+        lost: returns (verdict, record state); see ``lua/begin.lua``. The run is in
+        flight in its document's shard, where its report and the sweep find it."""
+        shard = self.connection.shard(doc_id)
         with self.connection.errors("begin"):
-            verdict, state = self.scripts.begin(
-                keys={"record": self.keys.record(doc_id)},
+            verdict, state = shard.scripts.begin(
+                keys={"record": shard.keys.record(doc_id)},
                 now=_at(now),
                 task_id=wire(call.task_id),
                 limit=limit,
@@ -209,14 +213,21 @@ class Store(Part):
         return verdict, str(state)
 
     def end_run(self, task_id: str) -> bool:
-        """Take a run out of flight when it ends with neither success nor failure."""
+        """Take a run out of flight when it ends with neither success nor failure (a
+        task id names no document, so with shards every shard is asked)."""
         with self.connection.errors("end run"):
-            return bool(self.scripts.end_run(task_id=wire(task_id)))
+            return any(
+                [bool(shard.scripts.end_run(task_id=wire(task_id))) for shard in self.shards]
+            )
 
     def lost_runs(self, bound: float, limit: int = CHUNK) -> list[RunCall]:
-        """In-flight runs whose deadline is at or before ``bound``. An entry that
-        cannot be decoded is reported and dropped, so one bad entry never stops a sweep."""
-        k = self.keys
+        """In-flight runs whose deadline is at or before ``bound``, up to ``limit`` of
+        each shard. An entry that cannot be decoded is reported and dropped, so one bad
+        entry never stops a sweep."""
+        return [call for shard in self.shards for call in self._lost_runs(shard, bound, limit)]
+
+    def _lost_runs(self, shard: Shard, bound: float, limit: int) -> list[RunCall]:
+        k = shard.keys
         client = self.connection.client
         with self.connection.errors("read in-flight runs"):
             ids = strs(client.zrangebyscore(k.inflight, "-inf", bound, 0, limit))
@@ -225,7 +236,8 @@ class Store(Part):
         for task_id, raw in zip(ids, raws, strict=True):
             call = RunCall.from_json(task_id, raw)
             if call is None:
-                self.end_run(task_id)
+                with self.connection.errors("end run"):
+                    shard.scripts.end_run(task_id=wire(task_id))
             else:
                 runs.append(call)
         return runs
@@ -240,14 +252,22 @@ class Store(Part):
         return ended
 
     def register_environment(self, worker: str, fingerprint: str) -> tuple[int, bool]:
-        """Record a worker's environment; returns (generation, whether it is new)."""
+        """Record a worker's environment; returns (generation, whether it is new), as
+        the first shard has them. Each shard keeps its own generations (its import
+        failures are compared with them), so every shard is told."""
         with self.connection.errors("register environment"):
-            generation, new = self.scripts.register_env(
-                worker=wire(worker), fingerprint=fingerprint
-            )
+            replies = [
+                shard.scripts.register_env(worker=wire(worker), fingerprint=fingerprint)
+                for shard in self.shards
+            ]
+        generation, new = replies[0]
         return int(generation), bool(new)
 
     def promote_imports(self) -> list[str]:
         """Import failures recorded under an older environment become eligible now."""
         with self.connection.errors("promote import failures"):
-            return strs(self.scripts.promote_imports(limit=CHUNK))
+            return [
+                doc_id
+                for shard in self.shards
+                for doc_id in strs(shard.scripts.promote_imports(limit=CHUNK))
+            ]

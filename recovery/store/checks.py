@@ -9,13 +9,22 @@ checks at start and log each warning; they never stop a worker.
 from __future__ import annotations
 
 import redis
+from redis.cluster import RedisCluster
 
 #: Policies under which Redis never deletes our keys to make room.
 SAFE_POLICIES = {"noeviction"}
 
 
-def check_redis(client: redis.Redis) -> list[str]:
-    """Warnings about the server ``client`` talks to; empty when all is well."""
+def check_redis(client: redis.Redis | RedisCluster) -> list[str]:
+    """Warnings about the server ``client`` talks to (every primary of a cluster, each
+    warning naming its node); empty when all is well."""
+    if isinstance(client, RedisCluster):
+        return [
+            f"{node.name}: {warning}"
+            for node in client.get_primaries()  # type: ignore[no-untyped-call]
+            if node.redis_connection is not None
+            for warning in check_redis(node.redis_connection)
+        ]
     warnings: list[str] = []
     try:
         config: dict[str, str] = client.config_get("maxmemory*")  # type: ignore[assignment]

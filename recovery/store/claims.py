@@ -4,21 +4,28 @@ A run selects its candidates with one read-only script, claims them atomically (
 claim re-checks each under the run's own settings, so two runs never take one
 document), and settles what it did in one more call. Documents held back by a failed
 precondition are probed and reopened here too.
+
+With ``shards`` > 1 the selection reads every shard in one pipelined round trip and
+the batch is dealt among the shards in turn, from a start that moves on each claim, so
+no shard waits behind another; each shard's part is claimed and settled by its own
+call (every shard's settle stamps the run, so each counts every run).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from recovery import policy
+from recovery.config import RecoveryConfig
 from recovery.errors import CorruptRecord
 from recovery.records import FailedDocumentRecord
 from recovery.store import series
 from recovery.store.changes import CHUNK, ClaimMode, _at
-from recovery.store.connection import Part, strs, wire
+from recovery.store.connection import Connection, Part, Shard, strs, wire
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +52,13 @@ class Settlement:
 
 
 class Claims(Part):
-    """Claims of recovery runs and operators' retries, one Lua call per change."""
+    """Claims of recovery runs and operators' retries, one Lua call per change (per
+    shard touched)."""
+
+    def __init__(self, connection: Connection, config: RecoveryConfig) -> None:
+        super().__init__(connection, config)
+        #: The shard a claim deals its first candidate from, moved on by each claim.
+        self._start = itertools.count()
 
     def claim_due(
         self,
@@ -63,31 +76,46 @@ class Claims(Part):
         same document."""
         delays = policy.level_delays(self.config, force=force)
         jitter = self.config.retry_jitter
+        args: dict[str, Any] = {"now": _at(now), "limit": limit, "delays": delays, "jitter": jitter}
         with self.connection.errors("claim"):
-            at, ids = self.scripts.select_due(
-                now=_at(now), limit=limit, delays=delays, jitter=jitter
-            )
-        return self._claim(strs(ids), mode, float(at), delays, jitter)
+            if len(self.shards) == 1:
+                replies = [self.scripts.select_due(**args)]
+            else:
+                calls = [
+                    (s.scripts.select_due, *s.scripts.select_due.bind(**args)) for s in self.shards
+                ]
+                replies = self.connection.read_all(calls)
+        chosen = _deal([strs(ids) for _, ids in replies], limit, next(self._start))
+        results = [
+            self._claim(shard, ids, mode, float(at), delays, jitter)
+            for shard, (at, _), ids in zip(self.shards, replies, chosen, strict=True)
+            if ids
+        ]
+        return _merge(results)
 
     def claim_ids(self, doc_ids: Sequence[str], now: float | None = None) -> ClaimResult:
         """Claim these documents for an operator's retry, dead ones included; any that
         is already claimed, sent or being recovered is left alone (never sent twice)."""
-        return self._claim(doc_ids, "manual", now, "[]", 0.0)
+        return _merge(
+            [
+                self._claim(shard, ids, "manual", now, "[]", 0.0)
+                for shard, ids in self.split(doc_ids, str)
+            ]
+        )
 
     def _claim(
         self,
+        shard: Shard,
         ids: Sequence[str],
         mode: ClaimMode,
         now: float | None,
         delays: str,
         jitter: float,
     ) -> ClaimResult:
-        if not ids:
-            return ClaimResult([])
         config = self.config
         with self.connection.errors("claim"):
-            claimed, corrupt = self.scripts.claim(
-                items=[self.keys.record(doc_id) for doc_id in ids],
+            claimed, corrupt = shard.scripts.claim(
+                items=[shard.keys.record(doc_id) for doc_id in ids],
                 item_args=ids,
                 now=_at(now),
                 lease=config.recovery_timeout + config.lease_grace_seconds,
@@ -102,45 +130,54 @@ class Claims(Part):
             doc_id, flat = item[0], item[1:]
             stored = dict(zip(flat[::2], flat[1::2], strict=True))
             try:
-                records.append(FailedDocumentRecord.from_redis(self.keys.record(doc_id), stored))
+                records.append(FailedDocumentRecord.from_redis(shard.keys.record(doc_id), stored))
             except CorruptRecord as exc:
                 log.warning("claimed record cannot be decoded: %s", exc)
                 undecodable.append(doc_id)
         for doc_id in corrupt:
-            log.warning("corrupt record %s moved aside by claim", self.keys.record(doc_id))
+            log.warning("corrupt record %s moved aside by claim", shard.keys.record(doc_id))
         return ClaimResult(records, strs(corrupt), undecodable)
 
     def settle(self, outcomes: Sequence[Settlement], now: float | None = None) -> int:
-        """Mark resubmitted documents, release or hold back the others, stamp the run."""
+        """Mark resubmitted documents, release or hold back the others, stamp the run
+        (in every shard, those without outcomes too)."""
+        parts = dict(self.split(outcomes, lambda s: s.doc_id))
+        sent = 0
         with self.connection.errors("settle"):
-            sent = self.scripts.settle(
-                items=[self.keys.record(s.doc_id) for s in outcomes],
-                item_args=[
-                    value for s in outcomes for value in (s.doc_id, s.outcome, wire(s.detail))
-                ],
-                now=_at(now),
-                resend=self.config.resend_after_hours * 3600,
-                step=series.STEP,
-                keep=series.KEEP,
-            )
-        return int(sent)
+            for shard in self.shards:
+                mine = parts.get(shard, [])
+                sent += int(
+                    shard.scripts.settle(
+                        items=[shard.keys.record(s.doc_id) for s in mine],
+                        item_args=[
+                            value for s in mine for value in (s.doc_id, s.outcome, wire(s.detail))
+                        ],
+                        now=_at(now),
+                        resend=self.config.resend_after_hours * 3600,
+                        step=series.STEP,
+                        keep=series.KEEP,
+                    )
+                )
+        return sent
 
     def reopen(self, verdicts: Sequence[tuple[str, str | None]], now: float | None = None) -> int:
         """Probe results of held documents, (doc id, reason it is still held or None):
         the others go back to due where they were. Returns how many were reopened."""
-        if not verdicts:
-            return 0
+        reopened = 0
         with self.connection.errors("reopen held documents"):
-            reopened = self.scripts.reopen(
-                items=[self.keys.record(doc_id) for doc_id, _ in verdicts],
-                item_args=[
-                    value
-                    for doc_id, reason in verdicts
-                    for value in (doc_id, "hold" if reason else "open", wire(reason or ""))
-                ],
-                now=_at(now),
-            )
-        return len(reopened)
+            for shard, mine in self.split(verdicts, lambda verdict: verdict[0]):
+                reopened += len(
+                    shard.scripts.reopen(
+                        items=[shard.keys.record(doc_id) for doc_id, _ in mine],
+                        item_args=[
+                            value
+                            for doc_id, reason in mine
+                            for value in (doc_id, "hold" if reason else "open", wire(reason or ""))
+                        ],
+                        now=_at(now),
+                    )
+                )
+        return reopened
 
     def release_expired(self, now: float | None = None) -> list[str]:
         """Return documents whose claim ran out to due, uncounted (see
@@ -150,23 +187,58 @@ class Claims(Part):
         released: list[str] = []
         client = self.connection.client
         with self.connection.errors("release expired claims"):
-            while ids := strs(client.zrangebyscore(self.keys.claimed, "-inf", bound, 0, CHUNK)):
-                released += self._release(ids, bound, force=False)
-                if len(ids) < CHUNK:
-                    break
+            for shard in self.shards:
+                while ids := strs(
+                    client.zrangebyscore(shard.keys.claimed, "-inf", bound, 0, CHUNK)
+                ):
+                    released += self._release(shard, ids, bound, force=False)
+                    if len(ids) < CHUNK:
+                        break
         return released
 
     def release(self, doc_ids: Sequence[str], now: float | None = None) -> list[str]:
         """Give claimed documents back to due at once."""
         with self.connection.errors("release"):
-            return self._release(doc_ids, now, force=True) if doc_ids else []
+            return [
+                doc_id
+                for shard, ids in self.split(doc_ids, str)
+                for doc_id in self._release(shard, ids, now, force=True)
+            ]
 
-    def _release(self, ids: Sequence[str], now: float | None, force: bool) -> list[str]:
+    def _release(
+        self, shard: Shard, ids: Sequence[str], now: float | None, force: bool
+    ) -> list[str]:
         return strs(
-            self.scripts.release(
-                items=[self.keys.record(doc_id) for doc_id in ids],
+            shard.scripts.release(
+                items=[shard.keys.record(doc_id) for doc_id in ids],
                 item_args=ids,
                 now=_at(now),
                 force=int(force),
             )
         )
+
+
+def _deal(candidates: list[list[str]], limit: int, start: int) -> list[list[str]]:
+    """Up to ``limit`` of the shards' candidates (each list oldest attempt first), one
+    from each shard in turn beginning at shard ``start`` (mod their number): a batch
+    split evenly among the shards that have some, the rest filled from those with more."""
+    count = len(candidates)
+    order = [(start + i) % count for i in range(count)]
+    taken: list[list[str]] = [[] for _ in candidates]
+    left = limit
+    for depth in range(max(map(len, candidates), default=0)):
+        for shard in order:
+            if left and depth < len(candidates[shard]):
+                taken[shard].append(candidates[shard][depth])
+                left -= 1
+    return taken
+
+
+def _merge(results: Sequence[ClaimResult]) -> ClaimResult:
+    if len(results) == 1:
+        return results[0]
+    return ClaimResult(
+        [record for r in results for record in r.records],
+        [doc_id for r in results for doc_id in r.corrupt],
+        [doc_id for r in results for doc_id in r.undecodable],
+    )

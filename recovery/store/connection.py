@@ -1,7 +1,9 @@
 """Where the tracker's Redis is and how docrecovery talks to it.
 
-A :class:`Connection` owns one client, the key names under its prefix and the Lua
-scripts registered on that client. Its :meth:`~Connection.errors` context turns
+A :class:`Connection` owns one client — a Redis, or a Redis Cluster for a
+``redis+cluster://`` URL (:mod:`recovery.store.cluster`) — and its shards: the key
+names of each (one shard, under the prefix itself, unless ``shards`` says more) and the
+Lua scripts registered on the client for them. Its :meth:`~Connection.errors` context turns
 redis-py's errors into :class:`~recovery.errors.TrackerUnavailable`, naming the
 operation and the server without its password, so nothing above the store catches a
 redis-py exception.
@@ -11,17 +13,27 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import redis
+from redis.cluster import RedisCluster
+from redis.exceptions import NoScriptError, RedisClusterException, SlotNotCoveredError
 
+from recovery.categories import exception_chain
 from recovery.config import RecoveryConfig
 from recovery.errors import TrackerError, TrackerFailed, TrackerRefused, TrackerUnavailable
-from recovery.keys import Keys
-from recovery.store.scripts import Scripts
+from recovery.keys import Keys, shard_keys, shard_of
+from recovery.store.cluster import cluster_nodes, connect_cluster, is_cluster_url
+from recovery.store.scripts import LuaScript, Scripts
+
+#: A client of the tracker's Redis: one server, or a cluster.
+Client = redis.Redis | RedisCluster
+#: A read-only script call for :meth:`Connection.read_all`: the script, its KEYS, ARGV.
+ReadCall = tuple[LuaScript, list[str], list[Any]]
+T = TypeVar("T")
 
 #: The Redis every process uses when neither an argument nor ``REDIS_URL`` names one.
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
@@ -56,6 +68,18 @@ def redact_text(text: str) -> str:
     return _PASSWORDS.sub(lambda m: f"{m.group('keep') or m.group('param')}***", text)
 
 
+def connection_problem(exc: BaseException) -> str:
+    """The cause of a failed connection (a broker's, through kombu) in a few words."""
+    for link in exception_chain(exc):
+        if isinstance(link, redis.AuthenticationError):
+            return "authentication failed"
+        if isinstance(link, redis.TimeoutError | TimeoutError):
+            return "timeout"
+        if isinstance(link, ConnectionRefusedError):
+            return "connection refused"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
 def default_redis_url(explicit: str | None = None) -> str:
     """The Redis to use: ``explicit`` (``--redis-url``, ``redis_url=``), else
     ``REDIS_URL``, else :data:`DEFAULT_URL`. Workers, beat, the CLI and the Python API
@@ -63,26 +87,73 @@ def default_redis_url(explicit: str | None = None) -> str:
     return explicit or os.environ.get("REDIS_URL") or DEFAULT_URL
 
 
-def connect(url: str) -> redis.Redis:
-    """A client that fails fast, so a handler spools an event instead of hanging."""
-    return redis.Redis.from_url(
-        url,
-        decode_responses=True,
-        encoding_errors="surrogateescape",
-        socket_connect_timeout=2,
-        socket_timeout=10,
-        health_check_interval=30,
-    )
+def connect(url: str) -> Client:
+    """A client that fails fast, so a handler spools an event instead of hanging; a
+    cluster client for a ``redis+cluster://`` URL (it reads the slot map on creation)."""
+    options: dict[str, Any] = {
+        "decode_responses": True,
+        "encoding_errors": "surrogateescape",
+        "socket_connect_timeout": 2,
+        "socket_timeout": 10,
+    }
+    if is_cluster_url(url):
+        return connect_cluster(url, **options)
+    return redis.Redis.from_url(url, health_check_interval=30, **options)
+
+
+class Shard:
+    """The key names of one shard and the scripts bound to them."""
+
+    def __init__(self, connection: Connection, keys: Keys) -> None:
+        self.keys = keys
+        self._connection = connection
+        self._scripts: Scripts | None = None
+
+    @property
+    def scripts(self) -> Scripts:
+        if self._scripts is None:
+            self._scripts = Scripts(self._connection.client, self.keys)
+        return self._scripts
 
 
 class Connection:
-    """One Redis client with the names and scripts of one key prefix."""
+    """One Redis client with the names and scripts of one key prefix, in ``shards``
+    key sets. The client is made on first use: a cluster client reads the slot map
+    then, and a cluster that cannot be reached is a TrackerUnavailable like any other,
+    raised where the caller handles it (a worker spools its event)."""
 
-    def __init__(self, url: str, prefix: str, client: redis.Redis | None = None) -> None:
+    def __init__(
+        self, url: str, prefix: str, client: Client | None = None, *, shards: int = 1
+    ) -> None:
         self.url = url
-        self.client = client or connect(url)
-        self.keys = Keys(prefix)
-        self.scripts = Scripts(self.client, self.keys)
+        # a bad URL fails here, at start, not at first use
+        if client is None and is_cluster_url(url):
+            cluster_nodes(url)
+        elif client is None:
+            redis.connection.parse_url(url)  # type: ignore[no-untyped-call]
+        self._client = client
+        self.shards = tuple(Shard(self, keys) for keys in shard_keys(prefix, shards))
+        #: The first shard's names: where what is not a document's lives (the run lock).
+        self.keys = self.shards[0].keys
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            with self.errors("connect"):
+                try:
+                    self._client = connect(self.url)
+                except RedisClusterException as exc:
+                    raise redis.ConnectionError(str(exc)) from exc
+        return self._client
+
+    @property
+    def scripts(self) -> Scripts:
+        """The first shard's scripts."""
+        return self.shards[0].scripts
+
+    def shard(self, doc_id: str) -> Shard:
+        """The shard a document is filed in."""
+        return self.shards[shard_of(doc_id, len(self.shards))]
 
     @contextmanager
     def errors(self, operation: str) -> Iterator[None]:
@@ -91,7 +162,7 @@ class Connection:
         without its password."""
         try:
             yield
-        except redis.RedisError as exc:
+        except (redis.RedisError, RedisClusterException) as exc:
             where = redact(self.url) if self.url else "Redis"
             kind = _kind(exc)
             raise kind(f"{operation} failed on {where}: {exc}") from exc
@@ -104,6 +175,33 @@ class Connection:
 
     def pipeline(self, *, transaction: bool = False) -> Any:
         return self.client.pipeline(transaction=transaction)
+
+    def read_all(self, calls: Sequence[ReadCall]) -> list[Any]:
+        """Replies of read-only script calls sent in one pipeline: one round trip. A
+        script the server does not know yet (restart, SCRIPT FLUSH) is loaded and the
+        whole pipeline read again, which only read-only scripts make safe. redis-py
+        refuses scripts in a cluster pipeline: on a cluster each call goes by itself,
+        to its shard's primary, one round trip each."""
+        if isinstance(self.client, RedisCluster):
+            return [script.run(keys, argv) for script, keys, argv in calls]
+        for _ in range(2):
+            pipe = self.pipeline()
+            for script, keys, argv in calls:
+                pipe.evalsha(script.sha, len(keys), *keys, *argv)
+            replies: list[Any] = pipe.execute(raise_on_error=False)
+            unknown = {
+                call[0].name: call[0]
+                for call, reply in zip(calls, replies, strict=True)
+                if isinstance(reply, NoScriptError)
+            }
+            if not unknown:
+                break
+            for script in unknown.values():
+                self.client.script_load(script.source)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
 
     def close(self) -> None:
         self.client.close()
@@ -119,10 +217,20 @@ _REFUSALS = (
 )
 
 
-def _kind(exc: redis.RedisError) -> type[TrackerError]:
+#: Unreachable: nothing answered, or not yet (a cluster's slot not served by any node).
+_UNREACHABLE = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    redis.BusyLoadingError,
+    redis.exceptions.ClusterDownError,
+    SlotNotCoveredError,
+)
+
+
+def _kind(exc: Exception) -> type[TrackerError]:
     if isinstance(exc, _REFUSALS):
         return TrackerRefused
-    if isinstance(exc, redis.ConnectionError | redis.TimeoutError | redis.BusyLoadingError):
+    if isinstance(exc, _UNREACHABLE):
         return TrackerUnavailable
     return TrackerFailed
 
@@ -134,8 +242,23 @@ class Part:
     def __init__(self, connection: Connection, config: RecoveryConfig) -> None:
         self.connection = connection
         self.config = config
-        self.scripts = connection.scripts
+        self.shards = connection.shards
         self.keys = connection.keys
+
+    @property
+    def scripts(self) -> Scripts:
+        """The first shard's scripts (of the only shard, unless ``shards`` > 1)."""
+        return self.connection.scripts
+
+    def split(self, items: Sequence[T], doc_id: Callable[[T], str]) -> list[tuple[Shard, list[T]]]:
+        """``items`` by the shard of their document, in shard order; shards given none
+        are left out, and each keeps the items' order."""
+        if len(self.shards) == 1:
+            return [(self.shards[0], list(items))] if items else []
+        grouped: dict[int, list[T]] = {}
+        for item in items:
+            grouped.setdefault(shard_of(doc_id(item), len(self.shards)), []).append(item)
+        return [(self.shards[i], grouped[i]) for i in sorted(grouped)]
 
 
 def wire(value: str) -> bytes:

@@ -13,8 +13,9 @@ from collections.abc import Iterator, Sequence
 from typing import Literal, TypeVar
 
 from recovery.config import RecoveryConfig
+from recovery.keys import Keys
 from recovery.store.changes import CHUNK, TTL_MARGIN_SECONDS
-from recovery.store.connection import Connection, Part, strs
+from recovery.store.connection import Connection, Part, Shard, strs
 
 log = logging.getLogger(__name__)
 
@@ -36,24 +37,14 @@ class Maintenance(Part):
         live or dead, and dead ones beyond ``dead_max`` (oldest first, with a warning:
         never silently)."""
         now = self.connection.server_time() if now is None else now
-        k = self.keys
-        client = self.connection.client
         removed = {"expired": 0, "dead_trimmed": 0}
         with self.connection.errors("cleanup"):
-            cutoff = now - self.config.retention_seconds
-            removed["expired"] = self._remove_range(k.failed, "failed", cutoff, "expired")
-            removed["expired"] += self._remove_range(k.corrupt, "any", cutoff, "expired")
-            client.zremrangebyscore(k.superseded, "-inf", cutoff)
-            client.zremrangebyscore(k.deleted, "-inf", cutoff)
-            excess = int(client.zcard(k.dead)) - self.config.dead_max
-            while excess > 0:
-                ids = strs(client.zrange(k.dead, 0, min(excess, CHUNK) - 1))
-                if not ids:
-                    break
-                removed["dead_trimmed"] += self._remove(ids, "any", 0, "dead_trimmed")
-                excess -= len(ids)
+            for shard in self.shards:
+                for name, count in self._clean(shard, now).items():
+                    removed[name] += count
             self._repair_aggregates()
-            self._trim_rate_counters()
+            for shard in self.shards:
+                self._trim_rate_counters(shard.keys)
         if removed["dead_trimmed"]:
             log.warning(
                 "dead set over dead_max=%d: removed the %d oldest dead documents",
@@ -62,10 +53,34 @@ class Maintenance(Part):
             )
         return removed
 
+    def _clean(self, shard: Shard, now: float) -> dict[str, int]:
+        """Retention and the dead set's bound, in one shard (``dead_max`` is each
+        shard's share of it, rounded up)."""
+        k = shard.keys
+        client = self.connection.client
+        cutoff = now - self.config.retention_seconds
+        expired = self._remove_range(shard, k.failed, "failed", cutoff, "expired")
+        expired += self._remove_range(shard, k.corrupt, "any", cutoff, "expired")
+        client.zremrangebyscore(k.superseded, "-inf", cutoff)
+        client.zremrangebyscore(k.deleted, "-inf", cutoff)
+        trimmed = 0
+        excess = int(client.zcard(k.dead)) - -(-self.config.dead_max // len(self.shards))
+        while excess > 0:
+            ids = strs(client.zrange(k.dead, 0, min(excess, CHUNK) - 1))
+            if not ids:
+                break
+            trimmed += self._remove(shard, ids, "any", 0, "dead_trimmed")
+            excess -= len(ids)
+        return {"expired": expired, "dead_trimmed": trimmed}
+
     def delete(self, doc_ids: Sequence[str]) -> int:
         """Stop tracking these documents, whatever their state."""
         with self.connection.errors("delete"):
-            removed = sum(self._remove(chunk, "any", 0, "deleted") for chunk in chunks(doc_ids))
+            removed = sum(
+                self._remove(shard, chunk, "any", 0, "deleted")
+                for shard, ids in self.split(doc_ids, str)
+                for chunk in chunks(ids)
+            )
             self._repair_aggregates()
         return removed
 
@@ -74,23 +89,31 @@ class Maintenance(Part):
         application's own keys alike: a reset for demos and tests, O(N) by SCAN."""
         client = self.connection.client
         with self.connection.errors("drop every key"):
-            names = list(client.scan_iter(match=self.keys.pattern(), count=1000))
+            names = [
+                name
+                for shard in self.shards
+                for name in client.scan_iter(match=shard.keys.pattern(), count=1000)
+            ]
             for chunk in chunks(names):
-                client.delete(*chunk)
+                client.delete(*chunk)  # a cluster client sends one DEL per slot
         return len(names)
 
-    def _remove_range(self, index: str, which: Index, cutoff: float, counter: str) -> int:
+    def _remove_range(
+        self, shard: Shard, index: str, which: Index, cutoff: float, counter: str
+    ) -> int:
         client = self.connection.client
         total = 0
         while ids := strs(client.zrangebyscore(index, "-inf", cutoff, 0, CHUNK)):
-            total += self._remove(ids, which, cutoff, counter)
+            total += self._remove(shard, ids, which, cutoff, counter)
             if len(ids) < CHUNK:
                 break
         return total
 
-    def _remove(self, ids: Sequence[str], which: Index, cutoff: float, counter: str) -> int:
-        removed, expired, strays = self.connection.scripts.remove(
-            items=[self.keys.record(doc_id) for doc_id in ids],
+    def _remove(
+        self, shard: Shard, ids: Sequence[str], which: Index, cutoff: float, counter: str
+    ) -> int:
+        removed, expired, strays = shard.scripts.remove(
+            items=[shard.keys.record(doc_id) for doc_id in ids],
             item_args=ids,
             now="",
             which=which,
@@ -121,11 +144,10 @@ class Maintenance(Part):
             self._expired = self._strays = 0
             self.rebuild_aggregates()
 
-    def _trim_rate_counters(self) -> None:
+    def _trim_rate_counters(self, k: Keys) -> None:
         """Keep the per-worker and per-query run counters, and the error groups, to the
-        RATE_ENTRIES busiest names: free-text queries and messages would otherwise add
-        a field each, forever."""
-        k = self.keys
+        RATE_ENTRIES busiest names (of each shard): free-text queries and messages would
+        otherwise add a field each, forever."""
         client = self.connection.client
         if int(client.hlen(k.signatures)) > RATE_ENTRIES:
             counts: dict[str, str] = client.hgetall(k.signatures)  # type: ignore[assignment]
@@ -159,7 +181,10 @@ class Maintenance(Part):
         A repair, O(N): needed only when records vanished without the scripts (their
         TTL safety net fired), which leaves counts behind.
         """
-        k = self.keys
+        for shard in self.shards:
+            self._rebuild(shard.keys)
+
+    def _rebuild(self, k: Keys) -> None:
         client = self.connection.client
         counts: dict[str, dict[str, int]] = {k.by_category: {}, k.by_worker: {}, k.by_query: {}}
         with self.connection.errors("rebuild aggregates"):

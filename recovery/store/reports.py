@@ -6,23 +6,30 @@ past ``max_retry_count`` — all under *this* reader's settings — and the smal
 aggregate hashes the scripts keep up to date come in the same pipelined round trip.
 Listing and selecting read records in pipelined chunks; they are an operator's
 queries, never on a worker's hot path.
+
+With ``shards`` > 1 each shard is read the same way, the reads pipelined together,
+and the replies added up: counts and counters summed (the runs counted, and the last
+run's time, are each shard's own: the largest), an error group's first occurrence the
+earliest, a circuit breaker's window the shards' recent outcomes interleaved.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import json
 import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from recovery import policy
 from recovery.errors import CorruptRecord
 from recovery.keys import Keys
 from recovery.records import DEAD, FailedDocumentRecord
 from recovery.store import series
-from recovery.store.connection import Part, strs
+from recovery.store.connection import Part, Shard, strs
 from recovery.store.maintenance import chunks
 
 log = logging.getLogger(__name__)
@@ -75,6 +82,8 @@ class Selection:
 PAGE_BUDGET = 5000
 #: Index entries read per round trip of a page.
 PAGE_CHUNK = 500
+#: The indexes a page walks.
+PageIndex = Literal["failed", "waiting", "dead"]
 #: Record fields a selection filters on, in the order Selection.matches takes them,
 #: then the first failure's time (ages).
 FILTER_FIELDS = ("cat", "worker", "query", "sig", "state", "first")
@@ -138,7 +147,7 @@ class Snapshot:
 class Reports(Part):
     def get_record(self, doc_id: str) -> FailedDocumentRecord | None:
         """One record, or None; raises CorruptRecord if it cannot be decoded."""
-        key = self.keys.record(doc_id)
+        key = self.connection.shard(doc_id).keys.record(doc_id)
         client = self.connection.client
         with self.connection.errors("read record"):
             kind = str(client.type(key))
@@ -161,9 +170,23 @@ class Reports(Part):
         if limit is not None and limit <= 0:
             return []
         stop = -1 if limit is None else offset + limit - 1
+        name = _index_name(self.keys, index or self.keys.failed)
         with self.connection.errors("list failed documents"):
-            ids = strs(self.connection.client.zrange(index or self.keys.failed, offset, stop))
+            if len(self.shards) == 1:
+                ids = strs(self.connection.client.zrange(getattr(self.keys, name), offset, stop))
+            else:
+                merged = self._merged(name, stop)
+                ids = merged[offset:] if stop < 0 else merged[offset : stop + 1]
         return self.get_records(ids)
+
+    def _merged(self, index: str, stop: int) -> list[str]:
+        """The ids of one index of every shard up to rank ``stop`` (-1: all), in score
+        order across shards."""
+        pipe = self.connection.pipeline()
+        for shard in self.shards:
+            pipe.zrange(getattr(shard.keys, index), 0, stop, withscores=True)
+        ranked = heapq.merge(*pipe.execute(), key=lambda pair: (pair[1], pair[0]))
+        return [str(doc_id) for doc_id, _ in ranked]
 
     def get_records(self, doc_ids: Sequence[str]) -> list[FailedDocumentRecord]:
         """These documents' records, read in pipelined chunks; missing ones are left
@@ -173,7 +196,7 @@ class Reports(Part):
             for chunk in chunks(doc_ids):
                 pipe = self.connection.pipeline()
                 for doc_id in chunk:
-                    pipe.hgetall(self.keys.record(doc_id))
+                    pipe.hgetall(self.connection.shard(doc_id).keys.record(doc_id))
                 replies = pipe.execute(raise_on_error=False)
                 for doc_id, fields in zip(chunk, replies, strict=True):
                     record = self._decode_or_report(doc_id, fields)
@@ -182,7 +205,7 @@ class Reports(Part):
         return records
 
     def _decode_or_report(self, doc_id: str, fields: Any) -> FailedDocumentRecord | None:
-        key = self.keys.record(doc_id)
+        key = self.connection.shard(doc_id).keys.record(doc_id)
         try:
             if isinstance(fields, Exception):
                 raise CorruptRecord(key, str(fields))
@@ -194,7 +217,7 @@ class Reports(Part):
     def held(self, limit: int) -> list[FailedDocumentRecord]:
         """Documents held back by a failed precondition, least recently probed first."""
         with self.connection.errors("read held documents"):
-            ids = strs(self.connection.client.zrange(self.keys.waiting, 0, limit - 1))
+            ids = self._merged("waiting", limit - 1)[:limit]
         return self.get_records(ids)
 
     def select(self, selection: Selection | None = None, now: float | None = None) -> list[str]:
@@ -206,28 +229,38 @@ class Reports(Part):
         key that is not a hash matches no field filter.
         """
         selection = selection or Selection()
-        k = self.keys
         cutoff = (time.time() if now is None else now) - (selection.older_than_hours or 0) * 3600
         chosen: dict[str, float] = {}
-        client = self.connection.client
         with self.connection.errors("select documents"):
-            for index in selection.indexes(k):
-                scored: list[tuple[str, float]] = client.zrange(  # type: ignore[assignment]
-                    index, 0, -1, withscores=True
-                )
-                for chunk in chunks(scored):
-                    for (doc_id, score), fields in zip(chunk, self._fields(chunk), strict=True):
-                        if not selection.matches(*fields[:5]):
-                            continue
-                        first = float(score) if index == k.corrupt else _float(fields[5])
-                        if selection.older_than_hours is None or first <= cutoff:
-                            chosen.setdefault(str(doc_id), first)
+            for shard in self.shards:
+                for index in selection.indexes(shard.keys):
+                    self._select(shard, index, selection, cutoff, chosen)
         ordered = sorted(chosen, key=lambda doc_id: (chosen[doc_id], doc_id))
         return ordered[: selection.limit] if selection.limit else ordered
 
+    def _select(
+        self,
+        shard: Shard,
+        index: str,
+        selection: Selection,
+        cutoff: float,
+        chosen: dict[str, float],
+    ) -> None:
+        """Add what matches ``selection`` in one index of one shard to ``chosen``."""
+        scored: list[tuple[str, float]] = self.connection.client.zrange(  # type: ignore[assignment]
+            index, 0, -1, withscores=True
+        )
+        for chunk in chunks(scored):
+            for (doc_id, score), fields in zip(chunk, self._fields(shard, chunk), strict=True):
+                if not selection.matches(*fields[:5]):
+                    continue
+                first = float(score) if index == shard.keys.corrupt else _float(fields[5])
+                if selection.older_than_hours is None or first <= cutoff:
+                    chosen.setdefault(str(doc_id), first)
+
     def page(
         self,
-        index: str,
+        index: PageIndex,
         selection: Selection | None = None,
         after: str | None = None,
         limit: int = 50,
@@ -235,68 +268,101 @@ class Reports(Part):
         now: float | None = None,
         budget: int = PAGE_BUDGET,
     ) -> Page:
-        """Up to ``limit`` ids of one index (``keys.failed``, ``keys.waiting``,
-        ``keys.dead``) matching ``selection``, in the index's order, from the cursor
-        ``after`` on (see :func:`cursor`). A page reads the index by score from the
-        cursor, O(log N + what it examines), and examines at most ``budget`` entries,
-        so paging costs the same at a thousand records or a million; a page that
-        stops at the budget still hands back the cursor to go on from."""
+        """Up to ``limit`` ids of one index (``"failed"``, ``"waiting"``, ``"dead"``)
+        matching ``selection``, in the index's order, from the cursor ``after`` on (see
+        :func:`cursor`). A page reads the index by score from the cursor, O(log N +
+        what it examines), and examines at most ``budget`` entries per shard, so paging
+        costs the same at a thousand records or a million; a page that stops at the
+        budget still hands back the cursor to go on from. With shards, each shard is
+        read from the same cursor and the pages merged up to the nearest place where
+        a shard stopped, so nothing is skipped."""
         selection = selection or Selection()
-        low: float | str = "-inf"
-        skip_to: str | None = None
-        if after is not None:
-            low, skip_to = parse_cursor(after)
+        start = None if after is None else parse_cursor(after)
         cutoff = (time.time() if now is None else now) - (selection.older_than_hours or 0) * 3600
-        ids: list[str] = []
-        last = None if after is None else (float(low), str(skip_to))
-        examined, offset, more = 0, 0, True
-        client = self.connection.client
+        found: list[tuple[float, str]] = []
+        frontier: tuple[float, str] | None = None
+        examined = 0
         with self.connection.errors("read a page of documents"):
-            while more and len(ids) < limit and examined < budget:
-                want = min(PAGE_CHUNK, budget - examined)
-                raw: list[tuple[str, float]] = client.zrangebyscore(  # type: ignore[assignment]
-                    index, low, "+inf", start=offset, num=want, withscores=True
+            for shard in self.shards:
+                matches, stopped, seen = self._page_of(
+                    shard, getattr(shard.keys, index), selection, start, limit, budget, cutoff
                 )
-                offset += len(raw)
-                examined += len(raw)
-                more = len(raw) == want
-                # entries at the cursor's own score up to its id were on earlier pages
-                batch = [
-                    (str(d), float(sc))
-                    for d, sc in raw
-                    if skip_to is None or float(sc) != low or str(d) > skip_to
-                ]
-                for (doc_id, score), fields in zip(batch, self._fields(batch), strict=True):
-                    if len(ids) == limit:
-                        more = True
-                        break
-                    last = (score, doc_id)
-                    if selection.matches(*fields[:5]) and (
-                        selection.older_than_hours is None or _float(fields[5]) <= cutoff
-                    ):
-                        ids.append(doc_id)
-        following = cursor(*last) if more and last is not None else None
+                found += matches
+                examined += seen
+                if stopped is not None and (frontier is None or stopped < frontier):
+                    frontier = stopped
+        found = sorted(f for f in found if frontier is None or f <= frontier)
+        if len(found) > limit:
+            found, frontier = found[:limit], found[limit - 1]
+        elif found and frontier is not None and len(found) == limit:
+            frontier = found[-1]
+        ids = [doc_id for _, doc_id in found]
+        following = cursor(*frontier) if frontier is not None else None
         return Page(ids, self.get_records(ids), following, examined)
 
-    def _fields(self, entries: Sequence[tuple[str, float]]) -> list[list[Any]]:
+    def _page_of(
+        self,
+        shard: Shard,
+        index: str,
+        selection: Selection,
+        start: tuple[float, str] | None,
+        limit: int,
+        budget: int,
+        cutoff: float,
+    ) -> tuple[list[tuple[float, str]], tuple[float, str] | None, int]:
+        """One shard's matches after ``start`` (at most ``limit``), where it stopped
+        (None: its index ended) and how many entries it examined."""
+        low: float | str = "-inf" if start is None else start[0]
+        matches: list[tuple[float, str]] = []
+        last = start
+        examined, offset, more = 0, 0, True
+        client = self.connection.client
+        while more and len(matches) < limit and examined < budget:
+            want = min(PAGE_CHUNK, budget - examined)
+            raw: list[tuple[str, float]] = client.zrangebyscore(  # type: ignore[assignment]
+                index, low, "+inf", start=offset, num=want, withscores=True
+            )
+            offset += len(raw)
+            examined += len(raw)
+            more = len(raw) == want
+            # entries at the cursor's own score up to its id were on earlier pages
+            batch = [
+                (str(d), float(sc)) for d, sc in raw if start is None or (float(sc), str(d)) > start
+            ]
+            for (doc_id, score), fields in zip(batch, self._fields(shard, batch), strict=True):
+                if len(matches) == limit:
+                    more = True
+                    break
+                last = (score, doc_id)
+                if selection.matches(*fields[:5]) and (
+                    selection.older_than_hours is None or _float(fields[5]) <= cutoff
+                ):
+                    matches.append((score, doc_id))
+        return matches, (last if more and last is not None else None), examined
+
+    def _fields(self, shard: Shard, entries: Sequence[tuple[str, float]]) -> list[list[Any]]:
         """The fields selections filter on (category, worker, query, signature, state,
         first failure) of each entry's record, pipelined; all None for a key that is
         not a hash."""
         pipe = self.connection.pipeline()
         for doc_id, _ in entries:
-            pipe.hmget(self.keys.record(doc_id), *FILTER_FIELDS)
+            pipe.hmget(shard.keys.record(doc_id), *FILTER_FIELDS)
         replies = pipe.execute(raise_on_error=False) if entries else []
         return [r if isinstance(r, list) else [None] * len(FILTER_FIELDS) for r in replies]
 
     def _report(self, now: float | None, *, detail: bool) -> list[Any]:
+        args: dict[str, Any] = {
+            "now": "" if now is None else now,
+            "delays": policy.level_delays(self.config),
+            "ages": AGE_EDGES,
+            "detail": int(detail),
+        }
         with self.connection.errors("analysis" if detail else "status"):
-            reply: list[Any] = self.connection.scripts.report(
-                now="" if now is None else now,
-                delays=policy.level_delays(self.config),
-                ages=AGE_EDGES,
-                detail=int(detail),
-            )
-        return reply
+            if len(self.shards) == 1:
+                reply: list[Any] = self.scripts.report(**args)
+                return reply
+            calls = [(s.scripts.report, *s.scripts.report.bind(**args)) for s in self.shards]
+            return _sum_reports(self.connection.read_all(calls), self.config.breaker_window)
 
     def status(self, now: float | None = None) -> dict[str, Any]:
         """Counts under this reader's config and the recovery metrics, O(1) in the
@@ -320,20 +386,32 @@ class Reports(Part):
         return Snapshot(_status(reply), _pairs(reply[10]), int(reply[11]), _pairs(reply[12]))
 
     def breaker_windows(self) -> dict[str, str]:
-        """Each category's recent recovery outcomes, oldest first ('1' success)."""
+        """Each category's recent recovery outcomes, oldest first ('1' success); with
+        shards, each shard's windows interleaved from their newest (the order of
+        outcomes in different shards is not kept), ``breaker_window`` long."""
         with self.connection.errors("read circuit breakers"):
-            return self.connection.client.hgetall(self.keys.breakers)  # type: ignore[return-value]
+            pipe = self.connection.pipeline()
+            for shard in self.shards:
+                pipe.hgetall(shard.keys.breakers)
+            windows: list[dict[str, str]] = pipe.execute()
+        return _merge_windows(windows, self.config.breaker_window)
 
     def recoveries_over_time(self) -> list[series.Bucket]:
         """Resubmissions, successful and failed recoveries per interval, oldest first
-        (see :mod:`recovery.store.series`): a bounded read, whatever the store holds."""
-        k = self.keys
+        (see :mod:`recovery.store.series`), summed over shards: a bounded read,
+        whatever the store holds."""
         with self.connection.errors("read recoveries over time"):
             pipe = self.connection.pipeline()
-            pipe.zrange(k.series_buckets, 0, -1)
-            pipe.hgetall(k.series)
-            starts, fields = pipe.execute()
-        return series.buckets(strs(starts), fields)
+            for shard in self.shards:
+                pipe.zrange(shard.keys.series_buckets, 0, -1)
+                pipe.hgetall(shard.keys.series)
+            replies = pipe.execute()
+        return series.total(
+            [
+                series.buckets(strs(starts), fields)
+                for starts, fields in zip(replies[::2], replies[1::2], strict=True)
+            ]
+        )
 
     def environments(self) -> dict[str, int]:
         """Each worker's environment generation, as recorded when it last started."""
@@ -402,6 +480,99 @@ def recovery_metrics(stats: dict[str, str], total: int, eligible: int) -> dict[s
         "deleted": int(stats.get("deleted", 0)),
         "dropped_after_delete": int(stats.get("dropped_after_delete", 0)),
     }
+
+
+def _index_name(keys: Keys, index: str) -> str:
+    """The Keys property that names ``index`` (a sorted set of the first shard)."""
+    for name in ("failed", "dead", "due", "claimed", "waiting", "corrupt", "imports"):
+        if getattr(keys, name) == index:
+            return name
+    raise ValueError(f"{index!r} is not an index of {keys.prefix!r}")
+
+
+def _merge_windows(windows: list[dict[str, str]], window: int) -> dict[str, str]:
+    """Breaker windows of every shard as one (a single shard's as it is)."""
+    if len(windows) == 1:
+        return windows[0]
+    return {
+        category: _interleave([w.get(category, "") for w in windows])[-window:]
+        for category in sorted(set().union(*windows))
+    }
+
+
+def _interleave(windows: list[str]) -> str:
+    """Outcome strings merged newest with newest: '01' and '1' give '011'."""
+    longest = max(map(len, windows), default=0)
+    padded = [w.rjust(longest, " ") for w in windows]
+    return "".join(itertools.chain.from_iterable(zip(*padded, strict=True))).replace(" ", "")
+
+
+#: Counters of report.lua's stats that each shard keeps for every run (settle stamps
+#: every shard): the largest is the tracker's, not their sum.
+PER_RUN = ("recovery_runs", "last_recovery_run")
+#: Positions in report.lua's reply: counts to sum, the age buckets, the stats, and
+#: with detail the aggregate hashes (summed, but for the two about error groups).
+COUNTS = range(1, 9)
+AGES, STATS, IN_FLIGHT, BREAKERS, AGGREGATES = 9, 10, 11, 12, 13
+SIGNATURE_INFO, SIGNATURE_LAST = 21, 22
+
+
+def _sum_reports(replies: list[list[Any]], window: int) -> list[Any]:
+    """One report.lua reply from each shard's (``window``: breaker_window)."""
+    first = replies[0]
+    out: list[Any] = [first[0]]
+    out += [sum(int(r[i]) for r in replies) for i in COUNTS]
+    out.append([sum(int(r[AGES][b]) for r in replies) for b in range(len(first[AGES]))])
+    stats = [_pairs(r[STATS]) for r in replies]
+    out.append(_flat(_sum_hashes(stats, keep_max=PER_RUN)))
+    out.append(sum(int(r[IN_FLIGHT]) for r in replies))
+    out.append(_flat(_merge_windows([_pairs(r[BREAKERS]) for r in replies], window)))
+    for i in range(AGGREGATES, len(first)):
+        hashes = [_pairs(r[i]) for r in replies]
+        if i == SIGNATURE_INFO:
+            merged = _earliest(hashes)
+        elif i == SIGNATURE_LAST:
+            merged = _sum_hashes(hashes, keep_max=tuple(set().union(*hashes)))
+        else:
+            merged = _sum_hashes(hashes)
+        out.append(_flat(merged))
+    return out
+
+
+def _sum_hashes(hashes: list[dict[str, str]], keep_max: Sequence[str] = ()) -> dict[str, str]:
+    """Field by field, the sum (or, for ``keep_max``, the largest) of numeric hashes."""
+    merged: dict[str, float] = {}
+    for h in hashes:
+        for name, raw in h.items():
+            value = float(raw)
+            if name not in merged:
+                merged[name] = value
+            elif name in keep_max:
+                merged[name] = max(merged[name], value)
+            else:
+                merged[name] += value
+    return {name: repr(v) if v != int(v) else str(int(v)) for name, v in merged.items()}
+
+
+def _earliest(infos: list[dict[str, str]]) -> dict[str, str]:
+    """Per error group, the first occurrence the shards saw first."""
+    merged: dict[str, str] = {}
+    for info in infos:
+        for sig, raw in info.items():
+            if sig not in merged or _first_seen(raw) < _first_seen(merged[sig]):
+                merged[sig] = raw
+    return merged
+
+
+def _first_seen(raw: str) -> float:
+    try:
+        return float(json.loads(raw).get("first", 0))
+    except (ValueError, AttributeError, TypeError):
+        return 0.0
+
+
+def _flat(fields: dict[str, str]) -> list[str]:
+    return [item for pair in fields.items() for item in pair]
 
 
 def _pairs(flat: list[str]) -> dict[str, str]:

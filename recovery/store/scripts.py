@@ -28,7 +28,8 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-import redis
+from redis import Redis
+from redis.cluster import RedisCluster
 from redis.commands.core import Script
 
 from recovery.keys import Keys
@@ -99,10 +100,11 @@ def source(name: str) -> str:
 class LuaScript:
     """One registered script, called with named keys and arguments."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, name: str) -> None:
+    def __init__(self, client: Redis | RedisCluster, keys: Keys, name: str) -> None:
         self.name = name
         self.signature = signature(name)
-        self._script: Script = client.register_script(source(name))
+        self.source = source(name)
+        self._script: Script = client.register_script(self.source)
         self._shared = {n: getattr(keys, n) for n in self.signature.keys if _is_shared(keys, n)}
         self._given = [n for n in self.signature.keys if n not in self._shared]
 
@@ -115,16 +117,25 @@ class LuaScript:
     ) -> Any:
         """Run it: ``keys`` names the per-call keys (``record=...``), ``args`` every
         declared argument; ``items`` and ``item_args`` follow them in KEYS and ARGV."""
-        script_keys, argv = self._bind(keys, items, item_args, args)
-        return self._script(keys=script_keys, args=argv)
+        script_keys, argv = self.bind(keys, items, item_args, **args)
+        return self.run(script_keys, argv)
 
-    def _bind(
+    def run(self, keys: list[str], argv: list[Any]) -> Any:
+        """Run it with KEYS and ARGV as :meth:`bind` made them."""
+        return self._script(keys=keys, args=argv)
+
+    @property
+    def sha(self) -> str:
+        return str(self._script.sha)
+
+    def bind(
         self,
-        keys: dict[str, str] | None,
-        items: Sequence[str],
-        item_args: Sequence[Any],
-        args: dict[str, Any],
+        keys: dict[str, str] | None = None,
+        items: Sequence[str] = (),
+        item_args: Sequence[Any] = (),
+        **args: Any,
     ) -> tuple[list[str], list[Any]]:
+        """The KEYS and ARGV of a call, for a pipeline (see ``Connection.read_all``)."""
         keys = keys or {}
         if set(keys) != set(self._given) or set(args) != set(self.signature.args):
             raise TypeError(
@@ -142,7 +153,7 @@ def _is_shared(keys: Keys, name: str) -> bool:
 class Scripts:
     """Every script, registered once on one client: ``scripts.claim(...)``."""
 
-    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+    def __init__(self, client: Redis | RedisCluster, keys: Keys) -> None:
         for name in NAMES:
             setattr(self, name, LuaScript(client, keys, name))
 

@@ -49,3 +49,19 @@ def buckets(starts: list[str], fields: dict[str, str]) -> list[Bucket]:
         )
         seen = total
     return out
+
+
+def total(series: list[list[Bucket]]) -> list[Bucket]:
+    """Several shards' series as one: per interval, the sum of theirs."""
+    if len(series) == 1:
+        return series[0]
+    sums: dict[int, list[int]] = {}
+    for bucket in (b for one in series for b in one):
+        into = sums.setdefault(bucket.start, [0, 0, 0])
+        into[0] += bucket.resubmitted
+        into[1] += bucket.recovered
+        into[2] += bucket.failed
+    if not sums:
+        return []
+    span = range(min(sums), max(sums) + STEP, STEP)
+    return [Bucket(start, *sums.get(start, (0, 0, 0))) for start in span]

@@ -1,0 +1,267 @@
+"""The tracker on a real 3-primary Redis Cluster (``redis+cluster://``).
+
+The cluster is three redis-servers with ``--cluster-enabled yes`` on loopback ports,
+joined by ``redis-cli --cluster create`` (:class:`recovery.redis_cluster.LocalCluster`),
+started once for this module and flushed before each test. Celery's broker and result
+backend stay on the session's plain Redis: a cluster is the tracker's store only.
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from celery import Celery
+from redis.cluster import RedisCluster
+
+from recovery import DocumentRecoveryManager, RecoveryConfig, installed
+from recovery.errors import ConfigError, TrackerUnavailable
+from recovery.keys import shard_of, slot
+from recovery.records import FailedDocumentRecord, document_id
+from recovery.redis_cluster import LocalCluster, find_redis_cli
+from recovery.redis_server import free_port
+from recovery.store import Settlement, Tracker, connect
+from recovery.store.cluster import cluster_nodes
+
+SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+TIMEOUT = 30.0
+HOUR = 3600.0
+DAY = 86400.0
+
+
+@pytest.fixture(scope="module")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    try:
+        find_redis_cli()
+    except FileNotFoundError as exc:
+        pytest.skip(f"no Redis Cluster can be created here: {exc}")
+    cluster = LocalCluster(tmp_path_factory.mktemp("cluster"))
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def cluster_url(redis_cluster: LocalCluster) -> str:
+    """The cluster's URL, every primary flushed."""
+    client = connect(redis_cluster.url)
+    client.flushall()
+    client.close()
+    return redis_cluster.url
+
+
+@pytest.fixture
+def cluster_client(cluster_url: str) -> Iterator[RedisCluster]:
+    client = connect(cluster_url)
+    assert isinstance(client, RedisCluster)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def make_tracker(cluster_url: str) -> Iterator[Callable[..., Tracker]]:
+    made: list[Tracker] = []
+
+    def create(**settings: Any) -> Tracker:
+        config = RecoveryConfig.from_mapping(
+            {"retry_jitter": 0.0, "min_retry_interval_hours": 0.0, **settings}
+        )
+        tracker = Tracker(cluster_url, config)
+        made.append(tracker)
+        return tracker
+
+    yield create
+    for tracker in made:
+        tracker.close()
+
+
+def failure(path: str, at: float, **fields: Any) -> FailedDocumentRecord:
+    fields.setdefault("task_id", f"task-{path}-{at}")
+    fields.setdefault("error_message", "RuntimeError: boom")
+    return FailedDocumentRecord(document_path=path, failure_timestamp=at, **fields)
+
+
+def primaries_holding(client: RedisCluster, pattern: str) -> set[str]:
+    """Names of the primaries that hold a key matching ``pattern``."""
+    return {
+        node.name
+        for node in client.get_primaries()  # type: ignore[no-untyped-call]
+        if node.redis_connection is not None and node.redis_connection.keys(pattern)
+    }
+
+
+def same_shard(count: int, shards: int) -> list[str]:
+    """``count`` paths of documents in one shard (the first)."""
+    paths = (f"/dead/{n}.pdf" for n in itertools.count())
+    return list(
+        itertools.islice((p for p in paths if shard_of(document_id(p), shards) == 0), count)
+    )
+
+
+def wait_for(condition: Callable[[], object], what: str) -> None:
+    deadline = time.monotonic() + TIMEOUT
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {TIMEOUT}s waiting for {what}")
+        time.sleep(0.05)
+
+
+# --- the URL --------------------------------------------------------------------------
+
+
+def test_a_cluster_url_names_its_nodes_in_order() -> None:
+    url = "redis+cluster://user:secret@10.0.0.1:7000,node-b:7001,[::1]:7002/0"
+
+    assert cluster_nodes(url) == [("10.0.0.1", 7000), ("node-b", 7001), ("::1", 7002)]
+
+
+@pytest.mark.parametrize(
+    ("url", "named"),
+    [
+        ("redis+cluster://:secret@127.0.0.1:7000/3", "'/3'"),
+        ("redis+cluster://:secret@127.0.0.1", "'127.0.0.1'"),
+        ("redis+cluster://:secret@127.0.0.1:7000,:7001", "':7001'"),
+        ("redis+cluster://:secret@127.0.0.1:port", "'127.0.0.1:port'"),
+    ],
+)
+def test_a_bad_cluster_url_fails_at_once_naming_the_part_and_never_the_password(
+    url: str, named: str
+) -> None:
+    with pytest.raises(ConfigError, match="REDIS_URL") as caught:
+        Tracker(url, RecoveryConfig())
+
+    assert named in str(caught.value)
+    assert "redis+cluster://[user:password@]host:port" in str(caught.value)
+    assert "secret" not in str(caught.value)
+
+
+def test_an_unreachable_cluster_is_unavailable_when_used_not_when_configured() -> None:
+    # Given a cluster URL where nothing listens, a tracker can still be made
+    tracker = Tracker(f"redis+cluster://:secret@127.0.0.1:{free_port()}", RecoveryConfig())
+
+    # When it is used, it says the cluster is unreachable (what a worker spools on)
+    with pytest.raises(TrackerUnavailable, match="connect failed on") as caught:
+        tracker.reports.status()
+    assert "secret" not in str(caught.value)
+
+
+# --- the tracker's operations ---------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("shards", "primaries"), [(1, 1), (3, 3)])
+def test_every_operation_of_the_tracker_runs_on_a_cluster_one_slot_per_shard(
+    make_tracker: Callable[..., Tracker], cluster_client: RedisCluster, shards: int, primaries: int
+) -> None:
+    tracker = make_tracker(failed_docs_retention_days=1, dead_max=shards, shards=shards)
+    now = time.time()
+    # Given failures of several kinds recorded on the cluster
+    for i in range(4):
+        tracker.store.record_failure(failure(f"/d/{i}.pdf", now - 2 * HOUR, worker_id="w1"))
+    tracker.store.record_failure(
+        failure("/d/old.pdf", now - 2 * DAY, worker_id="w2"), now=now - 2 * DAY
+    )
+    for path in same_shard(2, shards):
+        tracker.store.record_failure(
+            failure(path, now - HOUR, error_category="permanent", worker_id="w2")
+        )
+
+    # Then status and analysis count them
+    status, analysis = tracker.reports.overview()
+    assert status["total_failed_documents"] == 7
+    assert status["dead"] == 2
+    assert analysis["workers"]["w1"]["tracked"] == 4
+    # And each shard's keys live on the one primary that owns its slot, every shard
+    # on a primary of its own
+    shard_keys = [shard.keys for shard in tracker.connection.shards]
+    assert len(primaries_holding(cluster_client, "{docrecovery*")) == primaries
+    for keys in shard_keys:
+        assert len(primaries_holding(cluster_client, keys.pattern())) == 1
+        assert cluster_client.cluster_keyslot(keys.due) == slot(keys.prefix)
+
+    # When a run claims, settles and a document is resolved
+    claim = tracker.claims.claim_due(10)
+    ids = sorted(r.doc_id for r in claim.records)
+    assert ids == sorted(document_id(f"/d/{i}.pdf") for i in range(4))
+    tracker.claims.settle(
+        [Settlement(ids[0], "sent", "new-task"), *(Settlement(d, "release") for d in ids[1:])]
+    )
+    assert tracker.store.resolve(ids[0], task_id="new-task", recovery_attempt=True).tracked
+    assert tracker.reports.status()["recovery_metrics"]["successful_recoveries"] == 1
+
+    # And maintenance runs: retention removes the old one, dead_max (a share of it in
+    # each shard) trims one dead
+    removed = tracker.maintenance.cleanup()
+    assert removed == {"expired": 1, "dead_trimmed": 1}
+    assert tracker.reports.status()["total_failed_documents"] == 4
+    assert tracker.maintenance.delete([ids[1]]) == 1
+    assert [r.doc_id for r in tracker.reports.get_records(ids)] == ids[2:]
+    assert tracker.maintenance.drop_everything() > 0
+    assert tracker.reports.status()["total_failed_documents"] == 0
+
+
+@pytest.mark.slow
+def test_the_run_lock_and_start_checks_work_on_a_cluster(
+    make_tracker: Callable[..., Tracker],
+) -> None:
+    tracker, other = make_tracker(), make_tracker()
+
+    with tracker.exclusive(30) as first, other.exclusive(30) as second:
+        assert (first, second) == (True, False)
+    assert tracker.warnings() == []
+
+
+# --- a real worker ----------------------------------------------------------------------
+
+
+@pytest.fixture(params=[1, 3], ids=["1-shard", "3-shards"])
+def cluster_recovery(
+    celery_app: Celery, cluster_url: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[DocumentRecoveryManager]:
+    """The app's recovery system tracking on the cluster (its broker stays on the
+    session's Redis) in one shard or three, and a manager with the same settings;
+    restored after."""
+    rec = installed(celery_app)
+    original = rec.config
+    config = RecoveryConfig.from_mapping(
+        {
+            "min_retry_interval_hours": 0,
+            "retry_jitter": 0,
+            "enable_periodic_recovery": False,
+            "spool_dir": str(tmp_path / "spool"),
+            "shards": request.param,
+        }
+    )
+    rec.configure(config, redis_url=cluster_url)
+    manager = DocumentRecoveryManager(cluster_url, config, app=celery_app)
+    yield manager
+    manager.close()
+    rec.configure(original)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("redis_url", "celery_worker")
+def test_a_worker_records_and_recovers_a_document_on_a_cluster(
+    cluster_recovery: DocumentRecoveryManager, celery_app: Celery, doc_root: Path
+) -> None:
+    tracker = cluster_recovery.tracker
+    path = doc_root / "guide.txt"
+    doc_id = document_id(str(path), "retries")
+    # Given a document that failed in the worker because its file was missing
+    celery_app.send_task("tasks.process_document", args=[str(path), "retries", {}])
+    wait_for(lambda: tracker.reports.get_record(doc_id) is not None, "the failure")
+
+    # When the file is restored and a recovery run resubmits it
+    shutil.copy(SAMPLES / "celery-retries.txt", path)
+    summary = cluster_recovery.run_batch()
+
+    # Then the worker processes it, the tracker on the cluster forgets it, and counts it
+    assert [sent["doc_id"] for sent in summary["resubmitted"]] == [doc_id]
+    wait_for(lambda: tracker.reports.get_record(doc_id) is None, "the recovery")
+    metrics = cluster_recovery.status()["recovery_metrics"]
+    assert (metrics["recovery_attempts"], metrics["successful_recoveries"]) == (1, 1)
