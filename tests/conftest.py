@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import redis
+from brokers import Broker, RedisBroker, rabbitmq_unavailable, rabbitmq_vhost, repoint
 from celery import Celery
 from celery.contrib.pytest import celery_worker
 
@@ -177,3 +178,30 @@ def worker_process(
     yield start
     for worker in started:
         worker.stop()
+
+
+@pytest.fixture(params=["redis", "rabbitmq"])
+def broker(
+    request: pytest.FixtureRequest,
+    redis_url: str,
+    redis_client: redis.Redis,
+    celery_app: Celery,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Broker]:
+    """The broker the test's tasks travel through, the tracker staying on the test's
+    Redis: that Redis (the zero-config default), or RabbitMQ in a vhost of the test's
+    own, named by ``CELERY_BROKER_URL`` to every process the test starts and given to
+    the pipeline app (see ``tests/brokers.py``)."""
+    if request.param == "redis":
+        yield RedisBroker(redis_client, redis_url)
+        return
+    reason = rabbitmq_unavailable()
+    if reason:
+        pytest.skip(reason)
+    with rabbitmq_vhost() as rabbit:
+        monkeypatch.setenv("CELERY_BROKER_URL", rabbit.url)
+        repoint(celery_app, rabbit.url)
+        try:
+            yield rabbit
+        finally:
+            repoint(celery_app, redis_url)
