@@ -19,18 +19,11 @@ import os
 
 from kombu import Exchange, Queue
 
-from recovery.broker import (
-    default_broker_url,
-    default_result_backend,
-    is_redis,
-    queue_arguments,
-    queue_type,
-)
+from recovery import broker as _broker
 from recovery.config import RecoveryConfig, soft_limit
 
-broker_url = default_broker_url()
-result_backend = default_result_backend()
-_redis_broker = is_redis(broker_url)
+broker_url = _broker.default_broker_url()
+result_backend = _broker.default_result_backend()
 
 # Messages are JSON only: a pickled payload from the broker could run code.
 task_serializer = "json"
@@ -48,10 +41,10 @@ task_default_queue = "documents"
 # queues Celery applies the prefetch per consumer and sends countdown/ETA tasks through
 # RabbitMQ's native delayed delivery. Senders declare the same type (recovery.broker).
 task_queues = tuple(
-    Queue(name, Exchange(name), routing_key=name, queue_arguments=queue_arguments())
+    Queue(name, Exchange(name), routing_key=name, queue_arguments=_broker.queue_arguments())
     for name in ("documents", "recovery", "highmem")
 )
-task_default_queue_type = queue_type()
+task_default_queue_type = _broker.queue_type()
 task_create_missing_queue_type = task_default_queue_type
 task_routes = {
     "tasks.process_document": {"queue": "documents"},
@@ -88,7 +81,7 @@ task_soft_time_limit = soft_limit(task_time_limit)
 # The longest a run may take: the time limit, or a recovery resubmission's limit.
 _longest_run = max(task_time_limit, RecoveryConfig.from_env().recovery_timeout)
 
-if _redis_broker:
+if _broker.is_redis(broker_url):
     broker_transport_options = {
         # An unacked message of a vanished node becomes visible again after this long.
         # It must outlive the longest run (else a running task is delivered twice), so
