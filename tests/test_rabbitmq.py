@@ -272,3 +272,29 @@ def test_a_node_killed_with_no_other_consumer_is_swept_and_its_redelivery_droppe
     assert f"dropping task {task_id}" in second.log()
     assert second.log().count("succeeded in") == 1
     wait_for(rabbitmq.idle, 30, "the queues to drain")
+
+
+def test_a_worker_that_loses_rabbitmq_stops_its_run_instead_of_running_it_twice(
+    rabbitmq: RabbitBroker,
+    worker_process: StartWorker,
+    doc_root: Path,
+    celery_app: Celery,
+    redis_client: redis.Redis,
+) -> None:
+    # Given a worker running a large document
+    worker = worker_process("w1", env=FAST_ENV)
+    doc = Doc(str(write_slow_html(doc_root / "large.html", 4.0)), "retry")
+    task_id = str(celery_app.send_task(TASK, args=doc.args).id)
+    wait_for(lambda: inflight_score(redis_client, task_id), 30, "the large document to start")
+
+    # When RabbitMQ closes the worker's connection mid-run (and so requeues the message)
+    rabbitmqctl("close_all_connections", "-p", rabbitmq.vhost, "test: connection lost")
+
+    # Then the run is stopped; the redelivered message runs once more, counted as the
+    # lost attempt it was, and the document is processed by that one run
+    wait_for(lambda: processed(redis_client, doc), 60, "the document", worker.log)
+    wait_for(lambda: not record(redis_client, doc.doc_id), 30, "its record to be cleared")
+    wait_for(rabbitmq.idle, 30, "the queues to drain")
+    log = worker.log()
+    assert "recorded as worker_lost" in log
+    assert log.count("succeeded in") == 1, log[-3000:]
