@@ -249,7 +249,7 @@ def test_a_node_killed_with_no_other_consumer_is_swept_and_its_redelivery_droppe
     # RabbitMQ holds the message again, ready, with nobody to deliver it to
     env = {**FAST_ENV, "CELERY_TASK_TIME_LIMIT": "20"}
     first = worker_process("w1", env=env)
-    doc = Doc(str(write_slow_html(doc_root / "large.html", 4.0)), "retry")
+    doc = Doc(str(write_slow_html(doc_root / "large.html", 2.0)), "retry")
     task_id = str(celery_app.send_task(TASK, args=doc.args).id)
     wait_for(lambda: inflight_score(redis_client, task_id), 30, "the large document to start")
     first.kill()
