@@ -23,6 +23,7 @@ append the event to a local spool (``spool_dir``), replayed once Redis answers a
 from __future__ import annotations
 
 import logging
+import os
 import time
 import traceback
 import weakref
@@ -73,9 +74,13 @@ class Recovery:
 
     @property
     def redis_url(self) -> str:
-        """The tracker's Redis: the explicit URL, else ``REDIS_URL``. Never the broker's,
-        which may be RabbitMQ or a Redis of its own (:mod:`recovery.broker`)."""
-        return default_redis_url(self._redis_url)
+        """The tracker's Redis: the explicit URL, else ``REDIS_URL``. Only with neither
+        does a Redis broker serve (one Redis named once: ``celery -b redis://...``);
+        never a broker of another kind (:mod:`recovery.broker`)."""
+        if self._redis_url or os.environ.get("REDIS_URL"):
+            return default_redis_url(self._redis_url)
+        broker = str(self.app.conf.broker_url or "")
+        return broker if broker.startswith(("redis://", "rediss://")) else default_redis_url()
 
     @property
     def tracker(self) -> Tracker:
