@@ -1,11 +1,16 @@
 """Celery's own settings for the document pipeline, read from the environment.
 
-The Redis is the one every docrecovery process resolves
-(``recovery.store.connection.default_redis_url``: ``REDIS_URL``, else the default). It
-is the broker and, unless ``CELERY_RESULT_BACKEND`` says otherwise, the result backend.
-Recovery settings are not here: they live in one validated ``recovery.RecoveryConfig``
-(``DOCRECOVERY_*`` variables), and ``recovery.install`` adds the ``recovery.run`` beat
-entry from it.
+Two settings say where things are (:mod:`recovery.broker`):
+
+- ``REDIS_URL`` — the tracker's Redis (``recovery.store.connection.default_redis_url``)
+  and, unless ``CELERY_RESULT_BACKEND`` says otherwise, the result backend;
+- ``CELERY_BROKER_URL`` (or ``celery -b URL``) — the broker, e.g. RabbitMQ
+  (``amqp://user:pw@host:5672/vhost``); unset, the broker is that same Redis.
+
+The broker-specific settings below follow the broker: a Redis broker's visibility
+timeout, a RabbitMQ broker's queue type and cancel-on-connection-loss. Recovery settings
+are not here: they live in one validated ``recovery.RecoveryConfig`` (``DOCRECOVERY_*``
+variables), and ``recovery.install`` adds the ``recovery.run`` beat entry from it.
 """
 
 from __future__ import annotations
@@ -14,13 +19,11 @@ import os
 
 from kombu import Exchange, Queue
 
+from recovery import broker as _broker
 from recovery.config import RecoveryConfig, soft_limit
-from recovery.store.connection import default_redis_url
 
-redis_url = default_redis_url()
-
-broker_url = redis_url
-result_backend = os.environ.get("CELERY_RESULT_BACKEND", redis_url)
+broker_url = _broker.default_broker_url()
+result_backend = _broker.default_result_backend()
 
 # Messages are JSON only: a pickled payload from the broker could run code.
 task_serializer = "json"
@@ -31,19 +34,43 @@ result_accept_content = ["json"]
 task_default_queue = "documents"
 # Each queue has its own exchange and routing key: declared bare, all three would bind
 # to the default exchange under the key "documents".
+# On RabbitMQ they are durable and their messages persistent (Celery's defaults), so a
+# broker restart loses no task. Classic queues live on one RabbitMQ node; quorum queues
+# (CELERY_QUEUE_TYPE=quorum) are replicated over a RabbitMQ cluster and survive the loss
+# of a minority of its nodes, for more disk and network per message. With quorum
+# queues Celery applies the prefetch per consumer and sends countdown/ETA tasks through
+# RabbitMQ's native delayed delivery. Senders declare the same type (recovery.broker).
 task_queues = tuple(
-    Queue(name, Exchange(name), routing_key=name) for name in ("documents", "recovery", "highmem")
+    Queue(name, Exchange(name), routing_key=name, queue_arguments=_broker.queue_arguments())
+    for name in ("documents", "recovery", "highmem")
 )
+task_default_queue_type = _broker.queue_type()
+task_create_missing_queue_type = task_default_queue_type
 task_routes = {
     "tasks.process_document": {"queue": "documents"},
     "recovery.run": {"queue": "recovery"},
 }
 
-# Ack after the task ran, so a task on a node that dies is redelivered, not lost.
+# Ack after the task ran, so a task on a node that dies is redelivered, not lost: by
+# Redis once the visibility timeout below has passed, by RabbitMQ as soon as the node's
+# connection closes.
+#
+# RabbitMQ closes the channel of a consumer that holds a message unacknowledged longer
+# than its `consumer_timeout` (30 min by default since 3.8.15) and redelivers the
+# message. With late acks a message stays unacknowledged for its whole run, so that
+# timeout must outlive the longest run: max(CELERY_TASK_TIME_LIMIT,
+# DOCRECOVERY_MAX_RECOVERY_TIMEOUT) plus DOCRECOVERY_LEASE_GRACE_SECONDS, 3660 s with
+# the defaults — above RabbitMQ's 30 minutes. Set it in rabbitmq.conf
+# (`consumer_timeout = 3900000`, in ms; at runtime `rabbitmqctl eval
+# 'application:set_env(rabbit, consumer_timeout, 3900000).'` for channels opened
+# afterwards), or on RabbitMQ >= 3.12 per queue with a policy:
+# `rabbitmqctl set_policy -p VHOST docrecovery '^(documents|recovery|highmem)$'
+# '{"consumer-timeout": 3900000}' --apply-to queues`.
 task_acks_late = True
 # A child killed mid-task (OOM, SIGKILL) requeues its message instead of failing it.
 task_reject_on_worker_lost = True
-# Take one message at a time: long documents should not sit behind a busy child.
+# Take one message at a time: long documents should not sit behind a busy child (on
+# RabbitMQ: basic.qos prefetch_count = concurrency, one unacknowledged message a child).
 worker_prefetch_multiplier = 1
 # Track STARTED so Flower and result queries can tell running from queued.
 task_track_started = True
@@ -54,15 +81,23 @@ task_soft_time_limit = soft_limit(task_time_limit)
 # The longest a run may take: the time limit, or a recovery resubmission's limit.
 _longest_run = max(task_time_limit, RecoveryConfig.from_env().recovery_timeout)
 
-broker_transport_options = {
-    # An unacked message of a vanished node becomes visible again after this long. It
-    # must outlive the longest run (else a running task is delivered twice), so it
-    # follows the time limits instead of kombu's one-hour default.
-    "visibility_timeout": int(os.environ.get("CELERY_VISIBILITY_TIMEOUT", str(_longest_run + 60))),
-    # Sweep for such messages every few seconds, on every sweep (not every tenth).
-    "unacked_restore_interval": 5,
-    "unacked_restore_throttle": 1,
-}
+if _broker.is_redis(broker_url):
+    broker_transport_options = {
+        # An unacked message of a vanished node becomes visible again after this long.
+        # It must outlive the longest run (else a running task is delivered twice), so
+        # it follows the time limits instead of kombu's one-hour default.
+        "visibility_timeout": int(
+            os.environ.get("CELERY_VISIBILITY_TIMEOUT", str(_longest_run + 60))
+        ),
+        # Sweep for such messages every few seconds, on every sweep (not every tenth).
+        "unacked_restore_interval": 5,
+        "unacked_restore_throttle": 1,
+    }
+else:
+    # A worker that loses its connection to RabbitMQ cannot ack what it runs, and
+    # RabbitMQ redelivers those messages at once: stop the runs (their redelivery is
+    # then a worker_lost retry) rather than let a second worker run each alongside.
+    worker_cancel_long_running_tasks_on_connection_loss = True
 # Keep retrying the broker at start instead of exiting when Redis is a moment late.
 broker_connection_retry_on_startup = True
 # Results are for callers and the demo; a day is plenty and bounds Redis memory.

@@ -23,6 +23,7 @@ append the event to a local spool (``spool_dir``), replayed once Redis answers a
 from __future__ import annotations
 
 import logging
+import os
 import time
 import traceback
 import weakref
@@ -73,22 +74,23 @@ class Recovery:
 
     @property
     def redis_url(self) -> str:
-        """The explicit URL, else the app's broker when it is Redis, else REDIS_URL."""
-        if self._redis_url:
-            return self._redis_url
+        """The tracker's Redis: the explicit URL, else ``REDIS_URL``. Only with neither
+        does a Redis broker serve (one Redis named once: ``celery -b redis://...``);
+        never a broker of another kind (:mod:`recovery.broker`)."""
+        if self._redis_url or os.environ.get("REDIS_URL"):
+            return default_redis_url(self._redis_url)
         broker = str(self.app.conf.broker_url or "")
         return broker if broker.startswith(("redis://", "rediss://")) else default_redis_url()
 
     @property
     def tracker(self) -> Tracker:
-        """The tracker for the current URL (tests and processors may repoint the app)."""
+        """The tracker for the current URL (``REDIS_URL`` may change, e.g. in tests)."""
         if self._tracker is None or self._tracker.url != self.redis_url:
             self._tracker = Tracker(self.redis_url, self.config)
         return self._tracker
 
     def configure(self, config: RecoveryConfig, redis_url: str | None = None) -> None:
-        """Swap the settings and, optionally, the tracker's Redis (which otherwise
-        follows the app's broker)."""
+        """Swap the settings and, optionally, the tracker's Redis (else ``REDIS_URL``)."""
         self.config = config
         self._redis_url = redis_url
         self._tracker = None

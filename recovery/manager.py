@@ -36,7 +36,6 @@ same holds, so it shows exactly what a run would do.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -44,6 +43,7 @@ from typing import Any
 from celery import Celery
 
 from recovery import lineage, policy
+from recovery.broker import default_broker_url, default_result_backend, queue_type
 from recovery.calls import Marker
 from recovery.config import RecoveryConfig
 from recovery.records import FailedDocumentRecord
@@ -58,12 +58,25 @@ PROBES_PER_BATCH = 4
 
 
 def sender_app(redis_url: str) -> Celery:
-    """A bare app that can only send tasks by name, for use outside a worker. Its
-    result backend (``CELERY_RESULT_BACKEND``, else the broker, as celeryconfig.py
-    reads it) is where a replaced task's result is told its replacement."""
-    backend = os.environ.get("CELERY_RESULT_BACKEND") or redis_url
-    app = Celery("docrecovery-sender", broker=redis_url, backend=backend, set_as_current=False)
-    app.conf.update(task_serializer="json", accept_content=["json"], result_serializer="json")
+    """A bare app that can only send tasks by name, for use outside a worker: to the
+    broker the workers consume from (``CELERY_BROKER_URL``, else the tracker's Redis),
+    declaring queues the way they do. Its result backend (``CELERY_RESULT_BACKEND``,
+    else the tracker's Redis, as celeryconfig.py reads it) is where a replaced task's
+    result is told its replacement."""
+    app = Celery(
+        "docrecovery-sender",
+        broker=default_broker_url(redis_url),
+        backend=default_result_backend(redis_url),
+        set_as_current=False,
+    )
+    kind = queue_type()
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        task_default_queue_type=kind,
+        task_create_missing_queue_type=kind,
+    )
     return app
 
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import click
 from celery.exceptions import TimeoutError as ResultTimeout
 
+from recovery.broker import celery_urls
 from recovery.cli import EXIT_FAILED, Session, build, check_broker, operation, shared, shown
 from recovery.cli.render import progress
 from recovery.redis_server import RedisServer
@@ -44,7 +45,7 @@ class PipelineApp:
         from tasks.app import app
 
         os.environ["REDIS_URL"] = redis_url
-        app.conf.update(broker_url=redis_url, result_backend=redis_url)
+        app.conf.update(**celery_urls(redis_url))
         return app
 
 

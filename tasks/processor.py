@@ -17,6 +17,10 @@ queue every ``recovery_interval_minutes`` while the worker runs; the schedule fi
 the worker's own, in its data directory (``DOCRECOVERY_DATA_DIR``, else
 ``.docrecovery``, then ``workers/<worker_id>``). Several processors each embed a beat:
 the run lock and atomic claims keep their runs from resubmitting a document twice.
+
+``redis_url`` is the tracker's Redis. Tasks go to ``CELERY_BROKER_URL`` when it is set
+(RabbitMQ, say), else to that Redis; the worker inherits both
+(:mod:`recovery.broker`).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from recovery import DocumentRecoveryManager, RecoveryConfig, installed
+from recovery.broker import celery_urls
 from recovery.config import ENV_PREFIX
 from recovery.store import default_redis_url
 from tasks.app import app
@@ -94,7 +99,7 @@ class DistributedProcessor:
         self.config: dict[str, Any] = RecoveryConfig.from_env().as_dict()
         self._process: asyncio.subprocess.Process | None = None
         self._manager: DocumentRecoveryManager | None = None
-        app.conf.update(broker_url=self.redis_url, result_backend=self.redis_url)
+        app.conf.update(**celery_urls(self.redis_url))
 
     @property
     def recovery_config(self) -> RecoveryConfig:

@@ -19,6 +19,14 @@ from typing import Any
 
 import pytest
 import redis
+from brokers import (
+    Broker,
+    RabbitBroker,
+    RedisBroker,
+    rabbitmq_unavailable,
+    rabbitmq_vhost,
+    repoint,
+)
 from celery import Celery
 from celery.contrib.pytest import celery_worker
 
@@ -177,3 +185,32 @@ def worker_process(
     yield start
     for worker in started:
         worker.stop()
+
+
+@pytest.fixture
+def rabbitmq(
+    redis_url: str, celery_app: Celery, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[RabbitBroker]:
+    """RabbitMQ as the broker, in a vhost of the test's own (``tests/brokers.py``): named
+    by ``CELERY_BROKER_URL`` to every process the test starts and given to the pipeline
+    app; the tracker stays on the test's Redis. Skipped where no RabbitMQ runs."""
+    reason = rabbitmq_unavailable()
+    if reason:
+        pytest.skip(reason)
+    with rabbitmq_vhost() as rabbit:
+        monkeypatch.setenv("CELERY_BROKER_URL", rabbit.url)
+        repoint(celery_app, rabbit.url)
+        try:
+            yield rabbit
+        finally:
+            repoint(celery_app, redis_url)
+
+
+@pytest.fixture(params=["redis", "rabbitmq"])
+def broker(request: pytest.FixtureRequest, redis_url: str, redis_client: redis.Redis) -> Broker:
+    """The broker the test's tasks travel through: the test's Redis (the zero-config
+    default, broker and tracker in one), or :func:`rabbitmq`."""
+    if request.param == "redis":
+        return RedisBroker(redis_client, redis_url)
+    rabbit: RabbitBroker = request.getfixturevalue("rabbitmq")
+    return rabbit

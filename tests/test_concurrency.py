@@ -1,18 +1,19 @@
 """Concurrent recovery runs, in threads and in processes, never send a document twice
-and never lose one: the claim is one atomic script call per batch."""
+and never lose one: the claim is one atomic script call per batch. The runs send to
+Redis or to RabbitMQ as the broker (``CELERY_BROKER_URL``, which a manager built
+without an app sends to), the tracker staying on Redis."""
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import threading
 from collections import Counter
 from typing import Any
 
 import redis
+from brokers import Broker
 
 from recovery.api import DocumentRecoveryManager, FailedDocumentsTracker
-from recovery.calls import HEADER
 from recovery.config import RecoveryConfig
 from recovery.records import FailedDocumentRecord, document_id
 
@@ -60,13 +61,8 @@ def recover_until_nothing_is_due(redis_url: str) -> int:
         manager.app.close()
 
 
-def sent_doc_ids(client: redis.Redis, queue: str = "documents") -> list[str]:
-    raw: list[str] = client.lrange(queue, 0, -1)  # type: ignore[assignment]
-    return [json.loads(item)["headers"][HEADER]["doc_id"] for item in raw]
-
-
-def assert_each_sent_exactly_once(client: redis.Redis, expected: set[str]) -> None:
-    sent = sent_doc_ids(client)
+def assert_each_sent_exactly_once(broker: Broker, expected: set[str]) -> None:
+    sent = broker.header_doc_ids("documents")
     twice = [doc for doc, n in Counter(sent).items() if n > 1]
     assert twice == []
     assert len(sent) == len(expected)
@@ -74,7 +70,7 @@ def assert_each_sent_exactly_once(client: redis.Redis, expected: set[str]) -> No
 
 
 def test_eight_threads_running_batches_send_every_document_exactly_once(
-    redis_url: str, redis_client: redis.Redis
+    redis_url: str, broker: Broker
 ) -> None:
     # Given 200 due documents
     expected = seed_due_documents(redis_url)
@@ -99,7 +95,7 @@ def test_eight_threads_running_batches_send_every_document_exactly_once(
     # Then each document was sent once: 200 messages, no doc id twice
     assert errors == []
     assert sum(counts) == DOCUMENTS
-    assert_each_sent_exactly_once(redis_client, expected)
+    assert_each_sent_exactly_once(broker, expected)
     tracker = FailedDocumentsTracker(redis_url, config())
     try:
         status = tracker.reports.status(now=NOW)
@@ -116,7 +112,7 @@ def process_main(redis_url: str, start: Any, results: Any) -> None:
 
 
 def test_four_processes_running_batches_send_every_document_exactly_once(
-    redis_url: str, redis_client: redis.Redis
+    redis_url: str, redis_client: redis.Redis, broker: Broker
 ) -> None:
     # Given 200 due documents
     expected = seed_due_documents(redis_url)
@@ -134,7 +130,7 @@ def test_four_processes_running_batches_send_every_document_exactly_once(
 
     # Then no document was resubmitted twice and none was lost
     assert sum(counts) == DOCUMENTS
-    assert_each_sent_exactly_once(redis_client, expected)
+    assert_each_sent_exactly_once(broker, expected)
     for doc in expected:
         assert redis_client.hget(f"{{docrecovery}}:doc:{doc}", "state") == "sent"
         assert redis_client.hget(f"{{docrecovery}}:doc:{doc}", "attempts") == "1"

@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 import redis
 import seed
+from brokers import Broker
 from celery import Celery
 from celery.result import AsyncResult
 
@@ -96,7 +97,7 @@ def failure(path: str | Path, at: float, query: str | None = None) -> FailedDocu
 
 
 def test_the_processor_snippet_recovers_then_runs_a_worker_that_processes_documents(
-    redis_url: str, doc_root: Path, tracker: Tracker, celery_app: Celery
+    redis_url: str, doc_root: Path, tracker: Tracker, celery_app: Celery, broker: Broker
 ) -> None:
     from distributed_processor import DistributedProcessor
 
@@ -142,8 +143,9 @@ def test_the_processor_snippet_recovers_then_runs_a_worker_that_processes_docume
     assert results[0]["type"] == "text"
     metrics = tracker.reports.status()["recovery_metrics"]
     assert (metrics["recovery_attempts"], metrics["successful_recoveries"]) == (1, 1)
-    # And it stopped cleanly when asked
+    # And it stopped cleanly when asked, leaving nothing on the broker
     assert code == 0
+    assert broker.idle()
 
 
 @contextlib.asynccontextmanager
