@@ -14,9 +14,8 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from types import TracebackType
 
-from recovery.redis_server import RedisServer, find_redis_server, free_port
+from recovery.redis_server import RedisServer, Service, find_redis_server, free_port
 
 #: A cluster node also listens on its port + this (the cluster bus), below 65536.
 BUS_OFFSET = 10000
@@ -47,7 +46,7 @@ def free_node_port() -> int:
             return port
 
 
-class LocalCluster:
+class LocalCluster(Service):
     """Start with ``with LocalCluster(data_dir) as cluster: cluster.url``."""
 
     def __init__(self, data_dir: str | Path, primaries: int = 3) -> None:
@@ -113,15 +112,3 @@ class LocalCluster:
     def stop(self) -> None:
         for server in self.servers:
             server.stop()
-
-    def __enter__(self) -> LocalCluster:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

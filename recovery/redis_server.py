@@ -16,7 +16,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from types import TracebackType
+from typing import Self
 
 import redis
 
@@ -45,7 +45,25 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class RedisServer:
+class Service:
+    """Local server processes run by ``with``: started on the way in, stopped on the
+    way out whatever happened inside."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+class RedisServer(Service):
     """Start with ``with RedisServer(data_dir) as server: server.url``."""
 
     def __init__(
@@ -133,15 +151,3 @@ class RedisServer:
             self.process.kill()
             self.process.wait()
             self.process = None
-
-    def __enter__(self) -> RedisServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

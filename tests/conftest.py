@@ -81,6 +81,20 @@ def doc_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return root
 
 
+@pytest.fixture
+def cli_env(redis_url: str, doc_root: Path, tmp_path: Path) -> dict[str, str]:
+    """The environment a user's shell would have: REDIS_URL, documents due at once."""
+    return {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "DOCRECOVERY_ROOTS": str(doc_root),
+        "DOCRECOVERY_MIN_RETRY_INTERVAL_HOURS": "0",
+        "DOCRECOVERY_RETRY_JITTER": "0",
+        "DOCRECOVERY_SPOOL_DIR": str(tmp_path / "spool"),
+        "DOCRECOVERY_DATA_DIR": str(tmp_path / "data"),
+    }
+
+
 @pytest.fixture(scope="session")
 def celery_app(redis_server: RedisServer) -> Celery:
     """The pipeline's own app (``tasks.app``), pointed at the session's Redis."""

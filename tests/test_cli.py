@@ -39,20 +39,6 @@ EXIT_UNAVAILABLE = 2
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 
 
-@pytest.fixture
-def cli_env(redis_url: str, doc_root: Path, tmp_path: Path) -> dict[str, str]:
-    """The environment a user's shell would have: REDIS_URL, documents due at once."""
-    return {
-        **os.environ,
-        "REDIS_URL": redis_url,
-        "DOCRECOVERY_ROOTS": str(doc_root),
-        "DOCRECOVERY_MIN_RETRY_INTERVAL_HOURS": "0",
-        "DOCRECOVERY_RETRY_JITTER": "0",
-        "DOCRECOVERY_SPOOL_DIR": str(tmp_path / "spool"),
-        "DOCRECOVERY_DATA_DIR": str(tmp_path / "data"),
-    }
-
-
 def command(via: str, args: tuple[str, ...]) -> list[str]:
     if via == "main":
         return [sys.executable, str(REPO / "main.py"), *args]

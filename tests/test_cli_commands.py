@@ -45,19 +45,10 @@ Run = Callable[..., subprocess.CompletedProcess[str]]
 
 
 @pytest.fixture
-def env(redis_url: str, doc_root: Path, tmp_path: Path) -> dict[str, str]:
-    """A user's shell: REDIS_URL, documents due at once, no colours, a wide terminal."""
-    return {
-        **os.environ,
-        "REDIS_URL": redis_url,
-        "DOCRECOVERY_ROOTS": str(doc_root),
-        "DOCRECOVERY_MIN_RETRY_INTERVAL_HOURS": "0",
-        "DOCRECOVERY_RETRY_JITTER": "0",
-        "DOCRECOVERY_SPOOL_DIR": str(tmp_path / "spool"),
-        "NO_COLOR": "1",
-        "TERM": "xterm",
-        "COLUMNS": "320",
-    }
+def env(cli_env: dict[str, str]) -> dict[str, str]:
+    """A user's shell (test_cli's: REDIS_URL, documents due at once), no colours, a
+    wide terminal."""
+    return {**cli_env, "NO_COLOR": "1", "TERM": "xterm", "COLUMNS": "320"}
 
 
 @pytest.fixture

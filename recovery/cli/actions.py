@@ -13,7 +13,7 @@ import click
 from recovery.cli import render
 from recovery.cli.render import print_json
 from recovery.cli.runtime import Session, operation, shared
-from recovery.cli.selection import chosen, selection_options
+from recovery.cli.selection import chosen, targets
 from recovery.cli.text import shown
 from recovery.manager import RecoveryManager
 
@@ -88,9 +88,7 @@ def _print_recovery(summary: dict[str, Any]) -> None:
 
 
 @click.command()
-@click.argument("doc_ids", nargs=-1, metavar="[DOC]...")
-@click.option("--all", "all_", is_flag=True, help="Every document the filters match.")
-@selection_options
+@targets
 @shared(data=True)
 @operation
 def retry(session: Session, doc_ids: tuple[str, ...], all_: bool, **filters: Any) -> int:
@@ -117,9 +115,7 @@ def retry(session: Session, doc_ids: tuple[str, ...], all_: bool, **filters: Any
 
 
 @click.command()
-@click.argument("doc_ids", nargs=-1, metavar="[DOC]...")
-@click.option("--all", "all_", is_flag=True, help="Every document the filters match.")
-@selection_options
+@targets
 @shared(data=True)
 @operation
 def delete(session: Session, doc_ids: tuple[str, ...], all_: bool, **filters: Any) -> int:

@@ -59,6 +59,14 @@ def selection_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
+def targets(f: Callable[..., Any]) -> Callable[..., Any]:
+    """What a command acts on: ids, or ``--all`` of what the filters select (see
+    :func:`chosen`), passed as ``doc_ids``, ``all_`` and the filters."""
+    f = selection_options(f)
+    f = click.option("--all", "all_", is_flag=True, help="Every document the filters match.")(f)
+    return click.argument("doc_ids", nargs=-1, metavar="[DOC]...")(f)
+
+
 def selection_of(filters: dict[str, Any], limit: int | None = None) -> Selection:
     """The selection the filters name; ``--corrupt`` with ``--dead``/``--live`` is an
     error (a corrupt record's state cannot be trusted)."""
