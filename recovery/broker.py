@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 
 from recovery.errors import ConfigError
+from recovery.store.cluster import is_cluster_url
 from recovery.store.connection import default_redis_url
 
 BROKER_URL_ENV = "CELERY_BROKER_URL"
@@ -37,8 +38,19 @@ REDIS_TRANSPORTS = frozenset({"redis", "rediss", "sentinel"})
 
 
 def default_broker_url(redis_url: str | None = None) -> str:
-    """``CELERY_BROKER_URL``, else the tracker's Redis (``redis_url``, else ``REDIS_URL``)."""
-    return os.environ.get(BROKER_URL_ENV) or default_redis_url(redis_url)
+    """``CELERY_BROKER_URL``, else the tracker's Redis (``redis_url``, else
+    ``REDIS_URL``) — unless that is a Redis Cluster, which kombu cannot use as a broker:
+    then the broker must be named (ConfigError)."""
+    named = os.environ.get(BROKER_URL_ENV)
+    tracker = default_redis_url(redis_url)
+    if not named and is_cluster_url(tracker):
+        raise ConfigError(
+            BROKER_URL_ENV,
+            None,
+            "a broker URL (amqp://... or redis://...): the tracker is a Redis Cluster, "
+            "which Celery cannot use as its broker",
+        )
+    return named or tracker
 
 
 def default_result_backend(redis_url: str | None = None) -> str:

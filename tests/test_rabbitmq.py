@@ -141,8 +141,12 @@ def test_broker_settings_are_read_and_checked(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("REDIS_URL", TRACKER)
     assert default_broker_url() == TRACKER
     assert default_broker_url("redis://given:6379/1") == "redis://given:6379/1"
+    # a Redis Cluster tracker cannot be Celery's broker: it must be named
+    with pytest.raises(ConfigError, match=r"CELERY_BROKER_URL.*Redis Cluster"):
+        default_broker_url("redis+cluster://node:7000")
     monkeypatch.setenv("CELERY_BROKER_URL", AMQP)
     assert default_broker_url("redis://given:6379/1") == AMQP
+    assert default_broker_url("redis+cluster://node:7000") == AMQP
     assert [is_redis(u) for u in (AMQP, TRACKER, "rediss://h", "sentinel://h:26379")] == [
         False,
         True,
