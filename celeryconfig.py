@@ -21,6 +21,7 @@ from kombu import Exchange, Queue
 
 from recovery import broker as _broker
 from recovery.config import RecoveryConfig, soft_limit
+from recovery.policy import longest_run
 
 broker_url = _broker.default_broker_url()
 result_backend = _broker.default_result_backend()
@@ -78,8 +79,9 @@ task_track_started = True
 task_time_limit = int(os.environ.get("CELERY_TASK_TIME_LIMIT", "300"))
 task_soft_time_limit = soft_limit(task_time_limit)
 
-# The longest a run may take: the time limit, or a recovery resubmission's limit.
-_longest_run = max(task_time_limit, RecoveryConfig.from_env().recovery_timeout)
+# The longest a run may take: the time limit, or a recovery resubmission's (grown up to
+# DOCRECOVERY_MAX_RECOVERY_TIMEOUT for a document that timed out).
+_longest_run = int(longest_run(RecoveryConfig.from_env(), task_time_limit))
 
 if _broker.is_redis(broker_url):
     broker_transport_options = {

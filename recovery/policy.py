@@ -100,6 +100,14 @@ def time_limit_for(config: RecoveryConfig, category: str, previous_limit: float 
     return config.recovery_timeout
 
 
+def longest_run(config: RecoveryConfig, time_limit: float) -> float:
+    """The longest one run may hold its message: the workers' ``time_limit``, or a
+    resubmission's limit, which a timed-out document doubles up to
+    ``max_recovery_timeout``. A broker's redelivery deadline must outlive it."""
+    grown = config.max_recovery_timeout if config.grow_timeouts else 0
+    return max(time_limit, config.recovery_timeout, grown)
+
+
 def probe(record: FailedDocumentRecord) -> str | None:
     """Why resubmitting would fail again right now, for failures whose cause can be
     checked from here (the file is still missing or unreadable); None to go ahead."""

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 import seed
 
+from recovery import policy
 from recovery.config import RecoveryConfig, soft_limit
 from recovery.errors import ConfigError, RecoveryError
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_the_seeds_config_dict_is_accepted_as_is() -> None:
@@ -267,3 +274,35 @@ def test_the_soft_time_limit_is_ninety_percent_of_the_hard_one_above_a_second() 
     # a second or less: none, the hard limit alone (the pool checks once a second)
     assert RecoveryConfig(recovery_timeout=1).soft_time_limit == 0
     assert soft_limit(0) == 0
+
+
+def test_a_redis_brokers_visibility_timeout_outlives_a_grown_recovery_limit(
+    tmp_path: Path,
+) -> None:
+    # Given a timed-out document's limit may grow to 2 h (before: the visibility
+    # timeout followed recovery_timeout alone, so a grown run was redelivered mid-run)
+    env = {
+        **os.environ,
+        "REDIS_URL": "redis://127.0.0.1:1/0",
+        "DOCRECOVERY_MAX_RECOVERY_TIMEOUT": "7200",
+        "PYTHONPATH": str(ROOT),
+    }
+    env.pop("CELERY_BROKER_URL", None)
+    env.pop("CELERY_VISIBILITY_TIMEOUT", None)
+
+    # When the workers' settings are read
+    done = subprocess.run(
+        [sys.executable, "-c", "import celeryconfig as c; print(c.broker_transport_options)"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+
+    # Then an unacknowledged message waits longer than that run may take
+    assert "'visibility_timeout': 7260" in done.stdout
+    config = RecoveryConfig.from_mapping({"max_recovery_timeout": 7200})
+    assert policy.longest_run(config, 300) == 7200
+    assert policy.longest_run(config.replace(grow_timeouts=False), 900) == 900
