@@ -51,8 +51,13 @@ task_track_started = True
 task_time_limit = int(os.environ.get("CELERY_TASK_TIME_LIMIT", "300"))
 task_soft_time_limit = soft_limit(task_time_limit)
 
+_recovery = RecoveryConfig.from_env()
 # The longest a run may take: the time limit, or a recovery resubmission's limit.
-_longest_run = max(task_time_limit, RecoveryConfig.from_env().recovery_timeout)
+_longest_run = max(task_time_limit, _recovery.recovery_timeout)
+# A sentinel:// broker or backend follows the primary its sentinels know by this name,
+# the tracker's own (README: Redis Sentinel). Set whatever the URLs: a redis:// one
+# ignores it, and a sentinel:// URL given later (``--redis-url``) finds it in place.
+_sentinel = {"master_name": _recovery.sentinel_master}
 
 broker_transport_options = {
     # An unacked message of a vanished node becomes visible again after this long. It
@@ -62,7 +67,9 @@ broker_transport_options = {
     # Sweep for such messages every few seconds, on every sweep (not every tenth).
     "unacked_restore_interval": 5,
     "unacked_restore_throttle": 1,
+    **_sentinel,
 }
+result_backend_transport_options = _sentinel
 # Keep retrying the broker at start instead of exiting when Redis is a moment late.
 broker_connection_retry_on_startup = True
 # Results are for callers and the demo; a day is plenty and bounds Redis memory.
