@@ -79,9 +79,14 @@ task_track_started = True
 task_time_limit = int(os.environ.get("CELERY_TASK_TIME_LIMIT", "300"))
 task_soft_time_limit = soft_limit(task_time_limit)
 
+_recovery = RecoveryConfig.from_env()
 # The longest a run may take: the time limit, or a recovery resubmission's (grown up to
 # DOCRECOVERY_MAX_RECOVERY_TIMEOUT for a document that timed out).
-_longest_run = int(longest_run(RecoveryConfig.from_env(), task_time_limit))
+_longest_run = int(longest_run(_recovery, task_time_limit))
+# A sentinel:// broker or backend follows the primary its sentinels know by this name,
+# the tracker's own (README: Redis Sentinel). Set whatever the URLs: a redis:// one
+# ignores it, and a sentinel:// URL given later (``--redis-url``) finds it in place.
+_sentinel = {"master_name": _recovery.sentinel_master}
 
 if _broker.is_redis(broker_url):
     broker_transport_options = {
@@ -94,12 +99,14 @@ if _broker.is_redis(broker_url):
         # Sweep for such messages every few seconds, on every sweep (not every tenth).
         "unacked_restore_interval": 5,
         "unacked_restore_throttle": 1,
+        **_sentinel,
     }
 else:
     # A worker that loses its connection to RabbitMQ cannot ack what it runs, and
     # RabbitMQ redelivers those messages at once: stop the runs (their redelivery is
     # then a worker_lost retry) rather than let a second worker run each alongside.
     worker_cancel_long_running_tasks_on_connection_loss = True
+result_backend_transport_options = _sentinel
 # Keep retrying the broker at start instead of exiting when Redis is a moment late.
 broker_connection_retry_on_startup = True
 # Results are for callers and the demo; a day is plenty and bounds Redis memory.

@@ -77,6 +77,11 @@ def _name(key: str, value: Any) -> None:
         raise ConfigError(key, value, "a non-empty string without braces, colons or spaces")
 
 
+def _master(key: str, value: Any) -> None:
+    if not isinstance(value, str) or not value or any(c.isspace() for c in value):
+        raise ConfigError(key, value, "a Sentinel master name: a non-empty string without spaces")
+
+
 def _path(key: str, value: Any) -> None:
     if not isinstance(value, str) or not value:
         raise ConfigError(key, value, "a non-empty path")
@@ -135,6 +140,16 @@ class RecoveryConfig:
     #: 1 keeps every key under ``{key_prefix}``; changing it hides what is tracked
     #: under the old layout, so drain the tracker first.
     shards: int = setting(1, _int(1, MAX_SHARDS))
+    #: The primary Sentinel watches under this name, when the Redis URL is
+    #: ``sentinel://host:26379;sentinel://host2:26379`` (README: Redis Sentinel); the
+    #: default is the name in Redis's own sentinel.conf.
+    sentinel_master: str = setting("mymaster", _master)
+    #: Replicas that must acknowledge each state change before it returns (Redis
+    #: ``WAIT``, sent in the same round trip); 0: none, as Redis replicates by default.
+    wait_replicas: int = setting(0, _int(0))
+    #: How long a state change waits for those replicas, in milliseconds; past it the
+    #: change stands on the primary alone, with a warning.
+    wait_timeout_ms: int = setting(500, _int(1))
     #: Task names whose failures are tracked and whose successes clear a record.
     tracked_tasks: tuple[str, ...] = setting(("tasks.process_document",), _task_names)
     #: Queue a resubmitted document goes to (memory failures go to ``highmem_queue``).

@@ -73,11 +73,14 @@ class RedisServer(Service):
         *,
         appendonly: bool = True,
         extra_args: tuple[str, ...] = (),
+        config_file: Path | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
         self.appendonly = appendonly
         self.extra_args = extra_args
+        #: A configuration file read first (a sentinel's: Sentinel rewrites it).
+        self.config_file = config_file
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -91,6 +94,7 @@ class RedisServer(Service):
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = [
             find_redis_server(),
+            *([str(self.config_file.resolve())] if self.config_file else []),
             "--bind",
             "127.0.0.1",
             "--port",

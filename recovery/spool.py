@@ -10,8 +10,8 @@ Redis back replays the spool:
   pids and often hostnames;
 - a replayer takes files by renaming them to its own name under the file's lock, so
   two processes never replay the same events and no append lands in a file already
-  read. While it holds taken files it holds a lock of its own
-  (``replaying-<owner>.lock``); files whose owner's lock is free belong to a
+  read, under names of that take alone. While it holds taken files it holds a lock of
+  its own (``replaying-<owner>.lock``); files whose owner's lock is free belong to a
   replayer that died (a flock ends with its holder, however it ended, and holds
   across containers where a pid means nothing), and are taken over;
 - events of all files are replayed in the order they happened (a success must not be
@@ -69,8 +69,9 @@ class Spool:
             return False
 
     def count(self) -> int:
-        """Events waiting, for status output."""
-        return sum(len(path.read_bytes().splitlines()) for path in self._waiting())
+        """Events waiting, for status output (a file a replayer finished meanwhile
+        counts as empty)."""
+        return sum(len(_lines(path)) for path in self._waiting())
 
     def replay(
         self,
@@ -146,11 +147,18 @@ class Spool:
         whose files were taken over go too."""
         taken = []
         dead_owners = set()
+        # names never used before: a replayer that listed this owner's files of an
+        # earlier replay, between that replay's end and this one, must not find them
+        take = secrets.token_hex(6)
         for index, path in enumerate(sorted(self._waiting())):
-            target = self.directory / f"replaying-{owner}-{index}.jsonl"
+            target = self.directory / f"replaying-{owner}-{take}x{index}.jsonl"
             try:
                 with path.open("rb") as fh:
                     fcntl.flock(fh, fcntl.LOCK_EX)
+                    if not _same_file(fh.fileno(), path):
+                        # another replayer took it while we waited for the lock, and
+                        # the name is a new file now, whose lock we do not hold
+                        continue
                     path.rename(target)
             except FileNotFoundError:
                 continue
@@ -197,6 +205,13 @@ class Spool:
             fh.write(raw + b"\n")
 
 
+def _lines(path: Path) -> list[bytes]:
+    try:
+        return path.read_bytes().splitlines()
+    except FileNotFoundError:
+        return []
+
+
 def _replayable(path: Path) -> bool:
     """``events-*`` files are taken as found (under their lock, see ``_take``);
     ``replaying-<owner>-<n>.jsonl`` only when no live replayer holds the owner's lock."""
@@ -206,7 +221,7 @@ def _replayable(path: Path) -> bool:
 
 
 def _owner_of(taken: Path) -> str:
-    """The owner in ``replaying-<owner>-<n>.jsonl``."""
+    """The owner in ``replaying-<owner>-<take>.jsonl``."""
     return taken.name[len("replaying-") : -len(".jsonl")].rpartition("-")[0]
 
 

@@ -49,7 +49,7 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClu
 @pytest.fixture
 def cluster_url(redis_cluster: LocalCluster) -> str:
     """The cluster's URL, every primary flushed."""
-    client = connect(redis_cluster.url)
+    client = connect(redis_cluster.url, sentinel_master="unused")
     client.flushall()
     client.close()
     return redis_cluster.url
@@ -57,7 +57,7 @@ def cluster_url(redis_cluster: LocalCluster) -> str:
 
 @pytest.fixture
 def cluster_client(cluster_url: str) -> Iterator[RedisCluster]:
-    client = connect(cluster_url)
+    client = connect(cluster_url, sentinel_master="unused")
     assert isinstance(client, RedisCluster)
     yield client
     client.close()

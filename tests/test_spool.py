@@ -6,6 +6,7 @@ import json
 import logging
 import multiprocessing
 import os
+import random
 import signal
 import socket
 import time
@@ -198,6 +199,64 @@ def test_two_processes_replaying_one_spool_never_replay_an_event_twice(tmp_path:
     assert sorted(replayed) == list(range(1000))
     assert Spool(spool_dir).count() == 0
     assert not list(spool_dir.glob("*.replaying-*"))
+
+
+class Away(Exception):
+    """Redis is away: the event stays spooled."""
+
+
+def report_while_redis_flaps(directory: str, output: str, worker: int, start: Any) -> None:
+    """Child process: deliver 300 events as a worker's Reporter does (replay the spool
+    first, then apply, spooling what Redis refuses), with Redis away 70% of the time.
+    Every event applied is logged to ``output``."""
+    rng = random.Random(worker)
+    spool = Spool(directory)
+    start.wait(30)
+    with open(output, "a") as applied:
+
+        def handle(event: dict[str, Any]) -> None:
+            if rng.random() < 0.7:
+                raise Away
+            applied.write(f"{event['n']}\n")
+            applied.flush()
+
+        for n in range(worker * 300, worker * 300 + 300):
+            try:
+                if spool.pending():
+                    spool.replay(handle, Away)
+                handle({"n": n})
+            except Away:
+                spool.append({"n": n})
+
+
+def test_workers_appending_and_replaying_one_spool_apply_every_event_exactly_once(
+    tmp_path: Path,
+) -> None:
+    # Given four worker processes on one host sharing a spool while Redis flaps (each
+    # replays the others' events before its own, and fails midway most times)
+    spool_dir = tmp_path / "spool"
+    start = SPAWN.Event()
+    outputs = [tmp_path / f"applied-{w}.txt" for w in range(4)]
+    procs = [
+        SPAWN.Process(target=report_while_redis_flaps, args=(str(spool_dir), str(out), w, start))
+        for w, out in enumerate(outputs)
+    ]
+    for proc in procs:
+        proc.start()
+    start.set()
+    for proc in procs:
+        proc.join(60)
+        assert proc.exitcode == 0
+
+    # When Redis is back and the spool is replayed
+    replayed = [int(event["n"]) for event in replay_all(Spool(spool_dir))]
+
+    # Then every event was applied exactly once (bugs: a replayer that listed another's
+    # file took it again under a reused name, applying it twice; one that waited for a
+    # file's lock renamed the new file at its name, losing what was being appended)
+    applied = [int(n) for out in outputs if out.exists() for n in out.read_text().split()]
+    assert sorted(applied + replayed) == list(range(1200))
+    assert not (spool_dir / "rejected.jsonl").exists()
 
 
 def replay_and_hang(directory: str, handling: Any) -> None:

@@ -66,12 +66,7 @@ class Tracker:
         client: Client | None = None,
     ) -> None:
         self.config = config or RecoveryConfig.from_env()
-        self.connection = Connection(
-            redis_url or default_redis_url(),
-            self.config.key_prefix,
-            client,
-            shards=self.config.shards,
-        )
+        self.connection = Connection(redis_url or default_redis_url(), self.config, client)
         self.keys = self.connection.keys
         self.store = Store(self.connection, self.config)
         self.claims = Claims(self.connection, self.config)

@@ -192,7 +192,9 @@ class Store(Part):
         """Keep an application value (such as a pipeline's result) with a TTL; ``key``
         comes from ``keys.app(...)``."""
         with self.connection.errors("store a value"):
-            self.connection.client.set(key, value, ex=ttl)
+            pipe = self.connection.pipeline()
+            pipe.set(key, value, ex=ttl)
+            self.connection.write(pipe)
 
     def begin(
         self, doc_id: str, call: RunCall, limit: float, now: float | None = None

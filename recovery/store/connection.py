@@ -1,9 +1,12 @@
 """Where the tracker's Redis is and how docrecovery talks to it.
 
-A :class:`Connection` owns one client — a Redis, or a Redis Cluster for a
-``redis+cluster://`` URL (:mod:`recovery.store.cluster`) — and its shards: the key
-names of each (one shard, under the prefix itself, unless ``shards`` says more) and the
-Lua scripts registered on the client for them. Its :meth:`~Connection.errors` context turns
+A :class:`Connection` owns one client — of one Redis (``redis://``, ``rediss://``,
+``unix://``), of the primary Sentinel names (``sentinel://``, see
+:mod:`recovery.store.sentinel`) or of a Redis Cluster (``redis+cluster://``, see
+:mod:`recovery.store.cluster`) — and its shards: the key names of each (one shard,
+under the prefix itself, unless ``shards`` says more) and the Lua scripts registered on
+the client for them, which wait for replicas when ``wait_replicas`` says so
+(:mod:`recovery.store.replication`). Its :meth:`~Connection.errors` context turns
 redis-py's errors into :class:`~recovery.errors.TrackerUnavailable`, naming the
 operation and the server without its password, so nothing above the store catches a
 redis-py exception.
@@ -27,9 +30,17 @@ from recovery.config import RecoveryConfig
 from recovery.errors import TrackerError, TrackerFailed, TrackerRefused, TrackerUnavailable
 from recovery.keys import Keys, shard_keys, shard_of
 from recovery.store.cluster import cluster_nodes, connect_cluster, is_cluster_url
+from recovery.store.replication import Wait
 from recovery.store.scripts import LuaScript, Scripts
+from recovery.store.sentinel import (
+    SentinelURL,
+    close_sentinels,
+    is_sentinel,
+    master_client,
+    parts,
+)
 
-#: A client of the tracker's Redis: one server, or a cluster.
+#: A client of the tracker's Redis: one server (or Sentinel's primary), or a cluster.
 Client = redis.Redis | RedisCluster
 #: A read-only script call for :meth:`Connection.read_all`: the script, its KEYS, ARGV.
 ReadCall = tuple[LuaScript, list[str], list[Any]]
@@ -40,8 +51,13 @@ DEFAULT_URL = "redis://127.0.0.1:6379/0"
 
 
 def redact(url: str) -> str:
-    """The URL without its password (in the user part or a ``password=`` query
-    parameter), for messages and logs."""
+    """The URL without its passwords (in the user part or a ``password=`` query
+    parameter of each part of a ``sentinel://…;sentinel://…`` URL), for messages and
+    logs."""
+    return ";".join(_redact_one(part) for part in parts(url))
+
+
+def _redact_one(url: str) -> str:
     parts = urlsplit(url)
     netloc = parts.netloc
     if parts.password is not None:
@@ -87,18 +103,37 @@ def default_redis_url(explicit: str | None = None) -> str:
     return explicit or os.environ.get("REDIS_URL") or DEFAULT_URL
 
 
-def connect(url: str) -> Client:
-    """A client that fails fast, so a handler spools an event instead of hanging; a
-    cluster client for a ``redis+cluster://`` URL (it reads the slot map on creation)."""
-    options: dict[str, Any] = {
-        "decode_responses": True,
-        "encoding_errors": "surrogateescape",
-        "socket_connect_timeout": 2,
-        "socket_timeout": 10,
-    }
+#: Options of every client: fail fast, so a handler spools an event instead of hanging.
+CLIENT_OPTIONS: dict[str, Any] = {
+    "decode_responses": True,
+    "encoding_errors": "surrogateescape",
+    "socket_connect_timeout": 2,
+    "socket_timeout": 10,
+}
+#: What a single server's client adds: a ping before using a connection idle this long.
+HEALTH_CHECK = {"health_check_interval": 30}
+
+
+def connect(url: str, sentinel_master: str) -> Client:
+    """A client of the Redis ``url`` names; for a ``sentinel://`` URL, of the primary
+    its sentinels know as ``sentinel_master``, found again after a failover; for a
+    ``redis+cluster://`` URL, of the cluster (it reads the slot map on creation)."""
     if is_cluster_url(url):
-        return connect_cluster(url, **options)
-    return redis.Redis.from_url(url, health_check_interval=30, **options)
+        return connect_cluster(url, **CLIENT_OPTIONS)
+    options = {**CLIENT_OPTIONS, **HEALTH_CHECK}
+    if is_sentinel(url):
+        return master_client(url, sentinel_master, redact(url), options)
+    return redis.Redis.from_url(url, **options)
+
+
+def check_url(url: str) -> None:
+    """Refuse a URL no client could use, at start rather than at first use."""
+    if is_cluster_url(url):
+        cluster_nodes(url)
+    elif is_sentinel(url):
+        SentinelURL.parse(url, redact(url))
+    else:
+        redis.connection.parse_url(url)  # type: ignore[no-untyped-call]
 
 
 class Shard:
@@ -112,7 +147,7 @@ class Shard:
     @property
     def scripts(self) -> Scripts:
         if self._scripts is None:
-            self._scripts = Scripts(self._connection.client, self.keys)
+            self._scripts = Scripts(self._connection.client, self.keys, self._connection.wait)
         return self._scripts
 
 
@@ -122,17 +157,18 @@ class Connection:
     then, and a cluster that cannot be reached is a TrackerUnavailable like any other,
     raised where the caller handles it (a worker spools its event)."""
 
-    def __init__(
-        self, url: str, prefix: str, client: Client | None = None, *, shards: int = 1
-    ) -> None:
+    def __init__(self, url: str, config: RecoveryConfig, client: Client | None = None) -> None:
         self.url = url
-        # a bad URL fails here, at start, not at first use
-        if client is None and is_cluster_url(url):
-            cluster_nodes(url)
-        elif client is None:
-            redis.connection.parse_url(url)  # type: ignore[no-untyped-call]
+        if client is None:
+            check_url(url)
         self._client = client
-        self.shards = tuple(Shard(self, keys) for keys in shard_keys(prefix, shards))
+        self._master = config.sentinel_master
+        self.wait = (
+            Wait(config.wait_replicas, config.wait_timeout_ms) if config.wait_replicas else None
+        )
+        self.shards = tuple(
+            Shard(self, keys) for keys in shard_keys(config.key_prefix, config.shards)
+        )
         #: The first shard's names: where what is not a document's lives (the run lock).
         self.keys = self.shards[0].keys
 
@@ -141,7 +177,7 @@ class Connection:
         if self._client is None:
             with self.errors("connect"):
                 try:
-                    self._client = connect(self.url)
+                    self._client = connect(self.url, self._master)
                 except RedisClusterException as exc:
                     raise redis.ConnectionError(str(exc)) from exc
         return self._client
@@ -198,13 +234,30 @@ class Connection:
                 break
             for script in unknown.values():
                 self.client.script_load(script.source)
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
-        return replies
+        return _raise_first(replies)
+
+    def write(self, pipe: Any) -> list[Any]:
+        """Run a pipeline of writes, waiting for replicas when ``wait_replicas`` says
+        so; raises the first error among its replies."""
+        replies: list[Any] = (
+            self.wait.execute(pipe) if self.wait else pipe.execute(raise_on_error=False)
+        )
+        return _raise_first(replies)
 
     def close(self) -> None:
-        self.client.close()
+        client = self._client
+        if client is None:
+            return
+        if isinstance(client, redis.Redis):
+            close_sentinels(client)
+        client.close()
+
+
+def _raise_first(replies: list[Any]) -> list[Any]:
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies
 
 
 #: Refusals: the server answered, and said no to this client or command.

@@ -16,8 +16,11 @@ From that one declaration the loader
   in the declared order. A missing or unknown name raises at once instead of
   shifting every later argument.
 
-``register_script`` gives an object that calls EVALSHA and falls back to EVAL once
-after a SCRIPT FLUSH or a restart, so every state change stays one round trip.
+``register_script`` gives an object that calls EVALSHA and, on NOSCRIPT (after a
+SCRIPT FLUSH, a restart, or a failover to a replica that never loaded it), loads the
+script and calls it again, so every state change stays one round trip. With
+``wait_replicas`` set, a script that writes is sent in one pipeline with ``WAIT``
+(:mod:`recovery.store.replication`), reloaded the same way.
 """
 
 from __future__ import annotations
@@ -31,8 +34,10 @@ from typing import Any
 from redis import Redis
 from redis.cluster import RedisCluster
 from redis.commands.core import Script
+from redis.exceptions import NoScriptError
 
 from recovery.keys import Keys
+from recovery.store.replication import Wait
 
 NAMES = (
     "record_failure",
@@ -49,6 +54,8 @@ NAMES = (
     "report",
     "reopen",
 )
+#: Scripts that only read: nothing for replicas to acknowledge.
+READ_ONLY = frozenset({"select_due", "report"})
 
 
 @dataclass(frozen=True)
@@ -100,10 +107,14 @@ def source(name: str) -> str:
 class LuaScript:
     """One registered script, called with named keys and arguments."""
 
-    def __init__(self, client: Redis | RedisCluster, keys: Keys, name: str) -> None:
+    def __init__(
+        self, client: Redis | RedisCluster, keys: Keys, name: str, wait: Wait | None = None
+    ) -> None:
         self.name = name
         self.signature = signature(name)
         self.source = source(name)
+        self._client = client
+        self._wait = None if name in READ_ONLY else wait
         self._script: Script = client.register_script(self.source)
         self._shared = {n: getattr(keys, n) for n in self.signature.keys if _is_shared(keys, n)}
         self._given = [n for n in self.signature.keys if n not in self._shared]
@@ -118,7 +129,22 @@ class LuaScript:
         """Run it: ``keys`` names the per-call keys (``record=...``), ``args`` every
         declared argument; ``items`` and ``item_args`` follow them in KEYS and ARGV."""
         script_keys, argv = self.bind(keys, items, item_args, **args)
-        return self.run(script_keys, argv)
+        if self._wait is None:
+            return self.run(script_keys, argv)
+        reply = self._call_and_wait(self._wait, script_keys, argv)
+        if isinstance(reply, NoScriptError):
+            self._client.script_load(self.source)
+            reply = self._call_and_wait(self._wait, script_keys, argv)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    def _call_and_wait(self, wait: Wait, keys: list[str], argv: list[Any]) -> Any:
+        """EVALSHA and WAIT in one round trip; the script's reply, an error as a value."""
+        pipe = self._client.pipeline(transaction=False)
+        pipe.evalsha(self._script.sha, len(keys), *keys, *argv)
+        [reply] = wait.execute(pipe)
+        return reply
 
     def run(self, keys: list[str], argv: list[Any]) -> Any:
         """Run it with KEYS and ARGV as :meth:`bind` made them."""
@@ -151,11 +177,12 @@ def _is_shared(keys: Keys, name: str) -> bool:
 
 
 class Scripts:
-    """Every script, registered once on one client: ``scripts.claim(...)``."""
+    """Every script, registered once on one client: ``scripts.claim(...)``; the ones
+    that write wait for replicas when ``wait`` is given."""
 
-    def __init__(self, client: Redis | RedisCluster, keys: Keys) -> None:
+    def __init__(self, client: Redis | RedisCluster, keys: Keys, wait: Wait | None = None) -> None:
         for name in NAMES:
-            setattr(self, name, LuaScript(client, keys, name))
+            setattr(self, name, LuaScript(client, keys, name, wait))
 
     record_failure: LuaScript
     resolve: LuaScript
