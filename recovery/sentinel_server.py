@@ -87,7 +87,7 @@ class SentinelGroup:
         """The primary and the replicas it started with."""
         return [self.primary, *self.replicas]
 
-    def start(self, timeout: float = 30.0) -> None:
+    def start(self, timeout: float = 60.0) -> None:
         for server in self.servers:
             server.start()
         _wait(lambda: all(_linked(r) for r in self.replicas), timeout, "replicas to sync")
