@@ -21,6 +21,9 @@ from kombu import Exchange, Queue
 
 from recovery import broker as _broker
 from recovery.config import RecoveryConfig, soft_limit
+from recovery.errors import ConfigError
+from recovery.keys import Keys
+from recovery.store.connection import default_redis_url
 
 broker_url = _broker.default_broker_url()
 result_backend = _broker.default_result_backend()
@@ -78,8 +81,9 @@ task_track_started = True
 task_time_limit = int(os.environ.get("CELERY_TASK_TIME_LIMIT", "300"))
 task_soft_time_limit = soft_limit(task_time_limit)
 
+_recovery = RecoveryConfig.from_env()
 # The longest a run may take: the time limit, or a recovery resubmission's limit.
-_longest_run = max(task_time_limit, RecoveryConfig.from_env().recovery_timeout)
+_longest_run = max(task_time_limit, _recovery.recovery_timeout)
 
 if _broker.is_redis(broker_url):
     broker_transport_options = {
@@ -107,4 +111,25 @@ result_extended = True
 worker_send_task_events = True
 task_send_sent_event = True
 
-beat_schedule_filename = os.environ.get("CELERY_BEAT_SCHEDULE", ".docrecovery/celerybeat-schedule")
+# Beat: RedBeat keeps the schedule in the tracker's Redis, under docrecovery's prefix, so
+# several beats (or workers started with --beat) may run: the one holding the lock
+# schedules, the others wait for it. A holder renews the lock at every wake-up; when it
+# dies, the lock expires and a standby takes it at its next try, so the schedule goes on
+# within redbeat_lock_timeout + beat_max_interval seconds.
+beat_scheduler = "redbeat.RedBeatScheduler"
+redbeat_redis_url = default_redis_url()
+redbeat_key_prefix = Keys(_recovery.key_prefix).beat
+# How long a beat sleeps at most: the holder renews its lock, a standby tries for it.
+beat_max_interval = int(os.environ.get("CELERY_BEAT_MAX_INTERVAL", "10"))
+redbeat_lock_timeout = int(os.environ.get("CELERY_BEAT_LOCK_TIMEOUT", "60"))
+if not 0 < beat_max_interval < redbeat_lock_timeout:
+    # a lock that expires between two renewals would pass to a standby while its
+    # holder still schedules
+    raise ConfigError(
+        "CELERY_BEAT_LOCK_TIMEOUT",
+        redbeat_lock_timeout,
+        f"seconds above CELERY_BEAT_MAX_INTERVAL ({beat_max_interval}), which must be > 0",
+    )
+# RedBeat's own client options (set, so it does not borrow the broker's): a beat cut off
+# from Redis fails within seconds and exits, instead of hanging while its lock expires.
+redbeat_redis_options = {"socket_timeout": 10, "socket_connect_timeout": 10}

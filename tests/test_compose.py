@@ -36,6 +36,7 @@ from celery.app.utils import find_app
 from docker.utils.build import PatternMatcher  # type: ignore[import-untyped]
 
 import celeryconfig
+from recovery import installed
 from recovery.config import ENV_PREFIX, RecoveryConfig
 from recovery.store.checks import SAFE_POLICIES
 from tasks.documents import RESULT_TTL_ENV
@@ -285,12 +286,15 @@ def test_every_tracked_task_is_registered_and_routed_to_a_consumed_queue() -> No
             assert app.amqp.router.route({}, task)["queue"].name in consumed_queues()
 
 
-def test_compose_runs_exactly_one_beat_for_the_schedule_the_app_declares() -> None:
-    # A second beat only duplicates every send; none never runs recovery.
-    beats = running("beat")
+def test_compose_runs_two_beat_replicas_behind_redbeats_lock() -> None:
+    # One beat is a single point of failure; two without a shared lock send everything
+    # twice. RedBeat's lock in Redis lets one of the replicas schedule.
+    (name,) = running("beat")
+    app = app_of(app_services()[name])
 
-    assert len(beats) == 1, beats
-    assert app_of(app_services()[beats[0]]).conf.beat_schedule
+    assert services()[name]["deploy"]["replicas"] == 2
+    assert app.conf.beat_scheduler == "redbeat.RedBeatScheduler"
+    assert app.conf.beat_schedule
 
 
 def test_every_task_beat_schedules_is_registered_and_routed_to_a_consumed_queue() -> None:
@@ -357,13 +361,14 @@ def test_each_worker_spools_to_a_volume_of_its_own() -> None:
     assert len(set(spools)) == len(spools)
 
 
-def test_beat_keeps_its_schedule_file_in_a_volume() -> None:
+def test_beat_keeps_its_schedule_and_lock_in_the_trackers_redis() -> None:
+    # Not in a file of one container: every replica must see the same schedule and lock.
     (name,) = running("beat")
-    schedule = app_services()[name].params["schedule"] or container_environ(name).get(
-        "CELERY_BEAT_SCHEDULE", celeryconfig.beat_schedule_filename
-    )
+    conf = app_of(app_services()[name]).conf
 
-    assert str(Path(schedule).parent) in volume_targets(services()[name])
+    assert app_services()[name].params["scheduler"] is None
+    assert conf.redbeat_redis_url == installed(app_of(app_services()[name])).redis_url
+    assert conf.redbeat_key_prefix.startswith("{docrecovery}:")
 
 
 # -- redis ---------------------------------------------------------------------------
