@@ -115,20 +115,21 @@ task_send_sent_event = True
 # several beats (or workers started with --beat) may run: the one holding the lock
 # schedules, the others wait for it. A holder renews the lock at every wake-up; when it
 # dies, the lock expires and a standby takes it at its next try, so the schedule goes on
-# within redbeat_lock_timeout + beat_max_interval seconds.
+# within redbeat_lock_timeout + beat_max_loop_interval seconds.
 beat_scheduler = "redbeat.RedBeatScheduler"
 redbeat_redis_url = default_redis_url()
 redbeat_key_prefix = Keys(_recovery.key_prefix).beat
 # How long a beat sleeps at most: the holder renews its lock, a standby tries for it.
-beat_max_interval = int(os.environ.get("CELERY_BEAT_MAX_INTERVAL", "10"))
+# (`celery beat` also reads CELERY_BEAT_MAX_INTERVAL itself, as its --max-interval.)
+beat_max_loop_interval = int(os.environ.get("CELERY_BEAT_MAX_INTERVAL", "10"))
 redbeat_lock_timeout = int(os.environ.get("CELERY_BEAT_LOCK_TIMEOUT", "60"))
-if not 0 < beat_max_interval < redbeat_lock_timeout:
+if not 0 < beat_max_loop_interval < redbeat_lock_timeout:
     # a lock that expires between two renewals would pass to a standby while its
     # holder still schedules
     raise ConfigError(
         "CELERY_BEAT_LOCK_TIMEOUT",
         redbeat_lock_timeout,
-        f"seconds above CELERY_BEAT_MAX_INTERVAL ({beat_max_interval}), which must be > 0",
+        f"seconds above CELERY_BEAT_MAX_INTERVAL ({beat_max_loop_interval}), which must be > 0",
     )
 # RedBeat's own client options (set, so it does not borrow the broker's): a beat cut off
 # from Redis fails within seconds and exits, instead of hanging while its lock expires.
