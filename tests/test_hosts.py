@@ -2,18 +2,19 @@
 
 Each "host" is a network namespace of its own (``ip netns``) joined to this machine by
 a veth pair, on an address range of this test's own (``10.231.<n>.0/24``). Redis runs
-here, bound to the host-side end of every pair; each host's worker (``ip netns exec
-… celery -A tasks worker --beat``, as ``DistributedProcessor`` starts it) reaches
-Redis over its veth only, and spools to a directory of its own. Cutting a host off is
-``ip link set <veth> down`` on this side: its TCP connections stall, as behind a dead
-switch port, with no reset to tell anyone.
+here, bound to this side's end of every pair; each host's worker (``ip netns exec …
+celery -A tasks worker --beat``, as ``DistributedProcessor`` starts it) reaches Redis
+over its veth only, and spools to a directory of its own. Cutting a host off is its
+link going down (``ip link set … down`` inside it): its open connections stall with no
+reset to tell anyone, new ones fail.
 
 The scenario: a batch runs on two hosts; host 1 is cut off while it runs a document and
-stays off for longer than that document's time limit (so its run is presumed lost and
-recovered elsewhere, and its own report of it has to wait in its spool); then it comes
-back and takes more work. In the end every document is processed exactly once (one
-successful run each, counted from the task results and the tracker's per-worker
-success counts), nothing is tracked as failed, and host 1's spool was replayed.
+stays off for longer than that run's time limit, so the run is presumed lost and
+recovered on host 2, while host 1's own report of it can only go to its spool. Then it
+comes back and takes more work. In the end every document is processed, exactly once
+(as many successful runs in the tracker's per-worker counts as documents), nothing is
+tracked as failed, and host 1's spool was replayed there: its late report of the
+replaced run dropped as stale instead of re-opening a processed document.
 
 Needs root and iproute2's ``ip``; skips, saying which, where namespaces cannot be made.
 Every namespace and veth is removed in a finalizer, also when the test fails.
@@ -22,22 +23,20 @@ Every namespace and veth is removed in a finalizer, also when the test fails.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import shutil
 import signal
 import subprocess
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pytest
 import redis
 from celery import Celery
-
 from faults.support import (
     FAST_ENV,
     TASK,
@@ -50,6 +49,7 @@ from faults.support import (
     wait_for,
     write_slow_html,
 )
+
 from recovery.keys import Keys
 from recovery.redis_server import RedisServer
 from recovery.spool import Spool
@@ -60,17 +60,19 @@ pytestmark = pytest.mark.slow
 #: The test's own address space: host n is 10.231.<n>.2, its veth peer here 10.231.<n>.1.
 NET = "10.231"
 TIME_LIMIT = 4
-#: How long host 1 stays cut off: past its run's time limit and in-flight lease
-#: (TIME_LIMIT + lease grace) and the broker's visibility timeout, and past the time
-#: limit plus the tracker client's socket timeout (10 s), so that host 1's report of
-#: its run fails and is spooled rather than merely delayed.
-CUT_SECONDS = 30
+#: The least host 1 stays cut off: past its run's time limit and in-flight lease
+#: (TIME_LIMIT + 1 s of lease grace), so the run counts as lost and recovery takes it
+#: elsewhere. It stays off until it has spooled its own report of that run.
+CUT_SECONDS = 8
 HOST_ENV = {
     **FAST_ENV,
     "CELERY_TASK_TIME_LIMIT": str(TIME_LIMIT),
-    "CELERY_VISIBILITY_TIMEOUT": "8",
     "DOCRECOVERY_RECOVERY_TIMEOUT": str(TIME_LIMIT),
     "DOCRECOVERY_NETWORK_RETRY_INTERVAL_HOURS": "0",
+    # Celery's result backend off: the pipeline keeps its results in the tracker's store.
+    # On, it would hold a cut-off run in Celery's own store of its outcome, which comes
+    # before docrecovery's signal handlers, until the link is back or Celery gives up.
+    "CELERY_RESULT_BACKEND": "",
     # each host embeds a beat (RedBeat): one of them schedules recovery every 1.2 s
     "DOCRECOVERY_ENABLE_PERIODIC_RECOVERY": "true",
     "DOCRECOVERY_RECOVERY_INTERVAL_MINUTES": "0.02",
@@ -158,7 +160,10 @@ class HostWorker:
         queues = (*QUEUES, host.name)
         args = ("--without-gossip", "--without-mingle", "-P", "prefork", "-c", "1", "--beat")
         command = ["ip", "netns", "exec", host.netns, *worker_command(host.name, queues, *args)]
-        self.process = subprocess.Popen(command, env=env, stdout=self._log, stderr=self._log)
+        # a session of its own: the worker, its pool and its beat are one process group
+        self.process = subprocess.Popen(
+            command, env=env, stdout=self._log, stderr=self._log, start_new_session=True
+        )
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -255,14 +260,8 @@ def logs(cluster: Cluster) -> Callable[[], str]:
     )
 
 
-def successful_runs(client: redis.Redis) -> Counter[str]:
-    """Task results in the result backend that say SUCCESS, by document path."""
-    runs: Counter[str] = Counter()
-    for key in client.scan_iter("celery-task-meta-*"):
-        meta = json.loads(str(client.get(key)))
-        if meta["status"] == "SUCCESS":
-            runs[meta["result"]["path"]] += 1
-    return runs
+def ready(worker: HostWorker) -> bool:
+    return " ready." in worker.log()
 
 
 def test_a_host_cut_off_mid_batch_loses_nothing_and_does_nothing_twice(
@@ -271,9 +270,9 @@ def test_a_host_cut_off_mid_batch_loses_nothing_and_does_nothing_twice(
     # Given two hosts with a worker each, and a batch of 16 documents; host 1 also gets
     # a larger one of its own, which it is running when it is cut off
     explain = logs(cluster)
-    h1, h2 = cluster.hosts
+    h1 = cluster.hosts[0]
     for worker in cluster.workers.values():
-        wait_for(lambda w=worker: " ready." in w.log(), 60, f"{worker.host.name} ready", explain)
+        wait_for(partial(ready, worker), 60, f"{worker.host.name} ready", explain)
     large = Doc(str(write_slow_html(doc_root / "large.html", 2.0)), "retry")
     docs = make_batch(doc_root, 16)
     sender.send_task(TASK, args=large.args, queue=h1.name)
@@ -288,9 +287,13 @@ def test_a_host_cut_off_mid_batch_loses_nothing_and_does_nothing_twice(
 
     wait_for(h1_runs_large, 30, "host 1 to run the large document", explain)
 
-    # When host 1 is cut off for longer than its run's time limit, then comes back
+    # When host 1 is cut off for longer than its run's time limit (its report of the
+    # run cannot reach Redis and goes to its spool), then comes back
     h1.cut()
-    time.sleep(CUT_SECONDS)
+    back = time.monotonic() + CUT_SECONDS
+    h1_spool = cluster.workers[h1.name].spool
+    wait_for(h1_spool.count, 90, "host 1 to spool what it cannot report", explain)
+    time.sleep(max(0.0, back - time.monotonic()))
     h1.reconnect()
     # and gets more work of its own: the events it delivers replay its spool first
     (doc_root / "more").mkdir()
@@ -301,8 +304,10 @@ def test_a_host_cut_off_mid_batch_loses_nothing_and_does_nothing_twice(
 
     # Then every document is processed, none is left tracked as failed or lost
     wait_for(
-        lambda: all(client.exists(Keys().app("result", d.doc_id)) for d in everything)
-        and not cluster.workers["h1"].spool.count(),
+        lambda: (
+            all(client.exists(Keys().app("result", d.doc_id)) for d in everything)
+            and not h1_spool.count()
+        ),
         90,
         "every document processed and host 1's spool replayed",
         lambda: describe(client, everything) + "\n" + explain(),
@@ -310,13 +315,10 @@ def test_a_host_cut_off_mid_batch_loses_nothing_and_does_nothing_twice(
     census = take_census(client, "host cut off", everything)
     assert not census.lost, census.line()
     assert [d for d in everything if record(client, d.doc_id)] == []
-    # And none was processed twice: one successful run per document
-    runs = successful_runs(client)
-    assert runs == Counter({d.path: 1 for d in everything}), runs
+    # And none was processed twice: as many successful runs as documents
     successes = {k: int(v) for k, v in client.hgetall(Keys().worker_successes).items()}
     assert sum(successes.values()) == len(everything), successes
-    # And host 1 spooled what it could not report while cut off, and replayed it
-    h1_log = cluster.workers["h1"].log()
-    assert "event spooled" in h1_log
-    assert "replayed" in h1_log
-    assert not (Path(cluster.workers["h1"].spool.directory) / "rejected.jsonl").exists()
+    # And host 1's spool was replayed there, into the tracker, none of it set aside: its
+    # report of the run recovery had replaced was dropped as stale, not re-opened
+    assert not (h1_spool.directory / "rejected.jsonl").exists()
+    assert int(client.hget(Keys().stats, "dropped_stale") or 0) >= 1

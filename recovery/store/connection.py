@@ -19,8 +19,10 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import redis
+from redis.backoff import ExponentialBackoff
 from redis.cluster import RedisCluster
 from redis.exceptions import NoScriptError, RedisClusterException, SlotNotCoveredError
+from redis.retry import Retry
 
 from recovery.categories import exception_chain
 from recovery.config import RecoveryConfig
@@ -98,7 +100,11 @@ def connect(url: str) -> Client:
     }
     if is_cluster_url(url):
         return connect_cluster(url, **options)
-    return redis.Redis.from_url(url, health_check_interval=30, **options)
+    # One quick retry rides out a dropped connection. redis-py's default (10 retries,
+    # each reconnecting with retries of its own) keeps a worker whose network is down
+    # waiting about 40 s per call before its event reaches the spool.
+    retry = Retry(ExponentialBackoff(cap=0.5, base=0.1), 1)
+    return redis.Redis.from_url(url, health_check_interval=30, retry=retry, **options)
 
 
 class Shard:
