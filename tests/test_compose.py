@@ -36,7 +36,6 @@ from celery.app.utils import find_app
 from docker.utils.build import PatternMatcher  # type: ignore[import-untyped]
 
 import celeryconfig
-from recovery import installed
 from recovery.config import ENV_PREFIX, RecoveryConfig
 from recovery.store.checks import SAFE_POLICIES
 from tasks.documents import RESULT_TTL_ENV
@@ -364,11 +363,15 @@ def test_each_worker_spools_to_a_volume_of_its_own() -> None:
 def test_beat_keeps_its_schedule_and_lock_in_the_trackers_redis() -> None:
     # Not in a file of one container: every replica must see the same schedule and lock.
     (name,) = running("beat")
-    conf = app_of(app_services()[name]).conf
+    environ = container_environ(name)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(os, "environ", environ)
+        conf = runpy.run_path(str(celeryconfig.__file__))
 
     assert app_services()[name].params["scheduler"] is None
-    assert conf.redbeat_redis_url == installed(app_of(app_services()[name])).redis_url
-    assert conf.redbeat_key_prefix.startswith("{docrecovery}:")
+    assert conf["beat_scheduler"] == "redbeat.RedBeatScheduler"
+    assert conf["redbeat_redis_url"] == environ["REDIS_URL"]
+    assert conf["redbeat_key_prefix"] == "{docrecovery}:beat"
 
 
 # -- redis ---------------------------------------------------------------------------
