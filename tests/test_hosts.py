@@ -72,7 +72,7 @@ HOST_ENV = {
     # Celery's result backend off: the pipeline keeps its results in the tracker's store.
     # On, it would hold a cut-off run in Celery's own store of its outcome, which comes
     # before docrecovery's signal handlers, until the link is back or Celery gives up.
-    "CELERY_RESULT_BACKEND": "",
+    "CELERY_RESULT_BACKEND": "disabled://",
     # each host embeds a beat (RedBeat): one of them schedules recovery every 1.2 s
     "DOCRECOVERY_ENABLE_PERIODIC_RECOVERY": "true",
     "DOCRECOVERY_RECOVERY_INTERVAL_MINUTES": "0.02",
