@@ -129,13 +129,46 @@ def test_redbeat_keeps_its_keys_under_the_trackers_hash_tag() -> None:
 
     conf = RedBeatConfig(app)
 
-    assert conf.redis_url == celeryconfig.redis_url
+    assert conf.redis_url == celeryconfig.redbeat_redis_url
     assert conf.key_prefix == Keys().beat == "{docrecovery}:beat"
     assert (conf.schedule_key, conf.statics_key, conf.lock_key) == (
         "{docrecovery}:beat:schedule",
         "{docrecovery}:beat:statics",
         "{docrecovery}:beat:lock",
     )
+
+
+#: Where each kind of deployment keeps beat's schedule and lock: the tracker's Redis.
+WHERE = {
+    "tracker and broker apart": (
+        {"REDIS_URL": "redis://tracker:6379/1", "CELERY_BROKER_URL": "amqp://u:p@rabbit//"},
+        "redis://tracker:6379/1",
+    ),
+    "one Redis named as the broker": (
+        {"CELERY_BROKER_URL": "redis://one:6379/2"},
+        "redis://one:6379/2",
+    ),
+    "a cluster tracker, by its first node": (
+        {"REDIS_URL": "redis+cluster://:pw@n1:7000,n2:7001", "CELERY_BROKER_URL": "redis://b/0"},
+        "redis://:pw@n1:7000/0",
+    ),
+}
+
+
+@pytest.mark.parametrize("where", sorted(WHERE))
+def test_beat_keeps_its_schedule_and_lock_in_the_trackers_redis(
+    monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    env, url = WHERE[where]
+    for name in ("REDIS_URL", "CELERY_BROKER_URL"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+    conf = runpy.run_path(str(celeryconfig.__file__))
+
+    assert conf["redbeat_redis_url"] == url
+    assert conf["redbeat_redis_options"].get("cluster", False) == ("cluster" in where)
 
 
 @pytest.mark.parametrize(("max_interval", "lock_timeout"), [("10", "10"), ("0", "5")])

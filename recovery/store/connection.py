@@ -89,6 +89,15 @@ def default_redis_url(explicit: str | None = None) -> str:
     return explicit or os.environ.get("REDIS_URL") or DEFAULT_URL
 
 
+def tracker_url(explicit: str | None = None, broker: str = "") -> str:
+    """The tracker's Redis: ``explicit``, else ``REDIS_URL``; only with neither does a
+    Redis ``broker`` serve (one Redis named once: ``celery -b redis://...``), never a
+    broker of another kind. The app's recovery and beat (RedBeat) both ask here."""
+    if explicit or os.environ.get("REDIS_URL"):
+        return default_redis_url(explicit)
+    return broker if broker.startswith(("redis://", "rediss://")) else default_redis_url()
+
+
 def connect(url: str) -> Client:
     """A client that fails fast, so a handler spools an event instead of hanging; a
     cluster client for a ``redis+cluster://`` URL (it reads the slot map on creation)."""
