@@ -50,11 +50,10 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_ROOT_USER_ACTION=ignore
 
 # Where state lives. Only documents under DOCRECOVERY_ROOTS are processed (mount them
-# there); failure events that could not reach Redis wait in the spool to be replayed;
-# beat keeps its schedule file (read by celeryconfig.py) in /data/beat.
+# there); failure events that could not reach Redis wait in the spool to be replayed.
+# Beat keeps its schedule in Redis (RedBeat, see celeryconfig.py).
 ENV DOCRECOVERY_ROOTS=/data/documents \
-    DOCRECOVERY_SPOOL_DIR=/data/spool \
-    CELERY_BEAT_SCHEDULE=/data/beat/celerybeat-schedule
+    DOCRECOVERY_SPOOL_DIR=/data/spool
 
 RUN groupadd --system --gid 10001 docrecovery \
  && useradd --system --uid 10001 --gid docrecovery \
@@ -68,9 +67,9 @@ RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
 # All state lives under /data, owned by the service user (a named volume mounted
 # here starts with this ownership). The code stays read-only to that user, and a
 # relative path written by mistake fails loudly instead of vanishing with the container.
-RUN mkdir -p /data/documents /data/spool /data/beat \
+RUN mkdir -p /data/documents /data/spool \
  && chown -R docrecovery:docrecovery /data
-VOLUME ["/data/documents", "/data/spool", "/data/beat"]
+VOLUME ["/data/documents", "/data/spool"]
 
 WORKDIR /app
 # Flower runs ./flowerconfig.py: the docrecovery_* metrics on Flower's /metrics.

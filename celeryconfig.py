@@ -16,12 +16,17 @@ variables), and ``recovery.install`` adds the ``recovery.run`` beat entry from i
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from kombu import Exchange, Queue
 
 from recovery import broker as _broker
 from recovery.config import RecoveryConfig, soft_limit
+from recovery.errors import ConfigError
+from recovery.keys import Keys
 from recovery.policy import longest_run
+from recovery.store.cluster import first_node_url, is_cluster_url
+from recovery.store.connection import tracker_url
 
 broker_url = _broker.default_broker_url()
 result_backend = _broker.default_result_backend()
@@ -116,4 +121,33 @@ result_extended = True
 worker_send_task_events = True
 task_send_sent_event = True
 
-beat_schedule_filename = os.environ.get("CELERY_BEAT_SCHEDULE", ".docrecovery/celerybeat-schedule")
+# Beat: RedBeat keeps the schedule in the tracker's Redis, under docrecovery's prefix, so
+# several beats (or workers started with --beat) may run: the one holding the lock
+# schedules, the others wait for it. A holder renews the lock at every wake-up; when it
+# dies, the lock expires and a standby takes it at its next try, so the schedule goes on
+# within redbeat_lock_timeout + beat_max_loop_interval seconds.
+beat_scheduler = "redbeat.RedBeatScheduler"
+redbeat_key_prefix = Keys(_recovery.key_prefix).beat
+# How long a beat sleeps at most: the holder renews its lock, a standby tries for it.
+# (`celery beat` also reads CELERY_BEAT_MAX_INTERVAL itself, as its --max-interval.)
+beat_max_loop_interval = int(os.environ.get("CELERY_BEAT_MAX_INTERVAL", "10"))
+redbeat_lock_timeout = int(os.environ.get("CELERY_BEAT_LOCK_TIMEOUT", "60"))
+if not 0 < beat_max_loop_interval < redbeat_lock_timeout:
+    # a lock that expires between two renewals would pass to a standby while its
+    # holder still schedules
+    raise ConfigError(
+        "CELERY_BEAT_LOCK_TIMEOUT",
+        redbeat_lock_timeout,
+        f"seconds above CELERY_BEAT_MAX_INTERVAL ({beat_max_loop_interval}), which must be > 0",
+    )
+# RedBeat's own client options (set, so it does not borrow the broker's): a beat cut off
+# from Redis fails within seconds and exits, instead of hanging while its lock expires.
+redbeat_redis_options: dict[str, Any] = {"socket_timeout": 10, "socket_connect_timeout": 10}
+_tracker = tracker_url(broker=broker_url)
+if is_cluster_url(_tracker):
+    # RedBeat takes a cluster as one node's URL and its cluster option; every key it
+    # writes shares the {prefix} hash tag, so its pipelines stay on one node.
+    redbeat_redis_url = first_node_url(_tracker)
+    redbeat_redis_options.update(cluster=True, decode_responses=True)
+else:
+    redbeat_redis_url = _tracker

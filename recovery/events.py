@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded
+
 from recovery.errors import CorruptRecord, TrackerUnavailable
 from recovery.records import FailedDocumentRecord
 from recovery.spool import Spool
@@ -24,6 +26,10 @@ log = logging.getLogger(__name__)
 
 #: How often a process looks for spooled events of other processes on its host.
 SPOOL_CHECK_SECONDS = 30.0
+#: What keeps an event from Redis without saying anything about the event: Redis
+#: unreachable, or a soft time limit firing while the event is on its way (a run ending
+#: near its limit, or on a worker cut off from Redis, whose limits fire late).
+NOT_DELIVERED = (TrackerUnavailable, SoftTimeLimitExceeded)
 
 
 @dataclass(frozen=True)
@@ -125,16 +131,13 @@ class Reporter:
         Spooled events go first: they happened before this one."""
         try:
             if self._spool_may_hold_events():
-                self.spool.replay(lambda raw: from_json(raw).apply(tracker), TrackerUnavailable)
+                self.spool.replay(lambda raw: from_json(raw).apply(tracker), NOT_DELIVERED)
             event.apply(tracker)
-        except TrackerUnavailable as exc:
+        except NOT_DELIVERED as exc:
             where = self.spool.append(event.to_json())
             self._spool_checked = 0.0
             log.error(
-                "docrecovery: Redis unreachable (%s); %s event spooled to %s",
-                exc,
-                event.kind,
-                where,
+                "docrecovery: %s event spooled to %s, not delivered: %r", event.kind, where, exc
             )
         except Exception:
             log.exception("docrecovery: %s event cannot be applied; rejected", event.kind)
@@ -143,11 +146,9 @@ class Reporter:
     def replay(self, tracker: Tracker) -> int:
         """Apply every spooled event; 0 when Redis is still away (they stay spooled)."""
         try:
-            replayed = self.spool.replay(
-                lambda raw: from_json(raw).apply(tracker), TrackerUnavailable
-            )
-        except TrackerUnavailable as exc:
-            log.warning("docrecovery: spool replay stopped, Redis unreachable: %s", exc)
+            replayed = self.spool.replay(lambda raw: from_json(raw).apply(tracker), NOT_DELIVERED)
+        except NOT_DELIVERED as exc:
+            log.warning("docrecovery: spool replay stopped, events kept: %r", exc)
             return 0
         if replayed:
             log.warning("docrecovery: replayed %d spooled events", replayed)

@@ -23,7 +23,6 @@ append the event to a local spool (``spool_dir``), replayed once Redis answers a
 from __future__ import annotations
 
 import logging
-import os
 import time
 import traceback
 import weakref
@@ -49,7 +48,7 @@ from recovery.events import FailureEvent, Reporter, SuccessEvent
 from recovery.manager import RecoveryManager
 from recovery.records import DEAD, FailedDocumentRecord, document_id
 from recovery.spool import Spool
-from recovery.store import Tracker, default_redis_url
+from recovery.store import Tracker, tracker_url
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +76,7 @@ class Recovery:
         """The tracker's Redis: the explicit URL, else ``REDIS_URL``. Only with neither
         does a Redis broker serve (one Redis named once: ``celery -b redis://...``);
         never a broker of another kind (:mod:`recovery.broker`)."""
-        if self._redis_url or os.environ.get("REDIS_URL"):
-            return default_redis_url(self._redis_url)
-        broker = str(self.app.conf.broker_url or "")
-        return broker if broker.startswith(("redis://", "rediss://")) else default_redis_url()
+        return tracker_url(self._redis_url, str(self.app.conf.broker_url or ""))
 
     @property
     def tracker(self) -> Tracker:

@@ -206,6 +206,13 @@ class Keys:
         """Lock that keeps two recovery runs from overlapping."""
         return self._name("lock", "run")
 
+    @property
+    def beat(self) -> str:
+        """Prefix of RedBeat's keys (``redbeat_key_prefix``): it appends ``:schedule``,
+        ``:statics`` and ``:lock`` (the lock one beat of many holds while it schedules)
+        and, without a separator, each entry's name."""
+        return self._name("beat")
+
 
 def slot(tag: str) -> int:
     """The Redis Cluster slot of every key under hash tag ``tag``: CRC16 (XMODEM) of

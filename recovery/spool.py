@@ -76,7 +76,7 @@ class Spool:
     def replay(
         self,
         handle: Callable[[dict[str, Any]], None],
-        unavailable: type[Exception] = Exception,
+        unavailable: type[Exception] | tuple[type[Exception], ...] = Exception,
     ) -> int:
         """Feed every spooled event to ``handle``, oldest first; returns how many were
         replayed. At the first event that raises ``unavailable`` it stops, keeping that
@@ -96,7 +96,7 @@ class Spool:
         self,
         events: list[dict[str, Any]],
         handle: Callable[[dict[str, Any]], None],
-        unavailable: type[Exception],
+        unavailable: type[Exception] | tuple[type[Exception], ...],
     ) -> int:
         events.sort(key=lambda event: int(event.get(SEQ, 0)))
         replayed = 0

@@ -42,7 +42,6 @@ def _environment(url: str, docs: Path, data: Path) -> dict[str, str]:
         "DOCRECOVERY_MIN_RETRY_INTERVAL_HOURS": "0",
         "DOCRECOVERY_RECOVERY_INTERVAL_MINUTES": "0.05",
         "DOCRECOVERY_SPOOL_DIR": str(data / "spool"),
-        "CELERY_BEAT_SCHEDULE": str(data / "celerybeat-schedule"),
     }
 
 

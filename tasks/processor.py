@@ -13,10 +13,11 @@ ConfigError naming the key. Changes take effect at the next ``start_worker()``: 
 worker runs as ``celery -A tasks worker`` in a child process and receives the settings
 of that moment through ``DOCRECOVERY_*`` variables. With ``enable_periodic_recovery``
 it embeds Celery's beat (``--beat``), which sends ``recovery.run`` to the ``recovery``
-queue every ``recovery_interval_minutes`` while the worker runs; the schedule file is
-the worker's own, in its data directory (``DOCRECOVERY_DATA_DIR``, else
-``.docrecovery``, then ``workers/<worker_id>``). Several processors each embed a beat:
-the run lock and atomic claims keep their runs from resubmitting a document twice.
+queue every ``recovery_interval_minutes`` while the worker runs. The beat is RedBeat
+(``celeryconfig``): its schedule lives in Redis, and of several processors' beats only
+the one holding RedBeat's lock schedules; the others stand by and take over when it
+dies. The run lock and atomic claims still keep a manual run beside it from
+resubmitting a document twice.
 
 ``redis_url`` is the tracker's Redis. Tasks go to ``CELERY_BROKER_URL`` when it is set
 (RabbitMQ, say), else to that Redis; the worker inherits both
@@ -30,7 +31,6 @@ import os
 import signal
 import sys
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 from recovery import DocumentRecoveryManager, RecoveryConfig, installed
@@ -88,14 +88,11 @@ class DistributedProcessor:
         *,
         queues: Iterable[str] = QUEUES,
         concurrency: int | None = None,
-        data_dir: str | Path | None = None,
     ) -> None:
         self.worker_id = worker_id
         self.redis_url = default_redis_url(redis_url)
         self.queues = tuple(queues)
         self.concurrency = concurrency
-        base = Path(os.environ.get("DOCRECOVERY_DATA_DIR", ".docrecovery"))
-        self.data_dir = Path(data_dir) if data_dir is not None else base / "workers" / worker_id
         self.config: dict[str, Any] = RecoveryConfig.from_env().as_dict()
         self._process: asyncio.subprocess.Process | None = None
         self._manager: DocumentRecoveryManager | None = None
@@ -129,18 +126,13 @@ class DistributedProcessor:
             for path in paths
         ]
 
-    @property
-    def schedule_file(self) -> Path:
-        """The embedded beat's schedule: one per worker, so beats never share a shelve."""
-        return self.data_dir / "celerybeat-schedule"
-
     def worker_command(self) -> list[str]:
         """The worker for the current ``config``: with periodic recovery, an embedded
         beat, and the queue its runs are sent to even when ``queues`` leaves it out."""
         extra = ["--concurrency", str(self.concurrency)] if self.concurrency else []
         queues = self.queues
         if self.recovery_config.enable_periodic_recovery:
-            extra += ["--beat", "--schedule", str(self.schedule_file)]
+            extra.append("--beat")
             if RECOVERY_QUEUE not in queues:
                 queues = (*queues, RECOVERY_QUEUE)
         return worker_command(self.worker_id, queues, *extra)
@@ -155,7 +147,6 @@ class DistributedProcessor:
             "REDIS_URL": self.redis_url,
         }
         command = self.worker_command()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
         self._process = await asyncio.create_subprocess_exec(*command, env=env)
         return await self._process.wait()
 

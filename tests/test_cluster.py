@@ -9,19 +9,23 @@ backend stay on the session's plain Redis: a cluster is the tracker's store only
 from __future__ import annotations
 
 import itertools
+import os
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from celery import Celery
 from redis.cluster import RedisCluster
 
 from recovery import DocumentRecoveryManager, RecoveryConfig, installed
 from recovery.errors import ConfigError, TrackerUnavailable
-from recovery.keys import shard_of, slot
+from recovery.keys import Keys, shard_of, slot
 from recovery.records import FailedDocumentRecord, document_id
 from recovery.redis_cluster import LocalCluster, find_redis_cli
 from recovery.redis_server import free_port
@@ -265,3 +269,43 @@ def test_a_worker_records_and_recovers_a_document_on_a_cluster(
     wait_for(lambda: tracker.reports.get_record(doc_id) is None, "the recovery")
     metrics = cluster_recovery.status()["recovery_metrics"]
     assert (metrics["recovery_attempts"], metrics["successful_recoveries"]) == (1, 1)
+
+
+@pytest.mark.slow
+def test_beat_schedules_from_a_cluster_tracker(
+    cluster_client: RedisCluster, cluster_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    # Given beat (RedBeat) with the tracker on the cluster and the broker on plain Redis
+    env = {
+        **os.environ,
+        "REDIS_URL": cluster_url,
+        "CELERY_BROKER_URL": redis_url,
+        "CELERY_RESULT_BACKEND": redis_url,
+        "DOCRECOVERY_RECOVERY_INTERVAL_MINUTES": "0.02",
+        "CELERY_BEAT_MAX_INTERVAL": "1",
+        "CELERY_BEAT_LOCK_TIMEOUT": "3",
+    }
+    broker = redis.Redis.from_url(redis_url)
+    log_path = tmp_path / "beat.log"
+    with log_path.open("wb") as log:
+        beat = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "tasks", "beat", "--loglevel=INFO"],
+            env=env,
+            stdout=log,
+            stderr=log,
+        )
+    try:
+        # When it runs a few intervals
+        deadline = time.monotonic() + TIMEOUT
+        while broker.llen("recovery") < 2:
+            assert beat.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.1)
+
+        # Then it sent recovery.run to the broker, holding its lock on the cluster
+        assert cluster_client.exists(Keys().beat + ":lock")
+        assert cluster_client.zcard(Keys().beat + ":schedule") == 1
+    finally:
+        beat.terminate()
+        beat.wait(10)
+        broker.close()

@@ -285,12 +285,15 @@ def test_every_tracked_task_is_registered_and_routed_to_a_consumed_queue() -> No
             assert app.amqp.router.route({}, task)["queue"].name in consumed_queues()
 
 
-def test_compose_runs_exactly_one_beat_for_the_schedule_the_app_declares() -> None:
-    # A second beat only duplicates every send; none never runs recovery.
-    beats = running("beat")
+def test_compose_runs_two_beat_replicas_behind_redbeats_lock() -> None:
+    # One beat is a single point of failure; two without a shared lock send everything
+    # twice. RedBeat's lock in Redis lets one of the replicas schedule.
+    (name,) = running("beat")
+    app = app_of(app_services()[name])
 
-    assert len(beats) == 1, beats
-    assert app_of(app_services()[beats[0]]).conf.beat_schedule
+    assert services()[name]["deploy"]["replicas"] == 2
+    assert app.conf.beat_scheduler == "redbeat.RedBeatScheduler"
+    assert app.conf.beat_schedule
 
 
 def test_every_task_beat_schedules_is_registered_and_routed_to_a_consumed_queue() -> None:
@@ -357,13 +360,18 @@ def test_each_worker_spools_to_a_volume_of_its_own() -> None:
     assert len(set(spools)) == len(spools)
 
 
-def test_beat_keeps_its_schedule_file_in_a_volume() -> None:
+def test_beat_keeps_its_schedule_and_lock_in_the_trackers_redis() -> None:
+    # Not in a file of one container: every replica must see the same schedule and lock.
     (name,) = running("beat")
-    schedule = app_services()[name].params["schedule"] or container_environ(name).get(
-        "CELERY_BEAT_SCHEDULE", celeryconfig.beat_schedule_filename
-    )
+    environ = container_environ(name)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(os, "environ", environ)
+        conf = runpy.run_path(str(celeryconfig.__file__))
 
-    assert str(Path(schedule).parent) in volume_targets(services()[name])
+    assert app_services()[name].params["scheduler"] is None
+    assert conf["beat_scheduler"] == "redbeat.RedBeatScheduler"
+    assert conf["redbeat_redis_url"] == environ["REDIS_URL"]
+    assert conf["redbeat_key_prefix"] == "{docrecovery}:beat"
 
 
 # -- redis ---------------------------------------------------------------------------

@@ -9,6 +9,7 @@ count them on the ``documents`` list.
 from __future__ import annotations
 
 import logging
+import signal
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ from typing import Any
 
 import pytest
 import redis
+from celery.exceptions import SoftTimeLimitExceeded
 from faults.support import KEYS, TASK, fast_config
 
 from recovery.api import DocumentRecoveryManager
@@ -323,6 +325,40 @@ def test_a_failure_the_server_refuses_to_record_is_spooled_for_later(
     # kept to replay once an operator grants the permission, not set aside as rejected
     assert spool.count() == 1
     assert not (tmp_path / "spool" / "rejected.jsonl").exists()
+
+
+def test_a_failure_interrupted_by_the_soft_time_limit_is_spooled_not_rejected(
+    redis_url: str, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    # Given a worker whose Redis does not answer (paused), and a soft time limit that
+    # fires while the failure event waits for it (as on a worker cut off from Redis)
+    tracker = Tracker(redis_url, fast_config())
+    spool = Spool(tmp_path / "spool")
+    record = FailedDocumentRecord("/docs/late.txt", "t-late", "E: x")
+    tracker.store.record_failure(FailedDocumentRecord("/docs/warmup.txt", "t-warm", "E: x"))
+
+    def soft_limit(*_: Any) -> None:
+        raise SoftTimeLimitExceeded()
+
+    previous = signal.signal(signal.SIGALRM, soft_limit)
+    try:
+        redis_client.client_pause(2000, all=False)
+        signal.setitimer(signal.ITIMER_REAL, 0.3)
+        Reporter(spool).deliver(tracker, FailureEvent(record, True, False))
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        redis_client.client_unpause()
+
+    # before: "failure event cannot be applied; rejected", moved to rejected.jsonl
+    try:
+        assert spool.count() == 1
+        assert not (tmp_path / "spool" / "rejected.jsonl").exists()
+        # And once Redis answers it is replayed into the tracker
+        assert Reporter(spool).replay(tracker) == 1
+        assert tracker.reports.get_record(record.doc_id) is not None
+    finally:
+        tracker.close()
 
 
 def test_a_selection_by_error_signature_takes_exactly_that_group(

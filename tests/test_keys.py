@@ -44,6 +44,7 @@ NAMES = {
     "run_lock": "lock:run",
     "series": "series:recoveries",
     "series_buckets": "series:buckets",
+    "beat": "beat",
 }
 
 
@@ -91,6 +92,7 @@ def test_default_key_names_are_pinned() -> None:
     assert keys.generations == "{docrecovery}:env:generations"
     assert keys.breakers == "{docrecovery}:breakers"
     assert keys.run_lock == "{docrecovery}:lock:run"
+    assert keys.beat == "{docrecovery}:beat"
     assert keys.record("816e63c349de4636ebf1") == "{docrecovery}:doc:816e63c349de4636ebf1"
     assert (
         keys.app("result", "816e63c349de4636ebf1")

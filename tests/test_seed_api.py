@@ -30,6 +30,7 @@ from celery import Celery
 from celery.result import AsyncResult
 
 from recovery import ConfigError, FailedDocumentsTracker, RecoveryConfig, installed
+from recovery.keys import Keys
 from recovery.records import FailedDocumentRecord, document_id
 from recovery.store import Tracker
 
@@ -200,7 +201,7 @@ def holds(condition: Callable[[], bool], what: str, seconds: float) -> None:
 
 
 def test_the_processor_recovers_periodically_while_its_worker_runs(
-    redis_url: str, doc_root: Path, tracker: Tracker, tmp_path: Path
+    redis_url: str, doc_root: Path, tracker: Tracker, redis_client: redis.Redis
 ) -> None:
     from distributed_processor import DistributedProcessor
 
@@ -230,8 +231,8 @@ def test_the_processor_recovers_periodically_while_its_worker_runs(
     metrics = tracker.reports.status()["recovery_metrics"]
     assert (metrics["recovery_attempts"], metrics["successful_recoveries"]) == (1, 1)
     assert metrics["recovery_runs"] >= 2
-    # And the embedded beat kept its schedule in the worker's own data directory
-    assert list((tmp_path / "data" / "workers" / "periodic").glob("celerybeat-schedule*"))
+    # And the embedded beat (RedBeat) kept its schedule in Redis, under docrecovery's prefix
+    assert redis_client.exists(Keys().beat + "docrecovery-recovery-run")
 
 
 def test_the_processor_runs_no_periodic_recovery_when_it_is_disabled(
@@ -309,7 +310,7 @@ def test_config_updated_after_construction_is_what_the_worker_starts_with(
 
 
 def test_the_processor_worker_consumes_the_recovery_queue_only_with_its_embedded_beat(
-    redis_url: str, tmp_path: Path
+    redis_url: str,
 ) -> None:
     from distributed_processor import DistributedProcessor
 
@@ -319,9 +320,8 @@ def test_the_processor_worker_consumes_the_recovery_queue_only_with_its_embedded
     processor.config["enable_periodic_recovery"] = False
     plain = processor.worker_command()
 
-    schedule = str(tmp_path / "data" / "workers" / "docs-only" / "celerybeat-schedule")
     assert periodic[periodic.index("-Q") + 1] == "documents,recovery"
-    assert periodic[periodic.index("--beat") :][:3] == ["--beat", "--schedule", schedule]
+    assert "--beat" in periodic
     assert plain[plain.index("-Q") + 1] == "documents"
     assert "--beat" not in plain
 

@@ -595,6 +595,29 @@ def test_a_resubmission_that_never_started_is_neither_resent_nor_counted_until_t
     assert zscore(redis_client, tracker.keys.superseded, "queued-task") == bound
 
 
+def test_a_late_failure_of_a_run_recovery_replaced_does_not_reopen_its_document(
+    tracker: Tracker,
+) -> None:
+    # Given a document whose run was resubmitted as a newer task, which then succeeded
+    path = "/docs/partitioned.pdf"
+    tracker.store.record_failure(failure(path, task_id="cut-off-task"))
+    doc = document_id(path)
+    now = T0 + 2 * HOUR
+    tracker.claims.claim_due(10, now=now)
+    tracker.claims.settle([Settlement(doc, "sent", "newer-task")], now=now)
+    tracker.store.resolve(doc, recovery_attempt=True, task_id="newer-task")
+
+    # When the replaced run's failure arrives late (a host back from a partition, or
+    # its spool replayed)
+    outcome = tracker.store.record_failure(failure(path, now + 60, task_id="cut-off-task"))
+
+    # Then it is dropped as stale and counted: the document stays processed
+    assert outcome.state == "stale"
+    assert tracker.reports.get_record(doc) is None
+    metrics = tracker.reports.status(now=now + 60)["recovery_metrics"]
+    assert (metrics["dropped_stale"], metrics["resolved"]) == (1, 1)
+
+
 def test_an_expired_lease_of_a_crashed_run_returns_to_due_without_a_retry(
     tracker: Tracker,
 ) -> None:

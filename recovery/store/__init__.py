@@ -33,6 +33,7 @@ from recovery.store.connection import (
     default_redis_url,
     redact,
     redact_text,
+    tracker_url,
 )
 from recovery.store.maintenance import Maintenance
 from recovery.store.reports import Reports, Selection
@@ -52,6 +53,7 @@ __all__ = [
     "default_redis_url",
     "redact",
     "redact_text",
+    "tracker_url",
 ]
 
 

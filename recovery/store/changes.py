@@ -33,7 +33,7 @@ TTL_MARGIN_SECONDS = 86400
 #: Ids handled per script call in cleanup and sweeps, to keep each call short.
 CHUNK = 500
 
-FailureState = Literal["failed", "dead", "skipped", "dropped"]
+FailureState = Literal["failed", "dead", "skipped", "dropped", "stale"]
 Verdict = Literal["run", "stale", "lost"]
 ClaimMode = Literal["due", "preview", "manual"]
 #: A lost run is reported by the redelivery that found its own entry ("any"), or by a
@@ -100,7 +100,8 @@ class Store(Part):
         ``lost_run`` reports an in-flight run that never finished (see
         :meth:`record_lost_run`): skipped (state ``skipped``) when the entry is gone
         or, for a sweep, was renewed since, so a lost run is reported once. The
-        failure of a run whose document was deleted while it ran is ``dropped``."""
+        failure of a run whose document was deleted while it ran is ``dropped``; one of a
+        run that recovery has since replaced by a newer task is ``stale``."""
         at = record.failure_timestamp if now is None else now
         config = self.config
         category = record.error_category
@@ -146,6 +147,13 @@ class Store(Part):
                 record.task_id,
                 record.document_path,
             )
+        if state == "stale":
+            log.warning(
+                "failure of task %s dropped: recovery had already replaced it by a newer"
+                " task for %s",
+                record.task_id,
+                record.document_path,
+            )
         return FailureOutcome(state, int(retries), bool(replaced))
 
     def record_lost_run(self, call: RunCall, bound: LostRun, now: float | None) -> FailureOutcome:
@@ -159,7 +167,8 @@ class Store(Part):
             recovery_attempt=call.marker is not None,
             now="server" if now is None else now,
         )
-        return FailureOutcome("skipped", 0, False) if outcome.state == "dropped" else outcome
+        dropped = outcome.state in ("dropped", "stale")
+        return FailureOutcome("skipped", 0, False) if dropped else outcome
 
     def resolve(
         self,

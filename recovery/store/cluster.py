@@ -46,18 +46,22 @@ def cluster_nodes(url: str) -> list[tuple[str, int]]:
     return nodes
 
 
+def first_node_url(url: str) -> str:
+    """The first node of a cluster URL as the ``redis://`` URL it would be alone, with
+    the cluster URL's credentials and query options (what RedisCluster takes)."""
+    parts = urlsplit(url)
+    credentials, _, _ = parts.netloc.rpartition("@")
+    host, port = cluster_nodes(url)[0]
+    first = f"{credentials}@" * bool(credentials) + _netloc(host, port)
+    return urlunsplit((SCHEMES[parts.scheme.lower()], first, "/0", parts.query, ""))
+
+
 def connect_cluster(url: str, **options: Any) -> RedisCluster:
     """A cluster client over the nodes ``url`` names, with ``options``. The first node
     is read as the ``redis://`` URL it would be alone, so credentials and query options
     mean what they mean there (and the query's win over ``options``)."""
-    nodes = cluster_nodes(url)
-    parts = urlsplit(url)
-    credentials, _, _ = parts.netloc.rpartition("@")
-    host, port = nodes[0]
-    first = f"{credentials}@" * bool(credentials) + _netloc(host, port)
-    single = urlunsplit((SCHEMES[parts.scheme.lower()], first, "/0", parts.query, ""))
-    others = [ClusterNode(host, port) for host, port in nodes[1:]]  # type: ignore[no-untyped-call]
-    return RedisCluster(url=single, startup_nodes=others, **options)
+    others = [ClusterNode(host, port) for host, port in cluster_nodes(url)[1:]]  # type: ignore[no-untyped-call]
+    return RedisCluster(url=first_node_url(url), startup_nodes=others, **options)
 
 
 def _netloc(host: str, port: int) -> str:

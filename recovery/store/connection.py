@@ -22,8 +22,10 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import redis
+from redis.backoff import ExponentialBackoff
 from redis.cluster import RedisCluster
 from redis.exceptions import NoScriptError, RedisClusterException, SlotNotCoveredError
+from redis.retry import Retry
 
 from recovery.categories import exception_chain
 from recovery.config import RecoveryConfig
@@ -103,6 +105,16 @@ def default_redis_url(explicit: str | None = None) -> str:
     return explicit or os.environ.get("REDIS_URL") or DEFAULT_URL
 
 
+def tracker_url(explicit: str | None = None, broker: str = "") -> str:
+    """The tracker's Redis: ``explicit``, else ``REDIS_URL``; only with neither does a
+    Redis ``broker`` serve (one Redis named once: ``celery -b redis://...``), never a
+    broker of another kind. The app's recovery and beat (RedBeat) both ask here."""
+    if explicit or os.environ.get("REDIS_URL"):
+        return default_redis_url(explicit)
+    redis_broker = broker.startswith(("redis://", "rediss://", "unix://", "sentinel://"))
+    return broker if redis_broker else default_redis_url()
+
+
 #: Options of every client: fail fast, so a handler spools an event instead of hanging.
 CLIENT_OPTIONS: dict[str, Any] = {
     "decode_responses": True,
@@ -110,8 +122,6 @@ CLIENT_OPTIONS: dict[str, Any] = {
     "socket_connect_timeout": 2,
     "socket_timeout": 10,
 }
-#: What a single server's client adds: a ping before using a connection idle this long.
-HEALTH_CHECK = {"health_check_interval": 30}
 
 
 def connect(url: str, sentinel_master: str) -> Client:
@@ -120,7 +130,15 @@ def connect(url: str, sentinel_master: str) -> Client:
     ``redis+cluster://`` URL, of the cluster (it reads the slot map on creation)."""
     if is_cluster_url(url):
         return connect_cluster(url, **CLIENT_OPTIONS)
-    options = {**CLIENT_OPTIONS, **HEALTH_CHECK}
+    options = {
+        **CLIENT_OPTIONS,
+        # a ping before using a connection idle this long
+        "health_check_interval": 30,
+        # One quick retry rides out a dropped connection. redis-py's default (10
+        # retries, each reconnecting with retries of its own) keeps a worker whose
+        # network is down waiting about 40 s per call before its event reaches the spool.
+        "retry": Retry(ExponentialBackoff(cap=0.5, base=0.1), 1),
+    }
     if is_sentinel(url):
         return master_client(url, sentinel_master, redact(url), options)
     return redis.Redis.from_url(url, **options)

@@ -479,6 +479,7 @@ def recovery_metrics(stats: dict[str, str], total: int, eligible: int) -> dict[s
         "dead_trimmed": int(stats.get("dead_trimmed", 0)),
         "deleted": int(stats.get("deleted", 0)),
         "dropped_after_delete": int(stats.get("dropped_after_delete", 0)),
+        "dropped_stale": int(stats.get("dropped_stale", 0)),
     }
 
 

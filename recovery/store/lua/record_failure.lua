@@ -1,5 +1,5 @@
 -- Record one failure of a document: the record, its indexes and the aggregates.
--- KEYS: record due failed claimed waiting dead corrupt stats imports inflight inflight_tasks generations breakers by_category by_worker by_query worker_failures query_failures signatures signature_info signature_last deleted
+-- KEYS: record due failed claimed waiting dead corrupt stats imports inflight inflight_tasks generations breakers by_category by_worker by_query worker_failures query_failures signatures signature_info signature_last deleted superseded
 -- ARGV: now doc_id permanent counted recovery lane ttl task_id lost_run window cat worker query qlabel fp tlimit attempts body sig sig_info
 -- permanent, counted, recovery: '0'/'1' (counted: this failure counts as a retry of a
 -- document already tracked; recovery: the run was a recovery attempt).
@@ -17,9 +17,13 @@
 -- A failure of a run whose document was deleted while it was sent or running
 -- (remove.lua marked its task id) is dropped and counted ('dropped_after_delete'):
 -- the delete stands, nothing is tracked again.
+-- A failure of a run that recovery has since replaced by a newer task (settle.lua
+-- marked its task id superseded) is stale and dropped ('dropped_stale'): the newer run
+-- decides the document's fate. Such a report comes late, from a host that was cut off
+-- or out of its spool, and must not re-open a document the newer run processed.
 -- sig: the error's signature; sig_info: a JSON object describing it, kept from its
 -- first occurrence.
--- Returns {state ('failed' | 'dead' | 'skipped' | 'dropped'), retries, replaced corrupt
+-- Returns {state ('failed' | 'dead' | 'skipped' | 'dropped' | 'stale'), retries, replaced corrupt
 -- (0/1)}.
 local rec, id = K.record, A.doc_id
 local now = clock(A.now)
@@ -35,6 +39,10 @@ end
 if redis.call('ZREM', K.deleted, A.task_id) == 1 then
   redis.call('HINCRBY', K.stats, 'dropped_after_delete', 1)
   return {'dropped', 0, 0}
+end
+if A.task_id ~= '' and redis.call('ZSCORE', K.superseded, A.task_id) then
+  redis.call('HINCRBY', K.stats, 'dropped_stale', 1)
+  return {'stale', 0, 0}
 end
 
 local replaced, retries, failures, first, attempts, old_cat = 0, 0, 1, now, 0, nil
