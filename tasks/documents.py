@@ -42,7 +42,9 @@ DEFAULT_RESULT_TTL = 7 * 24 * 3600
 
 
 def result_key(keys: Keys, doc_id: str) -> str:
-    """Where a processed document's JSON result is kept."""
+    """Where a processed document's JSON result is kept: under the keys of the
+    document's shard (``tracker.connection.shard(doc_id).keys``), so results spread
+    over a cluster's primaries as the records do."""
     return keys.app("result", doc_id)
 
 
@@ -75,5 +77,6 @@ def process_document(
     result["processing_time"] = round(time.perf_counter() - started, 6)
     ttl = int_setting(RESULT_TTL_ENV, DEFAULT_RESULT_TTL)
     tracker = installed(self.app).tracker
-    tracker.store.put(result_key(tracker.keys, doc_id), json.dumps(result), ttl)
+    keys = tracker.connection.shard(doc_id).keys
+    tracker.store.put(result_key(keys, doc_id), json.dumps(result), ttl)
     return result

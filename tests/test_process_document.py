@@ -15,7 +15,7 @@ from celery import Celery
 from celery.result import AsyncResult
 
 from recovery import installed
-from recovery.keys import Keys
+from recovery.keys import Keys, shard_keys, shard_of
 from recovery.records import document_id
 from tasks import process_document
 from tasks.documents import DEFAULT_RESULT_TTL, result_key
@@ -191,3 +191,35 @@ def test_result_key_follows_the_configured_key_prefix(
 
     assert redis_client.exists(result_key(Keys(custom_prefix), result["doc_id"])) == 1
     assert redis_client.exists(result_key(Keys(), result["doc_id"])) == 0
+
+
+@pytest.fixture
+def three_shards(celery_app: Celery) -> Iterator[int]:
+    """Recovery reconfigured with three shards for one test, then restored."""
+    recovery = installed(celery_app)
+    original = recovery.config
+    recovery.configure(original.replace(key_prefix="sharded", shards=3))
+    yield 3
+    recovery.configure(original)
+
+
+def test_a_result_is_kept_in_its_documents_shard(
+    doc_root: Path, redis_client: redis.Redis, three_shards: int
+) -> None:
+    # Given a document filed in a shard other than the first (where the run lock lives)
+    sample = (SAMPLES / "worker-failures.csv").read_bytes()
+    path = next(
+        p
+        for p in (doc_root / f"doc-{n}.csv" for n in range(100))
+        if shard_of(document_id(str(p), "MemoryError"), three_shards) != 0
+    )
+    path.write_bytes(sample)
+
+    # When it is processed
+    doc_id = run(str(path), "MemoryError")["doc_id"]
+
+    # Then its result is in its own shard's keys, and only there
+    shards = shard_keys("sharded", three_shards)
+    mine = shards[shard_of(doc_id, three_shards)]
+    assert redis_client.exists(result_key(mine, doc_id)) == 1
+    assert [redis_client.exists(result_key(k, doc_id)) for k in shards].count(1) == 1
