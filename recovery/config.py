@@ -169,6 +169,10 @@ class RecoveryConfig:
     max_query_label_chars: int = setting(200, _int(16))
     #: Where failure events wait when Redis cannot be reached, to be replayed later.
     spool_dir: str = setting(".docrecovery/spool", _path)
+    #: How often a worker replays its host's spool on its own, so events spooled while
+    #: it was cut off reach Redis even if it gets no more work; 0: only on its next
+    #: event and at recovery runs.
+    spool_replay_seconds: float = setting(30.0, _number(0.0))
     #: Dead documents kept at most (oldest trimmed first, with a warning and a metric).
     dead_max: int = setting(10_000, _int(1))
     #: A resubmitted task that has not started this long after it was sent (queued

@@ -23,6 +23,7 @@ append the event to a local spool (``spool_dir``), replayed once Redis answers a
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import traceback
 import weakref
@@ -70,6 +71,7 @@ class Recovery:
         # task id -> when its failure was handled here: Celery reports a hard time
         # limit twice (once without the run's context), and one run is one failure
         self._reported: dict[str, float] = {}
+        self._replaying = threading.Event()
 
     @property
     def redis_url(self) -> str:
@@ -247,6 +249,7 @@ class Recovery:
         word: take them out of flight, so their redelivery is not counted as a lost
         attempt. A crash fires nothing and still counts; a warm shutdown lets its runs
         finish."""
+        self._replaying.set()
         if how != "Cold" or not sender:
             return
         try:
@@ -267,6 +270,21 @@ class Recovery:
         except TrackerError as exc:
             log.error("docrecovery: could not record this worker's environment: %s", exc)
         self.reporter.replay(self.tracker)
+        if self.config.spool_replay_seconds:
+            threading.Thread(target=self._replay_periodically, daemon=True).start()
+
+    def _replay_periodically(self) -> None:
+        """Replay this host's spool every ``spool_replay_seconds`` until the worker
+        shuts down: a host cut off from Redis, then given no more work, would otherwise
+        keep what it spooled until its next event. Listing the spool costs a
+        directory read; only a spool that holds events costs Redis anything."""
+        self._replaying.clear()
+        while not self._replaying.wait(self.config.spool_replay_seconds):
+            try:
+                if self.reporter.spool.count():
+                    self.reporter.replay(self.tracker)
+            except Exception:  # a thread must not die of one bad turn: log, go on
+                log.exception("docrecovery: periodic spool replay failed")
 
     # --- the recovery.run task ----------------------------------------------------
 

@@ -10,12 +10,19 @@ import random
 import signal
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import WorkerProcess
+from faults.support import wait_for
 
+from recovery.config import RecoveryConfig
+from recovery.events import FailureEvent
+from recovery.records import FailedDocumentRecord
 from recovery.spool import Spool
+from recovery.store import Tracker
 
 SPAWN = multiprocessing.get_context("spawn")
 
@@ -421,3 +428,35 @@ def test_a_forked_child_writes_its_own_file_through_the_spool_it_inherited(
     assert childs.name.startswith(f"events-{socket.gethostname()}-{pid}-")
     assert parents.name.rpartition("-")[2] != childs.name.rpartition("-")[2]
     assert [e["n"] for e in replay_all(spool)] == [1, 2]
+
+
+@pytest.mark.slow
+def test_an_idle_worker_replays_its_hosts_spool_on_its_own(
+    worker_process: Callable[..., WorkerProcess], redis_url: str, tmp_path: Path
+) -> None:
+    # Given a worker that gets no work, and a failure its host spooled while Redis was
+    # away (before: it stayed there until the worker's next event or a recovery run
+    # on this host)
+    worker = worker_process("idle", env={"DOCRECOVERY_SPOOL_REPLAY_SECONDS": "0.5"})
+    record = FailedDocumentRecord(
+        document_path=str(tmp_path / "late.pdf"),
+        task_id="t-late",
+        error_message="lost while cut off",
+        failure_timestamp=time.time() - 60,
+        error_category="network",
+    )
+    spool = Spool(tmp_path / "spool")
+    spool.append(FailureEvent(record, counted=False, recovery_attempt=False, live=False).to_json())
+
+    # Then it reaches the tracker and the spool empties, with no event to carry it
+    tracker = Tracker(redis_url, RecoveryConfig.from_env())
+    try:
+        wait_for(
+            lambda: tracker.reports.get_record(record.doc_id) is not None,
+            30,
+            "the idle worker to replay its spool",
+            worker.log,
+        )
+    finally:
+        tracker.close()
+    assert spool.count() == 0
