@@ -10,6 +10,7 @@ the same filters and actions as JSON, for scripts.
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import os
@@ -121,7 +122,8 @@ class Dashboard:
                 f"missing CSRF token: send the {CSRF_FIELD!r} field of the dashboard's own"
                 f" form (or the X-CSRF-Token header from /api/csrf); reload the page"
             )
-        if request.state.cookie_token is None or given != request.state.cookie_token:
+        expected = request.state.cookie_token
+        if expected is None or not hmac.compare_digest(given.encode(), expected.encode()):
             raise Forbidden(
                 "CSRF token does not match this browser's dashboard cookie: reload the page"
                 " and try again"
