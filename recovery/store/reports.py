@@ -30,6 +30,20 @@ log = logging.getLogger(__name__)
 AGE_BUCKETS = ("<1h", "1-6h", "6-24h", "1-3d", "3-7d", ">7d")
 #: Their edges in seconds, ascending (the scripts read them as JSON).
 AGE_EDGES = json.dumps([hours * 3600 for hours in (1, 6, 24, 72, 168)])
+#: The aggregate hashes an analysis reads whole (``Keys`` names), in reply order; a
+#: status passes none, so its call names only the keys it counts.
+ANALYSIS_HASHES = (
+    "by_category",
+    "by_worker",
+    "worker_failures",
+    "worker_successes",
+    "by_query",
+    "query_failures",
+    "query_successes",
+    "signatures",
+    "signature_info",
+    "signature_last",
+)
 
 
 @dataclass(frozen=True)
@@ -168,12 +182,13 @@ class Reports(Part):
         return ordered[: selection.limit] if selection.limit else ordered
 
     def _report(self, now: float | None, *, detail: bool) -> list[Any]:
+        k = self.keys
         with self.connection.errors("analysis" if detail else "status"):
             reply: list[Any] = self.connection.scripts.report(
+                items=[getattr(k, name) for name in ANALYSIS_HASHES] if detail else [],
                 now="" if now is None else now,
                 delays=policy.level_delays(self.config),
-                ages=AGE_EDGES,
-                detail=int(detail),
+                ages=AGE_EDGES if detail else "",
             )
         return reply
 

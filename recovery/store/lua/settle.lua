@@ -23,7 +23,7 @@ for item = 1, item_args / 3 do
   local mine = is_hash(rec) and redis.call('HGET', rec, 'state') == 'claimed'
   if outcome == 'sent' then
     sent = sent + 1
-    if is_hash(rec) then redis.call('HINCRBY', rec, 'attempts', 1) end
+    if is_hash(rec) then redis.call('HINCRBY', rec, 'attempts', '1') end
     if mine then
       local old = redis.call('HGET', rec, 'task_id')
       if old and old ~= '' then redis.call('ZADD', K.superseded, num(now), old) end
@@ -33,7 +33,7 @@ for item = 1, item_args / 3 do
       redis.call('HDEL', rec, 'reason')
     end
   elseif mine and outcome == 'release' then
-    requeue(K, id, rec, detail)
+    requeue(K.claimed, K.due, id, rec, detail)
   elseif mine then
     redis.call('ZREM', K.claimed, id)
     redis.call('ZADD', K.waiting, num(now), id)
