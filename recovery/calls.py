@@ -53,7 +53,7 @@ class Marker:
         return not self.manual
 
     def header(self) -> dict[str, Any]:
-        return {HEADER: asdict(self)}
+        return {HEADER: {"doc_id": self.doc_id, "attempt": self.attempt, "manual": self.manual}}
 
     @classmethod
     def parse(cls, raw: Any) -> Marker | None:

@@ -22,7 +22,9 @@ A recovery run (``recovery.run`` on beat, ``python main.py --recover``,
    circuit breaker is open is held back, uncounted; each other is sent as a NEW
    task by name (``app.send_task``), with its original args, a ``docrecovery``
    header naming the document and attempt, and the queue and time limit its error
-   category calls for, shown in Flower as what it is (:mod:`recovery.lineage`);
+   category calls for, shown in Flower as what it is (:mod:`recovery.lineage`) — the
+   batch's messages through one producer, published in one pipeline (kombu 5.7+)
+   that, if it fails, releases them all;
 7. **settle** — one script call marks what was sent, gives back what could not be
    sent, holds the rest, and stamps ``last_recovery_run``; then the result of each
    task replaced names its replacement.
@@ -36,8 +38,10 @@ same holds, so it shows exactly what a run would do.
 from __future__ import annotations
 
 import logging
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 from celery import Celery
@@ -153,10 +157,7 @@ class RecoveryManager:
         """Resubmit each claimed document, or hold it back without counting a retry
         when its precondition fails or its category's circuit breaker is open; an
         undecodable record is held back too, kept and visible."""
-        decided = [
-            (wait, {}) if wait else self._resubmit(record)
-            for record, wait in zip(claim.records, self._holds(claim.records), strict=True)
-        ]
+        decided = self._send(claim.records, self._holds(claim.records))
         decided += [
             (Settlement(doc_id, "wait", "undecodable record"), {}) for doc_id in claim.undecodable
         ]
@@ -287,11 +288,61 @@ class RecoveryManager:
             ),
         }
 
+    def _send(
+        self,
+        records: list[FailedDocumentRecord],
+        holds: list[Settlement | None],
+        *,
+        manual: bool = False,
+    ) -> list[tuple[Settlement, dict[str, Any]]]:
+        """Resubmit each record that is not held, all through one producer and, where
+        kombu can (5.7+), one pipelined publish: acquiring a producer and a Redis
+        client per ``send_task`` is most of what a message costs. The batch is flushed
+        once, at the end, so if that fails every message of it is released (none
+        counted), as one whose own send failed."""
+        decided: list[tuple[Settlement, dict[str, Any]]] = []
+        with self._producer() as producer:
+            batch = getattr(producer, "batch", None)
+            try:
+                with batch(max_size=sys.maxsize) if batch else nullcontext():
+                    decided = [
+                        (wait, {}) if wait else self._resubmit(r, manual=manual, producer=producer)
+                        for r, wait in zip(records, holds, strict=True)
+                    ]
+            except Exception as exc:
+                if not decided:
+                    raise
+                log.error("could not resubmit a batch of %d: %s", len(records), exc)
+                decided = [
+                    (Settlement(s.doc_id, "release", f"resubmission failed: {exc}"), {})
+                    if s.outcome == "sent"
+                    else (s, info)
+                    for s, info in decided
+                ]
+        return decided
+
+    @contextmanager
+    def _producer(self) -> Iterator[Any]:
+        """One producer for a batch's messages, or None when none can be had (the
+        broker is down): each message is then sent, and fails, on its own."""
+        try:
+            acquired = self.app.producer_or_acquire()
+            producer = acquired.__enter__()
+        except Exception as exc:
+            log.warning("no producer for this batch, sending one by one: %s", exc)
+            yield None
+            return
+        try:
+            yield producer
+        finally:
+            acquired.__exit__(None, None, None)
+
     def _resubmit(
-        self, record: FailedDocumentRecord, *, manual: bool = False
+        self, record: FailedDocumentRecord, *, manual: bool = False, producer: Any = None
     ) -> tuple[Settlement, dict[str, Any]]:
         plan = self._plan(record)
-        marker = Marker(record.doc_id, plan["attempt"], manual)
+        doc_id = plan["doc_id"]
+        marker = Marker(doc_id, plan["attempt"], manual)
         try:
             result = self.app.send_task(
                 record.task_name,
@@ -300,13 +351,14 @@ class RecoveryManager:
                 queue=plan["queue"],
                 time_limit=plan["time_limit"],
                 soft_time_limit=policy.soft_limit(plan["time_limit"]),
+                producer=producer,
                 **lineage.send_options(marker, record.task_id, record.kwargs),
             )
         except Exception as exc:
             log.error("could not resubmit %s: %s", record.document_path, exc)
-            return Settlement(record.doc_id, "release", f"resubmission failed: {exc}"), {}
+            return Settlement(doc_id, "release", f"resubmission failed: {exc}"), {}
         plan.update(task_id=result.id, replaces=record.task_id, manual=manual)
-        return Settlement(record.doc_id, "sent", result.id), plan
+        return Settlement(doc_id, "sent", result.id), plan
 
     def _link(self, sent: list[dict[str, Any]]) -> None:
         """Name each resubmission in the result of the task it replaces (lineage.py)."""
@@ -339,7 +391,7 @@ class RecoveryManager:
             claim = claims.claim_ids(chunk)
             taken = {r.doc_id for r in claim.records}
             skipped += [d for d in chunk if d not in taken]
-            outcomes = [self._resubmit(r, manual=True) for r in claim.records]
+            outcomes = self._send(claim.records, [None] * len(claim.records), manual=True)
             claims.settle([o for o, _ in outcomes])
             sent += [info for o, info in outcomes if o.outcome == "sent"]
             self._link([info for o, info in outcomes if o.outcome == "sent"])

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from functools import lru_cache
 
 #: What varies between occurrences of one problem, by placeholder; one alternation,
 #: so a message is scanned once. Earlier shapes win where two could match (a URL's or
@@ -49,13 +50,28 @@ def error_line(message: str) -> str:
     return head.split("\n", 1)[0]
 
 
+#: Error lines whose signature is remembered: a failure storm repeats one line (an
+#: outage's "Connection refused", a missing module) thousands of times, and the
+#: normalizing scan is most of what a signature costs.
+CACHED_LINES = 1024
+
+
 def normalize(message: str) -> str:
     """The error line with what varies between occurrences replaced by placeholders."""
-    line = " ".join(error_line(message).split())
+    return _normalized(error_line(message))
+
+
+def _normalized(line: str) -> str:
+    line = " ".join(line.split())
     return _SHAPES.sub(lambda match: f"<{match.lastgroup}>", line)[:PATTERN_CHARS]
 
 
 def signature(error_type: str, message: str) -> str:
     """12 hex digits naming the group of (type, normalized message)."""
-    raw = f"{error_type}\0{normalize(message)}".encode("utf-8", "surrogateescape")
+    return _signature(error_type, error_line(message))
+
+
+@lru_cache(maxsize=CACHED_LINES)
+def _signature(error_type: str, line: str) -> str:
+    raw = f"{error_type}\0{_normalized(line)}".encode("utf-8", "surrogateescape")
     return hashlib.blake2b(raw, digest_size=6).hexdigest()

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
 import redis
 
 from recovery.keys import Keys
-from recovery.store.scripts import NAMES, LuaScript, signature, source
+from recovery.store.scripts import NAMES, LuaScript, Signature, signature, source
 
 ROOT = Path(__file__).resolve().parent.parent
 RECOVERY = ROOT / "recovery"
@@ -75,7 +76,20 @@ def test_every_script_declares_its_keys_and_each_shared_key_exists(name: str) ->
     assert set(declared.keys) - per_call <= {
         attr for attr, value in vars(Keys).items() if isinstance(value, property)
     }
-    assert source(name).startswith("local K = {")
+    # and every name its body uses is bound to its position in what Redis runs
+    assert re.search(r"\b[KA]\.\w", source(name)) is None
+
+
+def test_a_script_body_naming_what_its_header_does_not_declare_is_refused() -> None:
+    declared = Signature(("due",), ("now",))
+
+    assert declared.bind("x", "return redis.call('ZCARD', K.due, A.now)") == (
+        "return redis.call('ZCARD', KEYS[1], ARGV[1])"
+    )
+    with pytest.raises(ValueError, match=r"uses K\.dead, not in its header"):
+        declared.bind("x", "return redis.call('ZCARD', K.dead)")
+    with pytest.raises(ValueError, match="uses A as a table"):
+        declared.bind("x", "return helper(A)")
 
 
 def test_a_call_with_a_missing_or_unknown_name_fails_before_reaching_redis(

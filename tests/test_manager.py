@@ -23,7 +23,9 @@ from celery import Celery
 from recovery.api import DocumentRecoveryManager, FailedDocumentsTracker, run_document_recovery
 from recovery.calls import HEADER
 from recovery.config import RecoveryConfig
+from recovery.manager import sender_app
 from recovery.records import FailedDocumentRecord, document_id
+from recovery.redis_server import RedisServer
 
 HOUR = 3600.0
 DAY = 86400.0
@@ -215,6 +217,39 @@ def test_a_resubmission_that_fails_releases_the_document_back_to_due(
     working = make_manager()
     assert working.run_batch(now=now + DAY)["claimed"] == 1
     assert int(redis_client.llen("documents")) == 1
+
+
+def test_a_batch_the_broker_refuses_is_released_whole_and_nothing_is_counted(
+    make_manager: ManagerFactory, tmp_path: Path
+) -> None:
+    # Given due documents and a broker that takes connections and declarations but
+    # refuses to queue a message (its LPUSH): the batch's one publish fails at the end
+    broker = RedisServer(tmp_path / "broker", appendonly=False)
+    broker.start()
+    try:
+        admin = redis.Redis.from_url(broker.url)
+        admin.acl_setuser("default", enabled=True, nopass=True, commands=["+@all", "-lpush"])
+        admin.close()
+        manager = make_manager(app=sender_app(broker.url))
+        records = [failure(f"/docs/{n}.pdf") for n in range(3)]
+        for record in records:
+            manager.tracker.store.record_failure(record)
+
+        # When a run resubmits them
+        summary = manager.run_batch(now=T0 + 2 * HOUR)
+
+        # Then none counts as sent: each is due again where it was, no attempt used
+        assert summary["resubmitted"] == []
+        assert sorted(summary["released"]) == sorted(r.doc_id for r in records)
+        reports = manager.tracker.reports
+        for record in records:
+            kept = reports.get_record(record.doc_id)
+            assert kept is not None
+            assert (kept.state, kept.recovery_attempts) == ("failed", 0)
+            assert kept.state_reason.startswith("resubmission failed")
+        assert reports.status(now=T0 + 2 * HOUR)["recovery_metrics"]["recovery_attempts"] == 0
+    finally:
+        broker.stop()
 
 
 def test_a_run_reports_garbage_keeps_it_visible_and_counts_itself_once(

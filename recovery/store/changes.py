@@ -14,7 +14,6 @@ with the time it happened — and then that time is used instead.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -106,12 +105,14 @@ class Store(Part):
         config = self.config
         category = record.error_category
         sig = record.signature or signatures.signature(record.error_type, record.error_message)
-        shard = self.connection.shard(record.doc_id)
+        doc_id = record.doc_id
+        shard = self.connection.shard(doc_id)
+        key = shard.keys.record(doc_id)
         with self.connection.errors("record failure"):
             state, retries, replaced = shard.scripts.record_failure(
-                keys={"record": shard.keys.record(record.doc_id)},
+                keys={"record": key},
                 now="" if at == "server" else at,
-                doc_id=record.doc_id,
+                doc_id=doc_id,
                 permanent=int(policy.is_permanent(category)),
                 counted=int(counted),
                 recovery=int(recovery_attempt),
@@ -129,18 +130,11 @@ class Store(Part):
                 attempts=record.recovery_attempts,
                 body=record.body(config.max_error_chars),
                 sig=sig,
-                sig_info=wire(
-                    json.dumps(
-                        {
-                            "error_type": record.error_type,
-                            "category": category,
-                            "example": record.error_message[: signatures.PATTERN_CHARS],
-                        }
-                    )
-                ),
+                etype=wire(record.error_type),
+                example=wire(record.error_message[: signatures.PATTERN_CHARS]),
             )
         if replaced:
-            log.warning("replaced an undecodable value at %s", shard.keys.record(record.doc_id))
+            log.warning("replaced an undecodable value at %s", key)
         if state == "dropped":
             log.info(
                 "failure of task %s dropped: %s was deleted while it ran",

@@ -38,6 +38,20 @@ log = logging.getLogger(__name__)
 AGE_BUCKETS = ("<1h", "1-6h", "6-24h", "1-3d", "3-7d", ">7d")
 #: Their edges in seconds, ascending (the scripts read them as JSON).
 AGE_EDGES = json.dumps([hours * 3600 for hours in (1, 6, 24, 72, 168)])
+#: The aggregate hashes an analysis reads whole (``Keys`` names), in reply order; a
+#: status passes none, so its call names only the keys it counts.
+ANALYSIS_HASHES = (
+    "by_category",
+    "by_worker",
+    "worker_failures",
+    "worker_successes",
+    "by_query",
+    "query_failures",
+    "query_successes",
+    "signatures",
+    "signature_info",
+    "signature_last",
+)
 
 
 @dataclass(frozen=True)
@@ -351,17 +365,28 @@ class Reports(Part):
         return [r if isinstance(r, list) else [None] * len(FILTER_FIELDS) for r in replies]
 
     def _report(self, now: float | None, *, detail: bool) -> list[Any]:
+        """report.lua's reply (summed over shards): a status passes only the keys it
+        counts, an analysis the aggregate hashes too, and age buckets."""
         args: dict[str, Any] = {
             "now": "" if now is None else now,
             "delays": policy.level_delays(self.config),
-            "ages": AGE_EDGES,
-            "detail": int(detail),
+            "ages": AGE_EDGES if detail else "",
         }
+        calls = [
+            (
+                shard.scripts.report,
+                *shard.scripts.report.bind(
+                    items=[getattr(shard.keys, n) for n in ANALYSIS_HASHES] if detail else [],
+                    **args,
+                ),
+            )
+            for shard in self.shards
+        ]
         with self.connection.errors("analysis" if detail else "status"):
-            if len(self.shards) == 1:
-                reply: list[Any] = self.scripts.report(**args)
+            if len(calls) == 1:
+                script, keys, argv = calls[0]
+                reply: list[Any] = script.run(keys, argv)
                 return reply
-            calls = [(s.scripts.report, *s.scripts.report.bind(**args)) for s in self.shards]
             return _sum_reports(self.connection.read_all(calls), self.config.breaker_window)
 
     def status(self, now: float | None = None) -> dict[str, Any]:

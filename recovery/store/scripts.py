@@ -4,12 +4,18 @@ A script's header names its fixed keys and arguments::
 
     -- KEYS: record due failed
     -- ARGV: now doc_id
-    -- (any further KEYS and ARGV are per-item, read with item_key(i) / item_arg(i))
+    -- (any further KEYS and ARGV are per-item, read with item_key(i) / item_arg(i),
+    -- item_keys and item_args of them)
 
 From that one declaration the loader
 
-- prepends a prelude binding the names to tables, so a body says ``K.due`` and
-  ``A.now``, never ``KEYS[16]``, then ``_lib.lua``, the helpers every script shares;
+- compiles each name the body uses to its position, so a body says ``K.due`` and
+  ``A.now``, never ``KEYS[16]``, while Redis runs ``KEYS[2]`` and ``ARGV[1]``: no
+  table of names is built on every call (that cost a tenth of the failure script's
+  server time). A name the header does not declare is refused when the script is
+  loaded, instead of reading as nil. Before the body come the helpers of
+  ``_lib.lua`` it uses (and those they use): Lua builds every function and table of a
+  script's top level on each call, so a script carries none it does not call;
 - builds the KEYS list in Python: a name that is a :class:`~recovery.keys.Keys`
   property resolves by itself (and is built once per script); any other name, such
   as ``record``, must be given by the caller; ARGV is built from keyword arguments
@@ -25,6 +31,7 @@ script and calls it again, so every state change stays one round trip. With
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -77,15 +84,41 @@ class Signature:
         return cls(declared["KEYS"], declared["ARGV"])
 
     def prelude(self) -> str:
-        keys = ", ".join(f"{name} = KEYS[{i}]" for i, name in enumerate(self.keys, 1))
-        args = ", ".join(f"{name} = ARGV[{i}]" for i, name in enumerate(self.args, 1))
         return (
-            f"local K = {{{keys}}}\n"
-            f"local A = {{{args}}}\n"
             f"local function item_key(i) return KEYS[{len(self.keys)} + i] end\n"
             f"local function item_arg(i) return ARGV[{len(self.args)} + i] end\n"
+            f"local item_keys = #KEYS - {len(self.keys)}\n"
             f"local item_args = #ARGV - {len(self.args)}\n"
         )
+
+    def bind(self, name: str, body: str) -> str:
+        """The body with each ``K.<key>`` and ``A.<arg>`` at its position in KEYS and
+        ARGV; raises ValueError for a name the header does not declare, or for ``K`` or
+        ``A`` used as a table (there is none to pass around)."""
+        positions = {
+            "K": ("KEYS", {n: i for i, n in enumerate(self.keys, 1)}),
+            "A": ("ARGV", {n: i for i, n in enumerate(self.args, 1)}),
+        }
+        code = _COMMENT.sub("", body)
+        for table, field in _NAMED.findall(code):
+            if field not in positions[table][1]:
+                raise ValueError(f"lua/{name}.lua uses {table}.{field}, not in its header")
+        bare = _BARE.search(_NAMED.sub("", code))
+        if bare:
+            raise ValueError(f"lua/{name}.lua uses {bare.group()} as a table; name a key")
+
+        def position(match: re.Match[str]) -> str:
+            array, declared = positions[match.group(1)]
+            index = declared.get(match.group(2))
+            return match.group() if index is None else f"{array}[{index}]"
+
+        return _NAMED.sub(position, body)
+
+
+#: ``K.due`` / ``A.now`` in a script body; a bare ``K`` or ``A``; a comment.
+_NAMED = re.compile(r"\b([KA])\.([A-Za-z_][A-Za-z0-9_]*)")
+_BARE = re.compile(r"\b[KA]\b")
+_COMMENT = re.compile(r"--[^\n]*")
 
 
 @cache
@@ -100,8 +133,36 @@ def signature(name: str) -> Signature:
 
 @cache
 def source(name: str) -> str:
-    """What Redis runs: the shared library, the named-key prelude, the script."""
-    return "\n".join((signature(name).prelude(), _file("_lib"), _file(name)))
+    """What Redis runs: the per-item helpers, the shared helpers the script uses, the
+    script with its names bound to positions."""
+    declared = signature(name)
+    body = declared.bind(name, _file(name))
+    return "\n".join((declared.prelude(), helpers(body), body))
+
+
+#: A top-level definition of _lib.lua: ``local function name`` or ``local a, b =``.
+_DEFINES = re.compile(r"^local (?:function (\w+)|([\w, ]+?) =)", re.MULTILINE)
+
+
+def helpers(body: str) -> str:
+    """The definitions of ``_lib.lua`` that ``body`` uses, directly or through other
+    helpers, in the library's order. A helper only uses those defined above it, so
+    one pass from the last definition up finds them all."""
+    lib = _file("_lib")
+    starts = [m.start() for m in _DEFINES.finditer(lib)]
+    chunks = []
+    for start, end in zip(starts, [*starts[1:], len(lib)], strict=True):
+        head = _DEFINES.match(lib, start)
+        names = (head.group(1) or head.group(2)) if head else ""
+        chunks.append(({n.strip() for n in names.split(",")}, lib[start:end]))
+    needed = set(_WORDS.findall(_COMMENT.sub("", body)))
+    for defined, text in reversed(chunks):
+        if defined & needed:
+            needed |= set(_WORDS.findall(_COMMENT.sub("", text)))
+    return "".join(text for defined, text in chunks if defined & needed)
+
+
+_WORDS = re.compile(r"\b\w+\b")
 
 
 class LuaScript:
@@ -118,6 +179,11 @@ class LuaScript:
         self._script: Script = client.register_script(self.source)
         self._shared = {n: getattr(keys, n) for n in self.signature.keys if _is_shared(keys, n)}
         self._given = [n for n in self.signature.keys if n not in self._shared]
+        # checked and filled on every call: built once, so a call costs a lookup a name
+        self._given_names = frozenset(self._given)
+        self._arg_names = frozenset(self.signature.args)
+        self._key_slots = [self._shared.get(n, "") for n in self.signature.keys]
+        self._given_at = [(i, n) for i, n in enumerate(self.signature.keys) if n in self._given]
 
     def __call__(
         self,
@@ -163,13 +229,16 @@ class LuaScript:
     ) -> tuple[list[str], list[Any]]:
         """The KEYS and ARGV of a call, for a pipeline (see ``Connection.read_all``)."""
         keys = keys or {}
-        if set(keys) != set(self._given) or set(args) != set(self.signature.args):
+        if keys.keys() != self._given_names or args.keys() != self._arg_names:
             raise TypeError(
                 f"{self.name}.lua takes keys {self._given} and args {list(self.signature.args)};"
                 f" got keys {sorted(keys)} and args {sorted(args)}"
             )
-        ordered = [keys[n] if n in keys else self._shared[n] for n in self.signature.keys]
-        return [*ordered, *items], [*(args[n] for n in self.signature.args), *item_args]
+        ordered = self._key_slots.copy()
+        for i, name in self._given_at:
+            ordered[i] = keys[name]
+        ordered += items
+        return ordered, [*(args[n] for n in self.signature.args), *item_args]
 
 
 def _is_shared(keys: Keys, name: str) -> bool:

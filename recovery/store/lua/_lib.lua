@@ -1,5 +1,5 @@
--- Shared library, loaded after the prelude that binds K (keys) and A (arguments) by
--- the names each script declares in its header (see recovery/store/scripts.py).
+-- Shared library, loaded before each script, whose K.<key> and A.<arg> the loader
+-- binds to positions by the names its header declares (see recovery/store/scripts.py).
 --
 -- Record hash fields (see recovery/records.py): state reason retries attempts failures
 -- first last cat worker query qlabel task_id rec_at fp tlimit dscore body. Only names
@@ -12,7 +12,13 @@
 
 -- A number as Redis should get it: redis.call turns a Lua number into text with 14
 -- significant digits, which cuts a time's fraction at a score boundary; 17 keep it.
+-- A whole number takes the integer form, the same text for less work (formatting
+-- floating point is a good share of what the scripts cost); so do constant
+-- arguments, given as strings ('1', not 1).
 local function num(x)
+  if x == math.floor(x) and x > -1e15 and x < 1e15 then
+    return string.format('%d', x)
+  end
   return string.format('%.17g', x)
 end
 
@@ -50,7 +56,7 @@ local function ranges(delays, now)
     for level, delay in ipairs(levels) do
       local low = (lane - 1) * LANE + (level - 1) * LEVEL
       local high = delay < 0 and (low + LEVEL - 1) or (low + now - delay)
-      out[#out + 1] = {num(low), num(high), num(low + LEVEL)}
+      out[#out + 1] = {num(low), num(high)}
     end
   end
   return out
@@ -93,7 +99,7 @@ end
 -- Count one tracked document out of an aggregate hash, dropping fields that reach 0.
 local function agg_decr(hash, field)
   if field and field ~= '' then
-    if redis.call('HINCRBY', hash, field, -1) <= 0 then
+    if redis.call('HINCRBY', hash, field, '-1') <= 0 then
       redis.call('HDEL', hash, field)
     end
   end
@@ -108,7 +114,7 @@ end
 
 local function agg_incr(hash, field)
   if field and field ~= '' then
-    redis.call('HINCRBY', hash, field, 1)
+    redis.call('HINCRBY', hash, field, '1')
   end
 end
 
@@ -138,9 +144,9 @@ local function due_score(rec)
   return (whole(f[3]) or 0) * LANE + level * LEVEL + (tonumber(f[2]) or 0)
 end
 
-local function requeue(keys, id, rec, reason)
-  redis.call('ZREM', keys.claimed, id)
-  redis.call('ZADD', keys.due, num(due_score(rec)), id)
+local function requeue(claimed, due, id, rec, reason)
+  redis.call('ZREM', claimed, id)
+  redis.call('ZADD', due, num(due_score(rec)), id)
   redis.call('HSET', rec, 'state', 'failed', 'reason', reason)
 end
 

@@ -29,19 +29,22 @@ local STATES = {failed = true, claimed = true, sent = true, recovering = true, w
 local OPTIONAL = {attempts = whole, lane = whole, rec_at = decimal, tlimit = decimal,
   jit = decimal, dscore = decimal}
 
-local function readable(rec)
-  if not is_hash(rec) then return false end
-  local f = redis.call('HMGET', rec, 'retries', 'failures', 'first', 'last', 'body', 'state',
-    'task_id', 'cat')
-  if not (whole(f[1]) and whole(f[2]) and decimal(f[3]) and decimal(f[4]) and f[5]
-      and STATES[f[6]] and f[7] and f[8]) then
-    return false
+-- The record, read once: {field = value} and the flat HGETALL reply, or nil when it
+-- cannot be read (missing, not a hash, or a field malformed).
+local function read(rec)
+  local flat = redis.pcall('HGETALL', rec)
+  if flat.err then return nil end
+  local f = {}
+  for j = 1, #flat, 2 do f[flat[j]] = flat[j + 1] end
+  if not (whole(f.retries) and whole(f.failures) and decimal(f.first) and decimal(f.last)
+      and f.body and STATES[f.state] and f.task_id and f.cat) then
+    return nil
   end
   for name, kind in pairs(OPTIONAL) do
-    local raw = redis.call('HGET', rec, name)
-    if raw and raw ~= '' and kind(raw) == nil then return false end
+    local raw = f[name]
+    if raw and raw ~= '' and kind(raw) == nil then return nil end
   end
-  return true
+  return f, flat
 end
 
 -- out of every run's way and counted once: in corrupt, in no other index
@@ -55,18 +58,35 @@ local function quarantine(id)
   end
 end
 
-local function take(id, rec, score)
+-- Claim one readable record; its reply is the record as it is after the claim: what
+-- was read, with the fields the claim set (no second read).
+local function take(id, rec, score, flat)
+  local item = {id}
   if write then
+    local set = {state = 'claimed', rec_at = num(now), dscore = num(score)}
     redis.call('ZREM', K.due, id)
     redis.call('ZREM', K.waiting, id)
     redis.call('ZREM', K.dead, id)
     redis.call('ZADD', K.claimed, num(lease), id)
-    redis.call('HSET', rec, 'state', 'claimed', 'rec_at', num(now), 'dscore', num(score))
+    redis.call('HSET', rec, 'state', set.state, 'rec_at', set.rec_at, 'dscore', set.dscore)
     redis.call('HDEL', rec, 'reason')
+    for j = 1, #flat, 2 do
+      local name = flat[j]
+      if name ~= 'reason' then
+        item[#item + 1] = name
+        item[#item + 1] = set[name] or flat[j + 1]
+        set[name] = nil
+      end
+    end
+    for _, name in ipairs({'state', 'rec_at', 'dscore'}) do
+      if set[name] then
+        item[#item + 1] = name
+        item[#item + 1] = set[name]
+      end
+    end
+  else
+    for j = 1, #flat do item[j + 1] = flat[j] end
   end
-  local item = {id}
-  local all = redis.call('HGETALL', rec)
-  for j = 1, #all do item[j + 1] = all[j] end
   claimed[#claimed + 1] = item
 end
 
@@ -75,21 +95,20 @@ for i = 1, item_args do
   local score = tonumber(redis.call('ZSCORE', K.due, id))
   if A.mode == 'manual' then
     if redis.call('EXISTS', rec) == 1 then
-      if not readable(rec) then
+      local f, flat = read(rec)
+      if not f then
         quarantine(id)
-      else
-        local state = redis.call('HGET', rec, 'state')
-        if state ~= 'claimed' and state ~= 'sent' and state ~= 'recovering' then
-          take(id, rec, score or due_score(rec))
-        end
+      elseif f.state ~= 'claimed' and f.state ~= 'sent' and f.state ~= 'recovering' then
+        take(id, rec, score or due_score(rec), flat)
       end
     end
   elseif score then
     if eligible(delays, tonumber(A.jitter), id, score, now) then
-      if not readable(rec) then
+      local f, flat = read(rec)
+      if not f then
         quarantine(id)
-      elseif tonumber(redis.call('HGET', rec, 'first')) >= cutoff then
-        take(id, rec, score)
+      elseif tonumber(f.first) >= cutoff then
+        take(id, rec, score, flat)
       end
     end
   end

@@ -1,6 +1,6 @@
 -- Record one failure of a document: the record, its indexes and the aggregates.
 -- KEYS: record due failed claimed waiting dead corrupt stats imports inflight inflight_tasks generations breakers by_category by_worker by_query worker_failures query_failures signatures signature_info signature_last deleted superseded
--- ARGV: now doc_id permanent counted recovery lane ttl task_id lost_run window cat worker query qlabel fp tlimit attempts body sig sig_info
+-- ARGV: now doc_id permanent counted recovery lane ttl task_id lost_run window cat worker query qlabel fp tlimit attempts body sig etype example
 -- permanent, counted, recovery: '0'/'1' (counted: this failure counts as a retry of a
 -- document already tracked; recovery: the run was a recovery attempt).
 -- lane: the backoff class ('1' network failures, '0' the rest).
@@ -21,8 +21,8 @@
 -- marked its task id superseded) is stale and dropped ('dropped_stale'): the newer run
 -- decides the document's fate. Such a report comes late, from a host that was cut off
 -- or out of its spool, and must not re-open a document the newer run processed.
--- sig: the error's signature; sig_info: a JSON object describing it, kept from its
--- first occurrence.
+-- sig: the error's signature; etype, example: its error type and the head of its
+-- message, kept with its first occurrence (a JSON object built only then).
 -- Returns {state ('failed' | 'dead' | 'skipped' | 'dropped' | 'stale'), retries, replaced corrupt
 -- (0/1)}.
 local rec, id = K.record, A.doc_id
@@ -70,21 +70,25 @@ attempts = math.max(attempts, tonumber(A.attempts) or 0)
 
 local state, reason = 'failed', ''
 if A.permanent == '1' then state, reason = 'dead', 'permanent error: not retried' end
-local fields = {'state', state, 'retries', retries, 'failures', failures, 'first', num(first),
-  'last', num(now), 'cat', A.cat, 'task_id', A.task_id, 'body', A.body}
+-- times as text once: formatting a number is a good part of this script's cost
+local at = num(now)
+local since = first == now and at or num(first)
+local fields = {'state', state, 'retries', num(retries), 'failures', num(failures), 'first', since,
+  'last', at, 'cat', A.cat, 'task_id', A.task_id, 'body', A.body}
 -- empty values are not stored: with millions of records every field costs memory
-for _, pair in ipairs({{'reason', reason}, {'worker', A.worker}, {'query', A.query},
-    {'qlabel', A.qlabel ~= query_of(A.query) and A.qlabel or ''}, {'fp', A.fp},
-    {'tlimit', A.tlimit},
-    {'lane', A.lane}, {'sig', A.sig}}) do
-  if pair[2] ~= '' and pair[2] ~= '0' then
-    fields[#fields + 1] = pair[1]
-    fields[#fields + 1] = pair[2]
+local optional = {'reason', reason, 'worker', A.worker, 'query', A.query,
+  'qlabel', A.qlabel ~= query_of(A.query) and A.qlabel or '', 'fp', A.fp, 'tlimit', A.tlimit,
+  'lane', A.lane, 'sig', A.sig}
+for i = 1, #optional, 2 do
+  local value = optional[i + 1]
+  if value ~= '' and value ~= '0' then
+    fields[#fields + 1] = optional[i]
+    fields[#fields + 1] = value
   end
 end
 if attempts > 0 then
   fields[#fields + 1] = 'attempts'
-  fields[#fields + 1] = attempts
+  fields[#fields + 1] = num(attempts)
 end
 redis.call('HSET', rec, unpack(fields))
 redis.call('EXPIRE', rec, A.ttl)
@@ -94,17 +98,17 @@ if existed then
   redis.call('ZREM', K.waiting, id)
   redis.call('ZREM', K.corrupt, id)
 end
-redis.call('ZADD', K.failed, num(first), id)
+redis.call('ZADD', K.failed, since, id)
 if state == 'dead' then
   redis.call('ZREM', K.due, id)
   redis.call('ZREM', K.imports, id)
-  redis.call('ZADD', K.dead, num(now), id)
-  redis.call('HINCRBY', K.stats, 'dead_total', 1)
+  redis.call('ZADD', K.dead, at, id)
+  redis.call('HINCRBY', K.stats, 'dead_total', '1')
 else
   if existed then redis.call('ZREM', K.dead, id) end
   local level = math.min(retries, MAX_LEVEL)
   local score = tonumber(A.lane) * LANE + level * LEVEL + now
-  redis.call('ZADD', K.due, num(score), id)
+  redis.call('ZADD', K.due, score == now and at or num(score), id)
   if A.cat == 'import' then
     local generation = tonumber(redis.call('HGET', K.generations, A.fp)) or 0
     redis.call('ZADD', K.imports, generation, id)
@@ -118,14 +122,16 @@ agg_incr(K.by_worker, A.worker)
 agg_incr(K.by_query, A.qlabel)
 agg_incr(K.worker_failures, A.worker)
 agg_incr(K.query_failures, A.qlabel)
-redis.call('HINCRBY', K.signatures, A.sig, 1)
-redis.call('HSETNX', K.signature_info, A.sig, '{"first":' .. num(now) .. ',' .. string.sub(A.sig_info, 2))
-redis.call('HSET', K.signature_last, A.sig, num(now))
-redis.call('HINCRBY', K.stats, 'failures_recorded', 1)
+if redis.call('HINCRBY', K.signatures, A.sig, '1') == 1 then
+  local info = cjson.encode({error_type = A.etype, category = A.cat, example = A.example})
+  redis.call('HSETNX', K.signature_info, A.sig, '{"first":' .. at .. ',' .. string.sub(info, 2))
+end
+redis.call('HSET', K.signature_last, A.sig, at)
+redis.call('HINCRBY', K.stats, 'failures_recorded', '1')
 -- per category too (a closed set, so a few fields): docrecovery_failures_total
-redis.call('HINCRBY', K.stats, 'failures:' .. A.cat, 1)
+redis.call('HINCRBY', K.stats, 'failures:' .. A.cat, '1')
 if A.recovery == '1' then
-  redis.call('HINCRBY', K.stats, 'failed_recoveries', 1)
+  redis.call('HINCRBY', K.stats, 'failed_recoveries', '1')
   breaker_note(K.breakers, old_cat or A.cat, '0', tonumber(A.window))
 end
 return {state, retries, replaced}

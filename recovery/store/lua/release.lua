@@ -18,7 +18,7 @@ for i = 1, item_args do
     if is_hash(rec) then
       local state = redis.call('HGET', rec, 'state')
       local why = ({claimed = 'released', sent = 'resubmission never started; resent'})[state]
-      requeue(K, id, rec, why or 'run ended without a report')
+      requeue(K.claimed, K.due, id, rec, why or 'run ended without a report')
       released[#released + 1] = id
     end
   end

@@ -17,27 +17,30 @@
 -- step, keep: the recoveries-over-time series' bucket width (s) and buckets kept.
 local now = clock(A.now)
 local sent = 0
+-- formatted once for the whole batch
+local stamp, resend_at = num(now), num(now + tonumber(A.resend))
 for item = 1, item_args / 3 do
   local at = (item - 1) * 3
   local id, outcome, detail = item_arg(at + 1), item_arg(at + 2), item_arg(at + 3)
   local rec = item_key(item)
-  local mine = is_hash(rec) and redis.call('HGET', rec, 'state') == 'claimed'
+  local f = is_hash(rec) and redis.call('HMGET', rec, 'state', 'task_id')
+  local mine = f and f[1] == 'claimed'
   if outcome == 'sent' then
     sent = sent + 1
-    if is_hash(rec) then redis.call('HINCRBY', rec, 'attempts', 1) end
+    if f then redis.call('HINCRBY', rec, 'attempts', '1') end
     if mine then
-      local old = redis.call('HGET', rec, 'task_id')
-      if old and old ~= '' then redis.call('ZADD', K.superseded, num(now), old) end
+      local old = f[2]
+      if old and old ~= '' then redis.call('ZADD', K.superseded, stamp, old) end
       local deadline = tonumber(redis.call('ZSCORE', K.inflight, detail))
-      redis.call('ZADD', K.claimed, num(deadline or (now + tonumber(A.resend))), id)
+      redis.call('ZADD', K.claimed, deadline and num(deadline) or resend_at, id)
       redis.call('HSET', rec, 'state', deadline and 'recovering' or 'sent', 'task_id', detail)
       redis.call('HDEL', rec, 'reason')
     end
   elseif mine and outcome == 'release' then
-    requeue(K, id, rec, detail)
+    requeue(K.claimed, K.due, id, rec, detail)
   elseif mine then
     redis.call('ZREM', K.claimed, id)
-    redis.call('ZADD', K.waiting, num(now), id)
+    redis.call('ZADD', K.waiting, stamp, id)
     redis.call('HSET', rec, 'state', 'waiting', 'reason', detail)
   end
 end
