@@ -23,7 +23,7 @@ import re
 import time
 import zlib
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, Literal
 
 from recovery.calls import RunCall, call_args, repeated_args
 from recovery.categories import WORKER_LOST
@@ -58,6 +58,40 @@ def bound_message(message: str, limit: int) -> str:
     return message[:head] + marker + message[len(message) - (keep - head) :]
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """One entry of a document's history: a failure (``failed``: when, the task, the
+    worker, its category and time limit) or a resubmission (``resubmitted``: when, the
+    new task)."""
+
+    kind: Literal["failed", "resubmitted"]
+    at: float
+    task_id: str
+    worker: str = ""
+    category: str = ""
+    time_limit: float | None = None
+
+    @classmethod
+    def parse(cls, line: str) -> Attempt:
+        """An entry as history_add (lua/_lib.lua) writes it; fields it lacks are empty."""
+        kind, at, task_id, worker, category, limit = (line.split("\t") + [""] * 6)[:6]
+        return cls(
+            "resubmitted" if kind == "resubmitted" else "failed",
+            _float_or(at, 0.0) or 0.0,
+            task_id,
+            worker,
+            category,
+            _float_or(limit, None),
+        )
+
+
+def _float_or(raw: str, default: float | None) -> float | None:
+    try:
+        return float(raw)
+    except ValueError:
+        return default
+
+
 @dataclass
 class FailedDocumentRecord:
     """One document whose processing failed, with what is needed to run it again."""
@@ -89,6 +123,8 @@ class FailedDocumentRecord:
     signature: str = ""
     #: Where the error was raised; ``error_message`` is the error itself (type: message).
     traceback: str = ""
+    #: The document's attempts as the scripts note them (see :attr:`attempts`).
+    history: str = ""
 
     def __post_init__(self) -> None:
         if self.first_failure_timestamp is None:
@@ -97,6 +133,12 @@ class FailedDocumentRecord:
     @property
     def doc_id(self) -> str:
         return document_id(self.document_path, self.query)
+
+    @property
+    def attempts(self) -> list[Attempt]:
+        """Each failure and resubmission of this document, oldest first; the last
+        HISTORY_KEEP (20) of them."""
+        return [Attempt.parse(line) for line in self.history.splitlines() if line]
 
     def get_failure_age_hours(self, now: float | None = None) -> float:
         """Hours since this failure (``failure_timestamp``), as the seed reads it;
@@ -286,6 +328,7 @@ _FIELDS: dict[str, str] = {
     "fingerprint": "fp",
     "time_limit": "tlimit",
     "signature": "sig",
+    "history": "hist",
 }
 _KINDS: dict[str, type] = {
     "first_failure_timestamp": float,

@@ -200,7 +200,10 @@ def test_a_document_page_shows_every_field_the_traceback_and_flower(
     assert data["record"]["document_path"] == "/docs/t1.pdf"
     assert data["record"]["traceback"].startswith("Traceback")
     assert data["flower"] == "http://flower.example:5555/task/task-/docs/t1.pdf"
-    assert [e["event"].split(" (")[0] for e in data["history"]] == ["first failure", "last failure"]
+    assert [(e["event"], e["task_id"]) for e in data["history"]] == [
+        ("failed", "task-/docs/t1.pdf")
+    ]
+    assert 'id="history"' in html
     assert "Traceback (most recent call last)" in html
     assert 'id="flower"' in html
     assert "worker_id" in html

@@ -49,6 +49,17 @@ def expected_after_first_failure(record: FailedDocumentRecord) -> dict[str, Any]
         "first_failure_timestamp": record.failure_timestamp,
         "next_retry_at": record.failure_timestamp + 3600.0,
         "signature": signature(record.error_type, record.error_message),
+        # its history: this failure, as record_failure.lua notes it
+        "history": "\t".join(
+            [
+                "failed",
+                repr(record.failure_timestamp),
+                record.task_id,
+                record.worker_id or "",
+                record.error_category,
+                f"{record.time_limit:g}" if record.time_limit else "",
+            ]
+        ),
     }
 
 

@@ -316,6 +316,40 @@ def test_a_new_failure_keeps_the_recovery_attempts_counted_so_far(
     assert after.recovery_attempts == 1
 
 
+def test_a_documents_history_holds_each_failure_and_resubmission_in_order(
+    tracker: Tracker,
+) -> None:
+    # Given a document that failed on w1, was resubmitted, and failed again on w2
+    record = failure("/docs/h.pdf", T0, worker_id="w1", error_category="timeout", time_limit=300)
+    tracker.store.record_failure(record)
+    tracker.claims.claim_due(10, now=T0 + 2 * HOUR)
+    tracker.claims.settle([Settlement(record.doc_id, "sent", "recovery-1")], now=T0 + 2 * HOUR)
+    tracker.store.record_failure(
+        failure("/docs/h.pdf", T0 + 3 * HOUR, task_id="recovery-1", worker_id="w2"),
+        recovery_attempt=True,
+    )
+
+    # Then its history tells each attempt: when, which task, where, why, its limit
+    stored = tracker.reports.get_record(record.doc_id)
+    assert stored is not None
+    assert [(a.kind, a.task_id, a.worker, a.category) for a in stored.attempts] == [
+        ("failed", record.task_id, "w1", "timeout"),
+        ("resubmitted", "recovery-1", "", ""),
+        ("failed", "recovery-1", "w2", "other"),
+    ]
+    assert stored.attempts[0].time_limit == 300
+    assert [a.at for a in stored.attempts] == [T0, T0 + 2 * HOUR, T0 + 3 * HOUR]
+
+
+def test_a_documents_history_keeps_its_last_twenty_attempts(tracker: Tracker) -> None:
+    for n in range(25):
+        tracker.store.record_failure(failure("/docs/many.pdf", T0 + n, task_id=f"t{n}"))
+
+    stored = tracker.reports.get_record(document_id("/docs/many.pdf"))
+    assert stored is not None
+    assert [a.task_id for a in stored.attempts] == [f"t{n}" for n in range(5, 25)]
+
+
 def test_an_undecodable_value_at_a_record_key_is_replaced_with_a_warning(
     tracker: Tracker, redis_client: redis.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:

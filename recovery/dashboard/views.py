@@ -131,30 +131,21 @@ def detail(manager: RecoveryManager, doc_id: str, flower_url: str | None) -> dic
     if record is None:
         return None
     fields = record.to_dict()
+    fields.pop("history")
     fields["doc_id"] = record.doc_id
-    # what the record keeps of its attempts: counts, times and the last task; a
-    # bounded per-attempt history would be written by record_failure.lua
-    history: list[dict[str, Any]] = [
-        {"event": "first failure", "at": record.first_failure_timestamp},
+    # each failure and resubmission the scripts noted, the last 20 (records.Attempt)
+    history = [
         {
-            "event": f"last failure ({record.failure_count} in all, "
-            f"{record.retry_count} counted retries)",
-            "at": record.failure_timestamp,
-            "worker": record.worker_id,
-            "task_id": record.task_id,
-            "category": record.error_category,
-            "time_limit": record.time_limit,
-        },
+            "event": "failed" if attempt.kind == "failed" else "resubmitted",
+            "outcome": attempt.kind,
+            "at": attempt.at,
+            "worker": attempt.worker,
+            "task_id": attempt.task_id,
+            "category": attempt.category,
+            "time_limit": attempt.time_limit,
+        }
+        for attempt in record.attempts
     ]
-    if record.last_recovery_at:
-        history.append(
-            {
-                "event": f"resubmitted ({record.recovery_attempts} recovery attempts)",
-                "at": record.last_recovery_at,
-                "task_id": record.task_id,
-            }
-        )
-    history.sort(key=lambda event: float(event["at"] or 0))
     return {
         "doc_id": record.doc_id,
         "record": fields,

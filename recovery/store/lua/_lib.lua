@@ -180,3 +180,18 @@ local function series_note(hash, buckets, stats, now, step, keep, field, by)
   if by > 0 then redis.call('HINCRBY', hash, bucket .. ':' .. field, by) end
   redis.call('HSET', hash, bucket .. ':failed', failed)
 end
+
+-- A document's attempts, kept in its record's `hist` field: one line an attempt, the
+-- newest last, tab-separated fields (records.py, Attempt), at most HISTORY_KEEP.
+local HISTORY_KEEP = 20
+local function history_add(past, ...)
+  local fields = {...}
+  for i = 1, #fields do fields[i] = string.gsub(fields[i], '[\t\n]', ' ') end
+  local entry = table.concat(fields, '\t')
+  local lines = {}
+  if past and past ~= '' then
+    for line in string.gmatch(past, '[^\n]+') do lines[#lines + 1] = line end
+  end
+  lines[#lines + 1] = entry
+  return table.concat(lines, '\n', math.max(1, #lines - HISTORY_KEEP + 1))
+end

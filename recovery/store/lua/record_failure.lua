@@ -21,6 +21,8 @@
 -- marked its task id superseded) is stale and dropped ('dropped_stale'): the newer run
 -- decides the document's fate. Such a report comes late, from a host that was cut off
 -- or out of its spool, and must not re-open a document the newer run processed.
+-- Each failure is noted in the record's history (`hist`, see history_add), kept
+-- across failures of the document and bounded.
 -- sig: the error's signature; etype, example: its error type and the head of its
 -- message, kept with its first occurrence (a JSON object built only then).
 -- Returns {state ('failed' | 'dead' | 'skipped' | 'dropped' | 'stale'), retries, replaced corrupt
@@ -45,16 +47,17 @@ if A.task_id ~= '' and redis.call('ZSCORE', K.superseded, A.task_id) then
   return {'stale', 0, 0}
 end
 
-local replaced, retries, failures, first, attempts, old_cat = 0, 0, 1, now, 0, nil
+local replaced, retries, failures, first, attempts, old_cat, past = 0, 0, 1, now, 0, nil, nil
 local existed = redis.call('EXISTS', rec) == 1
 if existed then
   if is_hash(rec) then
     local old = redis.call('HMGET', rec, 'retries', 'failures', 'first', 'cat', 'worker', 'query',
-      'attempts', 'qlabel')
+      'attempts', 'qlabel', 'hist')
     retries = whole(old[1]) or 0
     failures = (whole(old[2]) or 0) + 1
     first = tonumber(old[3]) or now
     old_cat = old[4]
+    past = old[9]
     attempts = whole(old[7]) or 0
     if A.counted == '1' then retries = retries + 1 end
     agg_decr(K.by_category, old[4])
@@ -74,7 +77,8 @@ if A.permanent == '1' then state, reason = 'dead', 'permanent error: not retried
 local at = num(now)
 local since = first == now and at or num(first)
 local fields = {'state', state, 'retries', num(retries), 'failures', num(failures), 'first', since,
-  'last', at, 'cat', A.cat, 'task_id', A.task_id, 'body', A.body}
+  'last', at, 'cat', A.cat, 'task_id', A.task_id, 'body', A.body,
+  'hist', history_add(past, 'failed', at, A.task_id, A.worker, A.cat, A.tlimit)}
 -- empty values are not stored: with millions of records every field costs memory
 local optional = {'reason', reason, 'worker', A.worker, 'query', A.query,
   'qlabel', A.qlabel ~= query_of(A.query) and A.qlabel or '', 'fp', A.fp, 'tlimit', A.tlimit,

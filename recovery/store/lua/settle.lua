@@ -15,6 +15,8 @@
 -- whose new task already checked in (a worker took the message before this settle)
 -- is 'recovering' at once, its lease ending with that run's deadline.
 -- step, keep: the recoveries-over-time series' bucket width (s) and buckets kept.
+-- A resubmission is noted in the document's history (record_failure.lua notes each
+-- failure), bounded by HISTORY_KEEP.
 local now = clock(A.now)
 local sent = 0
 -- formatted once for the whole batch
@@ -23,7 +25,7 @@ for item = 1, item_args / 3 do
   local at = (item - 1) * 3
   local id, outcome, detail = item_arg(at + 1), item_arg(at + 2), item_arg(at + 3)
   local rec = item_key(item)
-  local f = is_hash(rec) and redis.call('HMGET', rec, 'state', 'task_id')
+  local f = is_hash(rec) and redis.call('HMGET', rec, 'state', 'task_id', 'hist')
   local mine = f and f[1] == 'claimed'
   if outcome == 'sent' then
     sent = sent + 1
@@ -33,7 +35,8 @@ for item = 1, item_args / 3 do
       if old and old ~= '' then redis.call('ZADD', K.superseded, stamp, old) end
       local deadline = tonumber(redis.call('ZSCORE', K.inflight, detail))
       redis.call('ZADD', K.claimed, deadline and num(deadline) or resend_at, id)
-      redis.call('HSET', rec, 'state', deadline and 'recovering' or 'sent', 'task_id', detail)
+      redis.call('HSET', rec, 'state', deadline and 'recovering' or 'sent', 'task_id', detail,
+        'hist', history_add(f[3], 'resubmitted', stamp, detail))
       redis.call('HDEL', rec, 'reason')
     end
   elseif mine and outcome == 'release' then
