@@ -31,7 +31,9 @@ from faults.support import (
     make_batch,
     record,
     restore,
+    sending_app,
     settled,
+    spooled_events,
     take_census,
     wait_for,
     wait_steady,
@@ -242,14 +244,8 @@ def sender(redis_url: str) -> Iterator[Callable[[str, str], Celery]]:
     made: list[Celery] = []
 
     def create(broker: str, master: str) -> Celery:
-        app = Celery("sentinel-sender", broker=broker, backend=redis_url, set_as_current=False)
-        app.conf.update(
-            task_serializer="json",
-            accept_content=["json"],
-            result_accept_content=["json"],
-            result_serializer="json",
-            task_default_queue="documents",
-            broker_transport_options={"master_name": master},
+        app = sending_app(
+            "sentinel-sender", broker, redis_url, broker_transport_options={"master_name": master}
         )
         made.append(app)
         return app
@@ -257,12 +253,6 @@ def sender(redis_url: str) -> Iterator[Callable[[str, str], Celery]]:
     yield create
     for app in made:
         app.close()
-
-
-def spooled_events(spool: Path) -> int:
-    return sum(
-        len(path.read_text().splitlines()) for path in spool.glob("events-*.jsonl") if path.exists()
-    )
 
 
 @pytest.mark.slow

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import redis
+from celery import Celery
 
 from recovery.config import RecoveryConfig
 from recovery.keys import Keys
@@ -332,3 +333,25 @@ def describe(client: redis.Redis, docs: Iterable[Doc]) -> str:
 
 def resubmitted_ids(summaries: Iterable[dict[str, Any]]) -> Counter[str]:
     return Counter(item["doc_id"] for s in summaries for item in s.get("resubmitted", []))
+
+
+def sending_app(name: str, broker: str, backend: str, **conf: Any) -> Celery:
+    """An app that only sends, as a client outside the workers does: JSON, results on
+    ``backend``, ``conf`` on top (a Sentinel broker's ``master_name``, say)."""
+    app = Celery(name, broker=broker, backend=backend, set_as_current=False)
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        result_serializer="json",
+        task_default_queue="documents",
+        **conf,
+    )
+    return app
+
+
+def spooled_events(spool: Path) -> int:
+    """Events waiting in a worker's spool directory."""
+    return sum(
+        len(path.read_text().splitlines()) for path in spool.glob("events-*.jsonl") if path.exists()
+    )

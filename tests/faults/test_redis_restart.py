@@ -32,7 +32,9 @@ from faults.support import (
     processed,
     record,
     restore,
+    sending_app,
     settled,
+    spooled_events,
     take_census,
     wait_for,
     wait_steady,
@@ -52,26 +54,13 @@ def sender(redis_url: str) -> Iterator[Callable[[str], Celery]]:
     made: list[Celery] = []
 
     def create(broker: str) -> Celery:
-        app = Celery("faults-sender", broker=broker, backend=redis_url, set_as_current=False)
-        app.conf.update(
-            task_serializer="json",
-            accept_content=["json"],
-            result_accept_content=["json"],
-            result_serializer="json",
-            task_default_queue="documents",
-        )
+        app = sending_app("faults-sender", broker, redis_url)
         made.append(app)
         return app
 
     yield create
     for app in made:
         app.close()
-
-
-def spooled_events(spool: Path) -> int:
-    return sum(
-        len(path.read_text().splitlines()) for path in spool.glob("events-*.jsonl") if path.exists()
-    )
 
 
 def test_failures_while_redis_is_down_are_spooled_and_replayed_after_it_restarts(
