@@ -385,8 +385,15 @@ def test_a_document_too_large_for_its_worker_is_resubmitted_to_the_highmem_queue
     big = worker_process(
         "big", env=FAST_ENV, args=("-P", "prefork", "-c", "1", "-X", "documents,recovery")
     )
-    wait_for(lambda: processed(redis_client, doc), 30, "the highmem worker", log_tail(big))
-    assert stats(redis_client).get("successful_recoveries") == 1
+    # (its result is stored by the task itself, its success counted just after)
+    wait_for(
+        lambda: (
+            processed(redis_client, doc) and stats(redis_client).get("successful_recoveries") == 1
+        ),
+        30,
+        "the highmem worker",
+        log_tail(big),
+    )
     assert f"{TASK}[{sent['task_id']}] succeeded" in big.log()
     assert "succeeded" not in small.log()
 

@@ -27,6 +27,7 @@ from recovery.config import RecoveryConfig
 from recovery.keys import Keys
 from recovery.records import document_id
 from recovery.redis_server import RedisServer
+from recovery.spool import Spool
 from tasks.documents import result_key
 
 KEYS = Keys()
@@ -351,7 +352,6 @@ def sending_app(name: str, broker: str, backend: str, **conf: Any) -> Celery:
 
 
 def spooled_events(spool: Path) -> int:
-    """Events waiting in a worker's spool directory."""
-    return sum(
-        len(path.read_text().splitlines()) for path in spool.glob("events-*.jsonl") if path.exists()
-    )
+    """Events waiting in a worker's spool directory (a file a replayer takes meanwhile
+    counts as empty)."""
+    return Spool(spool).count()
