@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import redis
 import seed
+from conftest import run_python
 
 from recovery.api import FailedDocumentsTracker
 from recovery.config import RecoveryConfig
@@ -287,15 +288,7 @@ def test_workers_beat_and_the_python_api_resolve_the_same_default(
         "    DistributedProcessor().redis_url, DocumentRecoveryManager().tracker.url]))\n"
     )
 
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    done = run_python(["-c", script], env, tmp_path)
 
     # Then the worker's broker and backend (celeryconfig: workers and beat), the
     # processor and the manager all use the one default

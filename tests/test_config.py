@@ -5,13 +5,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import seed
+from conftest import run_python
 
 from recovery import policy
 from recovery.config import RecoveryConfig, soft_limit
@@ -291,14 +290,8 @@ def test_a_redis_brokers_visibility_timeout_outlives_a_grown_recovery_limit(
     env.pop("CELERY_VISIBILITY_TIMEOUT", None)
 
     # When the workers' settings are read
-    done = subprocess.run(
-        [sys.executable, "-c", "import celeryconfig as c; print(c.broker_transport_options)"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
+    done = run_python(
+        ["-c", "import celeryconfig as c; print(c.broker_transport_options)"], env, tmp_path
     )
 
     # Then an unacknowledged message waits longer than that run may take

@@ -25,6 +25,7 @@ import pytest
 import redis
 from brokers import RabbitBroker, rabbitmqctl
 from celery import Celery
+from conftest import run_python
 from faults.support import (
     FAST_ENV,
     TASK,
@@ -79,15 +80,7 @@ def test_every_entry_point_sends_to_the_broker_and_tracks_in_redis_url(
     env.update(REDIS_URL=TRACKER, PYTHONPATH=str(REPO), **broker_env)
 
     # When workers' config, the app, the processor and a manager resolve them
-    done = subprocess.run(
-        [sys.executable, "-c", ENTRY_POINTS],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    done = run_python(["-c", ENTRY_POINTS], env, tmp_path)
 
     # Then tasks go to the broker (REDIS_URL when none is named), records and results
     # to REDIS_URL, and the visibility timeout is set only for a Redis broker
@@ -107,15 +100,7 @@ def test_celery_b_names_the_broker_of_workers_and_beat(tmp_path: Path) -> None:
     env.update(REDIS_URL=TRACKER, PYTHONPATH=str(REPO))
 
     # When Celery reports the app's settings
-    done = subprocess.run(
-        [sys.executable, "-m", "celery", "-b", AMQP, "-A", "tasks", "report"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    done = run_python(["-m", "celery", "-b", AMQP, "-A", "tasks", "report"], env, tmp_path)
 
     # Then the broker is RabbitMQ with RabbitMQ's settings, the backend stays on Redis
     assert "broker_url: 'amqp://guest:********@127.0.0.1:5672/docs'" in done.stdout
