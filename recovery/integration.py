@@ -271,17 +271,17 @@ class Recovery:
             log.error("docrecovery: could not record this worker's environment: %s", exc)
         self.reporter.replay(self.tracker)
         if self.config.spool_replay_seconds:
+            self._replaying.clear()
             threading.Thread(target=self._replay_periodically, daemon=True).start()
 
     def _replay_periodically(self) -> None:
         """Replay this host's spool every ``spool_replay_seconds`` until the worker
         shuts down: a host cut off from Redis, then given no more work, would otherwise
-        keep what it spooled until its next event. Listing the spool costs a
-        directory read; only a spool that holds events costs Redis anything."""
-        self._replaying.clear()
+        keep what it spooled until its next event. Looking costs a directory
+        listing; only a spool that holds events costs Redis anything."""
         while not self._replaying.wait(self.config.spool_replay_seconds):
             try:
-                if self.reporter.spool.count():
+                if self.reporter.spool.pending():
                     self.reporter.replay(self.tracker)
             except Exception:  # a thread must not die of one bad turn: log, go on
                 log.exception("docrecovery: periodic spool replay failed")
