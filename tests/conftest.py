@@ -8,13 +8,17 @@ Docker-based fixture, and there is no Docker engine where these tests run.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +35,8 @@ from brokers import (
 from celery import Celery
 from celery.contrib.pytest import celery_worker
 
+from recovery.api import FailedDocumentsTracker
+from recovery.config import RecoveryConfig
 from recovery.redis_server import RedisServer
 
 __all__ = ["celery_worker"]
@@ -129,17 +135,54 @@ def celery_worker_parameters() -> dict[str, Any]:
     return {"perform_ping_check": False, "queues": QUEUES}
 
 
-class WorkerProcess:
-    """A real ``celery -A tasks worker`` in a child process (prefork unless told)."""
+@contextlib.contextmanager
+def trackers(redis_url: str, **defaults: Any) -> Iterator[Callable[..., FailedDocumentsTracker]]:
+    """A factory of trackers on ``redis_url``, no jitter unless asked, then ``defaults``,
+    then each call's settings; every tracker made is closed on the way out."""
+    made: list[FailedDocumentsTracker] = []
 
-    def __init__(self, name: str, env: dict[str, str], log: Path, args: tuple[str, ...]) -> None:
-        self.name = name
+    def create(**settings: Any) -> FailedDocumentsTracker:
+        config = RecoveryConfig.from_mapping({"retry_jitter": 0.0, **defaults, **settings})
+        tracker = FailedDocumentsTracker(redis_url, config)
+        made.append(tracker)
+        return tracker
+
+    yield create
+    for tracker in made:
+        tracker.close()
+
+
+@dataclass(frozen=True)
+class HttpResponse:
+    status: int
+    body: str
+
+
+def http_get(url: str, auth: tuple[str, str] | None = None, timeout: float = 10.0) -> HttpResponse:
+    """GET ``url``, with basic auth when given; an HTTP error status is returned, not
+    raised (a refusal is what several tests expect)."""
+    request = urllib.request.Request(url)
+    if auth is not None:
+        token = base64.b64encode(":".join(auth).encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return HttpResponse(response.status, response.read().decode())
+    except urllib.error.HTTPError as error:
+        with error:
+            return HttpResponse(error.code, error.read().decode(errors="replace"))
+
+
+class LoggedProcess:
+    """A child process (and its children) logging to a file of its own: stopped warm,
+    else killed, the way a test leaves no process behind."""
+
+    def __init__(self, command: list[str], env: dict[str, str], log: Path, **popen: Any) -> None:
         self.log_path = log
-        from tasks.processor import worker_command
-
-        command = worker_command(name, QUEUES, "--without-gossip", "--without-mingle", *args)
         self._log = log.open("ab")
-        self.process = subprocess.Popen(command, env=env, stdout=self._log, stderr=self._log)
+        self.process = subprocess.Popen(
+            command, env=env, stdout=self._log, stderr=self._log, **popen
+        )
 
     @property
     def pid(self) -> int:
@@ -148,24 +191,15 @@ class WorkerProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while " ready." not in self.log():
-            if self.process.poll() is not None:
-                raise RuntimeError(f"worker {self.name} exited at start:\n{self.log()[-3000:]}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"worker {self.name} not ready:\n{self.log()[-3000:]}")
-            time.sleep(0.1)
-
     def children(self) -> list[int]:
-        """Pids of the prefork pool's child processes."""
+        """Pids of its child processes (a prefork pool, an embedded beat)."""
         path = Path(f"/proc/{self.pid}/task/{self.pid}/children")
         return [int(pid) for pid in path.read_text().split()] if path.exists() else []
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
-        """Kill the whole node at once, children included, as the OOM killer might.
-        The parent goes first: a parent that saw its child die would requeue the
-        child's message (task_reject_on_worker_lost), which a dead node never does."""
+        """Kill it and its children at once, as the OOM killer might. The parent goes
+        first: a worker that saw its child die would requeue the child's message
+        (task_reject_on_worker_lost), which a dead node never does."""
         children = self.children()
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, sig)
@@ -182,6 +216,26 @@ class WorkerProcess:
             except subprocess.TimeoutExpired:
                 self.kill()
         self._log.close()
+
+
+class WorkerProcess(LoggedProcess):
+    """A real ``celery -A tasks worker`` in a child process (prefork unless told)."""
+
+    def __init__(self, name: str, env: dict[str, str], log: Path, args: tuple[str, ...]) -> None:
+        self.name = name
+        from tasks.processor import worker_command
+
+        command = worker_command(name, QUEUES, "--without-gossip", "--without-mingle", *args)
+        super().__init__(command, env, log)
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while " ready." not in self.log():
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker {self.name} exited at start:\n{self.log()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"worker {self.name} not ready:\n{self.log()[-3000:]}")
+            time.sleep(0.1)
 
 
 @pytest.fixture

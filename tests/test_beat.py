@@ -8,11 +8,8 @@ header (``gen<pid>@<host>``), so the test counts who scheduled what.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import runpy
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from conftest import LoggedProcess
 from faults.support import messages, wait_for
 from redbeat.schedulers import RedBeatConfig
 
@@ -44,43 +42,20 @@ COMMANDS = {
 }
 
 
-class Beat:
+class Beat(LoggedProcess):
     """A beat in a child process (and its children), logging to a file of its own."""
 
     def __init__(self, name: str, kind: str, env: dict[str, str], log: Path) -> None:
         self.name = name
-        self.log_path = log
-        self._log = log.open("ab")
         command = [sys.executable, "-m", "celery", "-A", "tasks", *COMMANDS[kind]]
         if kind == "embedded":
             command += ["-n", f"{name}@%h"]
         command.append("--loglevel=INFO")
-        self.process = subprocess.Popen(command, env=env, stdout=self._log, stderr=self._log)
+        super().__init__(command, env, log)
 
     def pids(self) -> set[int]:
         """The process and its children: an embedded beat is a child of its worker."""
-        pid = self.process.pid
-        path = Path(f"/proc/{pid}/task/{pid}/children")
-        return {pid, *(int(p) for p in (path.read_text().split() if path.exists() else []))}
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def kill(self) -> None:
-        """SIGKILL the process, then its children: nothing can release the lock."""
-        for pid in sorted(self.pids(), key=lambda p: p != self.process.pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self._log.close()
+        return {self.pid, *self.children()}
 
 
 @pytest.fixture

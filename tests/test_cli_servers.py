@@ -4,15 +4,13 @@ public address without credentials (exit 2)."""
 
 from __future__ import annotations
 
-import base64
 import json
 import subprocess
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from conftest import http_get
 from prometheus_client.parser import text_string_to_metric_families
 from test_cli import record_dead, record_due, wait_for
 from test_cli_commands import entry, env, tracker
@@ -26,19 +24,16 @@ Serve = Callable[..., str]
 
 
 def get(url: str, auth: tuple[str, str] | None = None) -> str:
-    request = urllib.request.Request(url)
-    if auth:
-        token = base64.b64encode(":".join(auth).encode()).decode()
-        request.add_header("Authorization", f"Basic {token}")
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return str(response.read().decode())
+    """The body of a 200 answer; any other status fails the test."""
+    response = http_get(url, auth)
+    assert response.status == 200, (url, response)
+    return response.body
 
 
 def answers(url: str) -> bool:
+    """Whether anything answers HTTP there (a refusal is an answer)."""
     try:
-        get(url)
-    except urllib.error.HTTPError:
-        return True
+        http_get(url)
     except OSError:
         return False
     return True
@@ -96,9 +91,7 @@ def test_metrics_serves_the_trackers_counts(
 def test_metrics_with_credentials_from_the_environment_asks_for_them(serve: Serve) -> None:
     base = serve("metrics", DOCRECOVERY_METRICS_USER="prom", DOCRECOVERY_METRICS_PASSWORD="s3cret")
 
-    with pytest.raises(urllib.error.HTTPError) as refused:
-        get(f"{base}/metrics")
-    assert refused.value.code == 401
+    assert http_get(f"{base}/metrics").status == 401
     assert "docrecovery_tracker_up 1.0" in get(f"{base}/metrics", auth=("prom", "s3cret"))
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import redis
 from celery import Celery
+from conftest import trackers
 from redis.cluster import RedisCluster
 
 from recovery import DocumentRecoveryManager, RecoveryConfig, installed
@@ -69,19 +70,8 @@ def cluster_client(cluster_url: str) -> Iterator[RedisCluster]:
 
 @pytest.fixture
 def make_tracker(cluster_url: str) -> Iterator[Callable[..., Tracker]]:
-    made: list[Tracker] = []
-
-    def create(**settings: Any) -> Tracker:
-        config = RecoveryConfig.from_mapping(
-            {"retry_jitter": 0.0, "min_retry_interval_hours": 0.0, **settings}
-        )
-        tracker = Tracker(cluster_url, config)
-        made.append(tracker)
-        return tracker
-
-    yield create
-    for tracker in made:
-        tracker.close()
+    with trackers(cluster_url, min_retry_interval_hours=0.0) as create:
+        yield create
 
 
 def failure(path: str, at: float, **fields: Any) -> FailedDocumentRecord:

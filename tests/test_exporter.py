@@ -8,15 +8,12 @@ prometheus_client's own parser.
 
 from __future__ import annotations
 
-import base64
 import os
 import re
 import shutil
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +22,7 @@ from typing import Any
 import pytest
 import redis
 import yaml
+from conftest import http_get
 from prometheus_client.parser import text_string_to_metric_families
 
 from recovery.calls import RunCall
@@ -77,16 +75,8 @@ class Exporter:
 
     def get(self, path: str = "/metrics", auth: tuple[str, str] | None = None) -> tuple[int, str]:
         """Status and body; an HTTP error status is returned, not raised."""
-        request = urllib.request.Request(self.url + path)
-        if auth is not None:
-            token = base64.b64encode(":".join(auth).encode()).decode()
-            request.add_header("Authorization", f"Basic {token}")
-        try:
-            with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT) as response:
-                return response.status, response.read().decode()
-        except urllib.error.HTTPError as error:
-            with error:
-                return error.code, error.read().decode(errors="replace")
+        response = http_get(self.url + path, auth, REQUEST_TIMEOUT)
+        return response.status, response.body
 
     def scrape(self, auth: tuple[str, str] | None = None) -> Samples:
         status, body = self.get(auth=auth)

@@ -8,14 +8,11 @@ and ``/metrics`` (for Prometheus) stay open.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +22,7 @@ from typing import Any
 import pytest
 from celery import Celery
 from celery.result import AsyncResult
+from conftest import HttpResponse, http_get
 from prometheus_client.parser import text_string_to_metric_families
 
 from recovery.api import DocumentRecoveryManager
@@ -42,27 +40,12 @@ STOP_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True)
-class Response:
-    status: int
-    body: str
-
-
-@dataclass(frozen=True)
 class Flower:
     url: str
 
-    def get(self, path: str, *, auth: tuple[str, str] | None = None) -> Response:
+    def get(self, path: str, *, auth: tuple[str, str] | None = None) -> HttpResponse:
         """GET ``path``; an HTTP error status is returned, not raised."""
-        request = urllib.request.Request(self.url + path)
-        if auth is not None:
-            token = base64.b64encode(":".join(auth).encode()).decode()
-            request.add_header("Authorization", f"Basic {token}")
-        try:
-            with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT) as response:
-                return Response(response.status, response.read().decode())
-        except urllib.error.HTTPError as error:
-            with error:
-                return Response(error.code, error.read().decode(errors="replace"))
+        return http_get(self.url + path, auth, REQUEST_TIMEOUT)
 
 
 def wait_until_serving(flower: Flower, process: subprocess.Popen[bytes], log: Path) -> None:

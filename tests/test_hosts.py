@@ -37,6 +37,7 @@ from pathlib import Path
 import pytest
 import redis
 from celery import Celery
+from conftest import LoggedProcess
 from faults.support import (
     FAST_ENV,
     TASK,
@@ -150,37 +151,24 @@ class Host:
         subprocess.run(["ip", "netns", "delete", self.netns], capture_output=True)
 
 
-class HostWorker:
+class HostWorker(LoggedProcess):
     """``celery -A tasks worker --beat`` inside a host's namespace."""
 
     def __init__(self, host: Host, env: dict[str, str], log: Path) -> None:
         self.host = host
-        self.log_path = log
         self.spool = Spool(env["DOCRECOVERY_SPOOL_DIR"])
-        self._log = log.open("ab")
         queues = (*QUEUES, host.name)
         args = ("--without-gossip", "--without-mingle", "-P", "prefork", "-c", "1", "--beat")
         command = ["ip", "netns", "exec", host.netns, *worker_command(host.name, queues, *args)]
         # a session of its own: the worker, its pool and its beat are one process group
-        self.process = subprocess.Popen(
-            command, env=env, stdout=self._log, stderr=self._log, start_new_session=True
-        )
+        super().__init__(command, env, log, start_new_session=True)
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        """Warm shutdown, else SIGKILL for the worker and everything it started."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(os.getpgid(self.process.pid), signal.SIGKILL)
-                self.process.kill()
-                self.process.wait(10)
-        self._log.close()
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """The whole process group: ``ip netns exec`` stands between it and the worker."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(os.getpgid(self.pid), sig)
+        self.process.kill()
+        self.process.wait(10)
 
 
 @dataclass

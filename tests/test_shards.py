@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 import redis
+from conftest import trackers
 
-from recovery.api import FailedDocumentsTracker
 from recovery.calls import RunCall
 from recovery.config import RecoveryConfig
 from recovery.errors import ConfigError
@@ -30,19 +30,8 @@ SHARDS = 3
 
 @pytest.fixture
 def make_tracker(redis_url: str) -> Iterator[Callable[..., Tracker]]:
-    made: list[Tracker] = []
-
-    def create(**settings: Any) -> Tracker:
-        config = RecoveryConfig.from_mapping(
-            {"retry_jitter": 0.0, "min_retry_interval_hours": 0.0, "shards": SHARDS, **settings}
-        )
-        tracker = FailedDocumentsTracker(redis_url, config)
-        made.append(tracker)
-        return tracker
-
-    yield create
-    for tracker in made:
-        tracker.close()
+    with trackers(redis_url, min_retry_interval_hours=0.0, shards=SHARDS) as create:
+        yield create
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import redis
+from conftest import trackers
 
 from recovery.api import FailedDocumentsTracker
 from recovery.calls import RunCall
@@ -33,17 +34,8 @@ TrackerFactory = Callable[..., Tracker]
 @pytest.fixture
 def make_tracker(redis_url: str) -> Iterator[TrackerFactory]:
     """Factory of trackers on the test's Redis, without jitter unless asked; closed after."""
-    made: list[FailedDocumentsTracker] = []
-
-    def create(**settings: Any) -> Tracker:
-        config = RecoveryConfig.from_mapping({"retry_jitter": 0.0, **settings})
-        tracker = FailedDocumentsTracker(redis_url, config)
-        made.append(tracker)
-        return tracker
-
-    yield create
-    for tracker in made:
-        tracker.close()
+    with trackers(redis_url) as create:
+        yield create
 
 
 @pytest.fixture
