@@ -27,6 +27,8 @@ from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.wait import WebDriverWait
 
 from recovery.access import Credentials
 from recovery.config import RecoveryConfig
@@ -145,6 +147,14 @@ def present(browser: WebDriver, css: str) -> list[Any]:
         browser.implicitly_wait(WAIT_SECONDS)
 
 
+def follow(browser: WebDriver, element_id: str) -> None:
+    """Click the link or button ``element_id`` and wait until its page has been replaced,
+    so what the test reads next is the new page, not the old one still unloading."""
+    page = browser.find_element(By.TAG_NAME, "html")
+    browser.find_element(By.ID, element_id).click()
+    WebDriverWait(browser, WAIT_SECONDS).until(expected_conditions.staleness_of(page))
+
+
 def rows(browser: WebDriver) -> list[str]:
     """The document ids listed on the documents page (once it has loaded)."""
     browser.find_element(By.ID, "documents")
@@ -175,7 +185,7 @@ def test_a_filter_narrows_the_list(
     assert len(rows(browser)) == 7
 
     browser.find_element(By.NAME, "category").send_keys("memory")
-    browser.find_element(By.ID, "apply-filters").click()
+    follow(browser, "apply-filters")
 
     assert sorted(rows(browser)) == sorted(data_set["ids"]["memory"])
     assert browser.find_element(By.NAME, "category").get_attribute("value") == "memory"
@@ -205,7 +215,7 @@ def test_retry_on_a_dead_document_resubmits_it_and_a_worker_processes_it(
         "the worker to process the retried document",
         worker.log,
     )
-    browser.find_element(By.ID, "back").click()
+    follow(browser, "back")
     assert dead not in rows(browser)
     assert data_set["ids"]["permanent"][1] in rows(browser)
 
