@@ -342,6 +342,21 @@ def test_a_documents_history_keeps_its_last_twenty_attempts(tracker: Tracker) ->
     assert [a.task_id for a in stored.attempts] == [f"t{n}" for n in range(5, 25)]
 
 
+def test_a_tab_or_newline_in_a_worker_name_does_not_split_a_history_line(
+    tracker: Tracker,
+) -> None:
+    # Given failures reported by a worker whose name holds the history's separators
+    for n in range(2):
+        tracker.store.record_failure(
+            failure("/docs/odd.pdf", T0 + n, task_id=f"t{n}", worker_id="w\t1\nx")
+        )
+
+    # Then each failure is one attempt, the name's separators turned to spaces
+    stored = tracker.reports.get_record(document_id("/docs/odd.pdf"))
+    assert stored is not None
+    assert [(a.task_id, a.worker) for a in stored.attempts] == [("t0", "w 1 x"), ("t1", "w 1 x")]
+
+
 def test_an_undecodable_value_at_a_record_key_is_replaced_with_a_warning(
     tracker: Tracker, redis_client: redis.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
