@@ -20,10 +20,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
 import time
 import zlib
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
+
+import orjson
+import zstandard
 
 from recovery.calls import RunCall, call_args, repeated_args
 from recovery.categories import WORKER_LOST
@@ -36,9 +40,13 @@ RECOVERING = "recovering"
 WAITING = "waiting"
 DEAD = "dead"
 STATES = (FAILED, CLAIMED, SENT, RECOVERING, WAITING, DEAD)
-#: zlib level of the body: 1 compresses a traceback about as well as 6, several times
-#: faster, on the hot path of every failure.
+#: zstd level of the body: 1 compresses a traceback about as well as zlib does, twice
+#: as fast, and reads back five times as fast (every claim decodes its batch's bodies).
 COMPRESSION = 1
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+#: zstd (de)compressors may not be shared between threads (a thread-pool worker records
+#: failures from several): one of each per thread, built once.
+_codecs = threading.local()
 
 
 def document_id(path: str, query: str | None = None) -> str:
@@ -214,8 +222,7 @@ class FailedDocumentRecord:
             body["nargs"] = count
         elif self.args:
             body["args"] = self.args
-        raw = json.dumps(body, separators=(",", ":")).encode("ascii")
-        return zlib.compress(raw, COMPRESSION)
+        return encode_body(body)
 
     def to_redis(self, message_limit: int | None = None) -> dict[str, str | bytes]:
         """The hash this record is stored as. Optional fields that are empty or zero
@@ -293,11 +300,36 @@ def _strict(kind: type, raw: Any) -> Any:
     return kind(text)
 
 
+def encode_body(body: dict[str, Any]) -> bytes:
+    """A record's ``body`` field: compact JSON, zstd-compressed. orjson refuses the
+    surrogate escapes of undecodable paths, which the standard library writes as \\u
+    escapes (either JSON reads back the same)."""
+    try:
+        raw = orjson.dumps(body)
+    except orjson.JSONEncodeError:
+        raw = json.dumps(body, separators=(",", ":")).encode("ascii")
+    compressor = getattr(_codecs, "compressor", None)
+    if compressor is None:
+        compressor = _codecs.compressor = zstandard.ZstdCompressor(level=COMPRESSION)
+    data: bytes = compressor.compress(raw)
+    return data
+
+
+def decode_body(data: bytes) -> Any:
+    """The JSON a ``body`` field holds; bodies written before zstd are zlib."""
+    if not data.startswith(_ZSTD_MAGIC):
+        return json.loads(zlib.decompress(data))
+    decompressor = getattr(_codecs, "decompressor", None)
+    if decompressor is None:
+        decompressor = _codecs.decompressor = zstandard.ZstdDecompressor()
+    return json.loads(decompressor.decompress(data))
+
+
 def _body(key: str, raw: Any) -> dict[str, Any]:
     data = raw if isinstance(raw, bytes) else str(raw).encode("utf-8", "surrogateescape")
     try:
-        body = json.loads(zlib.decompress(data))
-    except (zlib.error, ValueError) as exc:
+        body = decode_body(data)
+    except (zlib.error, zstandard.ZstdError, ValueError) as exc:
         raise CorruptRecord(key, f"field 'body' cannot be read: {exc}") from None
     if not isinstance(body, dict):
         raise CorruptRecord(key, "field 'body' is not an object")

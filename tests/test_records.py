@@ -16,7 +16,7 @@ import redis
 from recovery.api import FailedDocumentsTracker
 from recovery.config import RecoveryConfig
 from recovery.errors import CorruptRecord
-from recovery.records import FailedDocumentRecord, bound_message, document_id
+from recovery.records import FailedDocumentRecord, bound_message, decode_body, document_id
 from recovery.signatures import signature
 
 T0 = 1_714_000_000.123456
@@ -152,7 +152,7 @@ def test_a_path_that_is_not_utf8_round_trips_byte_for_byte(
         assert binary.hget(key, "query") == b"r\xe9sum\xe9"
         raw_body = binary.hget(key, "body")
         assert isinstance(raw_body, bytes)
-        body = json.loads(zlib.decompress(raw_body))
+        body = decode_body(raw_body)
         assert os.fsencode(body["path"]) == raw_path
     finally:
         binary.close()
@@ -165,7 +165,7 @@ def test_to_redis_writes_strings_and_a_compressed_body_omitting_empty_values() -
 
     body = fields.pop("body")
     assert isinstance(body, bytes)
-    assert json.loads(zlib.decompress(body)) == {
+    assert decode_body(body) == {
         "path": "/docs/a.txt",
         "task": record.task_name,
         "msg": "boom",
@@ -224,6 +224,18 @@ def test_from_redis_names_every_missing_required_field() -> None:
     assert "{docrecovery}:doc:x" in str(caught.value)
 
 
+def test_a_body_written_before_zstd_still_reads() -> None:
+    # Given a record hash as the tracker wrote it before bodies were zstd: zlib JSON
+    record = FailedDocumentRecord("/docs/old.txt", "t1", "boom", failure_timestamp=T0)
+    fields = record.to_redis()
+    legacy = {"path": "/docs/old.txt", "task": record.task_name, "msg": "boom"}
+    fields["body"] = zlib.compress(json.dumps(legacy).encode("ascii"))
+
+    # Then it decodes to the same record
+    read = FailedDocumentRecord.from_redis("k", fields)
+    assert (read.document_path, read.error_message) == ("/docs/old.txt", "boom")
+
+
 @pytest.mark.parametrize(
     ("field", "raw", "named"),
     [
@@ -232,7 +244,7 @@ def test_from_redis_names_every_missing_required_field() -> None:
         ("failures", " 2", "'failures'"),
         ("attempts", "1_0", "'attempts'"),
         ("last", "yesterday", "'last'"),
-        ("body", "not zlib", "'body' cannot be read"),
+        ("body", "not zstd", "'body' cannot be read"),
         ("state", "sleeping", "unknown state 'sleeping'"),
     ],
 )

@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import time
-import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from celery import Celery
 
 from recovery.config import RecoveryConfig
 from recovery.keys import Keys
-from recovery.records import document_id
+from recovery.records import decode_body, document_id
 from recovery.redis_server import RedisServer
 from recovery.spool import Spool
 from tasks.documents import result_key
@@ -223,7 +222,7 @@ def record(client: redis.Redis, doc_id: str) -> dict[str, Any]:
     fields: dict[str, Any] = client.hgetall(KEYS.record(doc_id))  # type: ignore[assignment]
     body = fields.pop("body", None)
     if isinstance(body, str):
-        fields.update(json.loads(zlib.decompress(body.encode("utf-8", "surrogateescape"))))
+        fields.update(decode_body(body.encode("utf-8", "surrogateescape")))
     return fields
 
 
