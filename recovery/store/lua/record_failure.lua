@@ -48,9 +48,11 @@ if A.task_id ~= '' and redis.call('ZSCORE', K.superseded, A.task_id) then
 end
 
 local replaced, retries, failures, first, attempts, old_cat, past = 0, 0, 1, now, 0, nil, nil
-local existed = redis.call('EXISTS', rec) == 1
+-- one TYPE says both whether the key exists and whether it holds a record
+local kind = redis.call('TYPE', rec)['ok']
+local existed = kind ~= 'none'
 if existed then
-  if is_hash(rec) then
+  if kind == 'hash' then
     local old = redis.call('HMGET', rec, 'retries', 'failures', 'first', 'cat', 'worker', 'query',
       'attempts', 'qlabel', 'hist')
     retries = whole(old[1]) or 0
