@@ -11,8 +11,9 @@ never dropped.
 from __future__ import annotations
 
 import logging
+import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
@@ -35,12 +36,14 @@ NOT_DELIVERED = (TrackerUnavailable, SoftTimeLimitExceeded)
 @dataclass(frozen=True)
 class FailureEvent:
     """A tracked run failed. ``live``: applied as it happens, on the server's clock;
-    a replayed event keeps the time its worker saw it happen."""
+    a replayed event keeps the time its worker saw it happen. ``event_id`` travels
+    with it into the spool, so a replay of a failure Redis already has counts once."""
 
     record: FailedDocumentRecord
     counted: bool
     recovery_attempt: bool
     live: bool = True
+    event_id: str = field(default_factory=lambda: secrets.token_hex(8))
 
     kind = "failure"
 
@@ -50,6 +53,7 @@ class FailureEvent:
             counted=self.counted,
             recovery_attempt=self.recovery_attempt,
             now="server" if self.live else None,
+            event=self.event_id,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -58,6 +62,7 @@ class FailureEvent:
             "record": self.record.to_dict(),
             "counted": self.counted,
             "recovery_attempt": self.recovery_attempt,
+            "event_id": self.event_id,
         }
 
 
@@ -105,7 +110,13 @@ def from_json(raw: dict[str, Any]) -> Event:
     or TypeError when it is not one."""
     if raw["kind"] == "failure":
         record = FailedDocumentRecord.from_dict(raw["record"])
-        return FailureEvent(record, bool(raw["counted"]), bool(raw["recovery_attempt"]), False)
+        return FailureEvent(
+            record,
+            bool(raw["counted"]),
+            bool(raw["recovery_attempt"]),
+            live=False,
+            event_id=str(raw.get("event_id", "")),
+        )
     if raw["kind"] == "success":
         return SuccessEvent(
             str(raw["doc_id"]),

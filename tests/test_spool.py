@@ -19,7 +19,7 @@ from conftest import WorkerProcess
 from faults.support import wait_for
 
 from recovery.config import RecoveryConfig
-from recovery.events import FailureEvent
+from recovery.events import FailureEvent, Reporter
 from recovery.records import FailedDocumentRecord
 from recovery.spool import Spool
 from recovery.store import Tracker
@@ -460,3 +460,34 @@ def test_an_idle_worker_replays_its_hosts_spool_on_its_own(
     finally:
         tracker.close()
     assert spool.count() == 0
+
+
+def test_a_replayed_failure_redis_already_has_counts_once(redis_url: str, tmp_path: Path) -> None:
+    # Given a failure Redis applied, and the same report spooled as well: a failover
+    # lost the primary's answer after a replica had the change (wait_replicas = 1)
+    tracker = Tracker(redis_url, RecoveryConfig.from_mapping({"min_retry_interval_hours": 0}))
+    spool = Spool(tmp_path / "spool")
+    path = str(tmp_path / "twice.pdf")
+    first = FailureEvent(FailedDocumentRecord(path, "t1", "E: first"), True, False)
+    again = FailureEvent(FailedDocumentRecord(path, "t2", "E: again"), True, False)
+    try:
+        first.apply(tracker)
+        again.apply(tracker)
+        spool.append(again.to_json())
+
+        # When the spool is replayed
+        Reporter(spool).replay(tracker)
+
+        # Then the second failure counts once: one retry, two failures in its history
+        record = tracker.reports.get_record(first.record.doc_id)
+        assert record is not None
+        assert (record.retry_count, record.failure_count) == (1, 2)
+        assert [a.task_id for a in record.attempts] == ["t1", "t2"]
+        assert spool.count() == 0
+        # while a new report of the same failure text is a failure of its own
+        FailureEvent(FailedDocumentRecord(path, "t2", "E: again"), True, False).apply(tracker)
+        record = tracker.reports.get_record(first.record.doc_id)
+        assert record is not None
+        assert record.retry_count == 2
+    finally:
+        tracker.close()

@@ -32,7 +32,7 @@ TTL_MARGIN_SECONDS = 86400
 #: Ids handled per script call in cleanup and sweeps, to keep each call short.
 CHUNK = 500
 
-FailureState = Literal["failed", "dead", "skipped", "dropped", "stale"]
+FailureState = Literal["failed", "dead", "skipped", "dropped", "stale", "duplicate"]
 Verdict = Literal["run", "stale", "lost"]
 ClaimMode = Literal["due", "preview", "manual"]
 #: A lost run is reported by the redelivery that found its own entry ("any"), or by a
@@ -91,6 +91,7 @@ class Store(Part):
         recovery_attempt: bool = False,
         now: FailureTime = None,
         lost_run: LostRun | None = None,
+        event: str = "",
     ) -> FailureOutcome:
         """Track a failure at ``now`` (default: the record's failure time; "server":
         the server's clock, as workers report). A document already tracked gets its
@@ -100,7 +101,9 @@ class Store(Part):
         :meth:`record_lost_run`): skipped (state ``skipped``) when the entry is gone
         or, for a sweep, was renewed since, so a lost run is reported once. The
         failure of a run whose document was deleted while it ran is ``dropped``; one of a
-        run that recovery has since replaced by a newer task is ``stale``."""
+        run that recovery has since replaced by a newer task is ``stale``. ``event``
+        names a worker's report: applied again (a spooled replay of a change a failover
+        acknowledged too late) it is a ``duplicate`` and counts nothing twice."""
         at = record.failure_timestamp if now is None else now
         config = self.config
         category = record.error_category
@@ -132,6 +135,7 @@ class Store(Part):
                 sig=sig,
                 etype=wire(record.error_type),
                 example=wire(record.error_message[: signatures.PATTERN_CHARS]),
+                event=event,
             )
         if replaced:
             log.warning("replaced an undecodable value at %s", key)

@@ -2,7 +2,8 @@
 -- binds to positions by the names its header declares (see recovery/store/scripts.py).
 --
 -- Record hash fields (see recovery/records.py): state reason retries attempts failures
--- first last cat worker query qlabel task_id rec_at fp tlimit dscore body. Only names
+-- first last cat worker query qlabel task_id rec_at fp tlimit dscore lane sig hist ev body
+-- (ev: the last worker report applied, see record_failure.lua). Only names
 -- passed in KEYS are ever touched.
 --
 -- The due index holds every live document waiting for recovery in one sorted set,

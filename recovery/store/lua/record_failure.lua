@@ -1,6 +1,6 @@
 -- Record one failure of a document: the record, its indexes and the aggregates.
 -- KEYS: record due failed claimed waiting dead corrupt stats imports inflight inflight_tasks generations breakers by_category by_worker by_query worker_failures query_failures signatures signature_info signature_last deleted superseded
--- ARGV: now doc_id permanent counted recovery lane ttl task_id lost_run window cat worker query qlabel fp tlimit attempts body sig etype example
+-- ARGV: now doc_id permanent counted recovery lane ttl task_id lost_run window cat worker query qlabel fp tlimit attempts body sig etype example event
 -- permanent, counted, recovery: '0'/'1' (counted: this failure counts as a retry of a
 -- document already tracked; recovery: the run was a recovery attempt).
 -- lane: the backoff class ('1' network failures, '0' the rest).
@@ -25,8 +25,11 @@
 -- across failures of the document and bounded.
 -- sig: the error's signature; etype, example: its error type and the head of its
 -- message, kept with its first occurrence (a JSON object built only then).
--- Returns {state ('failed' | 'dead' | 'skipped' | 'dropped' | 'stale'), retries, replaced corrupt
--- (0/1)}.
+-- event: the id of a worker's report ('' for none), kept in the record (`ev`): the same
+-- report applied again — replayed from a worker's spool after a failover lost the
+-- answer to a change the replicas had — is a 'duplicate' and changes nothing.
+-- Returns {state ('failed' | 'dead' | 'skipped' | 'dropped' | 'stale' | 'duplicate'),
+-- retries, replaced corrupt (0/1)}.
 local rec, id = K.record, A.doc_id
 local now = clock(A.now)
 if A.lost_run ~= '' then
@@ -54,8 +57,9 @@ local existed = kind ~= 'none'
 if existed then
   if kind == 'hash' then
     local old = redis.call('HMGET', rec, 'retries', 'failures', 'first', 'cat', 'worker', 'query',
-      'attempts', 'qlabel', 'hist')
+      'attempts', 'qlabel', 'hist', 'ev')
     retries = whole(old[1]) or 0
+    if A.event ~= '' and old[10] == A.event then return {'duplicate', retries, 0} end
     failures = (whole(old[2]) or 0) + 1
     first = tonumber(old[3]) or now
     old_cat = old[4]
@@ -84,7 +88,7 @@ local fields = {'state', state, 'retries', num(retries), 'failures', num(failure
 -- empty values are not stored: with millions of records every field costs memory
 local optional = {'reason', reason, 'worker', A.worker, 'query', A.query,
   'qlabel', A.qlabel ~= query_of(A.query) and A.qlabel or '', 'fp', A.fp, 'tlimit', A.tlimit,
-  'lane', A.lane, 'sig', A.sig}
+  'lane', A.lane, 'sig', A.sig, 'ev', A.event}
 for i = 1, #optional, 2 do
   local value = optional[i + 1]
   if value ~= '' and value ~= '0' then
