@@ -805,7 +805,7 @@ def recovery_throughput(bench: Bench, sizes: Sizes) -> list[Figure]:
         sent, runs = 0, 0
         start = time.perf_counter()
         while sent < count:
-            done = len(manager.run_batch()["resubmitted"])
+            done = len(manager.run_batch().resubmitted)
             if not done:
                 raise RuntimeError(f"recovery stalled after {sent} of {count} documents")
             sent, runs = sent + done, runs + 1

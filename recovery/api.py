@@ -140,10 +140,14 @@ class DocumentRecoveryManager(RecoveryManager):
         super().__init__(app=app, tracker=tracker)
 
     async def run_recovery(self, *, dry_run: bool = False) -> dict[str, Any]:
-        return await asyncio.to_thread(self.run_batch, dry_run=dry_run)
+        """One run's summary (or the dry run's plan) as the seed's dict."""
+        summary = await asyncio.to_thread(self.run_batch, dry_run=dry_run)
+        return summary.to_dict()
 
     async def recover(self) -> dict[str, Any]:
-        return await asyncio.to_thread(self.recover_all)
+        """Every batch's totals as the seed's dict."""
+        totals = await asyncio.to_thread(self.recover_all)
+        return totals.to_dict()
 
     async def get_recovery_status(self) -> dict[str, Any]:
         """Counts, the seed's recovery metrics, and the failure analysis."""

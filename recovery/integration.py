@@ -290,17 +290,17 @@ class Recovery:
 
     def run(self, *, dry_run: bool = False, force: bool = False) -> dict[str, Any]:
         """One locked recovery run: spool replay, then a batch (or a dry-run preview);
-        ``force`` ignores every backoff."""
+        ``force`` ignores every backoff. The task's result, so JSON: the run's summary
+        with what the replay sent."""
         manager = self.manager()
         if dry_run:
-            return manager.run_batch(dry_run=True, force=force)
+            return manager.run_batch(dry_run=True, force=force).to_dict()
         with self.tracker.exclusive(RUN_LOCK_SECONDS) as acquired:
             if not acquired:
                 return {"skipped": "another recovery run holds the lock"}
             replayed = self.reporter.replay(self.tracker)
             summary = manager.run_batch(force=force)
-            summary["spool_replayed"] = replayed
-            return summary
+            return summary.to_dict() | {"spool_replayed": replayed}
 
 
 def _traceback(exc: BaseException) -> str:

@@ -42,7 +42,8 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
-from typing import Any
+from dataclasses import replace
+from typing import Any, Literal, overload
 
 from celery import Celery
 
@@ -53,6 +54,15 @@ from recovery.config import RecoveryConfig
 from recovery.records import FailedDocumentRecord
 from recovery.store import Selection, Settlement, Tracker
 from recovery.store.claims import ClaimResult
+from recovery.summaries import (
+    Held,
+    Plan,
+    Preview,
+    RecoveryTotals,
+    Resubmission,
+    RetryResult,
+    RunSummary,
+)
 
 log = logging.getLogger(__name__)
 
@@ -107,11 +117,24 @@ class RecoveryManager:
 
     # --- runs ----------------------------------------------------------------------
 
+    @overload
+    def run_batch(
+        self, *, dry_run: Literal[False] = False, force: bool = False, now: float | None = None
+    ) -> RunSummary: ...
+    @overload
+    def run_batch(
+        self, *, dry_run: Literal[True], force: bool = False, now: float | None = None
+    ) -> Preview: ...
+    @overload
+    def run_batch(
+        self, *, dry_run: bool, force: bool = False, now: float | None = None
+    ) -> RunSummary | Preview: ...
     def run_batch(
         self, *, dry_run: bool = False, force: bool = False, now: float | None = None
-    ) -> dict[str, Any]:
+    ) -> RunSummary | Preview:
         """One recovery run; see the module docstring for its steps. ``now`` replaces
-        the server's clock (tests); ``force`` ignores every backoff."""
+        the server's clock (tests); ``force`` ignores every backoff; ``dry_run`` is
+        :meth:`preview`."""
         started = time.time()
         if dry_run:
             return self.preview(now, force=force)
@@ -125,50 +148,47 @@ class RecoveryManager:
         claim = claims.claim_due(self.config.recovery_batch_size, now, force=force)
         outcomes = self._decide(claim)
         claims.settle([s for s, _ in outcomes], now)
-        resubmitted = [info for s, info in outcomes if s.outcome == "sent"]
+        resubmitted = [sent for _, sent in outcomes if sent is not None]
         self._link(resubmitted)
-        waiting = [
-            {"doc_id": s.doc_id, "reason": s.detail} for s, _ in outcomes if s.outcome == "wait"
-        ]
-        summary: dict[str, Any] = {
-            "started_at": started,
-            "cleaned": cleaned,
-            "lost_runs_recorded": lost,
-            "imports_promoted": len(promoted),
-            "claims_returned": len(returned),
-            "reopened": reopened,
-            "claimed": len(claim.records),
-            "resubmitted": resubmitted,
-            "waiting": waiting,
-            "released": [s.doc_id for s, _ in outcomes if s.outcome == "release"],
-            "corrupt": claim.corrupt + claim.undecodable,
-            "duration": round(time.time() - started, 4),
-        }
+        summary = RunSummary(
+            started_at=started,
+            cleaned=cleaned,
+            lost_runs_recorded=lost,
+            imports_promoted=len(promoted),
+            claims_returned=len(returned),
+            reopened=reopened,
+            claimed=len(claim.records),
+            resubmitted=resubmitted,
+            waiting=[Held(s.doc_id, s.detail) for s, _ in outcomes if s.outcome == "wait"],
+            released=[s.doc_id for s, _ in outcomes if s.outcome == "release"],
+            corrupt=claim.corrupt + claim.undecodable,
+            duration=round(time.time() - started, 4),
+        )
         log.info(
             "recovery run: %d claimed, %d resubmitted, %d held back, %d corrupt",
-            len(claim.records),
-            len(resubmitted),
-            len(waiting),
-            len(summary["corrupt"]),
+            summary.claimed,
+            len(summary.resubmitted),
+            len(summary.waiting),
+            len(summary.corrupt),
         )
         return summary
 
-    def _decide(self, claim: ClaimResult) -> list[tuple[Settlement, dict[str, Any]]]:
+    def _decide(self, claim: ClaimResult) -> list[tuple[Settlement, Resubmission | None]]:
         """Resubmit each claimed document, or hold it back without counting a retry
         when its precondition fails or its category's circuit breaker is open; an
         undecodable record is held back too, kept and visible."""
         decided = self._send(claim.records, self._holds(claim.records))
         decided += [
-            (Settlement(doc_id, "wait", "undecodable record"), {}) for doc_id in claim.undecodable
+            (Settlement(doc_id, "wait", "undecodable record"), None) for doc_id in claim.undecodable
         ]
-        for settlement, info in decided:
-            if settlement.outcome == "sent":
+        for settlement, sent in decided:
+            if sent is not None:
                 log.debug(
                     "resubmitted %s as %s to %s with a %s s limit",
-                    info["path"],
-                    settlement.detail,
-                    info["queue"],
-                    info["time_limit"],
+                    sent.path,
+                    sent.task_id,
+                    sent.queue,
+                    sent.time_limit,
                 )
             else:
                 log.debug("%s %s: %s", settlement.outcome, settlement.doc_id, settlement.detail)
@@ -236,25 +256,27 @@ class RecoveryManager:
         *,
         force: bool = False,
         max_batches: int = 10_000,
-        on_batch: Callable[[dict[str, Any]], None] | None = None,
-    ) -> dict[str, Any]:
+        on_batch: Callable[[RunSummary], None] | None = None,
+    ) -> RecoveryTotals:
         """Run batch after batch until nothing eligible is left; a summary of all.
         ``on_batch`` sees each batch's summary as it ends (a progress bar)."""
-        totals: dict[str, Any] = {"batches": 0, "claimed": 0, "resubmitted": [], "waiting": []}
+        batches: list[RunSummary] = []
         for _ in range(max_batches):
             batch = self.run_batch(force=force)
             if on_batch is not None:
                 on_batch(batch)
-            totals["batches"] += 1
-            totals["claimed"] += batch["claimed"]
-            totals["resubmitted"] += batch["resubmitted"]
-            totals["waiting"] += batch["waiting"]
-            if batch["claimed"] + len(batch["corrupt"]) < self.config.recovery_batch_size:
+            batches.append(batch)
+            if batch.claimed + len(batch.corrupt) < self.config.recovery_batch_size:
                 break  # what is eligible ran out within this batch
-        totals["status"] = self.tracker.reports.status()
-        return totals
+        return RecoveryTotals(
+            batches=len(batches),
+            claimed=sum(b.claimed for b in batches),
+            resubmitted=[sent for b in batches for sent in b.resubmitted],
+            waiting=[held for b in batches for held in b.waiting],
+            status=self.tracker.reports.status(),
+        )
 
-    def preview(self, now: float | None = None, *, force: bool = False) -> dict[str, Any]:
+    def preview(self, now: float | None = None, *, force: bool = False) -> Preview:
         """What the next batch would do and why — resubmit or hold back — changing
         nothing: the claim script decides as in a run, without writing."""
         claim = self.tracker.claims.claim_due(
@@ -262,31 +284,30 @@ class RecoveryManager:
         )
         plans = [self._plan(r) for r in claim.records]
         holds = self._holds(claim.records)
-        return {
-            "dry_run": True,
-            "would_resubmit": [p for p, h in zip(plans, holds, strict=True) if h is None],
-            "would_wait": [
-                {**p, "why": h.detail} for p, h in zip(plans, holds, strict=True) if h is not None
+        return Preview(
+            would_resubmit=[p for p, h in zip(plans, holds, strict=True) if h is None],
+            would_wait=[
+                replace(p, why=h.detail) for p, h in zip(plans, holds, strict=True) if h is not None
             ],
-            "corrupt": claim.corrupt + claim.undecodable,
-        }
+            corrupt=claim.corrupt + claim.undecodable,
+        )
 
-    def _plan(self, record: FailedDocumentRecord) -> dict[str, Any]:
+    def _plan(self, record: FailedDocumentRecord) -> Plan:
         category = record.error_category
-        return {
-            "doc_id": record.doc_id,
-            "path": record.document_path,
-            "task": record.task_name,
-            "category": category,
-            "attempt": record.recovery_attempts + 1,
-            "retry_count": record.retry_count,
-            "queue": policy.queue_for(self.config, category),
-            "time_limit": policy.time_limit_for(self.config, category, record.time_limit),
-            "why": (
+        return Plan(
+            doc_id=record.doc_id,
+            path=record.document_path,
+            task=record.task_name,
+            category=category,
+            attempt=record.recovery_attempts + 1,
+            retry_count=record.retry_count,
+            queue=policy.queue_for(self.config, category),
+            time_limit=policy.time_limit_for(self.config, category, record.time_limit),
+            why=(
                 f"{category} failure ({record.error_type}); "
                 f"{record.retry_count}/{self.config.max_retry_count} retries used"
             ),
-        }
+        )
 
     def _send(
         self,
@@ -294,19 +315,21 @@ class RecoveryManager:
         holds: list[Settlement | None],
         *,
         manual: bool = False,
-    ) -> list[tuple[Settlement, dict[str, Any]]]:
+    ) -> list[tuple[Settlement, Resubmission | None]]:
         """Resubmit each record that is not held, all through one producer and, where
         kombu can (5.7+), one pipelined publish: acquiring a producer and a Redis
         client per ``send_task`` is most of what a message costs. The batch is flushed
         once, at the end, so if that fails every message of it is released (none
         counted), as one whose own send failed."""
-        decided: list[tuple[Settlement, dict[str, Any]]] = []
+        decided: list[tuple[Settlement, Resubmission | None]] = []
         with self._producer() as producer:
             batch = getattr(producer, "batch", None)
             try:
                 with batch(max_size=sys.maxsize) if batch else nullcontext():
                     decided = [
-                        (wait, {}) if wait else self._resubmit(r, manual=manual, producer=producer)
+                        (wait, None)
+                        if wait
+                        else self._resubmit(r, manual=manual, producer=producer)
                         for r, wait in zip(records, holds, strict=True)
                     ]
             except Exception as exc:
@@ -314,10 +337,10 @@ class RecoveryManager:
                     raise
                 log.error("could not resubmit a batch of %d: %s", len(records), exc)
                 decided = [
-                    (Settlement(s.doc_id, "release", f"resubmission failed: {exc}"), {})
+                    (Settlement(s.doc_id, "release", f"resubmission failed: {exc}"), None)
                     if s.outcome == "sent"
-                    else (s, info)
-                    for s, info in decided
+                    else (s, sent)
+                    for s, sent in decided
                 ]
         return decided
 
@@ -339,37 +362,32 @@ class RecoveryManager:
 
     def _resubmit(
         self, record: FailedDocumentRecord, *, manual: bool = False, producer: Any = None
-    ) -> tuple[Settlement, dict[str, Any]]:
+    ) -> tuple[Settlement, Resubmission | None]:
         plan = self._plan(record)
-        doc_id = plan["doc_id"]
-        marker = Marker(doc_id, plan["attempt"], manual)
+        doc_id = plan.doc_id
+        marker = Marker(doc_id, plan.attempt, manual)
         try:
             result = self.app.send_task(
                 record.task_name,
                 args=record.args,
                 kwargs=record.kwargs,
-                queue=plan["queue"],
-                time_limit=plan["time_limit"],
-                soft_time_limit=policy.soft_limit(plan["time_limit"]),
+                queue=plan.queue,
+                time_limit=plan.time_limit,
+                soft_time_limit=policy.soft_limit(plan.time_limit),
                 producer=producer,
                 **lineage.send_options(marker, record.task_id, record.kwargs),
             )
         except Exception as exc:
             log.error("could not resubmit %s: %s", record.document_path, exc)
-            return Settlement(doc_id, "release", f"resubmission failed: {exc}"), {}
-        plan.update(task_id=result.id, replaces=record.task_id, manual=manual)
-        return Settlement(doc_id, "sent", result.id), plan
+            return Settlement(doc_id, "release", f"resubmission failed: {exc}"), None
+        sent = Resubmission(**vars(plan), task_id=result.id, replaces=record.task_id, manual=manual)
+        return Settlement(doc_id, "sent", result.id), sent
 
-    def _link(self, sent: list[dict[str, Any]]) -> None:
+    def _link(self, sent: list[Resubmission]) -> None:
         """Name each resubmission in the result of the task it replaces (lineage.py)."""
         lineage.link(
             self.app,
-            [
-                lineage.Replacement(
-                    info["replaces"], info["task_id"], info["attempt"], info["manual"]
-                )
-                for info in sent
-            ],
+            [lineage.Replacement(s.replaces, s.task_id, s.attempt, s.manual) for s in sent],
         )
 
     # --- manual operations -----------------------------------------------------
@@ -378,12 +396,12 @@ class RecoveryManager:
         """Ids of tracked documents matching ``selection``, oldest failure first."""
         return self.tracker.reports.select(selection)
 
-    def retry(self, doc_ids: list[str]) -> dict[str, Any]:
+    def retry(self, doc_ids: list[str]) -> RetryResult:
         """Resubmit these documents now, dead ones too, as manual retries: they do not
         count against ``max_retry_count``. The set is fixed when called, and a document
         already claimed or in recovery is skipped, so none is enqueued twice."""
         claims = self.tracker.claims
-        sent: list[dict[str, Any]] = []
+        sent: list[Resubmission] = []
         skipped: list[str] = []
         size = self.config.recovery_batch_size
         for start in range(0, len(doc_ids), size):
@@ -393,9 +411,10 @@ class RecoveryManager:
             skipped += [d for d in chunk if d not in taken]
             outcomes = self._send(claim.records, [None] * len(claim.records), manual=True)
             claims.settle([o for o, _ in outcomes])
-            sent += [info for o, info in outcomes if o.outcome == "sent"]
-            self._link([info for o, info in outcomes if o.outcome == "sent"])
-        return {"resubmitted": sent, "skipped": skipped}
+            chunk_sent = [resubmission for _, resubmission in outcomes if resubmission is not None]
+            self._link(chunk_sent)
+            sent += chunk_sent
+        return RetryResult(sent, skipped)
 
     def delete(self, doc_ids: list[str]) -> int:
         """Stop tracking these documents (whatever their state)."""

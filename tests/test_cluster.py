@@ -255,7 +255,7 @@ def test_a_worker_records_and_recovers_a_document_on_a_cluster(
     summary = cluster_recovery.run_batch()
 
     # Then the worker processes it, the tracker on the cluster forgets it, and counts it
-    assert [sent["doc_id"] for sent in summary["resubmitted"]] == [doc_id]
+    assert [sent.doc_id for sent in summary.resubmitted] == [doc_id]
     wait_for(lambda: tracker.reports.get_record(doc_id) is None, "the recovery")
     metrics = cluster_recovery.status()["recovery_metrics"]
     assert (metrics["recovery_attempts"], metrics["successful_recoveries"]) == (1, 1)

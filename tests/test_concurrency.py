@@ -51,8 +51,8 @@ def recover_until_nothing_is_due(redis_url: str) -> int:
         tracker = manager.tracker
         while True:
             summary = manager.run_batch(now=NOW)
-            sent += len(summary["resubmitted"])
-            if not summary["claimed"] and not tracker.connection.client.zcount(
+            sent += len(summary.resubmitted)
+            if not summary.claimed and not tracker.connection.client.zcount(
                 tracker.keys.due, "-inf", NOW
             ):
                 return sent

@@ -239,10 +239,10 @@ def test_a_recovery_resubmission_shows_its_attempt_and_its_original_in_flower(
         pipeline.redis_url, RecoveryConfig.from_mapping(NO_JITTER), app=pipeline.app
     )
     try:
-        [sent] = manager.run_batch()["resubmitted"]
+        [sent] = manager.run_batch().resubmitted
     finally:
         manager.close()
-    replacement = sent["task_id"]
+    replacement = sent.task_id
 
     # Then Flower shows the new task as attempt 1 of the original, linked both ways
     info = pipeline.seen(replacement, "SUCCESS")
@@ -275,11 +275,11 @@ def test_a_manual_retry_says_so_in_flower_and_in_the_originals_result(
     manager = DocumentRecoveryManager(pipeline.redis_url, RecoveryConfig.from_mapping(NO_JITTER))
     try:
         doc_id = FailedDocumentRecord(str(path), original, "").doc_id
-        [sent] = manager.retry([doc_id])["resubmitted"]
+        [sent] = manager.retry([doc_id]).resubmitted
     finally:
         manager.close()
         manager.app.close()
-    replacement = sent["task_id"]
+    replacement = sent.task_id
 
     # Then Flower shows the new task as a manual retry of the original
     info = pipeline.seen(replacement, "FAILURE")

@@ -83,8 +83,8 @@ def test_an_unreadable_in_flight_entry_is_dropped_and_the_run_completes(
 
     # Then it logs and drops the entry, and goes on to resubmit the due document
     assert "in-flight entry of task t-garbage is unreadable" in caplog.text
-    assert summary["lost_runs_recorded"] == 0
-    assert [s["doc_id"] for s in summary["resubmitted"]] == [good.doc_id]
+    assert summary.lost_runs_recorded == 0
+    assert [s.doc_id for s in summary.resubmitted] == [good.doc_id]
     assert redis_client.zscore(KEYS.inflight, "t-garbage") is None
     assert not redis_client.hexists(KEYS.inflight_tasks, "t-garbage")
 
@@ -107,18 +107,18 @@ def test_a_number_python_takes_but_redis_refuses_is_set_aside_not_sent(
     summary = manager.run_batch()
 
     # Then exactly the two good documents were sent and settled
-    sent = sorted(s["doc_id"] for s in summary["resubmitted"])
+    sent = sorted(s.doc_id for s in summary.resubmitted)
     assert sent == sorted(d.doc_id for d in docs if d is not broken)
     assert redis_client.llen("documents") == 2
     for doc in docs:
         if doc is not broken:
             assert redis_client.hget(KEYS.record(doc.doc_id), "state") == "sent"
     # And the bad one is in the corrupt index only, counted once, never sent
-    assert summary["corrupt"] == [broken.doc_id]
+    assert summary.corrupt == [broken.doc_id]
     assert tracked_indexes(redis_client, broken.doc_id) == ["corrupt"]
     status = manager.status()
     assert (status["corrupt"], status["total_failed_documents"]) == (1, 2)
-    assert manager.run_batch()["resubmitted"] == []
+    assert manager.run_batch().resubmitted == []
     assert redis_client.llen("documents") == 2
 
 
@@ -207,15 +207,15 @@ def test_the_success_of_a_run_whose_document_was_deleted_counts_nothing(
 ) -> None:
     # Given a document resubmitted by a run, its new task checked in on a worker
     doc = track(manager, tmp_path / "doc.txt")
-    [sent] = manager.run_batch()["resubmitted"]
+    [sent] = manager.run_batch().resubmitted
     store = manager.tracker.store
-    call = RunCall(sent["task_id"], TASK, doc.document_path, args=[doc.document_path, None, {}])
+    call = RunCall(sent.task_id, TASK, doc.document_path, args=[doc.document_path, None, {}])
     assert store.begin(doc.doc_id, call, 60) == ("run", "sent")
 
     # When an operator deletes it, then the run succeeds (before: harmless here, but
     # see the failing run below; now both outcomes are dropped alike)
     assert manager.delete([doc.doc_id]) == 1
-    done = store.resolve(doc.doc_id, recovery_attempt=True, task_id=sent["task_id"])
+    done = store.resolve(doc.doc_id, recovery_attempt=True, task_id=sent.task_id)
 
     # Then nothing is counted but the drop, and nothing is left of the run
     metrics = manager.status()["recovery_metrics"]

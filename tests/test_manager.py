@@ -121,13 +121,13 @@ def test_a_run_resubmits_due_documents_to_their_queues_with_the_recovery_header(
     summary = manager.run_batch(now=now)
 
     # Then the three were claimed and sent, the memory one to the high-memory queue
-    assert summary["claimed"] == 3
-    assert [info["doc_id"] for info in summary["resubmitted"]] == [
+    assert summary.claimed == 3
+    assert [info.doc_id for info in summary.resubmitted] == [
         plain.doc_id,
         big.doc_id,
         slow.doc_id,
     ]
-    assert (summary["released"], summary["waiting"], summary["corrupt"]) == ([], [], [])
+    assert (summary.released, summary.waiting, summary.corrupt) == ([], [], [])
     documents, highmem = messages(redis_client, "documents"), messages(redis_client, "highmem")
     assert len(documents) == 2
     assert len(highmem) == 1
@@ -184,7 +184,7 @@ def test_a_run_takes_at_most_one_batch(
 
     summary = manager.run_batch(now=T0 + 2 * HOUR)
 
-    assert summary["claimed"] == 4
+    assert summary.claimed == 4
     assert int(redis_client.llen("documents")) == 4
     assert manager.tracker.reports.status(now=T0 + 2 * HOUR)["eligible_for_recovery"] == 6
 
@@ -203,8 +203,8 @@ def test_a_resubmission_that_fails_releases_the_document_back_to_due(
 
     # Then nothing was sent and the document is due again where it was, not lost, no
     # retry used
-    assert summary["resubmitted"] == []
-    assert summary["released"] == [record.doc_id]
+    assert summary.resubmitted == []
+    assert summary.released == [record.doc_id]
     tracker = manager.tracker
     kept = tracker.reports.get_record(record.doc_id)
     assert kept is not None
@@ -215,7 +215,7 @@ def test_a_resubmission_that_fails_releases_the_document_back_to_due(
 
     # And once the broker is back, a later run sends it
     working = make_manager()
-    assert working.run_batch(now=now + DAY)["claimed"] == 1
+    assert working.run_batch(now=now + DAY).claimed == 1
     assert int(redis_client.llen("documents")) == 1
 
 
@@ -239,8 +239,8 @@ def test_a_batch_the_broker_refuses_is_released_whole_and_nothing_is_counted(
         summary = manager.run_batch(now=T0 + 2 * HOUR)
 
         # Then none counts as sent: each is due again where it was, no attempt used
-        assert summary["resubmitted"] == []
-        assert sorted(summary["released"]) == sorted(r.doc_id for r in records)
+        assert summary.resubmitted == []
+        assert sorted(summary.released) == sorted(r.doc_id for r in records)
         reports = manager.tracker.reports
         for record in records:
             kept = reports.get_record(record.doc_id)
@@ -270,13 +270,13 @@ def test_a_run_reports_garbage_keeps_it_visible_and_counts_itself_once(
     summary = manager.run_batch(now=now)
 
     # Then the good one is sent, the garbage reported, and the run counted once
-    assert [info["doc_id"] for info in summary["resubmitted"]] == [good.doc_id]
-    assert sorted(summary["corrupt"]) == ["badretries", "plainstring"]
+    assert [info.doc_id for info in summary.resubmitted] == [good.doc_id]
+    assert sorted(summary.corrupt) == ["badretries", "plainstring"]
     assert int(redis_client.llen("documents")) == 1
     assert tracker.reports.status(now=now)["recovery_metrics"]["recovery_runs"] == 1
     # and the undecodable record is kept for an operator, not retried at every run
     assert redis_client.exists(tracker.keys.record("badretries")) == 1
-    assert manager.run_batch(now=now + 60)["corrupt"] == []
+    assert manager.run_batch(now=now + 60).corrupt == []
 
 
 def test_recover_all_runs_batches_until_nothing_is_due(
@@ -292,12 +292,12 @@ def test_recover_all_runs_batches_until_nothing_is_due(
     totals = manager.recover_all()
 
     # Then 3 batches sent them all; the third was not full, so no empty 4th ran
-    assert totals["batches"] == 3
-    assert totals["claimed"] == 25
-    assert len(totals["resubmitted"]) == 25
+    assert totals.batches == 3
+    assert totals.claimed == 25
+    assert len(totals.resubmitted) == 25
     assert int(redis_client.llen("documents")) == 25
-    assert totals["status"]["eligible_for_recovery"] == 0
-    assert totals["status"]["in_recovery"] == 25
+    assert totals.status["eligible_for_recovery"] == 0
+    assert totals.status["in_recovery"] == 25
 
 
 def test_recover_all_with_a_lowered_limit_skips_exhausted_documents_and_destroys_none(
@@ -319,7 +319,7 @@ def test_recover_all_with_a_lowered_limit_skips_exhausted_documents_and_destroys
     # Then the 5 fresh ones are sent, and the 10 stay tracked, out of retries under
     # this limit (not dead: a run with the old limit would still take them)
     assert int(redis_client.llen("documents")) == 5
-    status = totals["status"]
+    status = totals.status
     assert (status["eligible_for_recovery"], status["exhausted"], status["dead"]) == (0, 10, 0)
     assert make_manager(max_retry_count=5).tracker.reports.status()["eligible_for_recovery"] == 10
 
@@ -353,14 +353,14 @@ def test_a_dry_run_changes_nothing_and_says_what_it_would_do(
     assert int(redis_client.llen("highmem")) == 0
 
     # And it lists what a real run would send, where, and why
-    assert preview["dry_run"] is True
-    plan = {item["path"]: item for item in preview["would_resubmit"]}
+    assert preview.dry_run is True
+    plan = {item.path: item for item in preview.would_resubmit}
     assert set(plan) == {"/docs/a.pdf", "/docs/b.pdf"}
-    assert plan["/docs/a.pdf"]["queue"] == "highmem"
-    assert plan["/docs/a.pdf"]["doc_id"] == document_id("/docs/a.pdf", "q")
-    assert plan["/docs/b.pdf"]["time_limit"] == 100
-    assert plan["/docs/b.pdf"]["attempt"] == 1
-    assert "timeout failure" in plan["/docs/b.pdf"]["why"]
+    assert plan["/docs/a.pdf"].queue == "highmem"
+    assert plan["/docs/a.pdf"].doc_id == document_id("/docs/a.pdf", "q")
+    assert plan["/docs/b.pdf"].time_limit == 100
+    assert plan["/docs/b.pdf"].attempt == 1
+    assert "timeout failure" in plan["/docs/b.pdf"].why
 
 
 def test_a_dry_run_skips_a_corrupt_record_as_a_real_run_does(
@@ -378,7 +378,7 @@ def test_a_dry_run_skips_a_corrupt_record_as_a_real_run_does(
     # real run would skip and report the garbage)
     preview = manager.run_batch(dry_run=True, now=T0 + 2 * HOUR)
 
-    assert [item["path"] for item in preview["would_resubmit"]] == ["/docs/good.pdf"]
+    assert [item.path for item in preview.would_resubmit] == ["/docs/good.pdf"]
 
 
 def test_a_dry_run_does_not_promise_to_resend_a_document_whose_file_is_still_missing(
@@ -397,12 +397,12 @@ def test_a_dry_run_does_not_promise_to_resend_a_document_whose_file_is_still_mis
     summary = manager.run_batch(now=now)
 
     # Then the real run sends only the restored one and defers the other...
-    assert [info["path"] for info in summary["resubmitted"]] == [str(back)]
-    assert [item["doc_id"] for item in summary["waiting"]] == [document_id(str(missing))]
+    assert [info.path for info in summary.resubmitted] == [str(back)]
+    assert [item.doc_id for item in summary.waiting] == [document_id(str(missing))]
     assert int(redis_client.llen("documents")) == 1
     # ...and the dry run said so (bug: preview plans every due document without the
     # precondition probe or the circuit breaker the real run applies in _decide)
-    assert [item["path"] for item in preview["would_resubmit"]] == [str(back)]
+    assert [item.path for item in preview.would_resubmit] == [str(back)]
 
 
 # --- the seed's entry points -------------------------------------------------------------

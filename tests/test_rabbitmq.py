@@ -219,7 +219,7 @@ def test_recovery_resubmits_into_quorum_queues_declared_as_the_workers_do(
         manager.app.close()
 
     # Then the queue RabbitMQ accepted it into is a quorum queue, and the worker ran it
-    assert [item["doc_id"] for item in summary["resubmitted"]] == [doc.doc_id], summary
+    assert [item.doc_id for item in summary.resubmitted] == [doc.doc_id], summary
     queues = rabbitmqctl("list_queues", "-p", rabbitmq.vhost, "name", "type", "--no-table-headers")
     assert "documents\tquorum" in queues.splitlines()
     wait_for(lambda: processed(redis_client, doc), 60, "the resubmitted document")
@@ -256,8 +256,8 @@ def test_a_node_killed_with_no_other_consumer_is_swept_and_its_redelivery_droppe
 
     # Then the sweep recorded the lost run and recovery resubmitted it once; the
     # redelivered original was dropped as a stale duplicate, not run a second time
-    assert summary["lost_runs_recorded"] == 1
-    assert [item["doc_id"] for item in summary["resubmitted"]] == [doc.doc_id]
+    assert summary.lost_runs_recorded == 1
+    assert [item.doc_id for item in summary.resubmitted] == [doc.doc_id]
     assert f"dropping task {task_id}" in second.log()
     assert second.log().count("succeeded in") == 1
     wait_for(rabbitmq.idle, 30, "the queues to drain")

@@ -147,10 +147,10 @@ def test_a_node_killed_mid_task_is_recovered_by_a_new_worker_and_its_redelivery_
     summary = make_manager().run_batch(now=time.time() + HOUR)
 
     # Then the run is recorded worker_lost and resubmitted as a new task
-    assert summary["lost_runs_recorded"] == 1
-    [sent] = summary["resubmitted"]
-    assert sent["doc_id"] == doc.doc_id
-    new_task = sent["task_id"]
+    assert summary.lost_runs_recorded == 1
+    [sent] = summary.resubmitted
+    assert sent.doc_id == doc.doc_id
+    new_task = sent.task_id
     assert new_task != old_task
     fields = record(redis_client, doc.doc_id)
     assert (fields["cat"], fields["etype"], fields["state"]) == (
@@ -261,11 +261,11 @@ def test_a_timed_out_document_is_recovered_with_a_doubled_time_limit(
     assert (first["cat"], first["etype"]) == ("timeout", "TimeLimitExceeded"), first
 
     # When recovery resubmits it until it goes through
-    limits: list[int] = []
+    limits: list[float] = []
     while not processed(redis_client, doc):
         assert len(limits) < 5, f"still timing out with limits {limits}"
-        [sent] = manager.run_batch()["resubmitted"]
-        limits.append(sent["time_limit"])
+        [sent] = manager.run_batch().resubmitted
+        limits.append(sent.time_limit)
         wait_for(
             lambda: record(redis_client, doc.doc_id).get("state") != "recovering",
             60,
@@ -334,12 +334,12 @@ def test_a_resubmission_after_a_one_second_limit_gets_more_than_one_second(
     )
 
     # When recovery resubmits it
-    [sent] = manager.run_batch()["resubmitted"]
+    [sent] = manager.run_batch().resubmitted
 
     # Then the new run may work longer than one second before it is interrupted
     [message] = messages(redis_client, "documents")
     hard, soft = message["headers"]["timelimit"]
-    assert (sent["time_limit"], hard) == (2, 2)
+    assert (sent.time_limit, hard) == (2, 2)
     assert soft is None or soft > 1, f"soft limit {soft}s: no more time than the failed run"
 
 
@@ -372,10 +372,10 @@ def test_a_document_too_large_for_its_worker_is_resubmitted_to_the_highmem_queue
     assert (fields["cat"], fields["etype"]) == ("memory", "DocumentTooLarge")
 
     # When recovery runs
-    [sent] = make_manager().run_batch()["resubmitted"]
+    [sent] = make_manager().run_batch().resubmitted
 
     # Then the document goes to the highmem queue, not back to the small worker
-    assert sent["queue"] == "highmem"
+    assert sent.queue == "highmem"
     [message] = messages(redis_client, "highmem")
     assert message["headers"]["docrecovery"]["doc_id"] == doc.doc_id
     assert body(message)[0] == doc.args
@@ -394,7 +394,7 @@ def test_a_document_too_large_for_its_worker_is_resubmitted_to_the_highmem_queue
         "the highmem worker",
         log_tail(big),
     )
-    assert f"{TASK}[{sent['task_id']}] succeeded" in big.log()
+    assert f"{TASK}[{sent.task_id}] succeeded" in big.log()
     assert "succeeded" not in small.log()
 
 
@@ -434,7 +434,7 @@ def test_failed_recoveries_open_the_breaker_which_sends_one_canary_whose_success
 
     # Given recoveries of one category that keep failing (the cause is still there)
     first = manager.run_batch()
-    assert len(first["resubmitted"]) == 4
+    assert len(first.resubmitted) == 4
     wait_for(all_failed(2), 30, "the failed recoveries", log_tail(worker))
 
     # Then the category's breaker is open
@@ -447,15 +447,15 @@ def test_failed_recoveries_open_the_breaker_which_sends_one_canary_whose_success
     second = manager.run_batch()
 
     # Then only one canary is sent; the others wait, reported as held by the breaker
-    assert second["claimed"] == 4
-    [canary] = second["resubmitted"]
-    assert len(second["waiting"]) == 3
-    assert all("circuit open for memory" in w["reason"] for w in second["waiting"]), second
-    held = [d for d in docs if d.doc_id != canary["doc_id"]]
+    assert second.claimed == 4
+    [canary] = second.resubmitted
+    assert len(second.waiting) == 3
+    assert all("circuit open for memory" in w.reason for w in second.waiting), second
+    held = [d for d in docs if d.doc_id != canary.doc_id]
     assert {record(redis_client, d.doc_id)["state"] for d in held} == {"waiting"}
 
     # And the canary's success closes the breaker
-    canary_doc = next(d for d in docs if d.doc_id == canary["doc_id"])
+    canary_doc = next(d for d in docs if d.doc_id == canary.doc_id)
     wait_for(lambda: processed(redis_client, canary_doc), 30, "the canary", log_tail(worker))
     state = manager.breakers()["memory"]
     assert (state["state"], state["recent"]) == ("closed", "001"), state

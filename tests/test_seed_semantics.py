@@ -134,7 +134,7 @@ def test_runs_while_no_worker_takes_the_queue_neither_resend_nor_count_a_queued_
     manager = DocumentRecoveryManager(redis_url, parked)
     try:
         # When three runs come one after the other
-        sent = [len(manager.run_batch()["resubmitted"]) for _ in range(3)]
+        sent = [len(manager.run_batch().resubmitted) for _ in range(3)]
     finally:
         manager.close()
 
@@ -168,10 +168,10 @@ def test_a_timeout_under_default_settings_is_retried_with_a_longer_limit(
     # limits default to 300 s, so the cap kept it at 300 and nothing grew)
     manager = DocumentRecoveryManager(redis_url, {})
     try:
-        [plan] = manager.run_batch(dry_run=True)["would_resubmit"]
+        [plan] = manager.run_batch(dry_run=True).would_resubmit
     finally:
         manager.close()
-    assert plan["time_limit"] == 600
+    assert plan.time_limit == 600
 
 
 # --- what the seed's API says -------------------------------------------------------------
@@ -245,13 +245,13 @@ def test_recovering_now_ignores_the_backoff_and_counts_as_usual(
     manager = DocumentRecoveryManager(redis_url, {"resubmit_queue": "parked"}, app=celery_app)
     try:
         # When a normal run looks, then recovery.run(force=True)
-        assert manager.run_batch()["resubmitted"] == []
+        assert manager.run_batch().resubmitted == []
         forced = manager.run_batch(force=True)
     finally:
         manager.close()
 
     # Then only the forced run sends it, as an attempt like any other
-    assert [item["doc_id"] for item in forced["resubmitted"]] == [record.doc_id]
+    assert [item.doc_id for item in forced.resubmitted] == [record.doc_id]
     read = tracker.reports.get_record(record.doc_id)
     assert read is not None
     assert (read.state, read.recovery_attempts, read.retry_count) == ("sent", 1, 0)

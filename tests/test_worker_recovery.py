@@ -39,6 +39,7 @@ from recovery.records import FailedDocumentRecord, document_id
 from recovery.redis_server import RedisServer
 from recovery.spool import Spool
 from recovery.store import Tracker
+from recovery.summaries import Held
 from tasks import app as pipeline_app
 from tasks.documents import result_key as document_result_key
 
@@ -314,12 +315,12 @@ def test_a_recovered_document_is_cleared_from_every_index_and_counted_as_a_recov
     summary = manager.run_batch()
 
     # Then the document is resubmitted and the worker processes it
-    [sent] = summary["resubmitted"]
-    assert sent["doc_id"] == doc_id
-    assert runs.wait(sent["task_id"]) == "SUCCESS"
-    assert AsyncResult(sent["task_id"], app=celery_app).get(timeout=TIMEOUT)["type"] == "text"
+    [sent] = summary.resubmitted
+    assert sent.doc_id == doc_id
+    assert runs.wait(sent.task_id) == "SUCCESS"
+    assert AsyncResult(sent.task_id, app=celery_app).get(timeout=TIMEOUT)["type"] == "text"
     # And the message it ran from carried the docrecovery header
-    assert runs.headers[sent["task_id"]] == {"doc_id": doc_id, "attempt": 1, "manual": False}
+    assert runs.headers[sent.task_id] == {"doc_id": doc_id, "attempt": 1, "manual": False}
     # And the document is tracked nowhere any more
     assert tracker.reports.get_record(doc_id) is None
     assert redis_client.exists(KEYS.record(doc_id)) == 0
@@ -352,13 +353,13 @@ def test_a_recovery_that_fails_again_counts_a_retry_until_the_run_stops_retrying
     doc_id = document_id(str(path))
 
     # When a recovery attempt fails again (the extra is still missing)
-    [sent] = manager.run_batch()["resubmitted"]
-    assert runs.wait(sent["task_id"]) == "FAILURE"
+    [sent] = manager.run_batch().resubmitted
+    assert runs.wait(sent.task_id) == "FAILURE"
 
     # Then one retry and one failed recovery are counted, and it is due again
     record = record_of(tracker, path)
     assert (record.state, record.retry_count) == ("failed", 1)
-    assert record.task_id == sent["task_id"]
+    assert record.task_id == sent.task_id
     assert record.recovery_attempts == 1
     assert record.failure_count == 2
     metrics = tracker.reports.status()["recovery_metrics"]
@@ -366,9 +367,9 @@ def test_a_recovery_that_fails_again_counts_a_retry_until_the_run_stops_retrying
     assert metrics["successful_recoveries"] == 0
 
     # When the second (the last allowed) recovery fails too
-    [again] = manager.run_batch()["resubmitted"]
-    assert runs.wait(again["task_id"]) == "FAILURE"
-    assert runs.headers[again["task_id"]] == {"doc_id": doc_id, "attempt": 2, "manual": False}
+    [again] = manager.run_batch().resubmitted
+    assert runs.wait(again.task_id) == "FAILURE"
+    assert runs.headers[again.task_id] == {"doc_id": doc_id, "attempt": 2, "manual": False}
 
     # Then its retries are used up under this config: tracked, not eligible, not dead
     record = record_of(tracker, path)
@@ -379,9 +380,9 @@ def test_a_recovery_that_fails_again_counts_a_retry_until_the_run_stops_retrying
 
     # And a further run does not resubmit it
     summary = manager.run_batch()
-    assert (summary["claimed"], summary["resubmitted"]) == (0, [])
+    assert (summary.claimed, summary.resubmitted) == (0, [])
     assert redis_client.llen("documents") == 0
-    assert runs.states(again["task_id"]) == ["FAILURE"]
+    assert runs.states(again.task_id) == ["FAILURE"]
 
 
 def test_a_permanent_failure_is_dead_at_once_and_never_resubmitted(
@@ -413,7 +414,7 @@ def test_a_permanent_failure_is_dead_at_once_and_never_resubmitted(
 
     # And a recovery run resubmits neither
     summary = manager.run_batch()
-    assert (summary["claimed"], summary["resubmitted"]) == (0, [])
+    assert (summary.claimed, summary.resubmitted) == (0, [])
     assert redis_client.llen("documents") == 0
     assert tracker.reports.status()["dead"] == 2
 
@@ -444,7 +445,7 @@ def test_a_message_the_tasks_signature_refuses_is_dead_after_one_failure(
 
     # And a recovery run resubmits nothing
     summary = manager.run_batch()
-    assert (summary["claimed"], summary["resubmitted"]) == (0, [])
+    assert (summary.claimed, summary.resubmitted) == (0, [])
     assert redis_client.llen("documents") == 0
 
 
@@ -602,9 +603,9 @@ def test_a_stale_duplicate_of_a_resubmitted_message_is_dropped_by_the_worker(
 
     # Given a recovery batch replaced the original task by a new one, which ran once
     copy_sample("worker-lost.txt", path)
-    [sent] = manager.run_batch()["resubmitted"]
-    assert sent["task_id"] != original.id
-    assert runs.wait(sent["task_id"]) == "SUCCESS"
+    [sent] = manager.run_batch().resubmitted
+    assert sent.task_id != original.id
+    assert runs.wait(sent.task_id) == "SUCCESS"
     result_key = document_result_key(KEYS, doc_id)
     assert redis_client.exists(result_key) == 1
     redis_client.delete(result_key)
@@ -619,7 +620,7 @@ def test_a_stale_duplicate_of_a_resubmitted_message_is_dropped_by_the_worker(
     assert redis_client.exists(result_key) == 0
     assert tracker.reports.get_record(doc_id) is None
     # And the resubmitted run was processed exactly once
-    assert runs.states(sent["task_id"]) == ["SUCCESS"]
+    assert runs.states(sent.task_id) == ["SUCCESS"]
     assert tracker.reports.status()["recovery_metrics"]["successful_recoveries"] == 1
 
 
@@ -655,7 +656,7 @@ def test_an_import_failure_is_retried_at_once_when_a_new_environment_appears(
     assert record.error_category == "import"
     assert record.next_retry_at is not None
     assert record.next_retry_at > time.time() + 4 * 3600
-    assert manager.run_batch()["claimed"] == 0
+    assert manager.run_batch().claimed == 0
 
     # When a worker starts with something new installed
     site = tmp_path / "site"
@@ -668,10 +669,10 @@ def test_an_import_failure_is_retried_at_once_when_a_new_environment_appears(
 
     # Then the next run resubmits the import failure at once, and it succeeds
     summary = manager.run_batch()
-    assert summary["imports_promoted"] == 1
-    [sent] = summary["resubmitted"]
-    assert sent["doc_id"] == record.doc_id
-    assert runs.wait(sent["task_id"]) == "SUCCESS"
+    assert summary.imports_promoted == 1
+    [sent] = summary.resubmitted
+    assert sent.doc_id == record.doc_id
+    assert runs.wait(sent.task_id) == "SUCCESS"
     assert tracker.reports.get_record(record.doc_id) is None
     assert tracker.reports.status()["recovery_metrics"]["successful_recoveries"] == 1
 
@@ -697,7 +698,7 @@ def test_an_import_failure_keeps_its_backoff_when_the_environment_is_unchanged(
 
     # Then nothing is promoted or resubmitted: the normal backoff applies
     summary = manager.run_batch()
-    assert (summary["imports_promoted"], summary["claimed"], summary["resubmitted"]) == (0, 0, [])
+    assert (summary.imports_promoted, summary.claimed, summary.resubmitted) == (0, 0, [])
     assert redis_client.llen("documents") == 0
     record = record_of(tracker, path)
     assert (record.state, record.retry_count) == ("failed", 0)
@@ -723,8 +724,8 @@ def test_a_missing_file_waits_without_a_retry_counted_and_recovers_once_restored
     summary = manager.run_batch()
 
     # Then it reports the document as waiting, with the reason, and sends nothing
-    assert summary["waiting"] == [{"doc_id": doc_id, "reason": f"file still missing: {path}"}]
-    assert summary["resubmitted"] == []
+    assert summary.waiting == [Held(doc_id=doc_id, reason=f"file still missing: {path}")]
+    assert summary.resubmitted == []
     assert redis_client.llen("documents") == 0
     record = record_of(tracker, path)
     assert (record.state, record.retry_count) == ("waiting", 0)
@@ -737,18 +738,18 @@ def test_a_missing_file_waits_without_a_retry_counted_and_recovers_once_restored
     assert manager.select() == [doc_id]
     # And a run while it is still missing probes it again, and holds it again
     again = manager.run_batch()
-    assert (again["reopened"], again["resubmitted"]) == (0, [])
+    assert (again.reopened, again.resubmitted) == (0, [])
     assert record_of(tracker, path).state == "waiting"
 
     # When the file is restored, the very next run probes it and sends it
     copy_sample("redis-persistence.md", path)
     summary = manager.run_batch()
-    assert summary["reopened"] == 1
+    assert summary.reopened == 1
 
     # Then it is resubmitted and recovered, never having used a retry
-    [sent] = summary["resubmitted"]
-    assert sent["retry_count"] == 0
-    assert runs.wait(sent["task_id"]) == "SUCCESS"
+    [sent] = summary.resubmitted
+    assert sent.retry_count == 0
+    assert runs.wait(sent.task_id) == "SUCCESS"
     assert tracker.reports.get_record(doc_id) is None
     metrics = tracker.reports.status()["recovery_metrics"]
     assert (metrics["successful_recoveries"], metrics["failed_recoveries"]) == (1, 0)

@@ -16,6 +16,7 @@ from recovery.cli.runtime import Session, operation, shared
 from recovery.cli.selection import chosen, targets
 from recovery.cli.text import shown
 from recovery.manager import RecoveryManager
+from recovery.summaries import Preview, RecoveryTotals, RunSummary
 
 # --- recover, retry, delete, purge -------------------------------------------------------
 
@@ -34,57 +35,57 @@ def recover(session: Session, dry_run: bool, now: bool) -> int:
       docrecovery recover --dry-run
       python main.py --recover --redis-url redis://localhost:6379/0
     """
+    summary: Preview | RecoveryTotals
     with session.manager() as manager:
         if dry_run:
             summary = manager.preview(force=now)
         else:
             summary = _recover_with_progress(session, manager, now)
     if session.json:
-        print_json(summary)
-    elif dry_run:
+        print_json(summary.to_dict())
+    elif isinstance(summary, Preview):
         _print_preview(summary)
     else:
         _print_recovery(summary)
     return 0
 
 
-def _recover_with_progress(session: Session, manager: RecoveryManager, force: bool) -> Any:
+def _recover_with_progress(
+    session: Session, manager: RecoveryManager, force: bool
+) -> RecoveryTotals:
     status = manager.tracker.reports.status()
     due = status["eligible_for_recovery"] + (status["scheduled"] if force else 0)
     with render.progress(enabled=not session.json) as bar:
         task = bar.add_task("recovering", total=due)
 
-        def advance(batch: dict[str, Any]) -> None:
-            bar.advance(task, batch["claimed"] + len(batch["corrupt"]))
+        def advance(batch: RunSummary) -> None:
+            bar.advance(task, batch.claimed + len(batch.corrupt))
 
         summary = manager.recover_all(force=force, on_batch=advance)
         bar.update(task, completed=due)
     return summary
 
 
-def _print_preview(summary: dict[str, Any]) -> None:
-    plan = summary["would_resubmit"]
+def _print_preview(preview: Preview) -> None:
+    plan = preview.would_resubmit
     click.echo(f"dry run: the next batch would resubmit {len(plan)} document(s)")
-    for verb, key in (("resubmit", "would_resubmit"), ("hold", "would_wait")):
-        for item in summary[key]:
-            click.echo(
-                f"  {verb:8} {shown(item['path'])}  -> {item['queue']}: {shown(item['why'])}"
-            )
-    for doc_id in summary["corrupt"]:
+    for verb, items in (("resubmit", plan), ("hold", preview.would_wait)):
+        for item in items:
+            click.echo(f"  {verb:8} {shown(item.path)}  -> {item.queue}: {shown(item.why)}")
+    for doc_id in preview.corrupt:
         click.echo(f"  corrupt  {doc_id}: record cannot be decoded")
 
 
-def _print_recovery(summary: dict[str, Any]) -> None:
-    sent, held = summary["resubmitted"], summary["waiting"]
+def _print_recovery(totals: RecoveryTotals) -> None:
+    sent, held = totals.resubmitted, totals.waiting
     click.echo(
-        f"recovery: {len(sent)} resubmitted in {summary['batches']} batch(es), "
-        f"{len(held)} held back"
+        f"recovery: {len(sent)} resubmitted in {totals.batches} batch(es), {len(held)} held back"
     )
     for item in sent:
-        click.echo(f"  {shown(item['path'])}  attempt {item['attempt']} -> {item['queue']}")
-    for item in held:
-        click.echo(f"  held     {item['doc_id']}: {shown(item['reason'])}")
-    click.echo("\n".join(render.status_lines(summary["status"])))
+        click.echo(f"  {shown(item.path)}  attempt {item.attempt} -> {item.queue}")
+    for held_back in held:
+        click.echo(f"  held     {held_back.doc_id}: {shown(held_back.reason)}")
+    click.echo("\n".join(render.status_lines(totals.status)))
 
 
 @click.command()
@@ -105,11 +106,11 @@ def retry(session: Session, doc_ids: tuple[str, ...], all_: bool, **filters: Any
     with session.manager() as manager:
         result = manager.retry(chosen(manager, doc_ids, all_, filters))
     if session.json:
-        print_json(result)
+        print_json(result.to_dict())
         return 0
-    for item in result["resubmitted"]:
-        click.echo(f"resubmitted {item['doc_id']}  {shown(item['path'])} -> {item['queue']}")
-    for doc_id in result["skipped"]:
+    for item in result.resubmitted:
+        click.echo(f"resubmitted {item.doc_id}  {shown(item.path)} -> {item.queue}")
+    for doc_id in result.skipped:
         click.echo(f"skipped     {shown(doc_id)}  (not tracked, or already being recovered)")
     return 0
 

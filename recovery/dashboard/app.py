@@ -35,6 +35,7 @@ from recovery.config import RecoveryConfig
 from recovery.errors import TrackerError
 from recovery.integration import RUN_LOCK_SECONDS
 from recovery.manager import RecoveryManager
+from recovery.summaries import Preview
 
 from . import filters, views
 from .auth import CSRF_COOKIE, CSRF_FIELD, CSRF_HEADER, VARIABLES, CsrfTokens
@@ -196,7 +197,7 @@ class Dashboard:
 
     async def preview(self, request: Request) -> Response:
         filters.check_known(request.query_params, ())
-        plan = await self.call(self.manager.preview)
+        plan: Preview = await self.call(self.manager.preview)
         return self.page(request, "preview.html", {"nav": "preview", "plan": plan})
 
     async def action(self, request: Request) -> Response:
@@ -256,7 +257,8 @@ class Dashboard:
 
     async def api_preview(self, request: Request) -> Response:
         filters.check_known(request.query_params, ())
-        return _json(await self.call(self.manager.preview))
+        preview: Preview = await self.call(self.manager.preview)
+        return _json(preview.to_dict())
 
     async def api_csrf(self, request: Request) -> Response:
         return _json({"csrf_token": request.state.csrf, "header": "X-CSRF-Token"})
@@ -306,11 +308,13 @@ class Dashboard:
         raise BadRequest(f"scope {scope!r}: expected ids, group or filter")
 
     def _act(self, action: str, target: Target, who: str) -> dict[str, Any]:
+        """Do it; the result as the API's JSON, which the done page shows too."""
         manager = self.manager
         result: dict[str, Any]
         if action == "retry":
-            result = manager.retry(target.ids)
-            summary = f"{len(result['resubmitted'])} resubmitted, {len(result['skipped'])} skipped"
+            retried = manager.retry(target.ids)
+            summary = f"{len(retried.resubmitted)} resubmitted, {len(retried.skipped)} skipped"
+            result = retried.to_dict()
         elif action == "delete":
             result = {"deleted": manager.delete(target.ids)}
             summary = f"{result['deleted']} deleted"
@@ -319,12 +323,13 @@ class Dashboard:
             summary = f"{result['purged']} purged"
         else:
             with manager.tracker.exclusive(RUN_LOCK_SECONDS) as acquired:
-                result = (
-                    manager.run_batch()
-                    if acquired
-                    else {"skipped": "another recovery run holds the lock"}
-                )
-            summary = result.get("skipped") or f"{len(result['resubmitted'])} resubmitted"
+                run = manager.run_batch() if acquired else None
+            if run is None:
+                summary = "another recovery run holds the lock"
+                result = {"skipped": summary}
+            else:
+                summary = f"{len(run.resubmitted)} resubmitted"
+                result = run.to_dict()
         log.info("dashboard: %s of %s by %s: %s", action, target.description, who, summary)
         return {"summary": summary, **result}
 

@@ -27,6 +27,7 @@ from recovery.keys import Keys
 from recovery.records import decode_body, document_id
 from recovery.redis_server import RedisServer
 from recovery.spool import Spool
+from recovery.summaries import RunSummary
 from tasks.documents import result_key
 
 KEYS = Keys()
@@ -331,8 +332,8 @@ def describe(client: redis.Redis, docs: Iterable[Doc]) -> str:
     return "\n".join(lines)
 
 
-def resubmitted_ids(summaries: Iterable[dict[str, Any]]) -> Counter[str]:
-    return Counter(item["doc_id"] for s in summaries for item in s.get("resubmitted", []))
+def resubmitted_ids(summaries: Iterable[RunSummary]) -> Counter[str]:
+    return Counter(item.doc_id for s in summaries for item in s.resubmitted)
 
 
 def sending_app(name: str, broker: str, backend: str, **conf: Any) -> Celery:

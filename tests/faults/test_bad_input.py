@@ -147,7 +147,7 @@ def test_garbage_records_and_hostile_paths_are_reported_and_the_worker_lives_on(
         status = manager.status()
     finally:
         manager.close()
-    assert set(summary["corrupt"]) == set(garbage), summary
+    assert set(summary.corrupt) == set(garbage), summary
     assert status["dead"] == 2
 
     # And the worker is still alive and processing

@@ -70,7 +70,7 @@ def beat_until_idle(run: Callable[[], dict[str, Any]], sent: list[int]) -> None:
 
 def recover_all(manager: DocumentRecoveryManager, sent: list[int]) -> None:
     """An operator's ``recover``: batch after batch, without the run lock."""
-    sent.append(len(manager.recover_all()["resubmitted"]))
+    sent.append(len(manager.recover_all().resubmitted))
 
 
 def run_in_threads(calls: Sequence[Callable[[], None]], timeout: float) -> list[BaseException]:

@@ -98,8 +98,8 @@ def test_a_malformed_recovery_header_is_a_counted_failure_and_leaves_nothing_in_
         summary = manager.run_batch()
     finally:
         manager.close()
-    assert summary["lost_runs_recorded"] == 0
-    assert [s["doc_id"] for s in summary["resubmitted"]] == [doc.doc_id]
+    assert summary.lost_runs_recorded == 0
+    assert [s.doc_id for s in summary.resubmitted] == [doc.doc_id]
 
 
 def test_a_run_with_a_malformed_header_whose_node_dies_is_swept_as_lost(
@@ -129,8 +129,8 @@ def test_a_run_with_a_malformed_header_whose_node_dies_is_swept_as_lost(
         summary = manager.run_batch()
     finally:
         manager.close()
-    assert summary["lost_runs_recorded"] == 1
-    assert [s["doc_id"] for s in summary["resubmitted"]] == [doc.doc_id]
+    assert summary.lost_runs_recorded == 1
+    assert [s.doc_id for s in summary.resubmitted] == [doc.doc_id]
     fields = record(redis_client, doc.doc_id)
     assert (fields["cat"], fields["retries"], fields.get("attempts")) == ("worker_lost", "0", "1")
     assert inflight_calls(redis_client) == {}
@@ -157,9 +157,9 @@ def test_a_document_deleted_while_its_resubmission_runs_stays_deleted_when_it_fa
     write_slow_html(Path(doc.path), 8)
     manager = DocumentRecoveryManager(redis_url, fast_config(recovery_timeout=2), app=celery_app)
     try:
-        [sent] = manager.run_batch()["resubmitted"]
+        [sent] = manager.run_batch().resubmitted
         wait_for(
-            lambda: inflight_score(redis_client, sent["task_id"]),
+            lambda: inflight_score(redis_client, sent.task_id),
             30,
             "the resubmission to start",
             log_tail(worker),
@@ -185,7 +185,7 @@ def test_a_document_deleted_while_its_resubmission_runs_stays_deleted_when_it_fa
     assert record(redis_client, doc.doc_id) == {}
     assert (status["total_failed_documents"], status["corrupt"], status["in_recovery"]) == (0, 0, 0)
     assert inflight_calls(redis_client) == {}
-    assert redis_client.zscore(KEYS.deleted, sent["task_id"]) is None
+    assert redis_client.zscore(KEYS.deleted, sent.task_id) is None
     assert "SoftTimeLimitExceeded" in worker.log() or "TimeLimitExceeded" in worker.log()
 
 
@@ -203,7 +203,7 @@ import json, os, time
 from recovery.api import DocumentRecoveryManager
 from recovery.config import RecoveryConfig
 manager = DocumentRecoveryManager(os.environ["REDIS_URL"], RecoveryConfig.from_env())
-print(json.dumps({"clock": time.time(), "summary": manager.run_batch()}))
+print(json.dumps({"clock": time.time(), "summary": manager.run_batch().to_dict()}))
 """
 
 

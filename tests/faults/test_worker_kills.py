@@ -144,7 +144,7 @@ def test_a_node_killed_mid_batch_loses_no_document_once_a_new_worker_takes_over(
     try:
         later = time.time() + 30
         summaries = [manager.run_batch(now=later)]
-        assert summaries[0]["lost_runs_recorded"] == len(stranded)
+        assert summaries[0].lost_runs_recorded == len(stranded)
         wait_steady(
             lambda: settled(redis_client, docs) and not broker.waiting("documents"),
             60,
