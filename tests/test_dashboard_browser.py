@@ -27,6 +27,7 @@ from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.wait import WebDriverWait
 
@@ -147,11 +148,12 @@ def present(browser: WebDriver, css: str) -> list[Any]:
         browser.implicitly_wait(WAIT_SECONDS)
 
 
-def follow(browser: WebDriver, element_id: str) -> None:
-    """Click the link or button ``element_id`` and wait until its page has been replaced,
-    so what the test reads next is the new page, not the old one still unloading."""
+def follow(browser: WebDriver, target: str | WebElement) -> None:
+    """Click ``target`` (a link or button, or its id) and wait until its page has been
+    replaced, so what the test reads next is the new page, not the old one unloading."""
     page = browser.find_element(By.TAG_NAME, "html")
-    browser.find_element(By.ID, element_id).click()
+    element = browser.find_element(By.ID, target) if isinstance(target, str) else target
+    element.click()
     WebDriverWait(browser, WAIT_SECONDS).until(expected_conditions.staleness_of(page))
 
 
@@ -203,9 +205,9 @@ def test_retry_on_a_dead_document_resubmits_it_and_a_worker_processes_it(
     assert dead in rows(browser)
 
     row = browser.find_element(By.CSS_SELECTOR, f'tr[data-doc-id="{dead}"]')
-    row.find_element(By.CSS_SELECTOR, "button.retry-one").click()
+    follow(browser, row.find_element(By.CSS_SELECTOR, "button.retry-one"))
     assert "/permanent-0.txt" in text(browser, "confirm-list")
-    browser.find_element(By.ID, "confirm").click()
+    follow(browser, "confirm")
 
     assert text(browser, "result") == "1 resubmitted, 0 skipped"
     tracker: Tracker = data_set["tracker"]
@@ -233,9 +235,9 @@ def test_an_error_group_is_retried_as_a_whole(
     group = browser.find_element(By.CSS_SELECTOR, f'tr[data-signature="{TIMEOUT_GROUP}"]')
     assert group.find_element(By.CSS_SELECTOR, ".count").text == "3"
 
-    group.find_element(By.CSS_SELECTOR, "button.retry-group").click()
+    follow(browser, group.find_element(By.CSS_SELECTOR, "button.retry-group"))
     assert f"error group {TIMEOUT_GROUP}: 3 document(s)" in browser.title + browser.page_source
-    browser.find_element(By.ID, "confirm").click()
+    follow(browser, "confirm")
 
     assert text(browser, "result") == "3 resubmitted, 0 skipped"
     tracker: Tracker = data_set["tracker"]
