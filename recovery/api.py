@@ -31,6 +31,7 @@ from recovery.records import document_id
 from recovery.store import Tracker
 from recovery.store.changes import Store
 from recovery.store.claims import Claims
+from recovery.store.listings import Listings
 from recovery.store.maintenance import Maintenance
 from recovery.store.reports import Reports
 
@@ -43,7 +44,7 @@ log = logging.getLogger(__name__)
 DOC_ID = re.compile(r"[0-9a-f]{20}")
 P = ParamSpec("P")
 R = TypeVar("R")
-Part = TypeVar("Part", Store, Claims, Maintenance, Reports)
+Part = TypeVar("Part", Store, Claims, Maintenance, Listings, Reports)
 
 
 def as_config(config: RecoveryConfig | dict[str, Any] | None) -> RecoveryConfig:

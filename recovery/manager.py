@@ -24,7 +24,7 @@ A recovery run (``recovery.run`` on beat, ``python main.py --recover``,
    header naming the document and attempt, and the queue and time limit its error
    category calls for, shown in Flower as what it is (:mod:`recovery.lineage`) — the
    batch's messages through one producer, published in one pipeline (kombu 5.7+)
-   that, if it fails, releases them all;
+   that, if it fails, releases them all (:mod:`recovery.resubmit`);
 7. **settle** — one script call marks what was sent, gives back what could not be
    sent, holds the rest, and stamps ``last_recovery_run``; then the result of each
    task replaced names its replacement.
@@ -38,25 +38,21 @@ same holds, so it shows exactly what a run would do.
 from __future__ import annotations
 
 import logging
-import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, Literal, overload
 
 from celery import Celery
 
-from recovery import lineage, policy
-from recovery.broker import default_broker_url, default_result_backend, queue_type
-from recovery.calls import Marker
+from recovery import policy
 from recovery.config import RecoveryConfig
 from recovery.records import FailedDocumentRecord
+from recovery.resubmit import Resubmitter, sender_app
 from recovery.store import Selection, Settlement, Tracker
 from recovery.store.claims import ClaimResult
 from recovery.summaries import (
     Held,
-    Plan,
     Preview,
     RecoveryTotals,
     Resubmission,
@@ -69,29 +65,6 @@ log = logging.getLogger(__name__)
 #: Held documents probed per run, as a multiple of ``recovery_batch_size``: probing
 #: is a stat() each, and a run should not leave restored files waiting for long.
 PROBES_PER_BATCH = 4
-
-
-def sender_app(redis_url: str) -> Celery:
-    """A bare app that can only send tasks by name, for use outside a worker: to the
-    broker the workers consume from (``CELERY_BROKER_URL``, else the tracker's Redis),
-    declaring queues the way they do. Its result backend (``CELERY_RESULT_BACKEND``,
-    else the tracker's Redis, as celeryconfig.py reads it) is where a replaced task's
-    result is told its replacement."""
-    app = Celery(
-        "docrecovery-sender",
-        broker=default_broker_url(redis_url),
-        backend=default_result_backend(redis_url),
-        set_as_current=False,
-    )
-    kind = queue_type()
-    app.conf.update(
-        task_serializer="json",
-        accept_content=["json"],
-        result_serializer="json",
-        task_default_queue_type=kind,
-        task_create_missing_queue_type=kind,
-    )
-    return app
 
 
 class RecoveryManager:
@@ -109,6 +82,7 @@ class RecoveryManager:
         self.tracker = tracker or Tracker(redis_url, config)
         self.config = self.tracker.config
         self.app = app or sender_app(self.tracker.url)
+        self.resubmitter = Resubmitter(self.app, self.config)
         if self.config.verbose:
             logging.getLogger("recovery").setLevel(logging.DEBUG)
 
@@ -149,7 +123,7 @@ class RecoveryManager:
         outcomes = self._decide(claim)
         claims.settle([s for s, _ in outcomes], now)
         resubmitted = [sent for _, sent in outcomes if sent is not None]
-        self._link(resubmitted)
+        self.resubmitter.link(resubmitted)
         summary = RunSummary(
             started_at=started,
             cleaned=cleaned,
@@ -177,7 +151,7 @@ class RecoveryManager:
         """Resubmit each claimed document, or hold it back without counting a retry
         when its precondition fails or its category's circuit breaker is open; an
         undecodable record is held back too, kept and visible."""
-        decided = self._send(claim.records, self._holds(claim.records))
+        decided = self.resubmitter.send(claim.records, self._holds(claim.records))
         decided += [
             (Settlement(doc_id, "wait", "undecodable record"), None) for doc_id in claim.undecodable
         ]
@@ -282,7 +256,7 @@ class RecoveryManager:
         claim = self.tracker.claims.claim_due(
             self.config.recovery_batch_size, now, mode="preview", force=force
         )
-        plans = [self._plan(r) for r in claim.records]
+        plans = [self.resubmitter.plan(r) for r in claim.records]
         holds = self._holds(claim.records)
         return Preview(
             would_resubmit=[p for p, h in zip(plans, holds, strict=True) if h is None],
@@ -290,104 +264,6 @@ class RecoveryManager:
                 replace(p, why=h.detail) for p, h in zip(plans, holds, strict=True) if h is not None
             ],
             corrupt=claim.corrupt + claim.undecodable,
-        )
-
-    def _plan(self, record: FailedDocumentRecord) -> Plan:
-        category = record.error_category
-        return Plan(
-            doc_id=record.doc_id,
-            path=record.document_path,
-            task=record.task_name,
-            category=category,
-            attempt=record.recovery_attempts + 1,
-            retry_count=record.retry_count,
-            queue=policy.queue_for(self.config, category),
-            time_limit=policy.time_limit_for(self.config, category, record.time_limit),
-            why=(
-                f"{category} failure ({record.error_type}); "
-                f"{record.retry_count}/{self.config.max_retry_count} retries used"
-            ),
-        )
-
-    def _send(
-        self,
-        records: list[FailedDocumentRecord],
-        holds: list[Settlement | None],
-        *,
-        manual: bool = False,
-    ) -> list[tuple[Settlement, Resubmission | None]]:
-        """Resubmit each record that is not held, all through one producer and, where
-        kombu can (5.7+), one pipelined publish: acquiring a producer and a Redis
-        client per ``send_task`` is most of what a message costs. The batch is flushed
-        once, at the end, so if that fails every message of it is released (none
-        counted), as one whose own send failed."""
-        decided: list[tuple[Settlement, Resubmission | None]] = []
-        with self._producer() as producer:
-            batch = getattr(producer, "batch", None)
-            try:
-                with batch(max_size=sys.maxsize) if batch else nullcontext():
-                    decided = [
-                        (wait, None)
-                        if wait
-                        else self._resubmit(r, manual=manual, producer=producer)
-                        for r, wait in zip(records, holds, strict=True)
-                    ]
-            except Exception as exc:
-                if not decided:
-                    raise
-                log.error("could not resubmit a batch of %d: %s", len(records), exc)
-                decided = [
-                    (Settlement(s.doc_id, "release", f"resubmission failed: {exc}"), None)
-                    if s.outcome == "sent"
-                    else (s, sent)
-                    for s, sent in decided
-                ]
-        return decided
-
-    @contextmanager
-    def _producer(self) -> Iterator[Any]:
-        """One producer for a batch's messages, or None when none can be had (the
-        broker is down): each message is then sent, and fails, on its own."""
-        try:
-            acquired = self.app.producer_or_acquire()
-            producer = acquired.__enter__()
-        except Exception as exc:
-            log.warning("no producer for this batch, sending one by one: %s", exc)
-            yield None
-            return
-        try:
-            yield producer
-        finally:
-            acquired.__exit__(None, None, None)
-
-    def _resubmit(
-        self, record: FailedDocumentRecord, *, manual: bool = False, producer: Any = None
-    ) -> tuple[Settlement, Resubmission | None]:
-        plan = self._plan(record)
-        doc_id = plan.doc_id
-        marker = Marker(doc_id, plan.attempt, manual)
-        try:
-            result = self.app.send_task(
-                record.task_name,
-                args=record.args,
-                kwargs=record.kwargs,
-                queue=plan.queue,
-                time_limit=plan.time_limit,
-                soft_time_limit=policy.soft_limit(plan.time_limit),
-                producer=producer,
-                **lineage.send_options(marker, record.task_id, record.kwargs),
-            )
-        except Exception as exc:
-            log.error("could not resubmit %s: %s", record.document_path, exc)
-            return Settlement(doc_id, "release", f"resubmission failed: {exc}"), None
-        sent = Resubmission(**vars(plan), task_id=result.id, replaces=record.task_id, manual=manual)
-        return Settlement(doc_id, "sent", result.id), sent
-
-    def _link(self, sent: list[Resubmission]) -> None:
-        """Name each resubmission in the result of the task it replaces (lineage.py)."""
-        lineage.link(
-            self.app,
-            [lineage.Replacement(s.replaces, s.task_id, s.attempt, s.manual) for s in sent],
         )
 
     # --- manual operations -----------------------------------------------------
@@ -409,10 +285,12 @@ class RecoveryManager:
             claim = claims.claim_ids(chunk)
             taken = {r.doc_id for r in claim.records}
             skipped += [d for d in chunk if d not in taken]
-            outcomes = self._send(claim.records, [None] * len(claim.records), manual=True)
+            outcomes = self.resubmitter.send(
+                claim.records, [None] * len(claim.records), manual=True
+            )
             claims.settle([o for o, _ in outcomes])
             chunk_sent = [resubmission for _, resubmission in outcomes if resubmission is not None]
-            self._link(chunk_sent)
+            self.resubmitter.link(chunk_sent)
             sent += chunk_sent
         return RetryResult(sent, skipped)
 

@@ -23,9 +23,9 @@ from celery import Celery
 from recovery.api import DocumentRecoveryManager, FailedDocumentsTracker, run_document_recovery
 from recovery.calls import HEADER
 from recovery.config import RecoveryConfig
-from recovery.manager import sender_app
 from recovery.records import FailedDocumentRecord, document_id
 from recovery.redis_server import RedisServer
+from recovery.resubmit import sender_app
 
 HOUR = 3600.0
 DAY = 86400.0

@@ -13,7 +13,7 @@ from recovery.config import RecoveryConfig
 from recovery.records import FailedDocumentRecord
 from recovery.store import Selection, Settlement, Tracker
 from recovery.store import series as series_module
-from recovery.store.reports import parse_cursor
+from recovery.store.listings import parse_cursor
 
 HOUR = 3600.0
 T0 = 1_700_000_000.0

@@ -39,7 +39,8 @@ from recovery.errors import (
     TrackerUnavailable,
 )
 from recovery.integration import Recovery, installed
-from recovery.manager import RecoveryManager, sender_app
+from recovery.manager import RecoveryManager
+from recovery.resubmit import sender_app
 from recovery.store import default_redis_url, redact
 from recovery.store.connection import DEFAULT_URL, connection_problem
 

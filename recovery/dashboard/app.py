@@ -4,18 +4,17 @@ Pages (GET) only read. Every action is a POST that names what it acts on — ids
 error group, or the documents page's filters — and, from a page, is answered first
 with a confirmation that shows what it would touch; only the confirmed POST acts,
 through the same manager operation as the CLI (``retry``, ``delete``, ``purge``, a
-locked run, the dry-run ``preview``), and is logged with who asked. ``/api/`` takes
-the same filters and actions as JSON, for scripts.
+locked run, the dry-run ``preview``), and is logged with who asked
+(:mod:`recovery.dashboard.actions`). ``/api/`` takes the same filters and actions as
+JSON, for scripts.
 """
 
 from __future__ import annotations
 
 import hmac
 import json
-import logging
 import os
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,18 +32,15 @@ from starlette.templating import Jinja2Templates
 from recovery.access import Credentials
 from recovery.config import RecoveryConfig
 from recovery.errors import TrackerError
-from recovery.integration import RUN_LOCK_SECONDS
 from recovery.manager import RecoveryManager
 from recovery.summaries import Preview
 
 from . import filters, views
+from .actions import ACTIONS, Actions, api_fields
 from .auth import CSRF_COOKIE, CSRF_FIELD, CSRF_HEADER, VARIABLES, CsrfTokens
 from .filters import BadRequest
 
-log = logging.getLogger("recovery.dashboard")
-
 FLOWER_ENV = "DOCRECOVERY_FLOWER_URL"
-ACTIONS = ("retry", "delete", "purge", "run")
 #: Documents a confirmation page names one by one; the rest are counted.
 CONFIRM_SHOWN = 20
 #: Seconds between refreshes of the overview and error groups.
@@ -59,14 +55,6 @@ class NotFound(Exception):
     """Raised when a request names a document or action that does not exist."""
 
 
-@dataclass(frozen=True)
-class Target:
-    """What an action acts on: ids chosen by hand, by an error group or by filters."""
-
-    ids: list[str]
-    description: str
-
-
 class Dashboard:
     """The handlers, around one manager (one Redis connection pool, one sender app)."""
 
@@ -76,6 +64,7 @@ class Dashboard:
         self.manager = manager
         self.credentials = credentials
         self.flower_url = flower_url
+        self.actions = Actions(manager)
         self.csrf = CsrfTokens()
         env = Environment(
             loader=PackageLoader("recovery.dashboard", "templates"),
@@ -206,7 +195,7 @@ class Dashboard:
         await self.check_csrf(request, _str(form.get(CSRF_FIELD)))
         fields = {k: _str(v) or "" for k, v in form.multi_items() if k != "ids"}
         fields["ids"] = [_str(v) or "" for v in form.getlist("ids")]  # type: ignore[assignment]
-        target = await self.call(self._target, action, fields)
+        target = await self.call(self.actions.target, action, fields)
         if fields.get("confirm") != "yes":
             shown = await self.call(
                 self.manager.tracker.reports.get_records, target.ids[:CONFIRM_SHOWN]
@@ -222,7 +211,7 @@ class Dashboard:
                     "nav": "",
                 },
             )
-        result = await self.call(self._act, action, target, request.state.who)
+        result = await self.call(self.actions.act, action, target, request.state.who)
         back = fields.get("back") or "/"
         if not back.startswith("/") or back.startswith("//"):
             back = "/"  # only a page of this dashboard
@@ -273,89 +262,10 @@ class Dashboard:
             body = None
         if not isinstance(body, dict):
             raise BadRequest('the body must be a JSON object, e.g. {"ids": [...]}')
-        fields = _api_fields(action, body)
-        target = await self.call(self._target, action, fields)
-        result = await self.call(self._act, action, target, request.state.who)
+        fields = api_fields(action, body)
+        target = await self.call(self.actions.target, action, fields)
+        result = await self.call(self.actions.act, action, target, request.state.who)
         return _json({"action": action, "target": target.description, **result})
-
-    # --- actions -----------------------------------------------------------------------
-
-    def _target(self, action: str, fields: Mapping[str, Any]) -> Target:
-        """The documents an action acts on, from its scope: ``ids``, ``group`` (an
-        error signature) or ``filter`` (the documents page's tab and filters)."""
-        if action == "purge":
-            return Target([], "every dead document")
-        if action == "run":
-            return Target([], "the next batch of eligible documents (one recovery run)")
-        scope = fields.get("scope") or "ids"
-        if scope == "ids":
-            ids = filters.doc_ids(list(fields.get("ids") or []))
-            return Target(ids, f"{len(ids)} chosen document(s)")
-        if scope == "group":
-            params = {"signature": fields.get("signature") or ""}
-            if not params["signature"]:
-                raise BadRequest("scope 'group' needs a signature")
-            chosen = filters.selection(params)
-            ids = self.manager.select(chosen)
-            return Target(ids, f"error group {chosen.signature}: {len(ids)} document(s)")
-        if scope == "filter":
-            params = {k: str(fields.get(k) or "") for k in ("tab", *filters.FILTERS)}
-            if params["tab"] == "waiting":
-                raise BadRequest("by filter: choose the failed or dead tab (waiting: pick ids)")
-            listing = filters.listing(params)
-            ids = self.manager.select(listing.selection)
-            return Target(ids, f"{len(ids)} {listing.tab} document(s) matching the filters")
-        raise BadRequest(f"scope {scope!r}: expected ids, group or filter")
-
-    def _act(self, action: str, target: Target, who: str) -> dict[str, Any]:
-        """Do it; the result as the API's JSON, which the done page shows too."""
-        manager = self.manager
-        result: dict[str, Any]
-        if action == "retry":
-            retried = manager.retry(target.ids)
-            summary = f"{len(retried.resubmitted)} resubmitted, {len(retried.skipped)} skipped"
-            result = retried.to_dict()
-        elif action == "delete":
-            result = {"deleted": manager.delete(target.ids)}
-            summary = f"{result['deleted']} deleted"
-        elif action == "purge":
-            result = {"purged": manager.purge()}
-            summary = f"{result['purged']} purged"
-        else:
-            with manager.tracker.exclusive(RUN_LOCK_SECONDS) as acquired:
-                run = manager.run_batch() if acquired else None
-            if run is None:
-                summary = "another recovery run holds the lock"
-                result = {"skipped": summary}
-            else:
-                summary = f"{len(run.resubmitted)} resubmitted"
-                result = run.to_dict()
-        log.info("dashboard: %s of %s by %s: %s", action, target.description, who, summary)
-        return {"summary": summary, **result}
-
-
-def _api_fields(action: str, body: dict[str, Any]) -> dict[str, Any]:
-    """An API body as the fields of a form: ``{"ids": [...]}``, ``{"signature": s}``
-    or ``{"filter": {"tab": ..., "category": ...}}``."""
-    if action in ("purge", "run"):
-        if body:
-            raise BadRequest(f"{action} takes no parameters; got {', '.join(sorted(body))}")
-        return {}
-    known = {"ids", "signature", "filter"}
-    if len(set(body) & known) != 1 or set(body) - known:
-        raise BadRequest('give exactly one of "ids" (a list), "signature" or "filter" (an object)')
-    if "ids" in body:
-        ids = body["ids"]
-        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-            raise BadRequest('"ids" must be a list of document ids')
-        return {"scope": "ids", "ids": ids}
-    if "signature" in body:
-        return {"scope": "group", "signature": str(body["signature"])}
-    chosen = body["filter"]
-    if not isinstance(chosen, dict):
-        raise BadRequest('"filter" must be an object of filters')
-    filters.check_known(chosen, ("tab", *filters.FILTERS))
-    return {"scope": "filter", **{k: str(v) for k, v in chosen.items()}}
 
 
 def _str(value: Any) -> str | None:

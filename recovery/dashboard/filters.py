@@ -17,7 +17,7 @@ from typing import get_args
 
 from recovery.api import DOC_ID
 from recovery.store import Selection
-from recovery.store.reports import PageIndex, parse_cursor
+from recovery.store.listings import PageIndex, parse_cursor
 
 #: The documents page's tabs: which index each walks and which records it shows.
 TABS: tuple[PageIndex, ...] = get_args(PageIndex)

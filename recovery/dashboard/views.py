@@ -18,7 +18,7 @@ from recovery.errors import CorruptRecord
 from recovery.manager import RecoveryManager
 from recovery.records import FailedDocumentRecord
 from recovery.store import redact
-from recovery.store.reports import Page
+from recovery.store.listings import Page
 
 from .filters import Listing
 

@@ -8,7 +8,8 @@ serves it by concern:
 - ``tracker.claims`` — what recovery runs change: claims, settlements, releases
   (:mod:`recovery.store.claims`);
 - ``tracker.maintenance`` — retention, trims, repairs (:mod:`~recovery.store.maintenance`);
-- ``tracker.reports`` — status, analysis, listings (:mod:`~recovery.store.reports`).
+- ``tracker.reports`` — status and analysis (:mod:`~recovery.store.reports`),
+  listings and pages (:mod:`~recovery.store.listings`).
 
 Every redis-py error leaves it as :class:`~recovery.errors.TrackerUnavailable`.
 """
@@ -35,8 +36,9 @@ from recovery.store.connection import (
     redact_text,
     tracker_url,
 )
+from recovery.store.listings import Selection
 from recovery.store.maintenance import Maintenance
-from recovery.store.reports import Reports, Selection
+from recovery.store.reports import Reports
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,157 @@
+"""Publishing a run's resubmissions to Celery, apart from deciding what to resubmit.
+
+A resubmission is a NEW task sent by name, with its record's args, a ``docrecovery``
+header naming the document and attempt (:mod:`recovery.lineage`), and the queue and
+time limit its error category calls for. A batch goes through one producer, in one
+pipelined publish where kombu can (5.7+): acquiring a producer and a Redis client per
+``send_task`` is most of what a message costs.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from typing import Any
+
+from celery import Celery
+
+from recovery import lineage, policy
+from recovery.broker import default_broker_url, default_result_backend, queue_type
+from recovery.calls import Marker
+from recovery.config import RecoveryConfig
+from recovery.records import FailedDocumentRecord
+from recovery.store import Settlement
+from recovery.summaries import Plan, Resubmission
+
+log = logging.getLogger(__name__)
+
+
+def sender_app(redis_url: str) -> Celery:
+    """A bare app that can only send tasks by name, for use outside a worker: to the
+    broker the workers consume from (``CELERY_BROKER_URL``, else the tracker's Redis),
+    declaring queues the way they do. Its result backend (``CELERY_RESULT_BACKEND``,
+    else the tracker's Redis, as celeryconfig.py reads it) is where a replaced task's
+    result is told its replacement."""
+    app = Celery(
+        "docrecovery-sender",
+        broker=default_broker_url(redis_url),
+        backend=default_result_backend(redis_url),
+        set_as_current=False,
+    )
+    kind = queue_type()
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        task_default_queue_type=kind,
+        task_create_missing_queue_type=kind,
+    )
+    return app
+
+
+class Resubmitter:
+    """Sends documents as new tasks through ``app``, as ``config`` routes them."""
+
+    def __init__(self, app: Celery, config: RecoveryConfig) -> None:
+        self.app = app
+        self.config = config
+
+    def plan(self, record: FailedDocumentRecord) -> Plan:
+        """Where and how ``record`` would be sent: what a dry run shows, too."""
+        category = record.error_category
+        return Plan(
+            doc_id=record.doc_id,
+            path=record.document_path,
+            task=record.task_name,
+            category=category,
+            attempt=record.recovery_attempts + 1,
+            retry_count=record.retry_count,
+            queue=policy.queue_for(self.config, category),
+            time_limit=policy.time_limit_for(self.config, category, record.time_limit),
+            why=(
+                f"{category} failure ({record.error_type}); "
+                f"{record.retry_count}/{self.config.max_retry_count} retries used"
+            ),
+        )
+
+    def send(
+        self,
+        records: list[FailedDocumentRecord],
+        holds: list[Settlement | None],
+        *,
+        manual: bool = False,
+    ) -> list[tuple[Settlement, Resubmission | None]]:
+        """Resubmit each record that is not held, all through one producer and, where
+        kombu can, one pipelined publish. The batch is flushed once, at the end, so if
+        that fails every message of it is released (none counted), as one whose own
+        send failed."""
+        decided: list[tuple[Settlement, Resubmission | None]] = []
+        with self._producer() as producer:
+            batch = getattr(producer, "batch", None)
+            try:
+                with batch(max_size=sys.maxsize) if batch else nullcontext():
+                    decided = [
+                        (wait, None)
+                        if wait
+                        else self._resubmit(r, manual=manual, producer=producer)
+                        for r, wait in zip(records, holds, strict=True)
+                    ]
+            except Exception as exc:
+                if not decided:
+                    raise
+                log.error("could not resubmit a batch of %d: %s", len(records), exc)
+                decided = [
+                    (Settlement(s.doc_id, "release", f"resubmission failed: {exc}"), None)
+                    if s.outcome == "sent"
+                    else (s, sent)
+                    for s, sent in decided
+                ]
+        return decided
+
+    @contextmanager
+    def _producer(self) -> Iterator[Any]:
+        """One producer for a batch's messages, or None when none can be had (the
+        broker is down): each message is then sent, and fails, on its own."""
+        try:
+            acquired = self.app.producer_or_acquire()
+            producer = acquired.__enter__()
+        except Exception as exc:
+            log.warning("no producer for this batch, sending one by one: %s", exc)
+            yield None
+            return
+        try:
+            yield producer
+        finally:
+            acquired.__exit__(None, None, None)
+
+    def _resubmit(
+        self, record: FailedDocumentRecord, *, manual: bool = False, producer: Any = None
+    ) -> tuple[Settlement, Resubmission | None]:
+        plan = self.plan(record)
+        doc_id = plan.doc_id
+        marker = Marker(doc_id, plan.attempt, manual)
+        try:
+            result = self.app.send_task(
+                record.task_name,
+                args=record.args,
+                kwargs=record.kwargs,
+                queue=plan.queue,
+                time_limit=plan.time_limit,
+                soft_time_limit=policy.soft_limit(plan.time_limit),
+                producer=producer,
+                **lineage.send_options(marker, record.task_id, record.kwargs),
+            )
+        except Exception as exc:
+            log.error("could not resubmit %s: %s", record.document_path, exc)
+            return Settlement(doc_id, "release", f"resubmission failed: {exc}"), None
+        sent = Resubmission(**vars(plan), task_id=result.id, replaces=record.task_id, manual=manual)
+        return Settlement(doc_id, "sent", result.id), sent
+
+    def link(self, sent: list[Resubmission]) -> None:
+        """Name each resubmission in the result of the task it replaces (lineage.py)."""
+        lineage.link(
+            self.app,
+            [lineage.Replacement(s.replaces, s.task_id, s.attempt, s.manual) for s in sent],
+        )
