@@ -53,7 +53,6 @@ ENTRY_POINTS = """
 import celeryconfig, json
 from tasks.app import app
 from recovery import installed
-from recovery.resubmit import sender_app
 from distributed_processor import DistributedProcessor
 from recovery_system import DocumentRecoveryManager
 seen = {"celeryconfig": [celeryconfig.broker_url, celeryconfig.result_backend],
