@@ -13,7 +13,15 @@ from typing import Any, ClassVar, Literal
 
 
 @dataclass(frozen=True)
-class Plan:
+class _Json:
+    """A summary whose JSON is its fields, in their declared order."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Plan(_Json):
     """How one document would be resubmitted, and why (a dry run's entry)."""
 
     doc_id: str
@@ -28,9 +36,6 @@ class Plan:
     #: Why it is resubmitted; for a held-back document, why it is held.
     why: str
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
 class Resubmission(Plan):
@@ -43,18 +48,15 @@ class Resubmission(Plan):
 
 
 @dataclass(frozen=True)
-class Held:
+class Held(_Json):
     """A claimed document held back uncounted (a failed precondition, an open breaker)."""
 
     doc_id: str
     reason: str
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
-class RunSummary:
+class RunSummary(_Json):
     """One recovery run (``RecoveryManager.run_batch``)."""
 
     started_at: float
@@ -72,12 +74,9 @@ class RunSummary:
     corrupt: list[str]
     duration: float
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
-class RecoveryTotals:
+class RecoveryTotals(_Json):
     """Every batch of ``recover_all``, with the store's status once they are done."""
 
     batches: int
@@ -87,12 +86,9 @@ class RecoveryTotals:
     #: The store's report (``Reports.status()``), JSON as it is everywhere else.
     status: dict[str, Any]
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
-class Preview:
+class Preview(_Json):
     """What the next run would do, changing nothing (a dry run)."""
 
     would_resubmit: list[Plan]
@@ -107,12 +103,9 @@ class Preview:
 
 
 @dataclass(frozen=True)
-class RetryResult:
+class RetryResult(_Json):
     """An operator's retry: what was resubmitted, and the ids skipped (not tracked, or
     already claimed or in recovery)."""
 
     resubmitted: list[Resubmission]
     skipped: list[str]
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
