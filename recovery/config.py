@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from recovery.errors import ConfigError
 from recovery.keys import DEFAULT_PREFIX
+from recovery.records import SEED_TASK
 
 ENV_PREFIX = "DOCRECOVERY_"
 #: Retry levels the tracker's due index keeps apart (``lua/_lib.lua``: MAX_LEVEL).
@@ -89,7 +90,7 @@ def _path(key: str, value: Any) -> None:
 
 def _task_names(key: str, value: Any) -> None:
     if not isinstance(value, list | tuple) or not all(isinstance(v, str) and v for v in value):
-        raise ConfigError(key, value, "a list of task names, e.g. ['tasks.process_document']")
+        raise ConfigError(key, value, f"a list of task names, e.g. [{SEED_TASK!r}]")
 
 
 def _overrides(key: str, value: Any) -> None:
@@ -151,7 +152,7 @@ class RecoveryConfig:
     #: change stands on the primary alone, with a warning.
     wait_timeout_ms: int = setting(500, _int(1))
     #: Task names whose failures are tracked and whose successes clear a record.
-    tracked_tasks: tuple[str, ...] = setting(("tasks.process_document",), _task_names)
+    tracked_tasks: tuple[str, ...] = setting((SEED_TASK,), _task_names)
     #: Queue a resubmitted document goes to (memory failures go to ``highmem_queue``).
     resubmit_queue: str = setting("documents", _name)
     highmem_queue: str = setting("highmem", _name)

@@ -40,6 +40,10 @@ RECOVERING = "recovering"
 WAITING = "waiting"
 DEAD = "dead"
 STATES = (FAILED, CLAIMED, SENT, RECOVERING, WAITING, DEAD)
+#: The seed's pipeline task: what a record made through the seed's API, which names no
+#: task, runs again as, and what is tracked unless ``tracked_tasks`` says otherwise. A
+#: worker's failure records carry the name of the task that failed.
+SEED_TASK = "tasks.process_document"
 #: zstd level of the body: zstd's default. A 2.3 KB traceback body comes to 622 bytes
 #: (zlib level 1: 598) in half zlib's time, and reads back five times as fast (every
 #: claim decodes its batch's bodies); level 1 is 10% faster for 2-3% more bytes.
@@ -115,7 +119,7 @@ class FailedDocumentRecord:
     worker_id: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     first_failure_timestamp: float | None = None
-    task_name: str = "tasks.process_document"
+    task_name: str = SEED_TASK
     args: list[Any] = field(default_factory=list)
     kwargs: dict[str, Any] = field(default_factory=dict)
     error_type: str = ""
