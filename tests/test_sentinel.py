@@ -22,10 +22,9 @@ import redis
 from celery import Celery
 from faults.support import (
     FAST_ENV,
-    QUEUES,
     TASK,
     Worker,
-    describe,
+    assert_every_document_processed,
     inflight_score,
     log_tail,
     make_batch,
@@ -34,7 +33,6 @@ from faults.support import (
     sending_app,
     settled,
     spooled_events,
-    take_census,
     wait_for,
     wait_steady,
 )
@@ -318,14 +316,7 @@ def test_the_pipeline_continues_after_its_primary_is_killed_and_nothing_is_lost(
     assert sent == {d.doc_id for d in [*slow, docs[3], docs[7]]}, summary
 
     # And the pipeline goes on: every document processed, none lost
-    wait_steady(
-        lambda: settled(client, docs) and not any(client.llen(q) for q in QUEUES),
-        90,
-        "the batch to settle after the failover",
-        lambda: describe(client, docs) + explain(),
-    )
-    census = take_census(client, "sentinel failover", docs)
-    assert (len(census.processed), census.lost) == (len(docs), []), census.line()
+    assert_every_document_processed(client, "sentinel failover", docs, 90, explain)
     replica.close()
     close_sentinels(client)
     client.close()

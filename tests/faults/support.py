@@ -303,6 +303,25 @@ def take_census(client: redis.Redis, scenario: str, docs: Sequence[Doc]) -> Cens
     return census
 
 
+def assert_every_document_processed(
+    client: redis.Redis,
+    scenario: str,
+    docs: Sequence[Doc],
+    timeout: float,
+    explain: Callable[[], str],
+) -> None:
+    """Wait until the batch has settled with no message left in a queue, then check
+    that every document was processed and none lost (the census names the rest)."""
+    wait_steady(
+        lambda: settled(client, docs) and not any(client.llen(q) for q in QUEUES),
+        timeout,
+        f"the batch to settle after the {scenario}",
+        lambda: describe(client, docs) + explain(),
+    )
+    census = take_census(client, scenario, docs)
+    assert (len(census.processed), census.lost) == (len(docs), []), census.line()
+
+
 def settled(client: redis.Redis, docs: Iterable[Doc], running: Iterable[str] = ()) -> bool:
     """Every document is processed, or tracked in a resting state. Task ids in
     ``running`` (runs of a killed node) may stay in flight, and their documents with

@@ -21,11 +21,10 @@ from celery import Celery
 
 from faults.support import (
     FAST_ENV,
-    QUEUES,
     TASK,
     StartRedis,
     Worker,
-    describe,
+    assert_every_document_processed,
     inflight_score,
     log_tail,
     make_batch,
@@ -121,14 +120,7 @@ def test_failures_while_redis_is_down_are_spooled_and_replayed_after_it_restarts
     sent = {item["doc_id"] for item in summary["resubmitted"]}
     assert sent == {d.doc_id for d in [*slow, *(docs[n] for n in MISSING)]}, summary
     assert {record(client, d.doc_id).get("cat") for d in slow} <= {"network", None}
-    wait_steady(
-        lambda: settled(client, docs) and not any(client.llen(q) for q in QUEUES),
-        60,
-        "the batch to settle after the restart",
-        lambda: describe(client, docs) + explain(),
-    )
-    census = take_census(client, "redis restart", docs)
-    assert (len(census.processed), census.lost) == (len(docs), []), census.line()
+    assert_every_document_processed(client, "redis restart", docs, 60, explain)
     client.close()
 
 
