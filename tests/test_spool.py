@@ -37,6 +37,19 @@ def replay_all(spool: Spool) -> list[dict[str, Any]]:
     return seen
 
 
+def run_at_once(target: Callable[..., None], arguments: list[tuple[Any, ...]]) -> None:
+    """Run ``target`` in one spawned process per argument tuple, released together by
+    an event passed last, and check that each exits cleanly."""
+    start = SPAWN.Event()
+    procs = [SPAWN.Process(target=target, args=(*args, start)) for args in arguments]
+    for proc in procs:
+        proc.start()
+    start.set()
+    for proc in procs:
+        proc.join(60)
+        assert proc.exitcode == 0
+
+
 def write_file(directory: Path, name: str, lines: list[str]) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / name
@@ -189,17 +202,8 @@ def test_two_processes_replaying_one_spool_never_replay_an_event_twice(tmp_path:
         write_file(spool_dir, f"events-host-{worker}.jsonl", lines)
 
     # When two processes replay it at the same moment
-    start = SPAWN.Event()
     outputs = [tmp_path / f"replayed-{i}.json" for i in range(2)]
-    procs = [
-        SPAWN.Process(target=replay_into, args=(str(spool_dir), str(out), start)) for out in outputs
-    ]
-    for proc in procs:
-        proc.start()
-    start.set()
-    for proc in procs:
-        proc.join(60)
-        assert proc.exitcode == 0
+    run_at_once(replay_into, [(str(spool_dir), str(out)) for out in outputs])
 
     # Then every event was replayed exactly once between them
     replayed = [n for out in outputs for n in json.loads(out.read_text())]
@@ -242,18 +246,10 @@ def test_workers_appending_and_replaying_one_spool_apply_every_event_exactly_onc
     # Given four worker processes on one host sharing a spool while Redis flaps (each
     # replays the others' events before its own, and fails midway most times)
     spool_dir = tmp_path / "spool"
-    start = SPAWN.Event()
     outputs = [tmp_path / f"applied-{w}.txt" for w in range(4)]
-    procs = [
-        SPAWN.Process(target=report_while_redis_flaps, args=(str(spool_dir), str(out), w, start))
-        for w, out in enumerate(outputs)
-    ]
-    for proc in procs:
-        proc.start()
-    start.set()
-    for proc in procs:
-        proc.join(60)
-        assert proc.exitcode == 0
+    run_at_once(
+        report_while_redis_flaps, [(str(spool_dir), str(out), w) for w, out in enumerate(outputs)]
+    )
 
     # When Redis is back and the spool is replayed
     replayed = [int(event["n"]) for event in replay_all(Spool(spool_dir))]
