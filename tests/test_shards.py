@@ -297,13 +297,16 @@ def test_circuit_breakers_see_every_shards_recent_outcomes(tracker: Tracker) -> 
     assert tracker.reports.breaker_windows() == {"other": "101"}
 
 
-def test_a_report_reloads_its_script_after_a_script_flush(
-    tracker: Tracker, redis_client: redis.Redis
-) -> None:
+def test_scripts_reload_after_a_script_flush(tracker: Tracker, redis_client: redis.Redis) -> None:
     fail(tracker, "/docs/a.pdf")
     assert tracker.reports.status()["total_failed_documents"] == 1
 
     redis_client.script_flush()
-
     assert tracker.reports.status()["total_failed_documents"] == 1
-    assert tracker.claims.claim_due(5, now=T0 + HOUR).records
+
+    redis_client.script_flush()
+    fail(tracker, "/docs/b.pdf")
+    assert tracker.reports.status()["total_failed_documents"] == 2
+
+    redis_client.script_flush()
+    assert len(tracker.claims.claim_due(5, now=T0 + HOUR).records) == 2

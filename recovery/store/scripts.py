@@ -22,15 +22,18 @@ From that one declaration the loader
   in the declared order. A missing or unknown name raises at once instead of
   shifting every later argument.
 
-``register_script`` gives an object that calls EVALSHA and, on NOSCRIPT (after a
-SCRIPT FLUSH, a restart, or a failover to a replica that never loaded it), loads the
-script and calls it again, so every state change stays one round trip. With
+A call is one EVALSHA, sent straight through the client's ``execute_command``
+(redis-py's ``Script`` wrapper costs a few microseconds a call in tuple copies and an
+import, a measurable share of recording a failure); on NOSCRIPT (after a SCRIPT
+FLUSH, a restart, or a failover to a replica that never loaded it) the script is
+loaded and called again, so every state change stays one round trip. With
 ``wait_replicas`` set, a script that writes is sent in one pipeline with ``WAIT``
 (:mod:`recovery.store.replication`), reloaded the same way.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,7 +43,6 @@ from typing import Any
 
 from redis import Redis
 from redis.cluster import RedisCluster
-from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
 from recovery.keys import Keys
@@ -176,7 +178,7 @@ class LuaScript:
         self.source = source(name)
         self._client = client
         self._wait = None if name in READ_ONLY else wait
-        self._script: Script = client.register_script(self.source)
+        self.sha = hashlib.sha1(self.source.encode()).hexdigest()
         self._shared = {n: getattr(keys, n) for n in self.signature.keys if _is_shared(keys, n)}
         self._given = [n for n in self.signature.keys if n not in self._shared]
         # checked and filled on every call: built once, so a call costs a lookup a name
@@ -208,17 +210,17 @@ class LuaScript:
     def _call_and_wait(self, wait: Wait, keys: list[str], argv: list[Any]) -> Any:
         """EVALSHA and WAIT in one round trip; the script's reply, an error as a value."""
         pipe = self._client.pipeline(transaction=False)
-        pipe.evalsha(self._script.sha, len(keys), *keys, *argv)
+        pipe.evalsha(self.sha, len(keys), *keys, *argv)
         [reply] = wait.execute(pipe)
         return reply
 
     def run(self, keys: list[str], argv: list[Any]) -> Any:
         """Run it with KEYS and ARGV as :meth:`bind` made them."""
-        return self._script(keys=keys, args=argv)
-
-    @property
-    def sha(self) -> str:
-        return str(self._script.sha)
+        try:
+            return self._client.evalsha(self.sha, len(keys), *keys, *argv)
+        except NoScriptError:
+            self._client.script_load(self.source)
+            return self._client.evalsha(self.sha, len(keys), *keys, *argv)
 
     def bind(
         self,
