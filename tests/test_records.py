@@ -7,11 +7,12 @@ import json
 import os
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import redis
+import zstandard
 
 from recovery.api import FailedDocumentsTracker
 from recovery.config import RecoveryConfig
@@ -224,12 +225,19 @@ def test_from_redis_names_every_missing_required_field() -> None:
     assert "{docrecovery}:doc:x" in str(caught.value)
 
 
-def test_a_body_written_before_zstd_still_reads() -> None:
-    # Given a record hash as the tracker wrote it before bodies were zstd: zlib JSON
+@pytest.mark.parametrize(
+    "compress",
+    [zlib.compress, zstandard.ZstdCompressor(level=3).compress],
+    ids=["zlib", "zstd"],
+)
+def test_a_body_written_by_an_earlier_version_still_reads(
+    compress: Callable[[bytes], bytes],
+) -> None:
+    # Given a record hash as earlier versions wrote it: zlib JSON, then zstd JSON
     record = FailedDocumentRecord("/docs/old.txt", "t1", "boom", failure_timestamp=T0)
     fields = record.to_redis()
     legacy = {"path": "/docs/old.txt", "task": record.task_name, "msg": "boom"}
-    fields["body"] = zlib.compress(json.dumps(legacy).encode("ascii"))
+    fields["body"] = compress(json.dumps(legacy).encode("ascii"))
 
     # Then it decodes to the same record
     read = FailedDocumentRecord.from_redis("k", fields)
@@ -244,7 +252,8 @@ def test_a_body_written_before_zstd_still_reads() -> None:
         ("failures", " 2", "'failures'"),
         ("attempts", "1_0", "'attempts'"),
         ("last", "yesterday", "'last'"),
-        ("body", "not zstd", "'body' cannot be read"),
+        ("body", "not lz4", "'body' cannot be read"),
+        ("body", "\x04\x22\x4d\x18 cut short", "'body' cannot be read"),
         ("state", "sleeping", "unknown state 'sleeping'"),
     ],
 )
