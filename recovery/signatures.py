@@ -43,10 +43,17 @@ TRACEBACK = "Traceback (most recent call last)"
 
 def error_line(message: str) -> str:
     """The line that says what the error is: the first, or a traceback's last. Only the
-    ends are read, so a 10 MB message costs no more than a short one."""
-    head = message.lstrip()[:READ_CHARS]
+    ends are read (stripping copies a string, so only an end is stripped), and a 10 MB
+    message costs no more than a short one."""
+    window = READ_CHARS * 2
+    head = message[:window].lstrip()[:READ_CHARS]
+    if len(head) < READ_CHARS and len(message) > window:  # a blank lead of over READ_CHARS
+        head = message.lstrip()[:READ_CHARS]
     if head.startswith(TRACEBACK):
-        return message.rstrip()[-READ_CHARS:].rsplit("\n", 1)[-1]
+        tail = message[-window:].rstrip()
+        if len(tail) < READ_CHARS and len(message) > window:
+            tail = message.rstrip()
+        return tail[-READ_CHARS:].rsplit("\n", 1)[-1]
     return head.split("\n", 1)[0]
 
 

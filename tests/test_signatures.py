@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from recovery.signatures import PATTERN_CHARS, error_line, normalize, signature
+from recovery.signatures import PATTERN_CHARS, READ_CHARS, error_line, normalize, signature
 
 
 @pytest.mark.parametrize(
@@ -65,3 +65,11 @@ def test_a_ten_megabyte_message_is_read_from_its_ends_only() -> None:
 
     assert len(normalize(huge)) == PATTERN_CHARS
     assert normalize(trace) == "OSError: disk <n>"
+
+
+@pytest.mark.parametrize("blank", [0, 1, READ_CHARS - 1, READ_CHARS + 1, 3 * READ_CHARS])
+def test_blank_lines_around_a_traceback_of_any_length_are_skipped(blank: int) -> None:
+    trace = "Traceback (most recent call last):\n" + '  File "/a.py"\n' * 200 + "OSError: disk 3"
+
+    assert error_line(" \n" * blank + trace + "\n \t" * blank) == "OSError: disk 3"
+    assert error_line("\n" * blank + "KeyError: 'x'\nmore" + "\n" * blank) == "KeyError: 'x'"
