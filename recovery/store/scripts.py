@@ -22,11 +22,11 @@ From that one declaration the loader
   in the declared order. A missing or unknown name raises at once instead of
   shifting every later argument.
 
-A call is one EVALSHA, sent straight through the client's ``execute_command``
-(redis-py's ``Script`` wrapper costs a few microseconds a call in tuple copies and an
-import, a measurable share of recording a failure); on NOSCRIPT (after a SCRIPT
-FLUSH, a restart, or a failover to a replica that never loaded it) the script is
-loaded and called again, so every state change stays one round trip. With
+A call is one EVALSHA, by the client's own ``evalsha`` (redis-py's ``Script`` wrapper
+costs a few microseconds a call in tuple copies and an import, a measurable share of
+recording a failure); on NOSCRIPT (after a SCRIPT FLUSH, a restart, or a failover to a
+replica that never loaded it) the script is loaded and called again, so every state
+change stays one round trip. With
 ``wait_replicas`` set, a script that writes is sent in one pipeline with ``WAIT``
 (:mod:`recovery.store.replication`), reloaded the same way.
 """
