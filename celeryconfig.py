@@ -91,7 +91,10 @@ _longest_run = int(longest_run(_recovery, task_time_limit))
 # A sentinel:// broker or backend follows the primary its sentinels know by this name,
 # the tracker's own (README: Redis Sentinel). Set whatever the URLs: a redis:// one
 # ignores it, and a sentinel:// URL given later (``--redis-url``) finds it in place.
-_sentinel = {"master_name": _recovery.sentinel_master}
+_sentinel: dict[str, object] = {"master_name": _recovery.sentinel_master}
+if _recovery.sentinel_password:
+    # sentinels that require a password of their own (the primary's is the URL's)
+    _sentinel["sentinel_kwargs"] = {"password": _recovery.sentinel_password}
 
 if _broker.is_redis(broker_url):
     broker_transport_options = {

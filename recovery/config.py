@@ -35,9 +35,10 @@ Check = Callable[[str, Any], None]
 _T = TypeVar("_T")
 
 
-def setting(default: _T, check: Check) -> _T:
-    """Declare a key once: its default and its validator, at the field."""
-    return field(default=default, metadata={"check": check})
+def setting(default: _T, check: Check, *, secret: bool = False) -> _T:
+    """Declare a key once: its default and its validator, at the field. A ``secret``
+    is left out of the config's repr (and so of logs and tracebacks)."""
+    return field(default=default, repr=not secret, metadata={"check": check})
 
 
 def setting_from(factory: Callable[[], _T], check: Check, *, hash: bool | None = None) -> _T:
@@ -81,6 +82,11 @@ def _name(key: str, value: Any) -> None:
 def _master(key: str, value: Any) -> None:
     if not isinstance(value, str) or not value or any(c.isspace() for c in value):
         raise ConfigError(key, value, "a Sentinel master name: a non-empty string without spaces")
+
+
+def _secret(key: str, value: Any) -> None:
+    if not isinstance(value, str):
+        raise ConfigError(key, type(value).__name__, "a string (empty for none)")
 
 
 def _path(key: str, value: Any) -> None:
@@ -145,6 +151,9 @@ class RecoveryConfig:
     #: ``sentinel://host:26379;sentinel://host2:26379`` (README: Redis Sentinel); the
     #: default is the name in Redis's own sentinel.conf.
     sentinel_master: str = setting("mymaster", _master)
+    #: The password the sentinels themselves require (``requirepass`` in
+    #: sentinel.conf); empty: they require none. The primary's is the URL's.
+    sentinel_password: str = setting("", _secret, secret=True)
     #: Replicas that must acknowledge each state change before it returns (Redis
     #: ``WAIT``, sent in the same round trip); 0: none, as Redis replicates by default.
     wait_replicas: int = setting(0, _int(0))

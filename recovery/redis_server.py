@@ -17,6 +17,7 @@ import subprocess
 import time
 from pathlib import Path
 from typing import Self
+from urllib.parse import quote
 
 import redis
 
@@ -74,18 +75,22 @@ class RedisServer(Service):
         appendonly: bool = True,
         extra_args: tuple[str, ...] = (),
         config_file: Path | None = None,
+        password: str | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
         self.appendonly = appendonly
         self.extra_args = extra_args
+        #: ``requirepass``: clients (``url``, ``client()``) log in with it.
+        self.password = password
         #: A configuration file read first (a sentinel's: Sentinel rewrites it).
         self.config_file = config_file
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        login = f":{quote(self.password, safe='')}@" if self.password else ""
+        return f"redis://{login}127.0.0.1:{self.port}/0"
 
     def client(self) -> redis.Redis:
         return redis.Redis.from_url(self.url)
@@ -113,6 +118,7 @@ class RedisServer(Service):
             # at the default 64-byte bound each record becomes a hashtable, 2x larger
             "--hash-max-ziplist-value",
             str(HASH_MAX_VALUE),
+            *(("--requirepass", self.password) if self.password else ()),
             *self.extra_args,
         ]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -47,9 +47,11 @@ class SentinelGroup:
         down_after_ms: int = 1000,
         failover_timeout_ms: int = 2000,
         replica_priority: int = 100,
+        sentinel_password: str | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.master = master
+        self.sentinel_password = sentinel_password
         self.down_after_ms = down_after_ms
         self.failover_timeout_ms = failover_timeout_ms
         self.primary = RedisServer(self.data_dir / "redis-0", extra_args=SYNC_AT_ONCE)
@@ -73,13 +75,15 @@ class SentinelGroup:
                 appendonly=False,
                 config_file=self.data_dir / f"sentinel-{n}" / "sentinel.conf",
                 extra_args=("--sentinel",),
+                password=sentinel_password,
             )
             for n in range(sentinels)
         ]
 
     @property
     def url(self) -> str:
-        """Celery's form: one ``sentinel://`` part per sentinel, joined by ``;``."""
+        """Celery's form: one ``sentinel://`` part per sentinel, joined by ``;`` (the
+        sentinels' own password is not in it, as in Celery)."""
         return ";".join(f"sentinel://127.0.0.1:{s.port}" for s in self.sentinels)
 
     @property
@@ -112,6 +116,12 @@ class SentinelGroup:
                 f"sentinel known-sentinel {name} 127.0.0.1 {other.port} {_sentinel_id(other)}"
                 for other in self.sentinels
                 if other is not sentinel
+            ),
+            # sentinels that require a password log in to each other with it
+            *(
+                [f"sentinel sentinel-pass {self.sentinel_password}"]
+                if self.sentinel_password
+                else []
             ),
         ]
         return "\n".join(lines) + "\n"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import runpy
 import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -38,7 +39,7 @@ from faults.support import (
 )
 
 from recovery.config import RecoveryConfig
-from recovery.errors import ConfigError, TrackerUnavailable
+from recovery.errors import ConfigError, TrackerRefused, TrackerUnavailable
 from recovery.records import FailedDocumentRecord
 from recovery.sentinel_server import SentinelGroup
 from recovery.store import Tracker, redact
@@ -147,6 +148,81 @@ def test_celerys_result_backend_stores_on_the_primary_the_sentinels_name(
     primary = group.primary.client()
     assert primary.exists("celery-task-meta-task-1")
     assert app.backend.get_task_meta("task-1")["result"] == {"pages": 3}
+    primary.close()
+    app.close()
+
+
+# --- sentinels that require a password ----------------------------------------------
+
+SENTINEL_PASSWORD = "sentinel-s3cret"
+
+
+def test_the_sentinel_password_is_a_string_never_shown() -> None:
+    config = RecoveryConfig(sentinel_password=SENTINEL_PASSWORD)
+
+    assert SENTINEL_PASSWORD not in repr(config)
+    not_text: Any = 12345
+    with pytest.raises(ConfigError, match="sentinel_password") as raised:
+        RecoveryConfig(sentinel_password=not_text)
+    assert "12345" not in str(raised.value)
+
+
+def test_the_tracker_logs_in_to_sentinels_that_require_a_password(
+    sentinel_group: StartGroup,
+) -> None:
+    # Given sentinels that require a password of their own (requirepass)
+    group = sentinel_group(sentinel_password=SENTINEL_PASSWORD)
+
+    # When a tracker is given it, Then it records on the primary they name
+    tracker = Tracker(group.url, RecoveryConfig(sentinel_password=SENTINEL_PASSWORD))
+    assert tracker.store.record_failure(failure(1), now="server").state == "failed"
+    primary = group.primary.client()
+    assert primary.exists(tracker.keys.record(failure(1).doc_id))
+    primary.close()
+    tracker.close()
+
+    # And without it the call is refused, naming the setting (not redis-py's reprs)
+    locked_out = Tracker(group.url, RecoveryConfig())
+    with pytest.raises(TrackerRefused, match="sentinels refused the login") as raised:
+        locked_out.reports.status()
+    assert "sentinel_password" in str(raised.value)
+    assert "ConnectionPool" not in str(raised.value)
+    locked_out.close()
+
+    # And a master name the sentinels do not watch is named as such
+    unknown = Tracker(
+        group.url, RecoveryConfig(sentinel_password=SENTINEL_PASSWORD, sentinel_master="docs")
+    )
+    with pytest.raises(TrackerUnavailable, match="no sentinel named a primary 'docs'"):
+        unknown.reports.status()
+    unknown.close()
+
+
+def test_celery_logs_in_to_sentinels_that_require_a_password(
+    sentinel_group: StartGroup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import celeryconfig
+
+    # Given celeryconfig read with DOCRECOVERY_SENTINEL_PASSWORD and a sentinel:// broker
+    group = sentinel_group(sentinel_password=SENTINEL_PASSWORD)
+    monkeypatch.setenv("DOCRECOVERY_SENTINEL_PASSWORD", SENTINEL_PASSWORD)
+    monkeypatch.setenv("CELERY_BROKER_URL", group.url)
+    settings = runpy.run_path(celeryconfig.__file__)
+    login = {"password": SENTINEL_PASSWORD}
+    assert settings["broker_transport_options"]["sentinel_kwargs"] == login
+    assert settings["result_backend_transport_options"]["sentinel_kwargs"] == login
+
+    # When Celery's broker and result backend use those options
+    app = Celery("sentinel-login", broker=group.url, backend=group.url, set_as_current=False)
+    app.conf.broker_transport_options = settings["broker_transport_options"]
+    app.conf.result_backend_transport_options = settings["result_backend_transport_options"]
+
+    # Then both reach the primary through the sentinels
+    with app.connection_for_write() as connection:
+        assert connection.default_channel.client.ping()
+    app.backend.store_result("task-1", {"pages": 3}, "SUCCESS")
+    primary = group.primary.client()
+    assert primary.exists("celery-task-meta-task-1")
     primary.close()
     app.close()
 

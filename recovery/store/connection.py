@@ -26,6 +26,7 @@ from redis.backoff import ExponentialBackoff
 from redis.cluster import RedisCluster
 from redis.exceptions import NoScriptError, RedisClusterException, SlotNotCoveredError
 from redis.retry import Retry
+from redis.sentinel import MasterNotFoundError
 
 from recovery.categories import exception_chain
 from recovery.config import RecoveryConfig
@@ -39,6 +40,7 @@ from recovery.store.sentinel import (
     close_sentinels,
     is_sentinel,
     master_client,
+    no_primary,
     parts,
 )
 
@@ -124,10 +126,11 @@ CLIENT_OPTIONS: dict[str, Any] = {
 }
 
 
-def connect(url: str, sentinel_master: str) -> Client:
+def connect(url: str, sentinel_master: str, sentinel_password: str = "") -> Client:
     """A client of the Redis ``url`` names; for a ``sentinel://`` URL, of the primary
-    its sentinels know as ``sentinel_master``, found again after a failover; for a
-    ``redis+cluster://`` URL, of the cluster (it reads the slot map on creation)."""
+    its sentinels (logged in to with ``sentinel_password``, if any) know as
+    ``sentinel_master``, found again after a failover; for a ``redis+cluster://`` URL,
+    of the cluster (it reads the slot map on creation)."""
     if is_cluster_url(url):
         return connect_cluster(url, **CLIENT_OPTIONS)
     options = {
@@ -140,7 +143,7 @@ def connect(url: str, sentinel_master: str) -> Client:
         "retry": Retry(ExponentialBackoff(cap=0.5, base=0.1), 1),
     }
     if is_sentinel(url):
-        return master_client(url, sentinel_master, redact(url), options)
+        return master_client(url, sentinel_master, redact(url), options, sentinel_password)
     return redis.Redis.from_url(url, **options)
 
 
@@ -181,6 +184,7 @@ class Connection:
             check_url(url)
         self._client = client
         self._master = config.sentinel_master
+        self._sentinel_password = config.sentinel_password
         self.wait = (
             Wait(config.wait_replicas, config.wait_timeout_ms) if config.wait_replicas else None
         )
@@ -195,7 +199,7 @@ class Connection:
         if self._client is None:
             with self.errors("connect"):
                 try:
-                    self._client = connect(self.url, self._master)
+                    self._client = connect(self.url, self._master, self._sentinel_password)
                 except RedisClusterException as exc:
                     raise redis.ConnectionError(str(exc)) from exc
         return self._client
@@ -218,8 +222,10 @@ class Connection:
             yield
         except (redis.RedisError, RedisClusterException) as exc:
             where = redact(self.url) if self.url else "Redis"
-            kind = _kind(exc)
-            raise kind(f"{operation} failed on {where}: {exc}") from exc
+            kind, cause = _kind(exc), str(exc)
+            if isinstance(exc, MasterNotFoundError):
+                kind, cause = no_primary(exc, self._master)
+            raise kind(f"{operation} failed on {where}: {cause}") from exc
 
     def server_time(self) -> float:
         """The Redis server's clock: the one every deadline is measured by."""

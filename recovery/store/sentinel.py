@@ -9,8 +9,9 @@ and the name of the primary they watch in a transport option (``master_name``). 
 the name is the ``sentinel_master`` setting, and ``celeryconfig.py`` hands the same
 name to Celery's broker and result backend, so one URL and one name serve all three.
 As in Celery, the password, user and database of the first part are the primary's
-(the sentinels themselves are reached without a password) and a part without a port
-means 26379.
+and a part without a port means 26379; sentinels that require a password of their own
+get the ``sentinel_password`` setting, which ``celeryconfig.py`` hands to Celery as
+``sentinel_kwargs``.
 
 The client is redis-py's ``Sentinel(...).master_for(name)``: every new connection
 asks the sentinels where the primary is, and a connection to a primary that died or
@@ -26,9 +27,9 @@ from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
 import redis
-from redis.sentinel import Sentinel, SentinelConnectionPool
+from redis.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 
-from recovery.errors import ConfigError
+from recovery.errors import ConfigError, TrackerError, TrackerRefused, TrackerUnavailable
 
 SCHEME = "sentinel"
 DEFAULT_PORT = 26379
@@ -98,16 +99,35 @@ def _db(parsed: SplitResult, shown: str) -> int:
     return int(path or 0)
 
 
-def master_client(url: str, master: str, shown: str, options: dict[str, Any]) -> redis.Redis:
+def master_client(
+    url: str, master: str, shown: str, options: dict[str, Any], sentinel_password: str = ""
+) -> redis.Redis:
     """A client of the primary the sentinels of ``url`` know as ``master``, with the
-    connection ``options`` of an ordinary client."""
+    connection ``options`` of an ordinary client; ``sentinel_password`` logs in to the
+    sentinels."""
     where = SentinelURL.parse(url, shown)
+    login = {"password": sentinel_password} if sentinel_password else {}
     # redis.sentinel is untyped: its client is a redis.Redis on a SentinelConnectionPool
-    sentinel = Sentinel(list(where.sentinels), sentinel_kwargs=dict(SENTINEL_TIMEOUTS))  # type: ignore[no-untyped-call]
+    sentinel = Sentinel(list(where.sentinels), sentinel_kwargs={**SENTINEL_TIMEOUTS, **login})  # type: ignore[no-untyped-call]
     client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
         master, db=where.db, username=where.username, password=where.password, **options
     )
     return client
+
+
+def no_primary(exc: MasterNotFoundError, master: str) -> tuple[type[TrackerError], str]:
+    """What finding no primary means, in a few words (redis-py's message holds each
+    sentinel client's whole repr): the sentinels refused our login, else none of them
+    named one."""
+    if "AuthenticationError" in str(exc):
+        return TrackerRefused, (
+            "the sentinels refused the login: sentinel_password"
+            " (DOCRECOVERY_SENTINEL_PASSWORD) must be the requirepass of their sentinel.conf"
+        )
+    return TrackerUnavailable, (
+        f"no sentinel named a primary {master!r}: are they up, and is that the name"
+        " in their `sentinel monitor`?"
+    )
 
 
 def close_sentinels(client: redis.Redis) -> None:
