@@ -100,7 +100,8 @@ class Keys:
     @property
     def deleted(self) -> str:
         """Sorted set: task ids of runs that were sent or running when their document
-        was deleted, scored by when; their outcome is dropped, not recorded."""
+        was deleted, scored by when (negated once an outcome was dropped); their
+        outcomes are dropped, not recorded, until retention trims the mark."""
         return self._name("deleted")
 
     @property

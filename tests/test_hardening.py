@@ -222,11 +222,34 @@ def test_the_success_of_a_run_whose_document_was_deleted_counts_nothing(
     assert (done.tracked, done.recovery_seconds) == (False, None)
     assert (metrics["successful_recoveries"], metrics["resolved"]) == (0, 0)
     assert metrics["dropped_after_delete"] == 1
-    assert redis_client.zcard(KEYS.inflight) == redis_client.zcard(KEYS.deleted) == 0
+    assert redis_client.zcard(KEYS.inflight) == 0
+
+    # And the same run's outcomes reported again (a redelivery, a spool's replay after
+    # a failover) are dropped too, counted once (before: the first consumed the mark,
+    # and a replayed failure tracked the deleted document again)
+    again = replace(doc, task_id=sent.task_id)
+    assert store.record_failure(again, recovery_attempt=True).state == "dropped"
+    assert store.resolve(doc.doc_id, task_id=sent.task_id).tracked is False
+    assert manager.tracker.reports.get_record(doc.doc_id) is None
+    assert manager.status()["recovery_metrics"]["dropped_after_delete"] == 1
 
     # And a later failure of the same document under another task is tracked again
     assert store.record_failure(replace(doc, task_id="t-later")).state == "failed"
     assert manager.tracker.reports.get_record(doc.doc_id) is not None
+
+
+def test_retention_trims_delete_marks_whether_spent_or_not(
+    manager: DocumentRecoveryManager, redis_client: redis.Redis
+) -> None:
+    # Given delete marks older than retention (one spent by a dropped outcome) and
+    # one that is new
+    now = time.time()
+    old = now - manager.tracker.config.retention_seconds - 60
+    redis_client.zadd(KEYS.deleted, {"t-old": old, "t-old-spent": -old, "t-new": -now})
+
+    # When cleanup runs, Then only the new mark is left
+    manager.tracker.maintenance.cleanup()
+    assert redis_client.zrange(KEYS.deleted, 0, -1) == ["t-new"]
 
 
 def test_a_resubmission_that_checks_in_before_its_run_settles_is_recovering(

@@ -119,6 +119,20 @@ local function agg_incr(hash, field)
   end
 end
 
+-- Whether `task` is a run of a document deleted while it was sent or running
+-- (remove.lua marked it, scored by when). The mark stays until retention trims it, so
+-- every outcome of that run is dropped — a redelivery's as much as one replayed from
+-- a spool after a failover — and counted once: the first turns the score negative.
+local function deleted_run(deleted, stats, task)
+  local mark = tonumber(redis.call('ZSCORE', deleted, task))
+  if not mark then return false end
+  if mark > 0 then
+    redis.call('ZADD', deleted, num(-mark), task)
+    redis.call('HINCRBY', stats, 'dropped_after_delete', 1)
+  end
+  return true
+end
+
 -- Take a document out of every index and aggregate, and delete its record.
 -- idx: list of sorted-set keys; agg: {category, worker, query} hash keys.
 local function untrack(idx, agg, rec, id)

@@ -15,8 +15,8 @@
 -- under in the aggregates (the query, or its head and a hash when long), kept in the
 -- record only when it differs from the query.
 -- A failure of a run whose document was deleted while it was sent or running
--- (remove.lua marked its task id) is dropped and counted ('dropped_after_delete'):
--- the delete stands, nothing is tracked again.
+-- (remove.lua marked its task id) is dropped, and the first counted
+-- ('dropped_after_delete'): the delete stands, nothing is tracked again.
 -- A failure of a run that recovery has since replaced by a newer task (settle.lua
 -- marked its task id superseded) is stale and dropped ('dropped_stale'): the newer run
 -- decides the document's fate. Such a report comes late, from a host that was cut off
@@ -41,10 +41,7 @@ end
 if redis.call('ZREM', K.inflight, A.task_id) == 1 then
   redis.call('HDEL', K.inflight_tasks, A.task_id)
 end
-if redis.call('ZREM', K.deleted, A.task_id) == 1 then
-  redis.call('HINCRBY', K.stats, 'dropped_after_delete', 1)
-  return {'dropped', 0, 0}
-end
+if deleted_run(K.deleted, K.stats, A.task_id) then return {'dropped', 0, 0} end
 if A.task_id ~= '' and redis.call('ZSCORE', K.superseded, A.task_id) then
   redis.call('HINCRBY', K.stats, 'dropped_stale', 1)
   return {'stale', 0, 0}

@@ -12,7 +12,7 @@
 -- in no failed index at all, never had one here (written by hand, or its record was
 -- deleted outside docrecovery). Both may leave counts in the aggregates behind.
 -- A document removed while its resubmission is sent or running has that task id
--- marked deleted: the run's outcome is then dropped (record_failure.lua, resolve.lua)
+-- marked deleted: the run's outcomes are then dropped (record_failure.lua, resolve.lua)
 -- instead of tracking the document again.
 local cutoff = tonumber(A.cutoff)
 local now = clock(A.now)

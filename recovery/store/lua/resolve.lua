@@ -8,11 +8,10 @@
 -- nothing but the drop ('dropped_after_delete'), and leaves the tracker as it is.
 -- Returns {was tracked (0/1), recovery seconds or ''}.
 local rec, id, now = K.record, A.doc_id, clock(A.now)
-if redis.call('ZREM', K.deleted, A.task_id) == 1 then
+if deleted_run(K.deleted, K.stats, A.task_id) then
   if redis.call('ZREM', K.inflight, A.task_id) == 1 then
     redis.call('HDEL', K.inflight_tasks, A.task_id)
   end
-  redis.call('HINCRBY', K.stats, 'dropped_after_delete', 1)
   return {0, ''}
 end
 agg_incr(K.worker_successes, A.worker)
