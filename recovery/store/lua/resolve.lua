@@ -4,21 +4,17 @@
 -- recovery: '1' when the run was a recovery attempt; task_id: the run that succeeded;
 -- window: the circuit-breaker window; query: the name the query is counted under.
 -- step, keep: the recoveries-over-time series' bucket width (s) and buckets kept.
--- A run whose document was deleted while it was sent or running (remove.lua) counts
--- nothing but the drop ('dropped_after_delete'), and leaves the tracker as it is.
+-- A run whose document was deleted while it was sent or running (remove.lua) is taken
+-- out of flight and counts nothing but the drop ('dropped_after_delete', the first
+-- outcome only), and leaves the tracker as it is.
 -- Returns {was tracked (0/1), recovery seconds or ''}.
 local rec, id, now = K.record, A.doc_id, clock(A.now)
-if deleted_run(K.deleted, K.stats, A.task_id) then
-  if redis.call('ZREM', K.inflight, A.task_id) == 1 then
-    redis.call('HDEL', K.inflight_tasks, A.task_id)
-  end
-  return {0, ''}
-end
-agg_incr(K.worker_successes, A.worker)
-agg_incr(K.query_successes, query_of(A.query))
 if redis.call('ZREM', K.inflight, A.task_id) == 1 then
   redis.call('HDEL', K.inflight_tasks, A.task_id)
 end
+if deleted_run(K.deleted, K.stats, A.task_id) then return {0, ''} end
+agg_incr(K.worker_successes, A.worker)
+agg_incr(K.query_successes, query_of(A.query))
 if redis.call('EXISTS', rec) == 0 then
   return {0, ''}
 end
