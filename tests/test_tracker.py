@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import redis
 from conftest import trackers
+from redis.connection import HiredisRespSerializer
 
 from recovery.api import FailedDocumentsTracker
 from recovery.calls import RunCall
@@ -22,6 +23,7 @@ from recovery.keys import LEVEL
 from recovery.records import FailedDocumentRecord, document_id
 from recovery.redis_server import RedisServer
 from recovery.store import Settlement, Tracker, redact
+from recovery.store.connection import Packer
 
 HOUR = 3600.0
 DAY = 86400.0
@@ -1052,6 +1054,33 @@ def test_the_unavailable_message_never_shows_the_password() -> None:
         assert "hunter2-secret" not in str(exc)
         assert "hunter2-secret" not in repr(exc)
         assert "admin:***@127.0.0.1" in str(exc)
+
+
+# --- the client ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("EVALSHA", "f" * 40, 2, "rec", "due", 1.5, 0, "a", b"\x00body", "\u00e9"),
+        ("SCRIPT LOAD", "return 1"),
+        ("SET", memoryview(b"key"), bytearray(b"value")),
+    ],
+    ids=["a-script-call", "a-two-word-command", "buffers"],
+)
+def test_the_trackers_packer_sends_what_redis_pys_own_would(command: tuple[Any, ...]) -> None:
+    assert Packer().pack(*command) == HiredisRespSerializer().pack(*command)
+
+
+def test_the_trackers_client_refuses_what_redis_py_refuses_and_sends_buffers(
+    tracker: Tracker, redis_client: redis.Redis
+) -> None:
+    client = tracker.store.connection.client
+    assert isinstance(client, redis.Redis)
+    with pytest.raises(redis.DataError, match="must be str, int, float or bytes"):
+        client.set("key", None)  # type: ignore[arg-type]
+    client.set(memoryview(b"buffered"), bytearray(b"value"))
+    assert redis_client.get("buffered") == "value"
 
 
 # --- the async face -------------------------------------------------------------------
