@@ -27,9 +27,10 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 # The clock tests run hosts two hours ahead under Debian's faketime (a few hundred KB),
-# the dashboard's browser tests Debian's chromium; each skips, saying so, where its tool
-# is absent and cannot be installed (not root, no apt).
-test-tools:
+# the dashboard's browser tests Debian's chromium, the alert rules' tests Prometheus's
+# promtool; each skips, saying so, where its tool is absent and cannot be installed
+# (not root, no apt).
+test-tools: $(STAMP)
 	@command -v faketime >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
 		&& { apt-get install -y -qq faketime >/dev/null 2>&1 \
 			|| { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq faketime >/dev/null 2>&1; }; }; } \
@@ -39,9 +40,18 @@ test-tools:
 		&& { apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 \
 			|| { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1; }; }; } \
 		|| echo "note: chromium-driver not installed; the dashboard's browser tests will be skipped"
+	@# promtool alone, out of Debian's prometheus package into the venv: no root needed,
+	@# and no Prometheus service installed beside it.
+	@command -v promtool >/dev/null || [ -x $(BIN)/promtool ] || { command -v apt-get >/dev/null \
+		&& tmp=$$(mktemp -d) && (cd $$tmp && apt-get download -qq prometheus >/dev/null 2>&1) \
+		&& dpkg-deb --fsys-tarfile $$tmp/prometheus_*.deb | tar -xO ./usr/bin/promtool > $$tmp/promtool \
+		&& chmod +x $$tmp/promtool && mv $$tmp/promtool $(BIN)/promtool; rm -rf $$tmp; \
+		[ -x $(BIN)/promtool ]; } \
+		|| echo "note: promtool not installed; the alert rules' tests will be skipped"
 
+# The venv's bin first on PATH: promtool may be there.
 pytest: $(STAMP) test-tools
-	$(BIN)/pytest
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pytest
 
 test: lint typecheck pytest
 
