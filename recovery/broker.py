@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 
 from recovery.errors import ConfigError
+from recovery.store import tls
 from recovery.store.cluster import is_cluster_url
 from recovery.store.connection import default_redis_url
 
@@ -39,8 +40,9 @@ REDIS_TRANSPORTS = frozenset({"redis", "rediss", "sentinel"})
 
 def default_broker_url(redis_url: str | None = None) -> str:
     """``CELERY_BROKER_URL``, else the tracker's Redis (``redis_url``, else
-    ``REDIS_URL``) — unless that is a Redis Cluster, which kombu cannot use as a broker:
-    then the broker must be named (ConfigError)."""
+    ``REDIS_URL``; a ``rediss://`` one saying how certificates are checked, as Celery
+    requires: :func:`recovery.store.tls.for_celery`) — unless that is a Redis Cluster,
+    which kombu cannot use as a broker: then the broker must be named (ConfigError)."""
     named = os.environ.get(BROKER_URL_ENV)
     tracker = default_redis_url(redis_url)
     if not named and is_cluster_url(tracker):
@@ -50,12 +52,12 @@ def default_broker_url(redis_url: str | None = None) -> str:
             "a broker URL (amqp://... or redis://...): the tracker is a Redis Cluster, "
             "which Celery cannot use as its broker",
         )
-    return named or tracker
+    return named or tls.for_celery(tracker)
 
 
 def default_result_backend(redis_url: str | None = None) -> str:
-    """``CELERY_RESULT_BACKEND``, else the tracker's Redis."""
-    return os.environ.get(RESULT_BACKEND_ENV) or default_redis_url(redis_url)
+    """``CELERY_RESULT_BACKEND``, else the tracker's Redis (as for the broker)."""
+    return os.environ.get(RESULT_BACKEND_ENV) or tls.for_celery(default_redis_url(redis_url))
 
 
 def celery_urls(redis_url: str | None = None) -> dict[str, str]:

@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 from urllib.parse import quote
@@ -64,6 +65,15 @@ class Service:
         self.stop()
 
 
+@dataclass(frozen=True)
+class TLSFiles:
+    """A server's certificate and key, and the CA that signed it: PEM files."""
+
+    cert: Path
+    key: Path
+    ca: Path
+
+
 class RedisServer(Service):
     """Start with ``with RedisServer(data_dir) as server: server.url``."""
 
@@ -76,6 +86,7 @@ class RedisServer(Service):
         extra_args: tuple[str, ...] = (),
         config_file: Path | None = None,
         password: str | None = None,
+        tls: TLSFiles | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
@@ -83,6 +94,8 @@ class RedisServer(Service):
         self.extra_args = extra_args
         #: ``requirepass``: clients (``url``, ``client()``) log in with it.
         self.password = password
+        #: TLS only (no plain-text port): ``url`` is a ``rediss://`` URL naming the CA.
+        self.tls = tls
         #: A configuration file read first (a sentinel's: Sentinel rewrites it).
         self.config_file = config_file
         self.process: subprocess.Popen[bytes] | None = None
@@ -90,6 +103,8 @@ class RedisServer(Service):
     @property
     def url(self) -> str:
         login = f":{quote(self.password, safe='')}@" if self.password else ""
+        if self.tls:
+            return f"rediss://{login}127.0.0.1:{self.port}/0?ssl_ca_certs={quote(str(self.tls.ca))}"
         return f"redis://{login}127.0.0.1:{self.port}/0"
 
     def client(self) -> redis.Redis:
@@ -102,8 +117,7 @@ class RedisServer(Service):
             *([str(self.config_file.resolve())] if self.config_file else []),
             "--bind",
             "127.0.0.1",
-            "--port",
-            str(self.port),
+            *self._ports(),
             "--dir",
             str(self.data_dir.resolve()),
             "--appendonly",
@@ -140,6 +154,15 @@ class RedisServer(Service):
                 time.sleep(0.02)
         finally:
             client.close()
+
+    def _ports(self) -> tuple[str, ...]:
+        if self.tls is None:
+            return ("--port", str(self.port))
+        return (
+            *("--port", "0", "--tls-port", str(self.port)),
+            *("--tls-cert-file", str(self.tls.cert), "--tls-key-file", str(self.tls.key)),
+            *("--tls-ca-cert-file", str(self.tls.ca), "--tls-auth-clients", "no"),
+        )
 
     def stop(self, timeout: float = 10.0) -> None:
         process, self.process = self.process, None

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -34,6 +35,7 @@ from recovery.categories import exception_chain
 from recovery.config import RecoveryConfig
 from recovery.errors import TrackerError, TrackerFailed, TrackerRefused, TrackerUnavailable
 from recovery.keys import Keys, shard_keys, shard_of
+from recovery.store import tls
 from recovery.store.cluster import cluster_nodes, connect_cluster, is_cluster_url
 from recovery.store.replication import Wait
 from recovery.store.scripts import LuaScript, Scripts
@@ -152,7 +154,7 @@ def connect(url: str, sentinel_master: str, sentinel_password: str = "") -> Clie
     ``sentinel_master``, found again after a failover; for a ``redis+cluster://`` URL,
     of the cluster (it reads the slot map on creation)."""
     if is_cluster_url(url):
-        return connect_cluster(url, **CLIENT_OPTIONS)
+        return connect_cluster(tls.for_redis_py(url), **CLIENT_OPTIONS)
     options = {
         **CLIENT_OPTIONS,
         # a ping before using a connection idle this long
@@ -166,11 +168,12 @@ def connect(url: str, sentinel_master: str, sentinel_password: str = "") -> Clie
     }
     if is_sentinel(url):
         return master_client(url, sentinel_master, redact(url), options, sentinel_password)
-    return redis.Redis.from_url(url, **options)
+    return redis.Redis.from_url(tls.for_redis_py(url), **options)
 
 
 def check_url(url: str) -> None:
     """Refuse a URL no client could use, at start rather than at first use."""
+    tls.cert_reqs(url)
     if is_cluster_url(url):
         cluster_nodes(url)
     elif is_sentinel(url):
@@ -247,6 +250,8 @@ class Connection:
             kind, cause = _kind(exc), str(exc)
             if isinstance(exc, MasterNotFoundError):
                 kind, cause = no_primary(exc, self._master)
+            elif untrusted(exc):
+                cause += f" ({tls.UNTRUSTED})"
             raise kind(f"{operation} failed on {where}: {cause}") from exc
 
     def server_time(self) -> float:
@@ -306,6 +311,12 @@ def _raise_first(replies: list[Any]) -> list[Any]:
     return replies
 
 
+def untrusted(exc: BaseException) -> bool:
+    """Whether a TLS handshake failed on the server's certificate: a refusal, which
+    trying again will not mend."""
+    return any(isinstance(link, ssl.SSLCertVerificationError) for link in exception_chain(exc))
+
+
 #: Refusals: the server answered, and said no to this client or command.
 _REFUSALS = (
     redis.AuthenticationError,
@@ -327,7 +338,7 @@ _UNREACHABLE = (
 
 
 def _kind(exc: Exception) -> type[TrackerError]:
-    if isinstance(exc, _REFUSALS):
+    if isinstance(exc, _REFUSALS) or untrusted(exc):
         return TrackerRefused
     if isinstance(exc, _UNREACHABLE):
         return TrackerUnavailable

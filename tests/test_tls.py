@@ -1,0 +1,175 @@
+"""The tracker, Celery's broker and its result backend on a Redis that speaks only TLS.
+
+One ``rediss://`` URL names all three (README: TLS). Celery refuses such a URL without
+``ssl_cert_reqs`` and spells it ``CERT_REQUIRED``; redis-py, the tracker's client,
+checks certificates when it is absent and spells it ``required``. Here a real
+redis-server listens on a TLS port only, with a certificate from a test CA (trustme),
+and a real worker processes documents through it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import trustme
+from faults.support import FAST_ENV, Doc, Worker, processed, record, wait_for, write_text
+
+from recovery.api import FailedDocumentsTracker
+from recovery.broker import celery_urls
+from recovery.config import RecoveryConfig
+from recovery.errors import ConfigError, TrackerRefused
+from recovery.records import FailedDocumentRecord
+from recovery.redis_server import RedisServer, TLSFiles
+
+REPO = Path(__file__).resolve().parent.parent
+StartWorker = Callable[..., Worker]
+
+
+def write_ca(ca: trustme.CA, path: Path) -> Path:
+    ca.cert_pem.write_to_path(str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A redis-server on a TLS port only, its certificate for 127.0.0.1 from a test CA."""
+    where = tmp_path_factory.mktemp("tls")
+    ca = trustme.CA()
+    issued = ca.issue_cert("127.0.0.1", "localhost")
+    issued.cert_chain_pems[0].write_to_path(str(where / "server.crt"))
+    issued.private_key_pem.write_to_path(str(where / "server.key"))
+    files = TLSFiles(where / "server.crt", where / "server.key", write_ca(ca, where / "ca.crt"))
+    server = RedisServer(where / "redis", tls=files)
+    try:
+        server.start()
+    except RuntimeError as exc:
+        if "tls" not in str(exc).lower():
+            raise
+        pytest.skip(f"this redis-server was built without TLS: {exc}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def tls_client(tls_server: RedisServer) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(
+        tls_server.url, decode_responses=True, encoding_errors="surrogateescape"
+    )
+    client.flushall()
+    yield client
+    client.close()
+
+
+def failure(path: str) -> FailedDocumentRecord:
+    return FailedDocumentRecord(path, f"task-{path}", "RuntimeError: boom")
+
+
+@pytest.mark.parametrize("spelling", ["required", "CERT_REQUIRED"])
+def test_the_tracker_checks_the_certificate_in_either_spelling(
+    tls_server: RedisServer, tls_client: redis.Redis, spelling: str
+) -> None:
+    # Given the URL with Celery's spelling of the check or redis-py's
+    tracker = FailedDocumentsTracker(f"{tls_server.url}&ssl_cert_reqs={spelling}", RecoveryConfig())
+    try:
+        # When a failure is recorded over TLS
+        outcome = tracker.store.record_failure(failure("/docs/a.pdf"))
+        status = tracker.reports.status()
+    finally:
+        tracker.close()
+
+    # Then it is tracked on that server
+    assert outcome.state == "failed"
+    assert status["total_failed_documents"] == 1
+    assert tls_client.zcard("{docrecovery}:failed") == 1
+
+
+def test_a_certificate_the_url_does_not_trust_is_a_refusal_that_says_what_to_check(
+    tls_server: RedisServer, tmp_path: Path
+) -> None:
+    # Given a URL naming a CA that did not sign the server's certificate
+    other = write_ca(trustme.CA(), tmp_path / "other-ca.crt")
+    url = f"rediss://:hunter2-secret@127.0.0.1:{tls_server.port}/0?ssl_ca_certs={other}"
+    tracker = FailedDocumentsTracker(url, RecoveryConfig())
+    try:
+        # When the tracker is used
+        with pytest.raises(TrackerRefused) as caught:
+            tracker.store.record_failure(failure("/docs/a.pdf"))
+    finally:
+        tracker.close()
+
+    # Then it is refused (trying again will not help), saying what to check, no password
+    message = str(caught.value)
+    assert "certificate verify failed" in message
+    assert "ssl_ca_certs must name the CA that signed the server's certificate" in message
+    assert "hunter2-secret" not in message
+
+
+def test_an_unknown_certificate_check_is_refused_at_start_by_name() -> None:
+    url = "rediss://:hunter2-secret@127.0.0.1:6380/0?ssl_cert_reqs=maybe"
+    refused = r"REDIS_URL.*ssl_cert_reqs=maybe.*CERT_REQUIRED"
+    with pytest.raises(ConfigError, match=refused) as caught:
+        FailedDocumentsTracker(url, RecoveryConfig())
+    assert "hunter2-secret" not in str(caught.value)
+
+
+def test_celerys_urls_made_from_a_rediss_url_check_certificates_as_the_tracker_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("CELERY_BROKER_URL", raising=False)
+    monkeypatch.delenv("CELERY_RESULT_BACKEND", raising=False)
+    tracker = "rediss://h:6380/0?ssl_ca_certs=/etc/ca.crt"
+    assert celery_urls(tracker) == {
+        "broker_url": f"{tracker}&ssl_cert_reqs=required",
+        "result_backend": f"{tracker}&ssl_cert_reqs=required",
+    }
+    # a URL that says how to check, and a broker named apart, are taken as given
+    said = f"{tracker}&ssl_cert_reqs=CERT_OPTIONAL"
+    assert celery_urls(said)["broker_url"] == said
+    monkeypatch.setenv("CELERY_BROKER_URL", "rediss://broker:6380/0")
+    assert celery_urls(tracker)["broker_url"] == "rediss://broker:6380/0"
+
+
+def test_a_worker_on_a_tls_redis_processes_and_recovers_documents_through_one_url(
+    tls_server: RedisServer,
+    tls_client: redis.Redis,
+    worker_process: StartWorker,
+    doc_root: Path,
+    tmp_path: Path,
+) -> None:
+    # Given a worker whose only setting is the rediss:// URL (broker, backend, tracker)
+    env = {**FAST_ENV, "REDIS_URL": tls_server.url}
+    worker_process("w1", env=env)
+    good = Doc(str(write_text(doc_root / "good.txt")))
+    missing = Doc(str(doc_root / "missing.txt"))
+    cli_env = {**os.environ, **env, "DOCRECOVERY_SPOOL_DIR": str(tmp_path / "spool")}
+
+    def docrecovery(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, str(REPO / "main.py"), *args],
+            env=cli_env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+
+    # When a document and one not uploaded yet are submitted
+    submitted = docrecovery("submit", good.path, missing.path, "--wait", "60")
+
+    # Then the result and the categorized failure are on the TLS server
+    assert submitted.returncode == 1, submitted.stdout + submitted.stderr
+    assert processed(tls_client, good)
+    assert record(tls_client, missing.doc_id)["cat"] == "file_not_found"
+
+    # And once the file is there, recovery resubmits it through the same Redis
+    write_text(Path(missing.path))
+    recovered = docrecovery("recover")
+    assert "1 resubmitted" in recovered.stdout, recovered.stdout + recovered.stderr
+    wait_for(lambda: processed(tls_client, missing), 60, "the recovered document")
+    wait_for(lambda: not record(tls_client, missing.doc_id), 30, "its record to be cleared")
