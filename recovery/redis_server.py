@@ -67,11 +67,14 @@ class Service:
 
 @dataclass(frozen=True)
 class TLSFiles:
-    """A server's certificate and key, and the CA that signed it: PEM files."""
+    """A server's certificate and key, and the CA that signed it: PEM files. With a
+    ``client`` certificate and key (signed by the same CA), the server requires one of
+    every client (``tls-auth-clients yes``) and the URL presents this one."""
 
     cert: Path
     key: Path
     ca: Path
+    client: tuple[Path, Path] | None = None
 
 
 class RedisServer(Service):
@@ -103,9 +106,13 @@ class RedisServer(Service):
     @property
     def url(self) -> str:
         login = f":{quote(self.password, safe='')}@" if self.password else ""
-        if self.tls:
-            return f"rediss://{login}127.0.0.1:{self.port}/0?ssl_ca_certs={quote(str(self.tls.ca))}"
-        return f"redis://{login}127.0.0.1:{self.port}/0"
+        if self.tls is None:
+            return f"redis://{login}127.0.0.1:{self.port}/0"
+        query = f"ssl_ca_certs={quote(str(self.tls.ca))}"
+        if self.tls.client:
+            cert, key = (quote(str(path)) for path in self.tls.client)
+            query += f"&ssl_certfile={cert}&ssl_keyfile={key}"
+        return f"rediss://{login}127.0.0.1:{self.port}/0?{query}"
 
     def client(self) -> redis.Redis:
         return redis.Redis.from_url(self.url)
@@ -161,7 +168,8 @@ class RedisServer(Service):
         return (
             *("--port", "0", "--tls-port", str(self.port)),
             *("--tls-cert-file", str(self.tls.cert), "--tls-key-file", str(self.tls.key)),
-            *("--tls-ca-cert-file", str(self.tls.ca), "--tls-auth-clients", "no"),
+            *("--tls-ca-cert-file", str(self.tls.ca)),
+            *("--tls-auth-clients", "yes" if self.tls.client else "no"),
         )
 
     def stop(self, timeout: float = 10.0) -> None:

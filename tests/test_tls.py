@@ -18,12 +18,13 @@ from pathlib import Path
 import pytest
 import redis
 import trustme
+from celery import Celery
 from faults.support import FAST_ENV, Doc, Worker, processed, record, wait_for, write_text
 
 from recovery.api import FailedDocumentsTracker
 from recovery.broker import celery_urls
 from recovery.config import RecoveryConfig
-from recovery.errors import ConfigError, TrackerRefused
+from recovery.errors import ConfigError, TrackerRefused, TrackerUnavailable
 from recovery.records import FailedDocumentRecord
 from recovery.redis_server import RedisServer, TLSFiles
 
@@ -36,22 +37,35 @@ def write_ca(ca: trustme.CA, path: Path) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    """A redis-server on a TLS port only, its certificate for 127.0.0.1 from a test CA."""
-    where = tmp_path_factory.mktemp("tls")
+def start_tls_server(where: Path, *, client_certificates: bool) -> RedisServer:
+    """A redis-server on a TLS port only, its certificate for 127.0.0.1 from a test CA;
+    with ``client_certificates`` it requires one of every client, and its URL has one."""
     ca = trustme.CA()
     issued = ca.issue_cert("127.0.0.1", "localhost")
     issued.cert_chain_pems[0].write_to_path(str(where / "server.crt"))
     issued.private_key_pem.write_to_path(str(where / "server.key"))
-    files = TLSFiles(where / "server.crt", where / "server.key", write_ca(ca, where / "ca.crt"))
-    server = RedisServer(where / "redis", tls=files)
+    client = None
+    if client_certificates:
+        ours = ca.issue_cert("docrecovery-worker")
+        ours.cert_chain_pems[0].write_to_path(str(where / "client.crt"))
+        ours.private_key_pem.write_to_path(str(where / "client.key"))
+        client = (where / "client.crt", where / "client.key")
+    ca_file = write_ca(ca, where / "ca.crt")
+    server = RedisServer(
+        where / "redis", tls=TLSFiles(where / "server.crt", where / "server.key", ca_file, client)
+    )
     try:
         server.start()
     except RuntimeError as exc:
         if "tls" not in str(exc).lower():
             raise
         pytest.skip(f"this redis-server was built without TLS: {exc}")
+    return server
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = start_tls_server(tmp_path_factory.mktemp("tls"), client_certificates=False)
     yield server
     server.stop()
 
@@ -173,3 +187,34 @@ def test_a_worker_on_a_tls_redis_processes_and_recovers_documents_through_one_ur
     assert "1 resubmitted" in recovered.stdout, recovered.stdout + recovered.stderr
     wait_for(lambda: processed(tls_client, missing), 60, "the recovered document")
     wait_for(lambda: not record(tls_client, missing.doc_id), 30, "its record to be cleared")
+
+
+def test_a_server_that_requires_client_certificates_gets_the_urls_from_every_client(
+    tmp_path: Path,
+) -> None:
+    # Given a server that requires a client certificate, and a URL that names one
+    server = start_tls_server(tmp_path, client_certificates=True)
+    tracker = FailedDocumentsTracker(server.url, RecoveryConfig())
+    anonymous = FailedDocumentsTracker(server.url.partition("&ssl_certfile=")[0])
+    app = Celery("mtls", set_as_current=False)
+    app.conf.update(**celery_urls(server.url))
+    try:
+        # When the tracker, Celery's broker and its result backend use that URL
+        outcome = tracker.store.record_failure(failure("/docs/a.pdf"))
+        with app.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1)
+            broker_answered = connection.default_channel.client.ping()
+        app.backend.set("docrecovery-mtls", "stored")
+        stored = app.backend.get("docrecovery-mtls")
+
+        # Then each of them got in; without the certificate the tracker does not
+        with pytest.raises(TrackerUnavailable):
+            anonymous.reports.status()
+    finally:
+        tracker.close()
+        anonymous.close()
+        app.close()
+        server.stop()
+    assert outcome.state == "failed"
+    assert broker_answered
+    assert stored == b"stored"
