@@ -27,6 +27,7 @@ from recovery.keys import Keys
 from recovery.policy import longest_run
 from recovery.store.cluster import first_node_url, is_cluster_url
 from recovery.store.connection import tracker_url
+from recovery.store.tls import for_redis_py
 
 broker_url = _broker.default_broker_url()
 result_backend = _broker.default_result_backend()
@@ -150,7 +151,8 @@ _tracker = tracker_url(broker=broker_url)
 if is_cluster_url(_tracker):
     # RedBeat takes a cluster as one node's URL and its cluster option; every key it
     # writes shares the {prefix} hash tag, so its pipelines stay on one node.
-    redbeat_redis_url = first_node_url(_tracker)
+    redbeat_redis_url = for_redis_py(first_node_url(_tracker))
     redbeat_redis_options.update(cluster=True, decode_responses=True)
 else:
-    redbeat_redis_url = _tracker
+    # RedBeat's client is redis-py's: Celery's CERT_REQUIRED spelled as redis-py reads it
+    redbeat_redis_url = for_redis_py(_tracker)

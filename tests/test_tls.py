@@ -10,6 +10,7 @@ and a real worker processes documents through it.
 from __future__ import annotations
 
 import os
+import runpy
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -20,6 +21,7 @@ import redis
 import trustme
 from celery import Celery
 from faults.support import FAST_ENV, Doc, Worker, processed, record, wait_for, write_text
+from redbeat.schedulers import get_redis
 
 from recovery.api import FailedDocumentsTracker
 from recovery.broker import celery_urls
@@ -218,3 +220,30 @@ def test_a_server_that_requires_client_certificates_gets_the_urls_from_every_cli
     assert outcome.state == "failed"
     assert broker_answered
     assert stored == b"stored"
+
+
+def test_celeryconfigs_broker_backend_and_beat_reach_a_tls_redis_named_in_celerys_spelling(
+    tls_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given REDIS_URL with the check spelled as Celery's documentation spells it
+    for name in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("REDIS_URL", f"{tls_server.url}&ssl_cert_reqs=CERT_REQUIRED")
+    settings = runpy.run_path(str(REPO / "celeryconfig.py"))
+    app = Celery("tls-conf", set_as_current=False)
+    app.conf.update({k: v for k, v in settings.items() if k.islower() and not k.startswith("_")})
+    try:
+        # When the broker, the result backend and beat's RedBeat use what it made
+        with app.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1)
+            broker_answered = connection.default_channel.client.ping()
+        app.backend.set("docrecovery-tls-conf", "stored")
+        stored = app.backend.get("docrecovery-tls-conf")
+        beat_answered = get_redis(app).ping()
+    finally:
+        app.close()
+
+    # Then each of them reached the server, its certificate checked
+    assert broker_answered
+    assert stored == b"stored"
+    assert beat_answered
