@@ -199,9 +199,10 @@ def cluster(tmp_path: Path, doc_root: Path) -> Iterator[Cluster]:
     try:
         for host in hosts:
             host.create()
-        binds = " ".join(["127.0.0.1", *(host.gateway for host in hosts)])
+        # one argument an address: Redis 6.2 reads "a b" as one host name, 7 as two
+        binds = ("127.0.0.1", *(host.gateway for host in hosts))
         redis_server = RedisServer(
-            tmp_path / "redis", extra_args=("--bind", binds, "--protected-mode", "no")
+            tmp_path / "redis", extra_args=("--bind", *binds, "--protected-mode", "no")
         )
         redis_server.start()
         running = Cluster(redis_server, hosts, workers)
