@@ -122,11 +122,10 @@ def tracker_url(explicit: str | None = None, broker: str = "") -> str:
 
 
 class Packer(HiredisRespSerializer):
-    """redis-py's hiredis packer without its per-argument pass: before packing, it
-    copies every argument to turn a bytearray or memoryview into bytes, which cost a
-    failure's call (45 arguments) more than hiredis's packing itself. Here hiredis
-    packs first, and only a call it refuses takes redis-py's way, so the bytes sent and
-    the errors raised are the same."""
+    """redis-py's own hiredis packer first copies every argument (to turn a bytearray
+    or memoryview into bytes), which cost a failure's call (45 arguments) more than the
+    packing itself. This one lets hiredis pack at once, and only a call hiredis refuses
+    goes redis-py's way, so the bytes sent and the errors raised are the same."""
 
     def pack(self, *args: Any) -> list[bytes]:
         head = args[0]
