@@ -210,7 +210,7 @@ def test_a_server_that_requires_client_certificates_gets_the_urls_from_every_cli
         stored = app.backend.get("docrecovery-mtls")
 
         # Then each of them got in; without the certificate the tracker does not
-        with pytest.raises(TrackerUnavailable):
+        with pytest.raises(TrackerUnavailable, match="the URL must give ssl_certfile"):
             anonymous.reports.status()
     finally:
         tracker.close()

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import re
-import ssl
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -249,8 +248,8 @@ class Connection:
             kind, cause = _kind(exc), str(exc)
             if isinstance(exc, MasterNotFoundError):
                 kind, cause = no_primary(exc, self._master)
-            elif untrusted(exc):
-                cause += f" ({tls.UNTRUSTED})"
+            elif hint := tls.hint(exc, self.url):
+                cause += f" ({hint})"
             raise kind(f"{operation} failed on {where}: {cause}") from exc
 
     def server_time(self) -> float:
@@ -310,12 +309,6 @@ def _raise_first(replies: list[Any]) -> list[Any]:
     return replies
 
 
-def untrusted(exc: BaseException) -> bool:
-    """Whether a TLS handshake failed on the server's certificate: a refusal, which
-    trying again will not mend."""
-    return any(isinstance(link, ssl.SSLCertVerificationError) for link in exception_chain(exc))
-
-
 #: Refusals: the server answered, and said no to this client or command.
 _REFUSALS = (
     redis.AuthenticationError,
@@ -337,7 +330,7 @@ _UNREACHABLE = (
 
 
 def _kind(exc: Exception) -> type[TrackerError]:
-    if isinstance(exc, _REFUSALS) or untrusted(exc):
+    if isinstance(exc, _REFUSALS) or tls.untrusted(exc):
         return TrackerRefused
     if isinstance(exc, _UNREACHABLE):
         return TrackerUnavailable

@@ -8,23 +8,21 @@ certificate when it is absent and takes only ``required``, ``optional`` or ``non
 the tracker reads Celery's spelling too, and the broker and backend URLs made from the
 tracker's (:mod:`recovery.broker`) say ``required`` when the URL is silent: the
 certificate is checked everywhere, as redis-py would, whichever spelling was given.
+When TLS is why a connection failed, :func:`hint` says what in the URL to check.
 """
 
 from __future__ import annotations
 
 import re
+import ssl
 from urllib.parse import parse_qsl, urlsplit
 
+from recovery.categories import exception_chain
 from recovery.errors import ConfigError
 
 #: redis-py's values; Celery's are the same with ``CERT_`` before them, upper case.
 CERT_REQS = ("required", "optional", "none")
 _PARAMETER = "ssl_cert_reqs"
-#: What to check when the server's certificate is not trusted.
-UNTRUSTED = (
-    "the URL's ssl_ca_certs must name the CA that signed the server's certificate,"
-    " and the certificate the host the URL names"
-)
 #: The parameter's value in a URL's query, to rewrite in place (the rest stays as given).
 _VALUE = re.compile(rf"(?<=[?&]{_PARAMETER}=)[^&#]*")
 
@@ -61,3 +59,34 @@ def for_celery(url: str) -> str:
     head, hash_, fragment = url.partition("#")
     joiner = "&" if parts.query else "" if head.endswith("?") else "?"
     return f"{head}{joiner}{_PARAMETER}=required{hash_}{fragment}"
+
+
+def untrusted(exc: BaseException) -> bool:
+    """Whether a TLS handshake failed on the server's certificate: a refusal, which
+    trying again will not mend."""
+    return any(isinstance(link, ssl.SSLCertVerificationError) for link in exception_chain(exc))
+
+
+def hint(exc: BaseException, url: str) -> str | None:
+    """What to check in the URL when TLS is why a connection failed."""
+    if untrusted(exc):
+        return (
+            "the URL's ssl_ca_certs must name the CA that signed the server's certificate,"
+            " and the certificate the host the URL names"
+        )
+    if _cut_off(exc) and "ssl_certfile=" not in url:
+        return (
+            "if the server requires client certificates (tls-auth-clients), the URL must"
+            " give ssl_certfile and ssl_keyfile"
+        )
+    return None
+
+
+def _cut_off(exc: BaseException) -> bool:
+    """Whether the server broke TLS off as one that wants a client certificate and got
+    none does: with its alert, or an EOF when the client wrote first."""
+    return any(
+        isinstance(link, ssl.SSLEOFError)
+        or getattr(link, "reason", None) == "TLSV13_ALERT_CERTIFICATE_REQUIRED"
+        for link in exception_chain(exc)
+    )
