@@ -26,7 +26,8 @@ from recovery.errors import ConfigError
 from recovery.keys import Keys
 from recovery.policy import longest_run
 from recovery.store.cluster import first_node_url, is_cluster_url
-from recovery.store.connection import tracker_url
+from recovery.store.connection import redact, tracker_url
+from recovery.store.sentinel import SENTINEL_TIMEOUTS, SentinelURL, is_sentinel
 from recovery.store.tls import for_redis_py
 
 broker_url = _broker.default_broker_url()
@@ -93,9 +94,10 @@ _longest_run = int(longest_run(_recovery, task_time_limit))
 # the tracker's own (README: Redis Sentinel). Set whatever the URLs: a redis:// one
 # ignores it, and a sentinel:// URL given later (``--redis-url``) finds it in place.
 _sentinel: dict[str, object] = {"master_name": _recovery.sentinel_master}
-if _recovery.sentinel_password:
-    # sentinels that require a password of their own (the primary's is the URL's)
-    _sentinel["sentinel_kwargs"] = {"password": _recovery.sentinel_password}
+# sentinels that require a password of their own (the primary's is the URL's)
+_sentinel_login = {"password": _recovery.sentinel_password} if _recovery.sentinel_password else {}
+if _sentinel_login:
+    _sentinel["sentinel_kwargs"] = _sentinel_login
 
 if _broker.is_redis(broker_url):
     broker_transport_options = {
@@ -153,6 +155,21 @@ if is_cluster_url(_tracker):
     # writes shares the {prefix} hash tag, so its pipelines stay on one node.
     redbeat_redis_url = for_redis_py(first_node_url(_tracker))
     redbeat_redis_options.update(cluster=True, decode_responses=True)
+elif is_sentinel(_tracker):
+    # RedBeat follows a Sentinel-managed primary in its own sentinel mode: a
+    # "redis-sentinel" URL, the sentinels and the primary's name in its options (given
+    # the sentinel:// URL itself, its client refuses the scheme and beat cannot start).
+    _where = SentinelURL.parse(_tracker, redact(_tracker))
+    redbeat_redis_url = "redis-sentinel://"
+    redbeat_redis_options.update(
+        sentinels=list(_where.sentinels),
+        service_name=_recovery.sentinel_master,
+        db=_where.db,
+        password=_where.password,
+        sentinel_kwargs={**SENTINEL_TIMEOUTS, **_sentinel_login},
+    )
+    if _where.username:
+        redbeat_redis_options["username"] = _where.username
 else:
     # RedBeat's client is redis-py's: Celery's CERT_REQUIRED spelled as redis-py reads it
     redbeat_redis_url = for_redis_py(_tracker)

@@ -14,6 +14,7 @@ import logging
 import os
 import runpy
 import signal
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 import pytest
 import redis
 from celery import Celery
+from conftest import LoggedProcess
 from faults.support import (
     FAST_ENV,
     TASK,
@@ -29,6 +31,7 @@ from faults.support import (
     inflight_score,
     log_tail,
     make_batch,
+    messages,
     record,
     restore,
     sending_app,
@@ -40,6 +43,7 @@ from faults.support import (
 
 from recovery.config import RecoveryConfig
 from recovery.errors import ConfigError, TrackerRefused, TrackerUnavailable
+from recovery.keys import Keys
 from recovery.records import FailedDocumentRecord
 from recovery.sentinel_server import SentinelGroup
 from recovery.store import Tracker, redact
@@ -225,6 +229,41 @@ def test_celery_logs_in_to_sentinels_that_require_a_password(
     assert primary.exists("celery-task-meta-task-1")
     primary.close()
     app.close()
+
+
+# --- beat --------------------------------------------------------------------------
+
+
+def test_beat_schedules_recovery_on_the_primary_the_sentinels_name(
+    sentinel_group: StartGroup, tmp_path: Path
+) -> None:
+    # Given sentinels that require a password, and a beat given only their URL, the
+    # primary's name and that password
+    group = sentinel_group(master="docs", sentinel_password=SENTINEL_PASSWORD)
+    env = {
+        **os.environ,
+        "REDIS_URL": group.url,
+        "DOCRECOVERY_SENTINEL_MASTER": "docs",
+        "DOCRECOVERY_SENTINEL_PASSWORD": SENTINEL_PASSWORD,
+        "DOCRECOVERY_RECOVERY_INTERVAL_MINUTES": "0.02",
+        "CELERY_BEAT_MAX_INTERVAL": "1",
+    }
+    command = [sys.executable, "-m", "celery", "-A", "tasks", "beat", "--loglevel=INFO"]
+    beat = LoggedProcess(command, env, tmp_path / "beat.log")
+    primary = group.primary.client()
+    try:
+        # When it runs, Then it takes RedBeat's lock and sends recovery runs, on the primary
+        def sent() -> bool:
+            return any(
+                m["headers"]["task"] == "recovery.run" for m in messages(primary, "recovery")
+            )
+
+        wait_for(sent, 60, "a recovery.run from beat", beat.log)
+        assert "beat: Acquired lock" in beat.log()
+        assert primary.exists(f"{Keys(RecoveryConfig().key_prefix).beat}:lock")
+    finally:
+        beat.stop()
+        primary.close()
 
 
 # --- failover ----------------------------------------------------------------------
