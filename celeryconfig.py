@@ -94,10 +94,20 @@ _longest_run = int(longest_run(_recovery, task_time_limit))
 # the tracker's own (README: Redis Sentinel). Set whatever the URLs: a redis:// one
 # ignores it, and a sentinel:// URL given later (``--redis-url``) finds it in place.
 _sentinel: dict[str, object] = {"master_name": _recovery.sentinel_master}
-# sentinels that require a password of their own (the primary's is the URL's)
-_sentinel_login = {"password": _recovery.sentinel_password} if _recovery.sentinel_password else {}
-if _sentinel_login:
-    _sentinel["sentinel_kwargs"] = _sentinel_login
+_sentinel_tls = _recovery.sentinel_tls
+# what the sentinels themselves require: a password of their own (the primary's is the
+# URL's), TLS
+_sentinel_kwargs: dict[str, Any] = {
+    **({"password": _recovery.sentinel_password} if _recovery.sentinel_password else {}),
+    **({"ssl": True, **_sentinel_tls} if _sentinel_tls else {}),
+}
+if _sentinel_kwargs:
+    _sentinel["sentinel_kwargs"] = _sentinel_kwargs
+# and the primary they name over TLS too, for a sentinel:// broker and result backend
+if _sentinel_tls and is_sentinel(broker_url):
+    broker_use_ssl = _sentinel_tls
+if _sentinel_tls and is_sentinel(result_backend):
+    redis_backend_use_ssl = _sentinel_tls
 
 if _broker.is_redis(broker_url):
     broker_transport_options = {
@@ -166,10 +176,12 @@ elif is_sentinel(_tracker):
         service_name=_recovery.sentinel_master,
         db=_where.db,
         password=_where.password,
-        sentinel_kwargs={**SENTINEL_TIMEOUTS, **_sentinel_login},
+        sentinel_kwargs={**SENTINEL_TIMEOUTS, **_sentinel_kwargs},
     )
     if _where.username:
         redbeat_redis_options["username"] = _where.username
+    if _sentinel_tls:
+        redbeat_redis_use_ssl = _sentinel_tls
 else:
     # RedBeat's client is redis-py's: Celery's CERT_REQUIRED spelled as redis-py reads it
     redbeat_redis_url = for_redis_py(_tracker)

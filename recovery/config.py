@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from types import MappingProxyType
@@ -94,6 +95,11 @@ def _path(key: str, value: Any) -> None:
         raise ConfigError(key, value, "a non-empty path")
 
 
+def _file(key: str, value: Any) -> None:
+    if not isinstance(value, str) or (value and not os.access(value, os.R_OK)):
+        raise ConfigError(key, value, "a readable file (empty for none)")
+
+
 def _task_names(key: str, value: Any) -> None:
     if not isinstance(value, list | tuple) or not all(isinstance(v, str) and v for v in value):
         raise ConfigError(key, value, f"a list of task names, e.g. [{SEED_TASK!r}]")
@@ -154,6 +160,13 @@ class RecoveryConfig:
     #: The password the sentinels themselves require (``requirepass`` in
     #: sentinel.conf); empty: they require none. The primary's is the URL's.
     sentinel_password: str = setting("", _secret, secret=True)
+    #: TLS to the sentinels and the primary they name: the CA file their certificates
+    #: are checked against; empty: plain text (README: Redis Sentinel).
+    sentinel_ssl_ca_certs: str = setting("", _file)
+    #: A client certificate and its key, for sentinels and a primary that require one
+    #: (``tls-auth-clients``): both or neither, and only with ``sentinel_ssl_ca_certs``.
+    sentinel_ssl_certfile: str = setting("", _file)
+    sentinel_ssl_keyfile: str = setting("", _file)
     #: Replicas that must acknowledge each state change before it returns (Redis
     #: ``WAIT``, sent in the same round trip); 0: none, as Redis replicates by default.
     wait_replicas: int = setting(0, _int(0))
@@ -217,6 +230,14 @@ class RecoveryConfig:
             if check is None:
                 raise TypeError(f"{f.name} is declared without a validator: use setting()")
             check(f.name, getattr(self, f.name))
+        if bool(self.sentinel_ssl_certfile) != bool(self.sentinel_ssl_keyfile):
+            raise ConfigError(
+                "sentinel_ssl_keyfile", self.sentinel_ssl_keyfile, "set with sentinel_ssl_certfile"
+            )
+        if self.sentinel_ssl_certfile and not self.sentinel_ssl_ca_certs:
+            raise ConfigError(
+                "sentinel_ssl_ca_certs", "", "the CA file, to use sentinel_ssl_certfile"
+            )
         object.__setattr__(self, "tracked_tasks", tuple(self.tracked_tasks))
         overrides = MappingProxyType(dict(self.category_overrides))
         object.__setattr__(self, "category_overrides", overrides)
@@ -251,6 +272,21 @@ class RecoveryConfig:
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @property
+    def sentinel_tls(self) -> dict[str, Any]:
+        """The TLS options of the sentinels and their primary, as redis-py's clients and
+        Celery's ``broker_use_ssl`` take them; empty for plain text."""
+        if not self.sentinel_ssl_ca_certs:
+            return {}
+        options: dict[str, Any] = {
+            "ssl_cert_reqs": ssl.CERT_REQUIRED,
+            "ssl_ca_certs": self.sentinel_ssl_ca_certs,
+        }
+        if self.sentinel_ssl_certfile:
+            options["ssl_certfile"] = self.sentinel_ssl_certfile
+            options["ssl_keyfile"] = self.sentinel_ssl_keyfile
+        return options
 
     @property
     def retention_seconds(self) -> float:

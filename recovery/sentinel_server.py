@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 import redis
 
-from recovery.redis_server import RedisServer
+from recovery.redis_server import RedisServer, TLSFiles
 
 POLL_SECONDS = 0.05
 T = TypeVar("T")
@@ -48,18 +48,26 @@ class SentinelGroup:
         failover_timeout_ms: int = 2000,
         replica_priority: int = 100,
         sentinel_password: str | None = None,
+        tls: TLSFiles | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.master = master
         self.sentinel_password = sentinel_password
         self.down_after_ms = down_after_ms
         self.failover_timeout_ms = failover_timeout_ms
-        self.primary = RedisServer(self.data_dir / "redis-0", extra_args=SYNC_AT_ONCE)
+        # with TLS, every server and sentinel listens on a TLS port only and reaches the
+        # others (replication, monitoring) over TLS too
+        over_tls = ("--tls-replication", "yes") if tls else ()
+        self.primary = RedisServer(
+            self.data_dir / "redis-0", extra_args=(*SYNC_AT_ONCE, *over_tls), tls=tls
+        )
         self.replicas = [
             RedisServer(
                 self.data_dir / f"redis-{n}",
+                tls=tls,
                 extra_args=(
                     *SYNC_AT_ONCE,
+                    *over_tls,
                     "--replicaof",
                     "127.0.0.1",
                     str(self.primary.port),
@@ -74,8 +82,9 @@ class SentinelGroup:
                 self.data_dir / f"sentinel-{n}",
                 appendonly=False,
                 config_file=self.data_dir / f"sentinel-{n}" / "sentinel.conf",
-                extra_args=("--sentinel",),
+                extra_args=("--sentinel", *over_tls),
                 password=sentinel_password,
+                tls=tls,
             )
             for n in range(sentinels)
         ]

@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 import redis
+import trustme
 from brokers import (
     Broker,
     RabbitBroker,
@@ -37,7 +38,7 @@ from celery.contrib.pytest import celery_worker
 
 from recovery.api import FailedDocumentsTracker
 from recovery.config import RecoveryConfig
-from recovery.redis_server import RedisServer
+from recovery.redis_server import RedisServer, TLSFiles
 
 __all__ = ["celery_worker"]
 
@@ -150,6 +151,22 @@ def trackers(redis_url: str, **defaults: Any) -> Iterator[Callable[..., FailedDo
     yield create
     for tracker in made:
         tracker.close()
+
+
+def tls_files(where: Path, *, client_certificates: bool = False) -> TLSFiles:
+    """A test CA (trustme) and a certificate it signed for 127.0.0.1, written to
+    ``where``; with ``client_certificates``, a client certificate too, which servers
+    started with these files then require (:class:`~recovery.redis_server.TLSFiles`)."""
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(where / "ca.crt"))
+    issued = {"server": ca.issue_cert("127.0.0.1", "localhost")}
+    if client_certificates:
+        issued["client"] = ca.issue_cert("docrecovery-worker")
+    for name, certificate in issued.items():
+        certificate.cert_chain_pems[0].write_to_path(str(where / f"{name}.crt"))
+        certificate.private_key_pem.write_to_path(str(where / f"{name}.key"))
+    client = (where / "client.crt", where / "client.key") if client_certificates else None
+    return TLSFiles(where / "server.crt", where / "server.key", where / "ca.crt", client)
 
 
 @dataclass(frozen=True)

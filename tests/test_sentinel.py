@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import redis
 from celery import Celery
-from conftest import LoggedProcess
+from conftest import LoggedProcess, tls_files
 from faults.support import (
     FAST_ENV,
     TASK,
@@ -40,6 +40,7 @@ from faults.support import (
     wait_for,
     wait_steady,
 )
+from redbeat.schedulers import get_redis
 
 from recovery.config import RecoveryConfig
 from recovery.errors import ConfigError, TrackerRefused, TrackerUnavailable
@@ -229,6 +230,81 @@ def test_celery_logs_in_to_sentinels_that_require_a_password(
     assert primary.exists("celery-task-meta-task-1")
     primary.close()
     app.close()
+
+
+# --- TLS ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "client_certificates", [False, True], ids=["tls", "client-certificates-broker-apart"]
+)
+def test_tracker_celery_and_beat_reach_the_primary_through_sentinels_over_tls(
+    sentinel_group: StartGroup,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    redis_url: str,
+    client_certificates: bool,
+) -> None:
+    import celeryconfig
+
+    # Given sentinels and servers that speak only TLS (requiring a client certificate,
+    # with the broker on another Redis: beat then takes its TLS options from ours alone)
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    files = tls_files(certs, client_certificates=client_certificates)
+    group = sentinel_group(master="docs", tls=files)
+    settings = {
+        "REDIS_URL": group.url,
+        "DOCRECOVERY_SENTINEL_MASTER": "docs",
+        "DOCRECOVERY_SENTINEL_SSL_CA_CERTS": str(files.ca),
+    }
+    if files.client:
+        settings["DOCRECOVERY_SENTINEL_SSL_CERTFILE"] = str(files.client[0])
+        settings["DOCRECOVERY_SENTINEL_SSL_KEYFILE"] = str(files.client[1])
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    for name in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"):
+        monkeypatch.delenv(name, raising=False)
+    if client_certificates:
+        monkeypatch.setenv("CELERY_BROKER_URL", redis_url)
+
+    # When the tracker records a failure, and Celery's broker and result backend and
+    # beat's RedBeat are built by celeryconfig from the same settings
+    tracker = Tracker(group.url, RecoveryConfig.from_env())
+    made = runpy.run_path(celeryconfig.__file__)
+    app = Celery("sentinel-tls", set_as_current=False)
+    app.conf.update({k: v for k, v in made.items() if k.islower() and not k.startswith("_")})
+    try:
+        outcome = tracker.store.record_failure(failure(1), now="server")
+        with app.connection_for_write() as connection:
+            broker_answered = connection.default_channel.client.ping()
+        app.backend.store_result("task-1", {"pages": 3}, "SUCCESS")
+        beat_answered = get_redis(app).ping()
+    finally:
+        tracker.close()
+        app.close()
+
+    # Then each of them reached the primary the sentinels name
+    primary = group.primary.client()
+    assert outcome.state == "failed"
+    assert primary.exists(tracker.keys.record(failure(1).doc_id))
+    assert broker_answered
+    assert primary.exists("celery-task-meta-task-1")
+    assert beat_answered
+    primary.close()
+
+
+def test_sentinel_tls_files_that_cannot_serve_are_refused_at_start(tmp_path: Path) -> None:
+    files = tls_files(tmp_path, client_certificates=True)
+    assert files.client is not None
+    certfile, keyfile = (str(path) for path in files.client)
+    with pytest.raises(ConfigError, match=r"sentinel_ssl_ca_certs.*a readable file"):
+        RecoveryConfig(sentinel_ssl_ca_certs=str(tmp_path / "missing.crt"))
+    with pytest.raises(ConfigError, match=r"sentinel_ssl_keyfile.*with sentinel_ssl_certfile"):
+        RecoveryConfig(sentinel_ssl_ca_certs=str(files.ca), sentinel_ssl_certfile=certfile)
+    with pytest.raises(ConfigError, match=r"sentinel_ssl_ca_certs.*to use sentinel_ssl_certfile"):
+        RecoveryConfig(sentinel_ssl_certfile=certfile, sentinel_ssl_keyfile=keyfile)
+    assert RecoveryConfig().sentinel_tls == {}
 
 
 # --- beat --------------------------------------------------------------------------

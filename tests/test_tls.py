@@ -20,6 +20,7 @@ import pytest
 import redis
 import trustme
 from celery import Celery
+from conftest import tls_files
 from faults.support import FAST_ENV, Doc, Worker, processed, record, wait_for, write_text
 from redbeat.schedulers import get_redis
 
@@ -28,34 +29,16 @@ from recovery.broker import celery_urls
 from recovery.config import RecoveryConfig
 from recovery.errors import ConfigError, TrackerRefused, TrackerUnavailable
 from recovery.records import FailedDocumentRecord
-from recovery.redis_server import RedisServer, TLSFiles
+from recovery.redis_server import RedisServer
 
 REPO = Path(__file__).resolve().parent.parent
 StartWorker = Callable[..., Worker]
 
 
-def write_ca(ca: trustme.CA, path: Path) -> Path:
-    ca.cert_pem.write_to_path(str(path))
-    return path
-
-
 def start_tls_server(where: Path, *, client_certificates: bool) -> RedisServer:
-    """A redis-server on a TLS port only, its certificate for 127.0.0.1 from a test CA;
-    with ``client_certificates`` it requires one of every client, and its URL has one."""
-    ca = trustme.CA()
-    issued = ca.issue_cert("127.0.0.1", "localhost")
-    issued.cert_chain_pems[0].write_to_path(str(where / "server.crt"))
-    issued.private_key_pem.write_to_path(str(where / "server.key"))
-    client = None
-    if client_certificates:
-        ours = ca.issue_cert("docrecovery-worker")
-        ours.cert_chain_pems[0].write_to_path(str(where / "client.crt"))
-        ours.private_key_pem.write_to_path(str(where / "client.key"))
-        client = (where / "client.crt", where / "client.key")
-    ca_file = write_ca(ca, where / "ca.crt")
-    server = RedisServer(
-        where / "redis", tls=TLSFiles(where / "server.crt", where / "server.key", ca_file, client)
-    )
+    """A redis-server on a TLS port only (see :func:`conftest.tls_files`)."""
+    files = tls_files(where, client_certificates=client_certificates)
+    server = RedisServer(where / "redis", tls=files)
     try:
         server.start()
     except RuntimeError as exc:
@@ -109,7 +92,8 @@ def test_a_certificate_the_url_does_not_trust_is_a_refusal_that_says_what_to_che
     tls_server: RedisServer, tmp_path: Path
 ) -> None:
     # Given a URL naming a CA that did not sign the server's certificate
-    other = write_ca(trustme.CA(), tmp_path / "other-ca.crt")
+    other = tmp_path / "other-ca.crt"
+    trustme.CA().cert_pem.write_to_path(str(other))
     url = f"rediss://:hunter2-secret@127.0.0.1:{tls_server.port}/0?ssl_ca_certs={other}"
     tracker = FailedDocumentsTracker(url, RecoveryConfig())
     try:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
@@ -146,9 +146,15 @@ CLIENT_OPTIONS: dict[str, Any] = {
 }
 
 
-def connect(url: str, sentinel_master: str, sentinel_password: str = "") -> Client:
+def connect(
+    url: str,
+    sentinel_master: str,
+    sentinel_password: str = "",
+    sentinel_tls: Mapping[str, Any] | None = None,
+) -> Client:
     """A client of the Redis ``url`` names; for a ``sentinel://`` URL, of the primary
-    its sentinels (logged in to with ``sentinel_password``, if any) know as
+    its sentinels (logged in to with ``sentinel_password``, if any, over TLS with
+    ``sentinel_tls``, if any) know as
     ``sentinel_master``, found again after a failover; for a ``redis+cluster://`` URL,
     of the cluster (it reads the slot map on creation)."""
     if is_cluster_url(url):
@@ -165,7 +171,9 @@ def connect(url: str, sentinel_master: str, sentinel_password: str = "") -> Clie
         "command_packer": Packer(),
     }
     if is_sentinel(url):
-        return master_client(url, sentinel_master, redact(url), options, sentinel_password)
+        return master_client(
+            url, sentinel_master, redact(url), options, sentinel_password, sentinel_tls
+        )
     return redis.Redis.from_url(tls.for_redis_py(url), **options)
 
 
@@ -208,6 +216,7 @@ class Connection:
         self._client = client
         self._master = config.sentinel_master
         self._sentinel_password = config.sentinel_password
+        self._sentinel_tls = config.sentinel_tls
         self.wait = (
             Wait(config.wait_replicas, config.wait_timeout_ms) if config.wait_replicas else None
         )
@@ -222,7 +231,9 @@ class Connection:
         if self._client is None:
             with self.errors("connect"):
                 try:
-                    self._client = connect(self.url, self._master, self._sentinel_password)
+                    self._client = connect(
+                        self.url, self._master, self._sentinel_password, self._sentinel_tls
+                    )
                 except RedisClusterException as exc:
                     raise redis.ConnectionError(str(exc)) from exc
         return self._client

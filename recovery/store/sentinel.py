@@ -22,6 +22,7 @@ with), so after a failover the next call reaches the promoted replica.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
@@ -100,17 +101,26 @@ def _db(parsed: SplitResult, shown: str) -> int:
 
 
 def master_client(
-    url: str, master: str, shown: str, options: dict[str, Any], sentinel_password: str = ""
+    url: str,
+    master: str,
+    shown: str,
+    options: dict[str, Any],
+    sentinel_password: str = "",
+    tls: Mapping[str, Any] | None = None,
 ) -> redis.Redis:
     """A client of the primary the sentinels of ``url`` know as ``master``, with the
     connection ``options`` of an ordinary client; ``sentinel_password`` logs in to the
-    sentinels."""
+    sentinels, and ``tls`` (``RecoveryConfig.sentinel_tls``) reaches them and the
+    primary over TLS."""
     where = SentinelURL.parse(url, shown)
     login = {"password": sentinel_password} if sentinel_password else {}
+    secure = {"ssl": True, **tls} if tls else {}
     # redis.sentinel is untyped: its client is a redis.Redis on a SentinelConnectionPool
-    sentinel = Sentinel(list(where.sentinels), sentinel_kwargs={**SENTINEL_TIMEOUTS, **login})  # type: ignore[no-untyped-call]
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        list(where.sentinels), sentinel_kwargs={**SENTINEL_TIMEOUTS, **login, **secure}
+    )
     client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
-        master, db=where.db, username=where.username, password=where.password, **options
+        master, db=where.db, username=where.username, password=where.password, **options, **secure
     )
     return client
 
