@@ -11,7 +11,9 @@ name to Celery's broker and result backend, so one URL and one name serve all th
 As in Celery, the password, user and database of the first part are the primary's
 and a part without a port means 26379; sentinels that require a password of their own
 get the ``sentinel_password`` setting, which ``celeryconfig.py`` hands to Celery as
-``sentinel_kwargs``.
+``sentinel_kwargs``. A deployment that speaks TLS gets the ``sentinel_ssl_*`` settings
+(``RecoveryConfig.sentinel_tls``), for the sentinels and the primary alike: a
+``sentinel://`` part cannot say TLS.
 
 The client is redis-py's ``Sentinel(...).master_for(name)``: every new connection
 asks the sentinels where the primary is, and a connection to a primary that died or
