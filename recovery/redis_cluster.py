@@ -15,7 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from recovery.redis_server import RedisServer, Service, find_redis_server, free_port
+from recovery.redis_server import RedisServer, Service, TLSFiles, find_redis_server, free_port
 
 #: A cluster node also listens on its port + this (the cluster bus), below 65536.
 BUS_OFFSET = 10000
@@ -49,13 +49,18 @@ def free_node_port() -> int:
 class LocalCluster(Service):
     """Start with ``with LocalCluster(data_dir) as cluster: cluster.url``."""
 
-    def __init__(self, data_dir: str | Path, primaries: int = 3) -> None:
+    def __init__(
+        self, data_dir: str | Path, primaries: int = 3, *, tls: TLSFiles | None = None
+    ) -> None:
         self.data_dir = Path(data_dir)
+        #: Every node on a TLS port only, its cluster bus over TLS too.
+        self.tls = tls
         self.servers = [
             RedisServer(
                 self.data_dir / f"node{i}",
                 free_node_port(),
                 appendonly=False,
+                tls=tls,
                 extra_args=(
                     "--cluster-enabled",
                     "yes",
@@ -63,6 +68,7 @@ class LocalCluster(Service):
                     "nodes.conf",
                     "--cluster-node-timeout",
                     "5000",
+                    *(("--tls-cluster", "yes", "--tls-replication", "yes") if tls else ()),
                 ),
             )
             for i in range(primaries)
@@ -70,8 +76,21 @@ class LocalCluster(Service):
 
     @property
     def url(self) -> str:
+        """``redis+cluster://`` with every node; with TLS, ``rediss+cluster://`` and the
+        query of a node's own ``rediss://`` URL (the CA, a client certificate)."""
         nodes = ",".join(f"127.0.0.1:{server.port}" for server in self.servers)
-        return f"redis+cluster://{nodes}"
+        if self.tls is None:
+            return f"redis+cluster://{nodes}"
+        return f"rediss+cluster://{nodes}?{self.servers[0].url.partition('?')[2]}"
+
+    def _cli_tls(self) -> tuple[str, ...]:
+        if self.tls is None:
+            return ()
+        ours = ("--tls", "--cacert", str(self.tls.ca))
+        if self.tls.client is None:
+            return ours
+        cert, key = self.tls.client
+        return (*ours, "--cert", str(cert), "--key", str(key))
 
     def start(self, timeout: float = 30.0) -> None:
         try:
@@ -80,6 +99,7 @@ class LocalCluster(Service):
             subprocess.run(
                 [
                     find_redis_cli(),
+                    *self._cli_tls(),
                     "--cluster",
                     "create",
                     *(f"127.0.0.1:{server.port}" for server in self.servers),

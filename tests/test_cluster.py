@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import runpy
 import shutil
 import subprocess
 import sys
@@ -21,7 +22,8 @@ from typing import Any
 import pytest
 import redis
 from celery import Celery
-from conftest import trackers
+from conftest import tls_files, trackers
+from redbeat.schedulers import get_redis
 from redis.cluster import RedisCluster
 
 from recovery import DocumentRecoveryManager, RecoveryConfig, installed
@@ -259,6 +261,53 @@ def test_a_worker_records_and_recovers_a_document_on_a_cluster(
     wait_for(lambda: tracker.reports.get_record(doc_id) is None, "the recovery")
     metrics = cluster_recovery.status()["recovery_metrics"]
     assert (metrics["recovery_attempts"], metrics["successful_recoveries"]) == (1, 1)
+
+
+@pytest.mark.parametrize("client_certificates", [False, True], ids=["tls", "client-certificates"])
+def test_the_tracker_and_beat_work_on_a_cluster_that_speaks_only_tls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis_url: str, client_certificates: bool
+) -> None:
+    import celeryconfig
+
+    # Given a cluster on TLS ports only (its bus too), named with Celery's spelling of
+    # the certificate check, the broker and result backend on the session's Redis
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    files = tls_files(certs, client_certificates=client_certificates)
+    cluster = LocalCluster(tmp_path / "cluster", tls=files)
+    try:
+        cluster.start()
+    except RuntimeError as exc:
+        if "tls" not in str(exc).lower():
+            raise
+        pytest.skip(f"this redis-server was built without TLS: {exc}")
+    url = f"{cluster.url}&ssl_cert_reqs=CERT_REQUIRED"
+    for name, value in {
+        "REDIS_URL": url,
+        "CELERY_BROKER_URL": redis_url,
+        "CELERY_RESULT_BACKEND": redis_url,
+    }.items():
+        monkeypatch.setenv(name, value)
+    tracker = Tracker(url, RecoveryConfig(shards=3))
+    made = runpy.run_path(celeryconfig.__file__)
+    app = Celery("cluster-tls", set_as_current=False)
+    app.conf.update({k: v for k, v in made.items() if k.islower() and not k.startswith("_")})
+    try:
+        # When failures are recorded over its primaries and beat's RedBeat is built
+        states = {
+            tracker.store.record_failure(failure(f"/docs/{n}.pdf", 1e9)).state for n in range(6)
+        }
+        tracked = tracker.reports.status()["total_failed_documents"]
+        beat_answered = get_redis(app).ping()
+    finally:
+        tracker.close()
+        app.close()
+        cluster.stop()
+
+    # Then both reached the cluster over TLS
+    assert states == {"failed"}
+    assert tracked == 6
+    assert beat_answered
 
 
 @pytest.mark.slow
