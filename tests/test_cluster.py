@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import redis
 from celery import Celery
-from conftest import tls_files, trackers
+from conftest import started_with_tls, tls_files, trackers
 from redbeat.schedulers import get_redis
 from redis.cluster import RedisCluster
 
@@ -275,12 +275,7 @@ def test_the_tracker_and_beat_work_on_a_cluster_that_speaks_only_tls(
     certs.mkdir()
     files = tls_files(certs, client_certificates=client_certificates)
     cluster = LocalCluster(tmp_path / "cluster", tls=files)
-    try:
-        cluster.start()
-    except RuntimeError as exc:
-        if "tls" not in str(exc).lower():
-            raise
-        pytest.skip(f"this redis-server was built without TLS: {exc}")
+    started_with_tls(cluster.start)
     url = f"{cluster.url}&ssl_cert_reqs=CERT_REQUIRED"
     for name, value in {
         "REDIS_URL": url,

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import redis
 from celery import Celery
-from conftest import LoggedProcess, tls_files
+from conftest import LoggedProcess, started_with_tls, tls_files
 from faults.support import (
     FAST_ENV,
     TASK,
@@ -252,7 +252,7 @@ def test_tracker_celery_and_beat_reach_the_primary_through_sentinels_over_tls(
     certs = tmp_path / "certs"
     certs.mkdir()
     files = tls_files(certs, client_certificates=client_certificates)
-    group = sentinel_group(master="docs", tls=files)
+    group = started_with_tls(lambda: sentinel_group(master="docs", tls=files))
     settings = {
         "REDIS_URL": group.url,
         "DOCRECOVERY_SENTINEL_MASTER": "docs",

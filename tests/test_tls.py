@@ -20,7 +20,7 @@ import pytest
 import redis
 import trustme
 from celery import Celery
-from conftest import tls_files
+from conftest import started_with_tls, tls_files
 from faults.support import FAST_ENV, Doc, Worker, processed, record, wait_for, write_text
 from redbeat.schedulers import get_redis
 
@@ -39,12 +39,7 @@ def start_tls_server(where: Path, *, client_certificates: bool) -> RedisServer:
     """A redis-server on a TLS port only (see :func:`conftest.tls_files`)."""
     files = tls_files(where, client_certificates=client_certificates)
     server = RedisServer(where / "redis", tls=files)
-    try:
-        server.start()
-    except RuntimeError as exc:
-        if "tls" not in str(exc).lower():
-            raise
-        pytest.skip(f"this redis-server was built without TLS: {exc}")
+    started_with_tls(server.start)
     return server
 
 
