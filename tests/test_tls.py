@@ -1,10 +1,11 @@
-"""The tracker, Celery's broker and its result backend on a Redis that speaks only TLS.
+"""The tracker, Celery's broker, its result backend and beat on a Redis that speaks TLS.
 
-One ``rediss://`` URL names all three (README: TLS). Celery refuses such a URL without
-``ssl_cert_reqs`` and spells it ``CERT_REQUIRED``; redis-py, the tracker's client,
-checks certificates when it is absent and spells it ``required``. Here a real
-redis-server listens on a TLS port only, with a certificate from a test CA (trustme),
-and a real worker processes documents through it.
+One ``rediss://`` URL names them all (README: TLS). Celery refuses such a URL without
+``ssl_cert_reqs`` and spells it ``CERT_REQUIRED``; redis-py, the client of the tracker
+and of RedBeat, checks certificates when it is absent and spells it ``required``. Here
+a real redis-server listens on a TLS port only, with a certificate from a test CA
+(trustme), one requires client certificates too, and a real worker processes
+documents through the first.
 """
 
 from __future__ import annotations
