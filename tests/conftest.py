@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
+import runpy
 import signal
 import subprocess
 import sys
@@ -158,6 +159,7 @@ def tls_files(where: Path, *, client_certificates: bool = False) -> TLSFiles:
     """A test CA (trustme) and a certificate it signed for 127.0.0.1, written to
     ``where``; with ``client_certificates``, a client certificate too, which servers
     started with these files then require (:class:`~recovery.redis_server.TLSFiles`)."""
+    where.mkdir(parents=True, exist_ok=True)
     ca = trustme.CA()
     ca.cert_pem.write_to_path(str(where / "ca.crt"))
     issued = {"server": ca.issue_cert("127.0.0.1", "localhost")}
@@ -168,6 +170,17 @@ def tls_files(where: Path, *, client_certificates: bool = False) -> TLSFiles:
         certificate.private_key_pem.write_to_path(str(where / f"{name}.key"))
     client = (where / "client.crt", where / "client.key") if client_certificates else None
     return TLSFiles(where / "server.crt", where / "server.key", where / "ca.crt", client)
+
+
+def celeryconfig_app(name: str) -> Celery:
+    """An app configured as ``celeryconfig.py`` reads the environment now (it is run
+    afresh: the imported module keeps the settings of the first import)."""
+    import celeryconfig
+
+    made = runpy.run_path(celeryconfig.__file__)
+    app = Celery(name, set_as_current=False)
+    app.conf.update({k: v for k, v in made.items() if k.islower() and not k.startswith("_")})
+    return app
 
 
 def started_with_tls(start: Callable[[], T]) -> T:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import runpy
 import shutil
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from typing import Any
 import pytest
 import redis
 from celery import Celery
-from conftest import started_with_tls, tls_files, trackers
+from conftest import celeryconfig_app, started_with_tls, tls_files, trackers
 from redbeat.schedulers import get_redis
 from redis.cluster import RedisCluster
 
@@ -56,7 +55,7 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClu
 @pytest.fixture
 def cluster_url(redis_cluster: LocalCluster) -> str:
     """The cluster's URL, every primary flushed."""
-    client = connect(redis_cluster.url, sentinel_master="unused")
+    client = connect(redis_cluster.url, RecoveryConfig())
     client.flushall()
     client.close()
     return redis_cluster.url
@@ -64,7 +63,7 @@ def cluster_url(redis_cluster: LocalCluster) -> str:
 
 @pytest.fixture
 def cluster_client(cluster_url: str) -> Iterator[RedisCluster]:
-    client = connect(cluster_url, sentinel_master="unused")
+    client = connect(cluster_url, RecoveryConfig())
     assert isinstance(client, RedisCluster)
     yield client
     client.close()
@@ -267,13 +266,10 @@ def test_a_worker_records_and_recovers_a_document_on_a_cluster(
 def test_the_tracker_and_beat_work_on_a_cluster_that_speaks_only_tls(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis_url: str, client_certificates: bool
 ) -> None:
-    import celeryconfig
 
     # Given a cluster on TLS ports only (its bus too), named with Celery's spelling of
     # the certificate check, the broker and result backend on the session's Redis
-    certs = tmp_path / "certs"
-    certs.mkdir()
-    files = tls_files(certs, client_certificates=client_certificates)
+    files = tls_files(tmp_path / "certs", client_certificates=client_certificates)
     cluster = LocalCluster(tmp_path / "cluster", tls=files)
     started_with_tls(cluster.start)
     url = f"{cluster.url}&ssl_cert_reqs=CERT_REQUIRED"
@@ -284,9 +280,7 @@ def test_the_tracker_and_beat_work_on_a_cluster_that_speaks_only_tls(
     }.items():
         monkeypatch.setenv(name, value)
     tracker = Tracker(url, RecoveryConfig(shards=3))
-    made = runpy.run_path(celeryconfig.__file__)
-    app = Celery("cluster-tls", set_as_current=False)
-    app.conf.update({k: v for k, v in made.items() if k.islower() and not k.startswith("_")})
+    app = celeryconfig_app("cluster-tls")
     try:
         # When failures are recorded over its primaries and beat's RedBeat is built
         states = {

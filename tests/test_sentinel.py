@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import redis
 from celery import Celery
-from conftest import LoggedProcess, started_with_tls, tls_files
+from conftest import LoggedProcess, celeryconfig_app, started_with_tls, tls_files
 from faults.support import (
     FAST_ENV,
     TASK,
@@ -245,13 +245,10 @@ def test_tracker_celery_and_beat_reach_the_primary_through_sentinels_over_tls(
     redis_url: str,
     client_certificates: bool,
 ) -> None:
-    import celeryconfig
 
     # Given sentinels and servers that speak only TLS (requiring a client certificate,
     # with the broker on another Redis: beat then takes its TLS options from ours alone)
-    certs = tmp_path / "certs"
-    certs.mkdir()
-    files = tls_files(certs, client_certificates=client_certificates)
+    files = tls_files(tmp_path / "certs", client_certificates=client_certificates)
     group = started_with_tls(lambda: sentinel_group(master="docs", tls=files))
     settings = {
         "REDIS_URL": group.url,
@@ -271,9 +268,7 @@ def test_tracker_celery_and_beat_reach_the_primary_through_sentinels_over_tls(
     # When the tracker records a failure, and Celery's broker and result backend and
     # beat's RedBeat are built by celeryconfig from the same settings
     tracker = Tracker(group.url, RecoveryConfig.from_env())
-    made = runpy.run_path(celeryconfig.__file__)
-    app = Celery("sentinel-tls", set_as_current=False)
-    app.conf.update({k: v for k, v in made.items() if k.islower() and not k.startswith("_")})
+    app = celeryconfig_app("sentinel-tls")
     try:
         outcome = tracker.store.record_failure(failure(1), now="server")
         with app.connection_for_write() as connection:
@@ -456,7 +451,7 @@ def test_the_pipeline_continues_after_its_primary_is_killed_and_nothing_is_lost(
     # Broker and tracker follow Sentinel; Celery's results stay on the session's Redis,
     # whose backend would hold a child for ~20 s retrying while no primary exists.
     group = sentinel_group(master="docs", replica_priority=0)
-    client = connect(group.url, "docs")
+    client = connect(group.url, RecoveryConfig(sentinel_master="docs"))
     assert isinstance(client, redis.Redis)
     app = sender(group.url, "docs")
     spool = tmp_path / "spool"

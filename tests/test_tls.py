@@ -11,7 +11,6 @@ documents through the first.
 from __future__ import annotations
 
 import os
-import runpy
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -21,7 +20,7 @@ import pytest
 import redis
 import trustme
 from celery import Celery
-from conftest import started_with_tls, tls_files
+from conftest import celeryconfig_app, started_with_tls, tls_files
 from faults.support import FAST_ENV, Doc, Worker, processed, record, wait_for, write_text
 from redbeat.schedulers import get_redis
 
@@ -209,9 +208,7 @@ def test_celeryconfigs_broker_backend_and_beat_reach_a_tls_redis_named_in_celery
     for name in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("REDIS_URL", f"{tls_server.url}&ssl_cert_reqs=CERT_REQUIRED")
-    settings = runpy.run_path(str(REPO / "celeryconfig.py"))
-    app = Celery("tls-conf", set_as_current=False)
-    app.conf.update({k: v for k, v in settings.items() if k.islower() and not k.startswith("_")})
+    app = celeryconfig_app("tls-conf")
     try:
         # When the broker, the result backend and beat's RedBeat use what it made
         with app.connection_for_write() as connection:
