@@ -27,7 +27,7 @@ from recovery.keys import Keys
 from recovery.policy import longest_run
 from recovery.store.cluster import first_node_url, is_cluster_url
 from recovery.store.connection import redact, tracker_url
-from recovery.store.sentinel import SENTINEL_TIMEOUTS, SentinelURL, is_sentinel
+from recovery.store.sentinel import SENTINEL_TIMEOUTS, SentinelURL, is_sentinel, sentinel_login
 from recovery.store.tls import for_redis_py
 
 broker_url = _broker.default_broker_url()
@@ -95,12 +95,7 @@ _longest_run = int(longest_run(_recovery, task_time_limit))
 # ignores it, and a sentinel:// URL given later (``--redis-url``) finds it in place.
 _sentinel: dict[str, object] = {"master_name": _recovery.sentinel_master}
 _sentinel_tls = _recovery.sentinel_tls
-# what the sentinels themselves require: a password of their own (the primary's is the
-# URL's), TLS
-_sentinel_kwargs: dict[str, Any] = {
-    **({"password": _recovery.sentinel_password} if _recovery.sentinel_password else {}),
-    **({"ssl": True, **_sentinel_tls} if _sentinel_tls else {}),
-}
+_sentinel_kwargs = sentinel_login(_recovery.sentinel_password, _sentinel_tls)
 if _sentinel_kwargs:
     _sentinel["sentinel_kwargs"] = _sentinel_kwargs
 # and the primary they name over TLS too, for a sentinel:// broker and result backend

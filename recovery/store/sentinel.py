@@ -102,6 +102,13 @@ def _db(parsed: SplitResult, shown: str) -> int:
     return int(path or 0)
 
 
+def sentinel_login(password: str, tls: Mapping[str, Any]) -> dict[str, Any]:
+    """What the sentinels themselves require, as redis-py's and Celery's
+    ``sentinel_kwargs`` take it: a password of their own (the primary's is the URL's),
+    TLS (``RecoveryConfig.sentinel_tls``)."""
+    return {**({"password": password} if password else {}), **({"ssl": True, **tls} if tls else {})}
+
+
 def master_client(
     url: str,
     master: str,
@@ -115,11 +122,11 @@ def master_client(
     sentinels, and ``tls`` (``RecoveryConfig.sentinel_tls``) reaches them and the
     primary over TLS."""
     where = SentinelURL.parse(url, shown)
-    login = {"password": sentinel_password} if sentinel_password else {}
     secure = {"ssl": True, **tls} if tls else {}
+    login = sentinel_login(sentinel_password, tls or {})
     # redis.sentinel is untyped: its client is a redis.Redis on a SentinelConnectionPool
     sentinel = Sentinel(  # type: ignore[no-untyped-call]
-        list(where.sentinels), sentinel_kwargs={**SENTINEL_TIMEOUTS, **login, **secure}
+        list(where.sentinels), sentinel_kwargs={**SENTINEL_TIMEOUTS, **login}
     )
     client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
         master, db=where.db, username=where.username, password=where.password, **options, **secure
