@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
@@ -146,17 +146,11 @@ CLIENT_OPTIONS: dict[str, Any] = {
 }
 
 
-def connect(
-    url: str,
-    sentinel_master: str,
-    sentinel_password: str = "",
-    sentinel_tls: Mapping[str, Any] | None = None,
-) -> Client:
+def connect(url: str, config: RecoveryConfig) -> Client:
     """A client of the Redis ``url`` names; for a ``sentinel://`` URL, of the primary
-    its sentinels (logged in to with ``sentinel_password``, if any, over TLS with
-    ``sentinel_tls``, if any) know as
-    ``sentinel_master``, found again after a failover; for a ``redis+cluster://`` URL,
-    of the cluster (it reads the slot map on creation)."""
+    its sentinels know as ``config.sentinel_master``, reached with the config's other
+    ``sentinel_*`` settings and found again after a failover; for a ``redis+cluster://``
+    URL, of the cluster (it reads the slot map on creation)."""
     if is_cluster_url(url):
         return connect_cluster(tls.for_redis_py(url), **CLIENT_OPTIONS)
     options = {
@@ -172,7 +166,12 @@ def connect(
     }
     if is_sentinel(url):
         return master_client(
-            url, sentinel_master, redact(url), options, sentinel_password, sentinel_tls
+            url,
+            config.sentinel_master,
+            redact(url),
+            options,
+            config.sentinel_password,
+            config.sentinel_tls,
         )
     return redis.Redis.from_url(tls.for_redis_py(url), **options)
 
@@ -214,9 +213,7 @@ class Connection:
         if client is None:
             check_url(url)
         self._client = client
-        self._master = config.sentinel_master
-        self._sentinel_password = config.sentinel_password
-        self._sentinel_tls = config.sentinel_tls
+        self._config = config
         self.wait = (
             Wait(config.wait_replicas, config.wait_timeout_ms) if config.wait_replicas else None
         )
@@ -231,9 +228,7 @@ class Connection:
         if self._client is None:
             with self.errors("connect"):
                 try:
-                    self._client = connect(
-                        self.url, self._master, self._sentinel_password, self._sentinel_tls
-                    )
+                    self._client = connect(self.url, self._config)
                 except RedisClusterException as exc:
                     raise redis.ConnectionError(str(exc)) from exc
         return self._client
@@ -258,7 +253,7 @@ class Connection:
             where = redact(self.url) if self.url else "Redis"
             kind, cause = _kind(exc), str(exc)
             if isinstance(exc, MasterNotFoundError):
-                kind, cause = no_primary(exc, self._master)
+                kind, cause = no_primary(exc, self._config.sentinel_master)
             elif hint := tls.hint(exc, self.url):
                 cause += f" ({hint})"
             raise kind(f"{operation} failed on {where}: {cause}") from exc
