@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
 import socket
 import time
 from collections.abc import Callable, Iterator
+from multiprocessing.connection import Connection
 from typing import Any
 
 import pytest
@@ -1081,6 +1083,42 @@ def test_the_trackers_client_refuses_what_redis_py_refuses_and_sends_buffers(
         client.set("key", None)  # type: ignore[arg-type]
     client.set(memoryview(b"buffered"), bytearray(b"value"))
     assert redis_client.get("buffered") == "value"
+
+
+def _record_in_child(tracker: Tracker, replies: Connection) -> None:
+    outcome = tracker.store.record_failure(failure("/docs/child.pdf", task_id="child"))
+    client = tracker.store.connection.client
+    assert isinstance(client, redis.Redis)
+    replies.send((outcome.state, client.client_id()))
+
+
+def test_a_forked_child_talks_to_redis_on_a_connection_of_its_own(
+    tracker: Tracker, redis_client: redis.Redis
+) -> None:
+    # Given a tracker whose client the parent has used (a prefork worker's parent
+    # registers its environment before replacing a child)
+    tracker.store.record_failure(failure("/docs/parent.pdf", task_id="parent"))
+    client = tracker.store.connection.client
+    assert isinstance(client, redis.Redis)
+    parent_id = client.client_id()
+
+    # When a forked child records a failure through the tracker it inherited
+    receive, send = multiprocessing.Pipe(duplex=False)
+    child = multiprocessing.get_context("fork").Process(
+        target=_record_in_child, args=(tracker, send)
+    )
+    child.start()
+    assert receive.poll(30), "the child did not answer"
+    state, child_id = receive.recv()
+    child.join(30)
+
+    # Then it did so on a connection of its own, and the parent's still answers it alone
+    assert child.exitcode == 0
+    assert state == "failed"
+    assert child_id != parent_id
+    assert client.client_id() == parent_id
+    assert tracker.reports.status()["total_failed_documents"] == 2
+    assert redis_client.exists(f"{{docrecovery}}:doc:{document_id('/docs/child.pdf')}")
 
 
 # --- the async face -------------------------------------------------------------------

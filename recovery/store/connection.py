@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -150,7 +151,13 @@ def connect(url: str, config: RecoveryConfig) -> Client:
     """A client of the Redis ``url`` names; for a ``sentinel://`` URL, of the primary
     its sentinels know as ``config.sentinel_master``, reached with the config's other
     ``sentinel_*`` settings and found again after a failover; for a ``redis+cluster://``
-    URL, of the cluster (it reads the slot map on creation)."""
+    URL, of the cluster (it reads the slot map on creation).
+
+    A one-Redis or Sentinel client sends its commands on one connection of its own
+    (``single_connection_client``, behind redis-py's lock, so threads still share it):
+    taking a connection from the pool and giving it back cost every call a fifth of
+    its time. A pipeline still takes a connection of the pool. After a fork, the
+    child makes a client of its own (:func:`_forget_inherited`)."""
     if is_cluster_url(url):
         return connect_cluster(tls.for_redis_py(url), **CLIENT_OPTIONS)
     options = {
@@ -173,7 +180,7 @@ def connect(url: str, config: RecoveryConfig) -> Client:
             config.sentinel_password,
             config.sentinel_tls,
         )
-    return redis.Redis.from_url(tls.for_redis_py(url), **options)
+    return redis.Redis.from_url(tls.for_redis_py(url), single_connection_client=True, **options)
 
 
 def check_url(url: str) -> None:
@@ -194,6 +201,9 @@ class Shard:
         self.keys = keys
         self._connection = connection
         self._scripts: Scripts | None = None
+
+    def forget_client(self) -> None:
+        self._scripts = None
 
     @property
     def scripts(self) -> Scripts:
@@ -231,7 +241,15 @@ class Connection:
                     self._client = connect(self.url, self._config)
                 except RedisClusterException as exc:
                     raise redis.ConnectionError(str(exc)) from exc
+            _MADE.add(self)
         return self._client
+
+    def forget_client(self) -> None:
+        """Drop the client (and the scripts on it) without closing it: a forked
+        child's copy shares the parent's socket, which only the parent may use."""
+        self._client = None
+        for shard in self.shards:
+            shard.forget_client()
 
     @property
     def scripts(self) -> Scripts:
@@ -306,6 +324,24 @@ class Connection:
         if isinstance(client, redis.Redis):
             close_sentinels(client)
         client.close()
+
+
+#: Connections holding a client they made, so that a forked child makes its own.
+_MADE: weakref.WeakSet[Connection] = weakref.WeakSet()
+
+
+def _forget_inherited() -> None:
+    """In a forked child (a prefork worker's, made after the parent used its tracker),
+    every client made before the fork is the parent's: a command sent on its one
+    connection would interleave with the parent's, and its lock may be held by a
+    parent thread that does not exist here. redis-py's pool would notice the new
+    process; a client of one connection does not."""
+    for connection in list(_MADE):
+        connection.forget_client()
+    _MADE.clear()
+
+
+os.register_at_fork(after_in_child=_forget_inherited)
 
 
 def _raise_first(replies: list[Any]) -> list[Any]:
