@@ -7,14 +7,17 @@ import asyncio
 import logging
 import multiprocessing
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
+from types import FrameType
 from typing import Any
 
 import pytest
 import redis
 from conftest import trackers
+from faults.support import wait_for
 from redis.connection import HiredisRespSerializer
 
 from recovery.api import FailedDocumentsTracker
@@ -1083,6 +1086,39 @@ def test_the_trackers_client_refuses_what_redis_py_refuses_and_sends_buffers(
         client.set("key", None)  # type: ignore[arg-type]
     client.set(memoryview(b"buffered"), bytearray(b"value"))
     assert redis_client.get("buffered") == "value"
+
+
+class Interrupted(BaseException):
+    """Stands for an exception raised from a signal handler (a soft time limit's)."""
+
+
+def test_a_call_cut_off_before_its_reply_leaves_nothing_for_the_next_to_read(
+    tracker: Tracker, redis_client: redis.Redis
+) -> None:
+    # Given a tracker that has recorded a failure (its script is loaded) and answered
+    tracker.store.record_failure(failure("/docs/first.pdf"))
+    assert tracker.reports.status()["total_failed_documents"] == 1
+
+    # When an exception cuts a call off after its command went out, before its reply
+    # is read (redis-py's parse_response is where the reading starts)
+    def interrupt(frame: FrameType, event: str, _: Any) -> None:
+        if event == "call" and frame.f_code.co_name == "parse_response":
+            raise Interrupted
+
+    sys.settrace(interrupt)
+    try:
+        with pytest.raises(Interrupted):
+            tracker.store.record_failure(failure("/docs/a.pdf"))
+    finally:
+        sys.settrace(None)
+
+    # Then the command that went out is applied (Redis may read it after the next
+    # call's, which comes on a new connection), and each later call reads its own reply
+    key = f"{{docrecovery}}:doc:{document_id('/docs/a.pdf')}"
+    wait_for(lambda: redis_client.exists(key), 10, "the cut-off call to be applied")
+    assert tracker.reports.status()["total_failed_documents"] == 2
+    assert tracker.store.record_failure(failure("/docs/b.pdf")).state == "failed"
+    assert tracker.reports.status()["total_failed_documents"] == 3
 
 
 def _record_in_child(tracker: Tracker, replies: Connection) -> None:

@@ -153,11 +153,14 @@ def connect(url: str, config: RecoveryConfig) -> Client:
     ``sentinel_*`` settings and found again after a failover; for a ``redis+cluster://``
     URL, of the cluster (it reads the slot map on creation).
 
-    A one-Redis or Sentinel client sends its commands on one connection of its own
+    A one-Redis client sends its commands on one connection of its own
     (``single_connection_client``, behind redis-py's lock, so threads still share it):
     taking a connection from the pool and giving it back cost every call a fifth of
-    its time. A pipeline still takes a connection of the pool. After a fork, the
-    child makes a client of its own (:func:`_forget_inherited`)."""
+    its time. What the pool's checkout did, the :class:`Connection` does: a command
+    cut off before its reply hangs up (:meth:`Connection.errors`), and a forked child
+    makes a client of its own (:func:`_forget_inherited`). A pipeline still takes a
+    connection of the pool. A Sentinel client keeps the pool: only the pool's checkout
+    asks the sentinels where the primary is when a connection reconnects."""
     if is_cluster_url(url):
         return connect_cluster(tls.for_redis_py(url), **CLIENT_OPTIONS)
     options = {
@@ -275,6 +278,19 @@ class Connection:
             elif hint := tls.hint(exc, self.url):
                 cause += f" ({hint})"
             raise kind(f"{operation} failed on {where}: {cause}") from exc
+        except BaseException:
+            self._hang_up()
+            raise
+
+    def _hang_up(self) -> None:
+        """Close the client's own connection: an exception raised between a command's
+        send and its reply (a soft time limit's, ^C) leaves the reply unread, and the
+        next command would read it as its own. redis-py closes the connection when
+        the exception comes while it waits, not in between; its pool checks before
+        lending a connection again, which a client of one connection never does."""
+        single = getattr(self._client, "connection", None)
+        if single is not None:
+            single.disconnect()
 
     def server_time(self) -> float:
         """The Redis server's clock: the one every deadline is measured by."""

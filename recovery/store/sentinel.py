@@ -15,11 +15,10 @@ get the ``sentinel_password`` setting, which ``celeryconfig.py`` hands to Celery
 (``RecoveryConfig.sentinel_tls``), for the sentinels and the primary alike: a
 ``sentinel://`` part cannot say TLS.
 
-The client is on redis-py's ``SentinelConnectionPool``, as ``Sentinel.master_for(name)``
-makes it: every new connection asks the sentinels where the primary is, and a
-connection to a primary that died or was demoted fails (``ConnectionError``, or the
-``READONLY`` a demoted primary answers with), so after a failover the next call
-reaches the promoted replica.
+The client is redis-py's ``Sentinel(...).master_for(name)``: every new connection
+asks the sentinels where the primary is, and a connection to a primary that died or
+was demoted fails (``ConnectionError``, or the ``READONLY`` a demoted primary answers
+with), so after a failover the next call reaches the promoted replica.
 """
 
 from __future__ import annotations
@@ -129,19 +128,9 @@ def master_client(
     sentinel = Sentinel(  # type: ignore[no-untyped-call]
         list(where.sentinels), sentinel_kwargs={**SENTINEL_TIMEOUTS, **login}
     )
-    # master_for's pool, in a client of one connection as connect() makes them
-    pool = SentinelConnectionPool(  # type: ignore[no-untyped-call]
-        master,
-        sentinel,
-        is_master=True,
-        db=where.db,
-        username=where.username,
-        password=where.password,
-        **options,
-        **secure,
+    client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+        master, db=where.db, username=where.username, password=where.password, **options, **secure
     )
-    client = redis.Redis(connection_pool=pool, single_connection_client=True)
-    client.auto_close_connection_pool = True
     return client
 
 
