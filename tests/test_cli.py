@@ -24,6 +24,7 @@ import pytest
 import redis
 import seed
 from conftest import run_python
+from faults.support import wait_for
 
 from recovery.api import FailedDocumentsTracker
 from recovery.config import RecoveryConfig
@@ -519,7 +520,7 @@ def test_retry_resubmits_a_dead_document_as_a_manual_retry_that_is_not_counted(
         record = tracker.reports.get_record(doc_id)
         return record is not None and record.failure_count == 2
 
-    wait_for(failed_again, "the manual retry to fail")
+    wait_for(failed_again, 30, "the manual retry to fail")
     record = tracker.reports.get_record(doc_id)
     assert record is not None
     # revived by the operator, it failed for a cause that can go away: live again,
@@ -536,7 +537,7 @@ def test_retry_resubmits_a_dead_document_as_a_manual_retry_that_is_not_counted(
     # When the file is back and it is retried again, it is processed and cleared
     present(doc_root, "gone.txt")
     assert cli("retry", doc_id).returncode == 0
-    wait_for(lambda: tracker.reports.get_record(doc_id) is None, "the manual retry to succeed")
+    wait_for(lambda: tracker.reports.get_record(doc_id) is None, 30, "the manual retry to succeed")
     metrics = tracker.reports.status()["recovery_metrics"]
     assert (metrics["failed_recoveries"], metrics["successful_recoveries"]) == (1, 1)
     assert metrics["recovery_attempts"] == 2
@@ -686,7 +687,9 @@ def test_submit_and_wait_against_a_worker_prints_ok_and_a_failure_names_the_work
     assert failed.returncode == 1
     assert f"FAILED  {missing}: FileNotFoundError" in failed.stdout
     doc_id = document_id(str(missing))
-    wait_for(lambda: tracker.reports.get_record(doc_id) is not None, "the failure to be recorded")
+    wait_for(
+        lambda: tracker.reports.get_record(doc_id) is not None, 30, "the failure to be recorded"
+    )
     record = tracker.reports.get_record(doc_id)
     assert record is not None
     assert record.worker_id == f"w1@{socket.gethostname()}"
@@ -768,14 +771,6 @@ def test_submit_to_a_server_that_never_answers_exits_2_with_a_timeout(
     assert done.returncode == EXIT_UNAVAILABLE, done.stderr
     assert done.stderr.splitlines() == [f"docrecovery: cannot reach Redis at {url}: timeout"]
     assert took < GIVES_UP_WITHIN
-
-
-def wait_for(condition: Callable[[], object], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def test_list_shows_every_tracked_id_a_corrupt_one_too_and_agrees_with_status(

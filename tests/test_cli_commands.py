@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import redis
+from faults.support import wait_for
 from test_cli import (
     DOCRECOVERY,
     failure,
@@ -27,7 +28,6 @@ from test_cli import (
     queued,
     record_dead,
     record_due,
-    wait_for,
 )
 
 from recovery.api import FailedDocumentsTracker
@@ -360,7 +360,9 @@ def test_retry_signature_resubmits_the_whole_group_once_and_a_worker_recovers_it
     # When a worker runs them, they succeed and leave tracking; the other group stays
     worker_process("w1")
     wait_for(
-        lambda: all(tracker.reports.get_record(d) is None for d in missing), "the group to recover"
+        lambda: all(tracker.reports.get_record(d) is None for d in missing),
+        30,
+        "the group to recover",
     )
     assert [r.doc_id for r in tracker.reports.get_failed_documents()] == imports
     assert tracker.reports.status()["recovery_metrics"]["successful_recoveries"] == 3

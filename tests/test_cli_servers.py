@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 from conftest import http_get
+from faults.support import wait_for
 from prometheus_client.parser import text_string_to_metric_families
-from test_cli import record_dead, record_due, wait_for
+from test_cli import record_dead, record_due
 from test_cli_commands import entry, env, tracker
 
 from recovery.redis_server import free_port
@@ -56,7 +57,7 @@ def serve(env: dict[str, str], tmp_path: Path) -> Iterator[Serve]:
         )
         started.append(process)
         base = f"http://127.0.0.1:{port}"
-        wait_for(lambda: process.poll() is not None or answers(base), f"{command} to listen")
+        wait_for(lambda: process.poll() is not None or answers(base), 30, f"{command} to listen")
         assert process.poll() is None, f"{command} exited with {process.returncode}"
         return base
 

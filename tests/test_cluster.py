@@ -22,6 +22,7 @@ import pytest
 import redis
 from celery import Celery
 from conftest import celeryconfig_app, started_with_tls, tls_files, trackers
+from faults.support import wait_for
 from redbeat.schedulers import get_redis
 from redis.cluster import RedisCluster
 
@@ -96,14 +97,6 @@ def same_shard(count: int, shards: int) -> list[str]:
     return list(
         itertools.islice((p for p in paths if shard_of(document_id(p), shards) == 0), count)
     )
-
-
-def wait_for(condition: Callable[[], object], what: str) -> None:
-    deadline = time.monotonic() + TIMEOUT
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {TIMEOUT}s waiting for {what}")
-        time.sleep(0.05)
 
 
 # --- the URL --------------------------------------------------------------------------
@@ -249,7 +242,7 @@ def test_a_worker_records_and_recovers_a_document_on_a_cluster(
     doc_id = document_id(str(path), "retries")
     # Given a document that failed in the worker because its file was missing
     celery_app.send_task("tasks.process_document", args=[str(path), "retries", {}])
-    wait_for(lambda: tracker.reports.get_record(doc_id) is not None, "the failure")
+    wait_for(lambda: tracker.reports.get_record(doc_id) is not None, TIMEOUT, "the failure")
 
     # When the file is restored and a recovery run resubmits it
     shutil.copy(SAMPLES / "celery-retries.txt", path)
@@ -257,7 +250,7 @@ def test_a_worker_records_and_recovers_a_document_on_a_cluster(
 
     # Then the worker processes it, the tracker on the cluster forgets it, and counts it
     assert [sent.doc_id for sent in summary.resubmitted] == [doc_id]
-    wait_for(lambda: tracker.reports.get_record(doc_id) is None, "the recovery")
+    wait_for(lambda: tracker.reports.get_record(doc_id) is None, TIMEOUT, "the recovery")
     metrics = cluster_recovery.status()["recovery_metrics"]
     assert (metrics["recovery_attempts"], metrics["successful_recoveries"]) == (1, 1)
 

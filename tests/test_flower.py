@@ -23,6 +23,7 @@ import pytest
 from celery import Celery
 from celery.result import AsyncResult
 from conftest import HttpResponse, http_get
+from faults.support import wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 from recovery.api import DocumentRecoveryManager
@@ -186,7 +187,7 @@ class Pipeline:
             response = self.flower.get(f"/api/task/info/{task_id}", auth=(USER, PASSWORD))
             return response.status == 200 and json.loads(response.body)["state"] == state
 
-        wait_for(ready, f"Flower to see task {task_id} as {state}")
+        wait_for(ready, START_TIMEOUT, f"Flower to see task {task_id} as {state}")
         return self.api(f"/api/task/info/{task_id}")
 
     def failed_and_tracked(self, path: Path) -> str:
@@ -195,7 +196,7 @@ class Pipeline:
         tracker = Tracker(self.redis_url)
         try:
             doc_id = FailedDocumentRecord(str(path), task_id, "").doc_id
-            wait_for(lambda: tracker.reports.get_record(doc_id), f"{path} tracked")
+            wait_for(lambda: tracker.reports.get_record(doc_id), START_TIMEOUT, f"{path} tracked")
         finally:
             tracker.close()
         return task_id
@@ -212,14 +213,6 @@ def pipeline(
     with running_flower(redis_url, tmp_path / "flower.log") as server:
         worker_process("w1")
         yield Pipeline(server, celery_app, redis_url, doc_root)
-
-
-def wait_for(condition: Callable[[], object], what: str, timeout: float = START_TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)
 
 
 NO_JITTER = {"retry_jitter": 0.0, "min_retry_interval_hours": 0.0}

@@ -28,6 +28,7 @@ import seed
 from brokers import Broker
 from celery import Celery
 from celery.result import AsyncResult
+from faults.support import wait_for
 
 from recovery import ConfigError, FailedDocumentsTracker, RecoveryConfig, installed
 from recovery.keys import Keys
@@ -66,14 +67,6 @@ def tracker(redis_url: str) -> Iterator[Tracker]:
     tracker = FailedDocumentsTracker(redis_url, RecoveryConfig(retry_jitter=0.0))
     yield tracker
     tracker.close()
-
-
-def wait_for(condition: Callable[[], object], what: str, timeout: float = TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def restored(root: Path, name: str) -> Path:
@@ -125,10 +118,11 @@ def test_the_processor_snippet_recovers_then_runs_a_worker_that_processes_docume
             await asyncio.to_thread(
                 wait_for,
                 lambda: tracker.reports.get_record(document_id(str(recovered), "lease")) is None,
+                TIMEOUT,
                 "the recovered document to be cleared",
             )
         finally:
-            await asyncio.to_thread(wait_for, lambda: processor._process, "the worker")
+            await asyncio.to_thread(wait_for, lambda: processor._process, TIMEOUT, "the worker")
             processor.stop()
             try:
                 code = await asyncio.wait_for(worker, 30)
@@ -171,7 +165,7 @@ async def working(processor: Any) -> AsyncIterator[None]:
                 processor._process.send_signal(signal.SIGKILL)
     assert code == 0
     await asyncio.to_thread(
-        wait_for, lambda: not any(map(running, children)), "the worker's children to exit", 10
+        wait_for, lambda: not any(map(running, children)), 10, "the worker's children to exit"
     )
 
 
@@ -223,6 +217,7 @@ def test_the_processor_recovers_periodically_while_its_worker_runs(
             await asyncio.to_thread(
                 wait_for,
                 lambda: tracker.reports.get_record(doc_id) is None,
+                TIMEOUT,
                 "a periodic run to recover the document",
             )
 
@@ -290,7 +285,10 @@ def test_config_updated_after_construction_is_what_the_worker_starts_with(
             assert processor._process is not None
             raw = Path(f"/proc/{processor._process.pid}/environ").read_bytes()
             await asyncio.to_thread(
-                wait_for, lambda: celery_app.control.ping([node], timeout=0.5), "the worker"
+                wait_for,
+                lambda: celery_app.control.ping([node], timeout=0.5),
+                TIMEOUT,
+                "the worker",
             )
             replies = await asyncio.to_thread(
                 lambda: celery_app.control.inspect([node], timeout=5).conf(with_defaults=False)

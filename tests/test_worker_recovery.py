@@ -31,6 +31,7 @@ import redis
 from celery import Celery, Task
 from celery.result import AsyncResult
 from celery.signals import task_postrun, task_prerun
+from faults.support import wait_for
 
 from recovery import DocumentRecoveryManager, RecoveryConfig, TrackedTask, installed
 from recovery.environment import fingerprint
@@ -103,7 +104,7 @@ class Runs:
 
     def wait(self, task_id: str, count: int = 1) -> str:
         """The state of the ``count``-th finished run of ``task_id``, once it finished."""
-        wait_for(lambda: len(self.states(task_id)) >= count, f"run {count} of {task_id}")
+        wait_for(lambda: len(self.states(task_id)) >= count, TIMEOUT, f"run {count} of {task_id}")
         return self.states(task_id)[count - 1]
 
 
@@ -156,14 +157,6 @@ def fresh_fingerprint() -> Iterator[None]:
 
 
 # --- helpers --------------------------------------------------------------------------
-
-
-def wait_for(condition: Callable[[], object], what: str, timeout: float = TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
 
 
 def submit(
