@@ -288,9 +288,11 @@ class Connection:
         next command would read it as its own. redis-py closes the connection when
         the exception comes while it waits, not in between; its pool checks before
         lending a connection again, which a client of one connection never does."""
-        single = getattr(self._client, "connection", None)
-        if single is not None:
-            single.disconnect()
+        client = self._client
+        single = getattr(client, "connection", None)
+        if isinstance(client, redis.Redis) and single is not None:
+            with client.single_connection_lock:  # not under another thread's command
+                single.disconnect()
 
     def server_time(self) -> float:
         """The Redis server's clock: the one every deadline is measured by."""
