@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import re
-import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -151,16 +150,7 @@ def connect(url: str, config: RecoveryConfig) -> Client:
     """A client of the Redis ``url`` names; for a ``sentinel://`` URL, of the primary
     its sentinels know as ``config.sentinel_master``, reached with the config's other
     ``sentinel_*`` settings and found again after a failover; for a ``redis+cluster://``
-    URL, of the cluster (it reads the slot map on creation).
-
-    A one-Redis client sends its commands on one connection of its own
-    (``single_connection_client``, behind redis-py's lock, so threads still share it):
-    taking a connection from the pool and giving it back cost every call a fifth of
-    its time. What the pool's checkout did, the :class:`Connection` does: a command
-    cut off before its reply hangs up (:meth:`Connection.errors`), and a forked child
-    makes a client of its own (:func:`_forget_inherited`). A pipeline still takes a
-    connection of the pool. A Sentinel client keeps the pool: only the pool's checkout
-    asks the sentinels where the primary is when a connection reconnects."""
+    URL, of the cluster (it reads the slot map on creation)."""
     if is_cluster_url(url):
         return connect_cluster(tls.for_redis_py(url), **CLIENT_OPTIONS)
     options = {
@@ -183,7 +173,7 @@ def connect(url: str, config: RecoveryConfig) -> Client:
             config.sentinel_password,
             config.sentinel_tls,
         )
-    return redis.Redis.from_url(tls.for_redis_py(url), single_connection_client=True, **options)
+    return redis.Redis.from_url(tls.for_redis_py(url), **options)
 
 
 def check_url(url: str) -> None:
@@ -204,9 +194,6 @@ class Shard:
         self.keys = keys
         self._connection = connection
         self._scripts: Scripts | None = None
-
-    def forget_client(self) -> None:
-        self._scripts = None
 
     @property
     def scripts(self) -> Scripts:
@@ -244,15 +231,7 @@ class Connection:
                     self._client = connect(self.url, self._config)
                 except RedisClusterException as exc:
                     raise redis.ConnectionError(str(exc)) from exc
-            _MADE.add(self)
         return self._client
-
-    def forget_client(self) -> None:
-        """Drop the client (and the scripts on it) without closing it: a forked
-        child's copy shares the parent's socket, which only the parent may use."""
-        self._client = None
-        for shard in self.shards:
-            shard.forget_client()
 
     @property
     def scripts(self) -> Scripts:
@@ -279,20 +258,18 @@ class Connection:
                 cause += f" ({hint})"
             raise kind(f"{operation} failed on {where}: {cause}") from exc
         except BaseException:
-            self._hang_up()
+            self._close_idle()
             raise
 
-    def _hang_up(self) -> None:
-        """Close the client's own connection: an exception raised between a command's
-        send and its reply (a soft time limit's, ^C) leaves the reply unread, and the
-        next command would read it as its own. redis-py closes the connection when
-        the exception comes while it waits, not in between; its pool checks before
-        lending a connection again, which a client of one connection never does."""
-        client = self._client
-        single = getattr(client, "connection", None)
-        if isinstance(client, redis.Redis) and single is not None:
-            with client.single_connection_lock:  # not under another thread's command
-                single.disconnect()
+    def _close_idle(self) -> None:
+        """Close the pool's idle connections. An exception raised between a command's
+        send and its reply (a soft time limit's, ^C) puts the connection back in the
+        pool with the reply unread: redis-py closes a connection itself only when the
+        exception comes while it waits, and its check before lending one again misses
+        a reply still on its way, so the next call would read it as its own.
+        Connections other threads are using are left alone."""
+        if isinstance(self._client, redis.Redis):
+            self._client.connection_pool.disconnect(inuse_connections=False)
 
     def server_time(self) -> float:
         """The Redis server's clock: the one every deadline is measured by."""
@@ -342,24 +319,6 @@ class Connection:
         if isinstance(client, redis.Redis):
             close_sentinels(client)
         client.close()
-
-
-#: Connections holding a client they made, so that a forked child makes its own.
-_MADE: weakref.WeakSet[Connection] = weakref.WeakSet()
-
-
-def _forget_inherited() -> None:
-    """In a forked child (a prefork worker's, made after the parent used its tracker),
-    every client made before the fork is the parent's: a command sent on its one
-    connection would interleave with the parent's, and its lock may be held by a
-    parent thread that does not exist here. redis-py's pool would notice the new
-    process; a client of one connection does not."""
-    for connection in list(_MADE):
-        connection.forget_client()
-    _MADE.clear()
-
-
-os.register_at_fork(after_in_child=_forget_inherited)
 
 
 def _raise_first(replies: list[Any]) -> list[Any]:
