@@ -32,7 +32,13 @@ from redis.sentinel import MasterNotFoundError
 
 from recovery.categories import exception_chain
 from recovery.config import RecoveryConfig
-from recovery.errors import TrackerError, TrackerFailed, TrackerRefused, TrackerUnavailable
+from recovery.errors import (
+    RecoveryError,
+    TrackerError,
+    TrackerFailed,
+    TrackerRefused,
+    TrackerUnavailable,
+)
 from recovery.keys import Keys, shard_keys, shard_of
 from recovery.store import tls
 from recovery.store.cluster import cluster_nodes, connect_cluster, is_cluster_url
@@ -257,6 +263,8 @@ class Connection:
             elif hint := tls.hint(exc, self.url):
                 cause += f" ({hint})"
             raise kind(f"{operation} failed on {where}: {cause}") from exc
+        except RecoveryError:
+            raise  # ours, raised between calls: no reply is left unread
         except BaseException:
             self._close_idle()
             raise
