@@ -503,8 +503,8 @@ def tracking_cost(bench: Bench, sizes: Sizes) -> list[Figure]:
         bench.flush()
         return count / seconds(lambda: [bench.client.hset(k, mapping=m) for k, m in hashes])
 
-    # the floor is a tracker too: it calls through a client as ours is made (one
-    # connection, the packer), so 1e and record_one_over_floor compare scripts alone
+    # the floor is a tracker too: it calls through a client made as ours is (with the
+    # packer), so 1e and record_one_over_floor compare scripts alone
     floor_client = bench.store.connection.client
     assert isinstance(floor_client, redis.Redis)
     floor_sha = floor_client.script_load(FLOOR_LUA)

@@ -252,7 +252,8 @@ class Connection:
     def errors(self, operation: str) -> Iterator[None]:
         """Redis errors inside become the TrackerError that says what happened —
         unreachable, refused, or failed there — naming the operation and the server
-        without its password."""
+        without its password. Any other exception but docrecovery's own may have cut a
+        call off before its reply: it closes the pool's idle connections on its way."""
         try:
             yield
         except (redis.RedisError, RedisClusterException) as exc:
