@@ -106,7 +106,12 @@ def sentinel_login(password: str, tls: Mapping[str, Any]) -> dict[str, Any]:
     """What the sentinels themselves require, as redis-py's and Celery's
     ``sentinel_kwargs`` take it: a password of their own (the primary's is the URL's),
     TLS (``RecoveryConfig.sentinel_tls``)."""
-    return {**({"password": password} if password else {}), **({"ssl": True, **tls} if tls else {})}
+    return {**({"password": password} if password else {}), **_over_tls(tls)}
+
+
+def _over_tls(tls: Mapping[str, Any]) -> dict[str, Any]:
+    """A redis-py client's options for TLS with these settings; none for plain text."""
+    return {"ssl": True, **tls} if tls else {}
 
 
 def master_client(
@@ -122,14 +127,19 @@ def master_client(
     sentinels, and ``tls`` (``RecoveryConfig.sentinel_tls``) reaches them and the
     primary over TLS."""
     where = SentinelURL.parse(url, shown)
-    secure = {"ssl": True, **tls} if tls else {}
-    login = sentinel_login(sentinel_password, tls or {})
+    tls = tls or {}
+    login = sentinel_login(sentinel_password, tls)
     # redis.sentinel is untyped: its client is a redis.Redis on a SentinelConnectionPool
     sentinel = Sentinel(  # type: ignore[no-untyped-call]
         list(where.sentinels), sentinel_kwargs={**SENTINEL_TIMEOUTS, **login}
     )
     client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
-        master, db=where.db, username=where.username, password=where.password, **options, **secure
+        master,
+        db=where.db,
+        username=where.username,
+        password=where.password,
+        **options,
+        **_over_tls(tls),
     )
     return client
 
