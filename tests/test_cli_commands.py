@@ -14,7 +14,7 @@ import re
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +28,13 @@ from test_cli import (
     queued,
     record_dead,
     record_due,
+    tracker,
 )
 
-from recovery.api import FailedDocumentsTracker
-from recovery.config import RecoveryConfig
 from recovery.records import document_id
 from recovery.store import Tracker
+
+__all__ = ["tracker"]  # a fixture, used by name (test_cli.py's)
 
 CELERY = Path(sys.executable).parent / "celery"
 REPO = Path(__file__).resolve().parent.parent
@@ -107,14 +108,6 @@ def in_terminal(
     code = process.wait(60)
     shown = ANSI.sub("", screen.decode(errors="replace"))
     return code, shown.replace("\r\n", "\n"), piped
-
-
-@pytest.fixture
-def tracker(redis_url: str) -> Iterator[Tracker]:
-    config = RecoveryConfig.from_mapping({"min_retry_interval_hours": 0, "retry_jitter": 0})
-    tracker = FailedDocumentsTracker(redis_url, config)
-    yield tracker
-    tracker.close()
 
 
 def signature_of(tracker: Tracker, doc_id: str) -> str:

@@ -13,8 +13,8 @@ import pytest
 from conftest import http_get
 from faults.support import wait_for
 from prometheus_client.parser import text_string_to_metric_families
-from test_cli import record_dead, record_due
-from test_cli_commands import entry, env, tracker
+from test_cli import record_dead, record_due, tracker
+from test_cli_commands import entry, env
 
 from recovery.redis_server import free_port
 from recovery.store import Tracker
