@@ -22,7 +22,7 @@ import pytest
 import redis
 from celery import Celery
 from conftest import celeryconfig_app, started_with_tls, tls_files, trackers
-from faults.support import wait_for
+from faults.support import Interrupted, cut_off_before_reply, wait_for
 from redbeat.schedulers import get_redis
 from redis.cluster import RedisCluster
 
@@ -202,6 +202,27 @@ def test_the_run_lock_and_start_checks_work_on_a_cluster(
     with tracker.exclusive(30) as first, other.exclusive(30) as second:
         assert (first, second) == (True, False)
     assert tracker.warnings() == []
+
+
+def test_a_call_cut_off_before_its_reply_leaves_nothing_for_the_next_to_read_on_a_cluster(
+    make_tracker: Callable[..., Tracker], cluster_client: RedisCluster
+) -> None:
+    # Given a cluster tracker that has recorded a failure (its script is loaded)
+    tracker = make_tracker()
+    tracker.store.record_failure(failure("/docs/first.pdf", time.time()))
+    assert tracker.reports.status()["total_failed_documents"] == 1
+
+    # When an exception cuts a call off after its command went out, before its reply
+    # is read (redis-py's cluster client closes the connection only on an Exception)
+    with pytest.raises(Interrupted), cut_off_before_reply():
+        tracker.store.record_failure(failure("/docs/a.pdf", time.time()))
+
+    # Then each later call reads its own reply
+    key = tracker.store.keys.record(document_id("/docs/a.pdf"))
+    wait_for(lambda: cluster_client.exists(key), 10, "the cut-off call to be applied")
+    assert tracker.reports.status()["total_failed_documents"] == 2
+    assert tracker.store.record_failure(failure("/docs/b.pdf", time.time())).state == "failed"
+    assert tracker.reports.status()["total_failed_documents"] == 3
 
 
 # --- a real worker ----------------------------------------------------------------------

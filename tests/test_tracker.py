@@ -7,17 +7,15 @@ import asyncio
 import logging
 import multiprocessing
 import socket
-import sys
 import time
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
-from types import FrameType
 from typing import Any
 
 import pytest
 import redis
 from conftest import trackers
-from faults.support import wait_for
+from faults.support import Interrupted, cut_off_before_reply, wait_for
 from redis.connection import HiredisRespSerializer
 
 from recovery.api import FailedDocumentsTracker
@@ -1088,10 +1086,6 @@ def test_the_trackers_client_refuses_what_redis_py_refuses_and_sends_buffers(
     assert redis_client.get("buffered") == "value"
 
 
-class Interrupted(BaseException):
-    """Stands for an exception raised from a signal handler (a soft time limit's)."""
-
-
 def test_a_call_cut_off_before_its_reply_leaves_nothing_for_the_next_to_read(
     tracker: Tracker, redis_client: redis.Redis
 ) -> None:
@@ -1100,17 +1094,9 @@ def test_a_call_cut_off_before_its_reply_leaves_nothing_for_the_next_to_read(
     assert tracker.reports.status()["total_failed_documents"] == 1
 
     # When an exception cuts a call off after its command went out, before its reply
-    # is read (redis-py's parse_response is where the reading starts)
-    def interrupt(frame: FrameType, event: str, _: Any) -> None:
-        if event == "call" and frame.f_code.co_name == "parse_response":
-            raise Interrupted
-
-    sys.settrace(interrupt)
-    try:
-        with pytest.raises(Interrupted):
-            tracker.store.record_failure(failure("/docs/a.pdf"))
-    finally:
-        sys.settrace(None)
+    # is read
+    with pytest.raises(Interrupted), cut_off_before_reply():
+        tracker.store.record_failure(failure("/docs/a.pdf"))
 
     # Then the command that went out is applied (Redis may read it after the next
     # call's, which comes on a new connection), and each later call reads its own reply

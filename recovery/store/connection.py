@@ -276,9 +276,18 @@ class Connection:
         pool with the reply unread: redis-py closes a connection itself only when the
         exception comes while it waits, and its check before lending one again misses
         a reply still on its way, so the next call would read it as its own.
-        Connections other threads are using are left alone."""
-        if isinstance(self._client, redis.Redis):
-            self._client.connection_pool.disconnect(inuse_connections=False)
+        Connections other threads are using are left alone. A cluster client closes
+        the connection itself on an Exception, not on a BaseException such as ^C; each
+        of its nodes has a pool of its own."""
+        client = self._client
+        pools = []
+        if isinstance(client, redis.Redis):
+            pools = [client.connection_pool]
+        elif isinstance(client, RedisCluster):
+            nodes = client.get_nodes()  # type: ignore[no-untyped-call]
+            pools = [n.redis_connection.connection_pool for n in nodes if n.redis_connection]
+        for pool in pools:
+            pool.disconnect(inuse_connections=False)
 
     def server_time(self) -> float:
         """The Redis server's clock: the one every deadline is measured by."""

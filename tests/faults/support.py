@@ -9,14 +9,17 @@ each must be processed (its result key exists) or tracked (its record exists).
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import signal
+import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any, Protocol, TypeVar
 
 import redis
@@ -141,6 +144,26 @@ def restore(docs: Iterable[Doc]) -> None:
     """The cause goes away: the missing documents are uploaded."""
     for doc in docs:
         write_text(Path(doc.path))
+
+
+class Interrupted(BaseException):
+    """Stands for an exception raised from a signal handler (a soft time limit's, ^C)."""
+
+
+@contextlib.contextmanager
+def cut_off_before_reply() -> Iterator[None]:
+    """Raise :class:`Interrupted` in the next Redis call once its command went out,
+    where redis-py starts reading the reply (``parse_response``), as a signal would."""
+
+    def interrupt(frame: FrameType, event: str, _: Any) -> None:
+        if event == "call" and frame.f_code.co_name == "parse_response":
+            raise Interrupted
+
+    sys.settrace(interrupt)
+    try:
+        yield
+    finally:
+        sys.settrace(None)
 
 
 # --- waiting -----------------------------------------------------------------------
