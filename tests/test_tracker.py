@@ -415,6 +415,28 @@ def test_resolve_removes_the_record_every_index_entry_and_its_aggregates(
     assert stats["total_failed_documents"] == 0
 
 
+def test_a_query_and_a_worker_named_0_are_kept_and_counted_out_when_resolved(
+    tracker: Tracker, redis_client: redis.Redis
+) -> None:
+    # Given a failure whose query and worker are both "0"
+    record = failure("/docs/zero.pdf", query="0", worker_id="0")
+    tracker.store.record_failure(record)
+
+    # Then its record keeps both, so it reads back under the id they make
+    stored = tracker.reports.get_record(record.doc_id)
+    assert stored is not None
+    assert (stored.query, stored.worker_id, stored.doc_id) == ("0", "0", record.doc_id)
+    assert stored.args == record.args
+    claim = tracker.claims.claim_due(10, now=T0 + DAY)
+    assert [r.doc_id for r in claim.records] == [record.doc_id]
+
+    # And when it is resolved, nothing stays counted under "0"
+    tracker.store.resolve(record.doc_id, worker="0", query="0", now=T0 + DAY)
+    k = tracker.keys
+    assert hash_of(redis_client, k.by_worker) == {}
+    assert hash_of(redis_client, k.by_query) == {}
+
+
 def test_resolving_a_recovery_attempt_counts_a_success_and_its_duration(
     tracker: Tracker,
 ) -> None:

@@ -83,15 +83,21 @@ local fields = {'state', state, 'retries', num(retries), 'failures', num(failure
   'last', at, 'cat', A.cat, 'task_id', A.task_id, 'body', A.body,
   'hist', history_add(past, 'failed', at, A.task_id, A.worker, A.cat, A.tlimit)}
 -- empty values are not stored: with millions of records every field costs memory
+-- ('0' is a value too: a query or a worker may be named '0')
 local optional = {'reason', reason, 'worker', A.worker, 'query', A.query,
   'qlabel', A.qlabel ~= query_of(A.query) and A.qlabel or '', 'fp', A.fp, 'tlimit', A.tlimit,
-  'lane', A.lane, 'sig', A.sig, 'ev', A.event}
+  'sig', A.sig, 'ev', A.event}
 for i = 1, #optional, 2 do
   local value = optional[i + 1]
-  if value ~= '' and value ~= '0' then
+  if value ~= '' then
     fields[#fields + 1] = optional[i]
     fields[#fields + 1] = value
   end
+end
+-- the usual lane and no recovery attempt are what a missing field reads as
+if A.lane ~= '0' then
+  fields[#fields + 1] = 'lane'
+  fields[#fields + 1] = A.lane
 end
 if attempts > 0 then
   fields[#fields + 1] = 'attempts'
