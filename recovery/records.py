@@ -24,7 +24,7 @@ import threading
 import time
 import zlib
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import lz4.frame
 import orjson
@@ -54,6 +54,9 @@ _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 #: zstd decompressors may not be shared between threads (a thread-pool worker reads
 #: records from several): one per thread, built once.
 _codecs = threading.local()
+
+
+_T = TypeVar("_T")
 
 
 def document_id(path: str, query: str | None = None) -> str:
@@ -269,16 +272,17 @@ class FailedDocumentRecord:
             error_message=str(body.get("msg", "")),
             traceback=str(body.get("tb", "")),
             error_type=str(body.get("etype", "")),
-            kwargs=dict(body.get("kwargs") or {}),
-            metadata=dict(body.get("meta") or {}),
+            kwargs=_typed(key, body, "kwargs", dict),
+            metadata=_typed(key, body, "meta", dict),
             **values,
         )
         if "nargs" in body:
-            record.args = call_args(
-                int(body["nargs"]), record.document_path, record.query, record.metadata
-            )
+            count = body["nargs"]
+            if type(count) is not int or not 1 <= count <= 3:  # of (path, query, metadata)
+                raise CorruptRecord(key, f"body's 'nargs' is {str(count)[:80]!r}")
+            record.args = call_args(count, record.document_path, record.query, record.metadata)
         else:
-            record.args = list(body.get("args") or [])
+            record.args = _typed(key, body, "args", list)
         return record
 
     def to_dict(self) -> dict[str, Any]:
@@ -341,6 +345,15 @@ def _body(key: str, raw: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise CorruptRecord(key, "field 'body' is not an object")
     return body
+
+
+def _typed(key: str, body: dict[str, Any], name: str, kind: type[_T]) -> _T:
+    """A body's container field, empty when absent: a readable body can still hold a
+    value of another type, which must not reach a run as a TypeError."""
+    value = body.get(name) or kind()
+    if not isinstance(value, kind):
+        raise CorruptRecord(key, f"body's {name!r} is not a {kind.__name__}")
+    return value
 
 
 def _text(key: str, body: dict[str, Any], name: str) -> str:

@@ -17,7 +17,13 @@ import zstandard
 from recovery.api import FailedDocumentsTracker
 from recovery.config import RecoveryConfig
 from recovery.errors import CorruptRecord
-from recovery.records import FailedDocumentRecord, bound_message, decode_body, document_id
+from recovery.records import (
+    FailedDocumentRecord,
+    bound_message,
+    decode_body,
+    document_id,
+    encode_body,
+)
 from recovery.signatures import signature
 
 T0 = 1_714_000_000.123456
@@ -264,6 +270,26 @@ def test_from_redis_rejects_an_undecodable_field_naming_it(
 
     with pytest.raises(CorruptRecord, match=named):
         FailedDocumentRecord.from_redis("k", {**fields, field: raw})
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        ({"args": 5}, "'args' is not a list"),
+        ({"kwargs": "x"}, "'kwargs' is not a dict"),
+        ({"meta": [1]}, "'meta' is not a dict"),
+        ({"nargs": "2"}, "'nargs' is '2'"),
+        ({"nargs": 9}, "'nargs' is '9'"),
+    ],
+)
+def test_from_redis_rejects_a_readable_body_holding_a_field_of_another_type(
+    body: dict[str, Any], named: str
+) -> None:
+    fields = FailedDocumentRecord("/a", "t", "m", failure_timestamp=T0).to_redis()
+    raw = encode_body({"path": "/a", "task": "t", **body})
+
+    with pytest.raises(CorruptRecord, match=named):
+        FailedDocumentRecord.from_redis("k", {**fields, "body": raw})
 
 
 def test_a_short_message_is_kept_whole() -> None:
