@@ -114,8 +114,13 @@ def probe(record: FailedDocumentRecord) -> str | None:
     path, category = record.document_path, record.error_category
     if category == categories.FILE_NOT_FOUND and not os.path.exists(path):
         return f"file still missing: {path}"
-    if category == categories.PERMISSION and not os.access(path, os.R_OK):
-        return f"file still unreadable: {path}"
+    if category == categories.PERMISSION:
+        try:
+            readable = os.access(path, os.R_OK)
+        except ValueError as exc:  # a path no system call takes (a NUL byte in it)
+            return f"file cannot be checked: {exc}"
+        if not readable:
+            return f"file still unreadable: {path}"
     return None
 
 

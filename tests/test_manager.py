@@ -26,6 +26,7 @@ from recovery.config import RecoveryConfig
 from recovery.records import FailedDocumentRecord, document_id
 from recovery.redis_server import RedisServer
 from recovery.resubmit import sender_app
+from recovery.summaries import Held
 
 HOUR = 3600.0
 DAY = 86400.0
@@ -277,6 +278,25 @@ def test_a_run_reports_garbage_keeps_it_visible_and_counts_itself_once(
     # and the undecodable record is kept for an operator, not retried at every run
     assert redis_client.exists(tracker.keys.record("badretries")) == 1
     assert manager.run_batch(now=now + 60).corrupt == []
+
+
+def test_a_path_no_system_call_takes_is_held_and_the_batch_goes(
+    make_manager: ManagerFactory, redis_client: redis.Redis
+) -> None:
+    # Given a permission failure whose path holds a NUL byte, and a good document
+    manager = make_manager()
+    odd = failure("/docs/a\x00b.pdf", T0, error_category="permission")
+    good = failure("/docs/good.pdf", T0 + 10)
+    for record in (odd, good):
+        manager.tracker.store.record_failure(record)
+
+    # When a run probes them
+    summary = manager.run_batch(now=T0 + 2 * HOUR)
+
+    # Then the odd one is held back saying why, and the good one is sent
+    assert [info.doc_id for info in summary.resubmitted] == [good.doc_id]
+    assert summary.waiting == [Held(odd.doc_id, "file cannot be checked: embedded null byte")]
+    assert int(redis_client.llen("documents")) == 1
 
 
 def test_recover_all_runs_batches_until_nothing_is_due(
