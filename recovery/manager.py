@@ -39,7 +39,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any, Literal, overload
 
@@ -47,6 +48,7 @@ from celery import Celery
 
 from recovery import policy
 from recovery.config import RecoveryConfig
+from recovery.errors import RecoveryError
 from recovery.records import FailedDocumentRecord
 from recovery.resubmit import Resubmitter, sender_app
 from recovery.store import Selection, Settlement, Tracker
@@ -120,7 +122,8 @@ class RecoveryManager:
         returned = claims.release_expired(now)
         reopened = self.reopen_held(now)
         claim = claims.claim_due(self.config.recovery_batch_size, now, force=force)
-        outcomes = self._decide(claim)
+        with self._given_back_on_error(claim, now):
+            outcomes = self._decide(claim)
         claims.settle([s for s, _ in outcomes], now)
         resubmitted = [sent for _, sent in outcomes if sent is not None]
         self.resubmitter.link(resubmitted)
@@ -146,6 +149,20 @@ class RecoveryManager:
             len(summary.corrupt),
         )
         return summary
+
+    @contextmanager
+    def _given_back_on_error(self, claim: ClaimResult, now: float | None) -> Iterator[None]:
+        """A run cut off between its claim and its settle gives the claim back at once,
+        uncounted, instead of leaving the whole batch claimed until its lease ends."""
+        try:
+            yield
+        except BaseException:
+            ids = [r.doc_id for r in claim.records] + claim.undecodable
+            try:
+                self.tracker.claims.release(ids, now)
+            except RecoveryError as exc:
+                log.error("could not give back a failed run's claim (its lease will): %s", exc)
+            raise
 
     def _decide(self, claim: ClaimResult) -> list[tuple[Settlement, Resubmission | None]]:
         """Resubmit each claimed document, or hold it back without counting a retry
@@ -285,9 +302,10 @@ class RecoveryManager:
             claim = claims.claim_ids(chunk)
             taken = {r.doc_id for r in claim.records}
             skipped += [d for d in chunk if d not in taken]
-            outcomes = self.resubmitter.send(
-                claim.records, [None] * len(claim.records), manual=True
-            )
+            with self._given_back_on_error(claim, None):
+                outcomes = self.resubmitter.send(
+                    claim.records, [None] * len(claim.records), manual=True
+                )
             claims.settle([o for o, _ in outcomes])
             chunk_sent = [resubmission for _, resubmission in outcomes if resubmission is not None]
             self.resubmitter.link(chunk_sent)

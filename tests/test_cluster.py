@@ -22,7 +22,7 @@ import pytest
 import redis
 from celery import Celery
 from conftest import celeryconfig_app, started_with_tls, tls_files, trackers
-from faults.support import Interrupted, cut_off_before_reply, wait_for
+from faults.support import Interrupted, interrupted_at, wait_for
 from redbeat.schedulers import get_redis
 from redis.cluster import RedisCluster
 
@@ -214,7 +214,7 @@ def test_a_call_cut_off_before_its_reply_leaves_nothing_for_the_next_to_read_on_
 
     # When an exception cuts a call off after its command went out, before its reply
     # is read (redis-py's cluster client closes the connection only on an Exception)
-    with pytest.raises(Interrupted), cut_off_before_reply():
+    with pytest.raises(Interrupted), interrupted_at("parse_response"):
         tracker.store.record_failure(failure("/docs/a.pdf", time.time()))
 
     # Then each later call reads its own reply

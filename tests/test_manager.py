@@ -19,6 +19,7 @@ import pytest
 import redis
 import seed
 from celery import Celery
+from faults.support import Interrupted, interrupted_at
 
 from recovery.api import DocumentRecoveryManager, FailedDocumentsTracker, run_document_recovery
 from recovery.calls import HEADER
@@ -297,6 +298,30 @@ def test_a_path_no_system_call_takes_is_held_and_the_batch_goes(
     assert [info.doc_id for info in summary.resubmitted] == [good.doc_id]
     assert summary.waiting == [Held(odd.doc_id, "file cannot be checked: embedded null byte")]
     assert int(redis_client.llen("documents")) == 1
+
+
+def test_a_run_cut_off_between_claim_and_settle_gives_its_claim_back_uncounted(
+    make_manager: ManagerFactory, redis_client: redis.Redis
+) -> None:
+    # Given two due documents
+    manager = make_manager()
+    records = [failure(f"/docs/{n}.pdf", T0 + n) for n in range(2)]
+    for record in records:
+        manager.tracker.store.record_failure(record)
+    now = T0 + 2 * HOUR
+
+    # When the run is cut off while it resubmits them (a signal's exception)
+    with pytest.raises(Interrupted), interrupted_at("send_task"):
+        manager.run_batch(now=now)
+
+    # Then nothing stays claimed: both are due again where they were, no attempt used
+    keys = manager.tracker.keys
+    assert redis_client.zcard(keys.claimed) == 0
+    for record in records:
+        assert redis_client.zscore(keys.due, record.doc_id) == record.failure_timestamp
+        assert redis_client.hget(keys.record(record.doc_id), "state") == "failed"
+    # And the next run sends both
+    assert len(manager.run_batch(now=now + 60).resubmitted) == 2
 
 
 def test_recover_all_runs_batches_until_nothing_is_due(

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import redis
 from conftest import trackers
-from faults.support import Interrupted, cut_off_before_reply, wait_for
+from faults.support import Interrupted, interrupted_at, wait_for
 from redis.connection import HiredisRespSerializer
 
 from recovery.api import FailedDocumentsTracker
@@ -1117,7 +1117,7 @@ def test_a_call_cut_off_before_its_reply_leaves_nothing_for_the_next_to_read(
 
     # When an exception cuts a call off after its command went out, before its reply
     # is read
-    with pytest.raises(Interrupted), cut_off_before_reply():
+    with pytest.raises(Interrupted), interrupted_at("parse_response"):
         tracker.store.record_failure(failure("/docs/a.pdf"))
 
     # Then the command that went out is applied (Redis may read it after the next

@@ -151,12 +151,13 @@ class Interrupted(BaseException):
 
 
 @contextlib.contextmanager
-def cut_off_before_reply() -> Iterator[None]:
-    """Raise :class:`Interrupted` in the next Redis call once its command went out,
-    where redis-py starts reading the reply (``parse_response``), as a signal would."""
+def interrupted_at(function: str) -> Iterator[None]:
+    """Raise :class:`Interrupted` as the next call of a function named ``function``
+    starts, as a signal would there: at redis-py's ``parse_response`` a command has
+    gone out and its reply is not read yet."""
 
     def interrupt(frame: FrameType, event: str, _: Any) -> None:
-        if event == "call" and frame.f_code.co_name == "parse_response":
+        if event == "call" and frame.f_code.co_name == function:
             raise Interrupted
 
     sys.settrace(interrupt)
