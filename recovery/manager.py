@@ -67,6 +67,8 @@ log = logging.getLogger(__name__)
 #: Held documents probed per run, as a multiple of ``recovery_batch_size``: probing
 #: is a stat() each, and a run should not leave restored files waiting for long.
 PROBES_PER_BATCH = 4
+#: Why a record that cannot be decoded is held: kept and shown, never sent.
+UNDECODABLE = "undecodable record"
 
 
 class RecoveryManager:
@@ -169,9 +171,7 @@ class RecoveryManager:
         when its precondition fails or its category's circuit breaker is open; an
         undecodable record is held back too, kept and visible."""
         decided = self.resubmitter.send(claim.records, self._holds(claim.records))
-        decided += [
-            (Settlement(doc_id, "wait", "undecodable record"), None) for doc_id in claim.undecodable
-        ]
+        decided += [(Settlement(doc_id, "wait", UNDECODABLE), None) for doc_id in claim.undecodable]
         for settlement, sent in decided:
             if sent is not None:
                 log.debug(
@@ -208,8 +208,12 @@ class RecoveryManager:
     def reopen_held(self, now: float | None = None) -> int:
         """Probe documents held back by a failed precondition; those whose cause is
         gone go back to due (where they were: nothing was counted)."""
-        held = self.tracker.reports.held(self.config.recovery_batch_size * PROBES_PER_BATCH)
-        return self.tracker.claims.reopen([(r.doc_id, policy.probe(r)) for r in held], now)
+        held = self.tracker.reports.to_probe(self.config.recovery_batch_size * PROBES_PER_BATCH)
+        verdicts = [
+            (doc_id, UNDECODABLE if record is None else policy.probe(record))
+            for doc_id, record in held
+        ]
+        return self.tracker.claims.reopen(verdicts, now)
 
     def sweep_lost(self, now: float | None = None) -> int:
         """Record in-flight runs past their deadline as worker_lost failures (all of

@@ -24,7 +24,8 @@ from faults.support import Interrupted, interrupted_at
 from recovery.api import DocumentRecoveryManager, FailedDocumentsTracker, run_document_recovery
 from recovery.calls import HEADER
 from recovery.config import RecoveryConfig
-from recovery.records import FailedDocumentRecord, document_id
+from recovery.manager import UNDECODABLE
+from recovery.records import FailedDocumentRecord, document_id, encode_body
 from recovery.redis_server import RedisServer
 from recovery.resubmit import sender_app
 from recovery.summaries import Held
@@ -281,6 +282,32 @@ def test_a_run_reports_garbage_keeps_it_visible_and_counts_itself_once(
     assert manager.run_batch(now=now + 60).corrupt == []
 
 
+def test_a_record_whose_body_holds_a_field_of_another_type_is_held_and_the_batch_goes(
+    make_manager: ManagerFactory, redis_client: redis.Redis
+) -> None:
+    # Given two due documents, the older one's body readable but its args not a list
+    manager = make_manager()
+    tracker = manager.tracker
+    bad, good = failure("/docs/bad.pdf", T0), failure("/docs/good.pdf", T0 + 10)
+    for record in (bad, good):
+        tracker.store.record_failure(record)
+    body = encode_body({"path": bad.document_path, "task": bad.task_name, "args": 5})
+    redis_client.hset(tracker.keys.record(bad.doc_id), "body", body)
+    now = T0 + 2 * HOUR
+
+    # When two runs go
+    summary = manager.run_batch(now=now)
+    later = manager.run_batch(now=now + 60)
+
+    # Then the first sends the good one and holds the bad one back, visible and
+    # uncounted, and neither run fails on it
+    assert [info.doc_id for info in summary.resubmitted] == [good.doc_id]
+    assert summary.waiting == [Held(bad.doc_id, UNDECODABLE)]
+    assert later.claimed == 0
+    assert redis_client.hget(tracker.keys.record(bad.doc_id), "state") == "waiting"
+    assert redis_client.zscore(tracker.keys.claimed, bad.doc_id) is None
+
+
 def test_a_path_no_system_call_takes_is_held_and_the_batch_goes(
     make_manager: ManagerFactory, redis_client: redis.Redis
 ) -> None:
@@ -322,6 +349,32 @@ def test_a_run_cut_off_between_claim_and_settle_gives_its_claim_back_uncounted(
         assert redis_client.hget(keys.record(record.doc_id), "state") == "failed"
     # And the next run sends both
     assert len(manager.run_batch(now=now + 60).resubmitted) == 2
+
+
+def test_undecodable_records_do_not_keep_other_held_documents_from_their_probe(
+    make_manager: ManagerFactory, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    # Given four undecodable records held back, as many as a run of one probes, and
+    # a document held after them because its file is missing
+    manager = make_manager(recovery_batch_size=1)
+    tracker = manager.tracker
+    now = T0 + 2 * HOUR
+    for n in range(4):
+        bad = failure(f"/docs/bad{n}.pdf", T0 + n)
+        tracker.store.record_failure(bad)
+        redis_client.hset(tracker.keys.record(bad.doc_id), "body", b"not an lz4 frame")
+    missing = failure(str(tmp_path / "missing.pdf"), T0 + 100, error_category="file_not_found")
+    tracker.store.record_failure(missing)
+    for n in range(5):
+        manager.run_batch(now=now + n * 60)
+    assert redis_client.hget(tracker.keys.record(missing.doc_id), "state") == "waiting"
+
+    # When the file is back
+    (tmp_path / "missing.pdf").write_bytes(b"%PDF")
+
+    # Then within two runs it is probed, reopened and sent
+    sent = [manager.run_batch(now=now + (5 + n) * 60).resubmitted for n in range(2)]
+    assert [info.doc_id for batch in sent for info in batch] == [missing.doc_id]
 
 
 def test_recover_all_runs_batches_until_nothing_is_due(

@@ -151,18 +151,22 @@ class Listings(Part):
     def get_records(self, doc_ids: Sequence[str]) -> list[FailedDocumentRecord]:
         """These documents' records, read in pipelined chunks; missing ones are left
         out, corrupt ones logged and skipped."""
-        records: list[FailedDocumentRecord] = []
+        return [record for _, record in self._read(doc_ids) if record is not None]
+
+    def _read(self, doc_ids: Sequence[str]) -> list[tuple[str, FailedDocumentRecord | None]]:
+        """Each id with its record, None when it is missing or corrupt."""
+        read: list[tuple[str, FailedDocumentRecord | None]] = []
         with self.connection.errors("read records"):
             for chunk in chunks(doc_ids):
                 pipe = self.connection.pipeline()
                 for doc_id in chunk:
                     pipe.hgetall(self.connection.shard(doc_id).keys.record(doc_id))
                 replies = pipe.execute(raise_on_error=False)
-                for doc_id, fields in zip(chunk, replies, strict=True):
-                    record = self._decode_or_report(doc_id, fields)
-                    if record is not None:
-                        records.append(record)
-        return records
+                read += [
+                    (doc_id, self._decode_or_report(doc_id, fields))
+                    for doc_id, fields in zip(chunk, replies, strict=True)
+                ]
+        return read
 
     def _decode_or_report(self, doc_id: str, fields: Any) -> FailedDocumentRecord | None:
         key = self.connection.shard(doc_id).keys.record(doc_id)
@@ -176,9 +180,15 @@ class Listings(Part):
 
     def held(self, limit: int) -> list[FailedDocumentRecord]:
         """Documents held back by a failed precondition, least recently probed first."""
+        return [record for _, record in self.to_probe(limit) if record is not None]
+
+    def to_probe(self, limit: int) -> list[tuple[str, FailedDocumentRecord | None]]:
+        """The held documents a run probes, least recently probed first, each with its
+        record (None when it cannot be read: it must still be probed, or it would stay
+        first and keep every other held document from its turn)."""
         with self.connection.errors("read held documents"):
             ids = self._merged("waiting", limit - 1)[:limit]
-        return self.get_records(ids)
+        return self._read(ids)
 
     def select(self, selection: Selection | None = None, now: float | None = None) -> list[str]:
         """Ids of tracked documents matching ``selection``, oldest failure first.
