@@ -222,6 +222,32 @@ def test_a_resubmission_that_fails_releases_the_document_back_to_due(
     assert int(redis_client.llen("documents")) == 1
 
 
+def test_a_manual_retry_of_a_dead_document_the_broker_refuses_leaves_it_dead(
+    make_manager: ManagerFactory, redis_client: redis.Redis
+) -> None:
+    # Given a permanent failure, dead at once, and an operator whose broker cannot be
+    # reached
+    operator = make_manager(app=unreachable_broker_app())
+    record = failure("/docs/corrupt.pdf", error_category="permanent")
+    operator.tracker.store.record_failure(record)
+
+    # When the operator retries it
+    result = operator.retry([record.doc_id])
+
+    # Then nothing was sent, and it is dead as before, with its reason
+    assert result.resubmitted == []
+    kept = operator.tracker.reports.get_record(record.doc_id)
+    assert kept is not None
+    assert (kept.state, kept.state_reason) == ("dead", "permanent error: not retried")
+    assert redis_client.zscore(operator.tracker.keys.dead, record.doc_id) == T0
+
+    # And no periodic run resends the permanent failure (bug: the released retry put
+    # it in due as 'failed', and every run resent it)
+    summary = make_manager().run_batch(now=T0 + 2 * HOUR)
+    assert (summary.claimed, summary.resubmitted) == (0, [])
+    assert int(redis_client.llen("documents")) == 0
+
+
 def test_a_batch_the_broker_refuses_is_released_whole_and_nothing_is_counted(
     make_manager: ManagerFactory, tmp_path: Path
 ) -> None:

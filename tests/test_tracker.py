@@ -733,6 +733,43 @@ def test_a_resubmitted_run_that_starts_late_keeps_its_claim_until_its_own_deadli
     assert zscore(redis_client, tracker.keys.claimed, doc) == started + limit
 
 
+@pytest.mark.parametrize(
+    "undone", ["the broker refused it", "it never started", "the operator's run crashed"]
+)
+def test_a_manual_retry_of_a_dead_document_that_did_not_happen_leaves_it_dead(
+    tracker: Tracker, redis_client: redis.Redis, undone: str
+) -> None:
+    # Given a permanent failure, dead at once
+    record = failure("/docs/corrupt.pdf", error_category="permanent")
+    tracker.store.record_failure(record)
+    doc, keys = record.doc_id, tracker.keys
+    reason = hash_of(redis_client, keys.record(doc))["reason"]
+    now = T0 + HOUR
+    bound = now + tracker.config.resend_after_hours * HOUR
+
+    # When an operator's retry claims it, and the retry does not happen
+    assert [r.doc_id for r in tracker.claims.claim_ids([doc], now=now).records] == [doc]
+    if undone == "the broker refused it":
+        tracker.claims.settle([Settlement(doc, "release", "resubmission failed")], now=now)
+    elif undone == "it never started":
+        tracker.claims.settle([Settlement(doc, "sent", "lost-task")], now=now)
+        assert tracker.claims.release_expired(now=bound) == [doc]
+    else:
+        assert tracker.claims.release_expired(now=bound) == [doc]
+
+    # Then it is dead as before, where it was in dead, with its reason (bug: it was
+    # put in due as 'failed', and every periodic run resent the permanent failure)
+    stored = hash_of(redis_client, keys.record(doc))
+    assert (stored["state"], stored["reason"]) == ("dead", reason)
+    assert "dead" not in stored
+    assert zscore(redis_client, keys.dead, doc) == T0
+    assert zscore(redis_client, keys.due, doc) is None
+    assert zscore(redis_client, keys.claimed, doc) is None
+    assert tracker.claims.claim_due(10, now=bound + DAY, force=True).records == []
+    # And an operator may retry it again
+    assert [r.doc_id for r in tracker.claims.claim_ids([doc], now=bound + DAY).records] == [doc]
+
+
 # --- retention -----------------------------------------------------------------------
 
 

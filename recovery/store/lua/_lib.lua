@@ -2,9 +2,9 @@
 -- binds to positions by the names its header declares (see recovery/store/scripts.py).
 --
 -- Record hash fields (see recovery/records.py): state reason retries attempts failures
--- first last cat worker query qlabel task_id rec_at fp tlimit dscore lane sig hist ev body
--- (ev: the last worker report applied, see record_failure.lua). Only names
--- passed in KEYS are ever touched.
+-- first last cat worker query qlabel task_id rec_at fp tlimit dscore dead lane sig hist ev
+-- body (ev: the last worker report applied, see record_failure.lua; dead: see requeue).
+-- Only names passed in KEYS are ever touched.
 --
 -- The due index holds every live document waiting for recovery in one sorted set,
 -- scored by lane * LANE + retries * LEVEL + its last attempt. A lane is a backoff
@@ -148,9 +148,9 @@ local function untrack(idx, agg, rec, id)
   redis.call('DEL', rec)
 end
 
--- The due score a document had when it was claimed (else the one its facts give):
--- a claim that did not end in an attempt (released, never started, held back) puts
--- it back there, having used up nothing.
+-- The due score a document had when it was claimed (else the one its facts give; for
+-- a dead one, its score in dead): a claim that did not end in an attempt (released,
+-- never started, held back) puts it back there, having used up nothing.
 local function due_score(rec)
   local score = tonumber(redis.call('HGET', rec, 'dscore'))
   if score then return score end
@@ -159,10 +159,21 @@ local function due_score(rec)
   return (whole(f[3]) or 0) * LANE + level * LEVEL + (tonumber(f[2]) or 0)
 end
 
-local function requeue(claimed, due, id, rec, reason)
+-- A dead document an operator's retry claimed keeps its dead reason in `dead`
+-- (claim.lua): a retry that brought no verdict (refused by the broker, never started,
+-- ended without a report) puts it back in dead as it was, not in due, where every run
+-- would resend a permanent failure. A report of the retry rewrites the record instead.
+local function requeue(claimed, due, dead, id, rec, reason)
   redis.call('ZREM', claimed, id)
-  redis.call('ZADD', due, num(due_score(rec)), id)
-  redis.call('HSET', rec, 'state', 'failed', 'reason', reason)
+  local was = redis.call('HGET', rec, 'dead')
+  if was then
+    redis.call('ZADD', dead, num(due_score(rec)), id)
+    redis.call('HSET', rec, 'state', 'dead', 'reason', was)
+    redis.call('HDEL', rec, 'dead')
+  else
+    redis.call('ZADD', due, num(due_score(rec)), id)
+    redis.call('HSET', rec, 'state', 'failed', 'reason', reason)
+  end
 end
 
 -- Append one recovery outcome ('1' success, '0' failure) to a category's breaker

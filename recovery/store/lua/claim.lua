@@ -10,7 +10,9 @@
 --             claim one;
 --   'preview' the same decisions as 'due', written nowhere (a dry run);
 --   'manual'  an operator's retry: any tracked document not already claimed, sent or
---             recovering is taken, dead ones included.
+--             recovering is taken, dead ones included. A dead one keeps its score in
+--             dead (dscore) and its reason (dead): a retry that brings no verdict puts
+--             it back there (requeue), never in due.
 -- A record that cannot be read (not a hash; a missing, malformed or non-strict number
 -- such as attempts '02', which Python's int() takes and HINCRBY refuses; an unknown
 -- state) is moved out of every other index to the corrupt one, visible and removable,
@@ -59,16 +61,18 @@ local function quarantine(id)
 end
 
 -- Claim one readable record; its reply is the record as it is after the claim: what
--- was read, with the fields the claim set (no second read).
-local function take(id, rec, score, flat)
+-- was read, with the fields the claim set (no second read). dead: the reason of a
+-- dead record, else nil.
+local function take(id, rec, score, flat, dead)
   local item = {id}
   if write then
-    local set = {state = 'claimed', rec_at = num(now), dscore = num(score)}
+    local set = {state = 'claimed', rec_at = num(now), dscore = num(score), dead = dead}
     redis.call('ZREM', K.due, id)
     redis.call('ZREM', K.waiting, id)
     redis.call('ZREM', K.dead, id)
     redis.call('ZADD', K.claimed, num(lease), id)
     redis.call('HSET', rec, 'state', set.state, 'rec_at', set.rec_at, 'dscore', set.dscore)
+    if dead then redis.call('HSET', rec, 'dead', dead) end
     redis.call('HDEL', rec, 'reason')
     for j = 1, #flat, 2 do
       local name = flat[j]
@@ -78,7 +82,7 @@ local function take(id, rec, score, flat)
         set[name] = nil
       end
     end
-    for _, name in ipairs({'state', 'rec_at', 'dscore'}) do
+    for _, name in ipairs({'state', 'rec_at', 'dscore', 'dead'}) do
       if set[name] then
         item[#item + 1] = name
         item[#item + 1] = set[name]
@@ -98,6 +102,9 @@ for i = 1, item_args do
       local f, flat = read(rec)
       if not f then
         quarantine(id)
+      elseif f.state == 'dead' then
+        take(id, rec, tonumber(redis.call('ZSCORE', K.dead, id)) or tonumber(f.last), flat,
+          f.reason or '')
       elseif f.state ~= 'claimed' and f.state ~= 'sent' and f.state ~= 'recovering' then
         take(id, rec, score or due_score(rec), flat)
       end

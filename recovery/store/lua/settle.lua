@@ -1,5 +1,5 @@
 -- Finish a recovery run: mark what was resubmitted, release or hold back the rest.
--- KEYS: due claimed waiting stats superseded inflight series series_buckets
+-- KEYS: due claimed dead waiting stats superseded inflight series series_buckets
 -- ARGV: now resend step keep
 -- Then one record key per item (item_key(i)) and three values per item: id, outcome
 -- ('sent' | 'release' | 'wait'), and the new task id (sent) or the reason.
@@ -40,7 +40,7 @@ for item = 1, item_args / 3 do
       redis.call('HDEL', rec, 'reason')
     end
   elseif mine and outcome == 'release' then
-    requeue(K.claimed, K.due, id, rec, detail)
+    requeue(K.claimed, K.due, K.dead, id, rec, detail)
   elseif mine then
     redis.call('ZREM', K.claimed, id)
     redis.call('ZADD', K.waiting, stamp, id)
