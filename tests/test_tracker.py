@@ -617,6 +617,29 @@ def test_settling_sent_marks_it_sent_and_counts_an_attempt(
     assert metrics["last_recovery_run"] == now + 5
 
 
+def test_settling_a_resubmission_whose_task_already_reported_counts_its_attempt_once(
+    tracker: Tracker,
+) -> None:
+    # Given a claimed document whose resubmission a worker took at once and failed
+    # before the run settled: its report carries the message's attempt, 1
+    record = failure("/docs/gone.pdf", T0)
+    tracker.store.record_failure(record)
+    now = T0 + 2 * HOUR
+    tracker.claims.claim_due(10, now=now)
+    report = failure("/docs/gone.pdf", now + 1, task_id="new-task", recovery_attempts=1)
+    tracker.store.record_failure(report, recovery_attempt=True, now=now + 1)
+
+    # When the run settles it as sent
+    sent = tracker.claims.settle([Settlement(record.doc_id, "sent", "new-task")], now=now + 2)
+
+    # Then the attempt is counted once, so the next resubmission is attempt 2 (bug:
+    # settle counted it again, and the next one said attempt 3)
+    assert sent == 1
+    read = tracker.reports.get_record(record.doc_id)
+    assert read is not None
+    assert (read.state, read.retry_count, read.recovery_attempts) == ("failed", 1, 1)
+
+
 def test_settling_release_puts_the_document_back_to_due(
     tracker: Tracker, redis_client: redis.Redis
 ) -> None:

@@ -11,9 +11,11 @@
 -- 'release' puts a document back where it was (resubmission failed); 'wait' holds
 -- it back, uncounted, until a run finds its precondition met (waiting index, scored
 -- by when it was last probed).
--- A document whose new task already reported is left as that report made it; one
--- whose new task already checked in (a worker took the message before this settle)
--- is 'recovering' at once, its lease ending with that run's deadline.
+-- A document whose new task already reported is left as that report made it, its
+-- attempt counted by the report (record_failure.lua keeps the report's attempt number):
+-- counting it here too would count it twice. One whose new task already checked in (a
+-- worker took the message before this settle) is 'recovering' at once, its lease
+-- ending with that run's deadline.
 -- step, keep: the recoveries-over-time series' bucket width (s) and buckets kept.
 -- A resubmission is noted in the document's history (record_failure.lua notes each
 -- failure), bounded by HISTORY_KEEP.
@@ -29,8 +31,8 @@ for item = 1, item_args / 3 do
   local mine = f and f[1] == 'claimed'
   if outcome == 'sent' then
     sent = sent + 1
-    if f then redis.call('HINCRBY', rec, 'attempts', '1') end
     if mine then
+      redis.call('HINCRBY', rec, 'attempts', '1')
       local old = f[2]
       if old and old ~= '' then redis.call('ZADD', K.superseded, stamp, old) end
       local deadline = tonumber(redis.call('ZSCORE', K.inflight, detail))
