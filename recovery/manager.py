@@ -41,7 +41,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, Literal, overload
 
 from celery import Celery
@@ -69,6 +69,21 @@ log = logging.getLogger(__name__)
 PROBES_PER_BATCH = 4
 #: Why a record that cannot be decoded is held: kept and shown, never sent.
 UNDECODABLE = "undecodable record"
+
+
+@dataclass(frozen=True)
+class Upkeep:
+    """What a run did before it claimed (steps 1 to 4), for its summary."""
+
+    cleaned: dict[str, int]
+    lost: int
+    promoted: int
+    returned: int
+    reopened: int
+
+
+#: A batch of ``recover_all`` after its first: the upkeep ran once, before it.
+NO_UPKEEP = Upkeep({"expired": 0, "dead_trimmed": 0}, 0, 0, 0, 0)
 
 
 class RecoveryManager:
@@ -116,26 +131,43 @@ class RecoveryManager:
         started = time.time()
         if dry_run:
             return self.preview(now, force=force)
+        return self._batch(started, self._upkeep(now), now, force, self._canaries())
+
+    def _upkeep(self, now: float | None) -> Upkeep:
+        """Steps 1 to 4: what a run does before it claims."""
         tracker = self.tracker
-        store, claims = tracker.store, tracker.claims
         cleaned = tracker.maintenance.cleanup(now)
         lost = self.sweep_lost(now)
-        promoted = store.promote_imports() if self.config.retry_on_environment_change else []
-        returned = claims.release_expired(now)
-        reopened = self.reopen_held(now)
+        promoted = (
+            tracker.store.promote_imports() if self.config.retry_on_environment_change else []
+        )
+        returned = tracker.claims.release_expired(now)
+        return Upkeep(cleaned, lost, len(promoted), len(returned), self.reopen_held(now))
+
+    def _batch(
+        self,
+        started: float,
+        upkeep: Upkeep,
+        now: float | None,
+        force: bool,
+        canaries: dict[str, int],
+    ) -> RunSummary:
+        """Steps 5 to 7: claim, decide and resubmit, settle; ``canaries`` is what each
+        open breaker may still send, spent here."""
+        claims = self.tracker.claims
         claim = claims.claim_due(self.config.recovery_batch_size, now, force=force)
         with self._given_back_on_error(claim, now):
-            outcomes = self._decide(claim)
+            outcomes = self._decide(claim, canaries)
         claims.settle([s for s, _ in outcomes], now)
         resubmitted = [sent for _, sent in outcomes if sent is not None]
         self.resubmitter.link(resubmitted)
         summary = RunSummary(
             started_at=started,
-            cleaned=cleaned,
-            lost_runs_recorded=lost,
-            imports_promoted=len(promoted),
-            claims_returned=len(returned),
-            reopened=reopened,
+            cleaned=upkeep.cleaned,
+            lost_runs_recorded=upkeep.lost,
+            imports_promoted=upkeep.promoted,
+            claims_returned=upkeep.returned,
+            reopened=upkeep.reopened,
             claimed=len(claim.records),
             resubmitted=resubmitted,
             waiting=[Held(s.doc_id, s.detail) for s, _ in outcomes if s.outcome == "wait"],
@@ -166,11 +198,13 @@ class RecoveryManager:
                 log.error("could not give back a failed run's claim (its lease will): %s", exc)
             raise
 
-    def _decide(self, claim: ClaimResult) -> list[tuple[Settlement, Resubmission | None]]:
+    def _decide(
+        self, claim: ClaimResult, canaries: dict[str, int]
+    ) -> list[tuple[Settlement, Resubmission | None]]:
         """Resubmit each claimed document, or hold it back without counting a retry
         when its precondition fails or its category's circuit breaker is open; an
         undecodable record is held back too, kept and visible."""
-        decided = self.resubmitter.send(claim.records, self._holds(claim.records))
+        decided = self.resubmitter.send(claim.records, self._holds(claim.records, canaries))
         decided += [(Settlement(doc_id, "wait", UNDECODABLE), None) for doc_id in claim.undecodable]
         for settlement, sent in decided:
             if sent is not None:
@@ -185,14 +219,19 @@ class RecoveryManager:
                 log.debug("%s %s: %s", settlement.outcome, settlement.doc_id, settlement.detail)
         return decided
 
-    def _holds(self, records: list[FailedDocumentRecord]) -> list[Settlement | None]:
-        """For each record, the hold that keeps it back, or None to send it. No side
-        effects: the dry run shows exactly what a run would do."""
-        canaries = {
+    def _canaries(self) -> dict[str, int]:
+        """What each category whose breaker is open may send: its canaries."""
+        return {
             cat: self.config.breaker_canary_size
             for cat, b in self.breakers().items()
             if b["state"] == "open"
         }
+
+    def _holds(
+        self, records: list[FailedDocumentRecord], canaries: dict[str, int]
+    ) -> list[Settlement | None]:
+        """For each record, the hold that keeps it back, or None to send it; spends
+        ``canaries``. Nothing else changes: the dry run shows what a run would do."""
         holds: list[Settlement | None] = []
         for record in records:
             category = record.error_category
@@ -254,20 +293,31 @@ class RecoveryManager:
         on_batch: Callable[[RunSummary], None] | None = None,
     ) -> RecoveryTotals:
         """Run batch after batch until nothing eligible is left; a summary of all.
+        The upkeep (steps 1 to 4) runs once, before the first batch, and the open
+        breakers' canaries are spent across all batches: a document held back stays
+        held for the call, where reopening it for the next batch would send a canary a
+        batch. It stops early after a batch that could send none of what it claimed
+        (the broker is down): the next would claim the same documents again.
         ``on_batch`` sees each batch's summary as it ends (a progress bar)."""
+        upkeep, canaries = self._upkeep(None), self._canaries()
         batches: list[RunSummary] = []
         for _ in range(max_batches):
-            batch = self.run_batch(force=force)
+            batch = self._batch(time.time(), upkeep, None, force, canaries)
+            upkeep = NO_UPKEEP
             if on_batch is not None:
                 on_batch(batch)
             batches.append(batch)
             if batch.claimed + len(batch.corrupt) < self.config.recovery_batch_size:
                 break  # what is eligible ran out within this batch
+            if batch.released and not batch.resubmitted:
+                log.error("recovery stopped: no document of the last batch could be sent")
+                break
         return RecoveryTotals(
             batches=len(batches),
             claimed=sum(b.claimed for b in batches),
             resubmitted=[sent for b in batches for sent in b.resubmitted],
             waiting=[held for b in batches for held in b.waiting],
+            released=[doc_id for b in batches for doc_id in b.released],
             status=self.tracker.reports.status(),
         )
 
@@ -278,7 +328,7 @@ class RecoveryManager:
             self.config.recovery_batch_size, now, mode="preview", force=force
         )
         plans = [self.resubmitter.plan(r) for r in claim.records]
-        holds = self._holds(claim.records)
+        holds = self._holds(claim.records, self._canaries())
         return Preview(
             would_resubmit=[p for p, h in zip(plans, holds, strict=True) if h is None],
             would_wait=[
@@ -300,6 +350,7 @@ class RecoveryManager:
         claims = self.tracker.claims
         sent: list[Resubmission] = []
         skipped: list[str] = []
+        released: list[str] = []
         size = self.config.recovery_batch_size
         for start in range(0, len(doc_ids), size):
             chunk = doc_ids[start : start + size]
@@ -314,7 +365,8 @@ class RecoveryManager:
             chunk_sent = [resubmission for _, resubmission in outcomes if resubmission is not None]
             self.resubmitter.link(chunk_sent)
             sent += chunk_sent
-        return RetryResult(sent, skipped)
+            released += [o.doc_id for o, _ in outcomes if o.outcome == "release"]
+        return RetryResult(sent, skipped, released)
 
     def delete(self, doc_ids: list[str]) -> int:
         """Stop tracking these documents (whatever their state)."""

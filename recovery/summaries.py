@@ -83,6 +83,8 @@ class RecoveryTotals(_Json):
     claimed: int
     resubmitted: list[Resubmission]
     waiting: list[Held]
+    #: Ids given back because their resubmission failed (the broker refused it).
+    released: list[str]
     #: The store's report (``Reports.status()``), JSON as it is everywhere else.
     status: dict[str, Any]
 
@@ -104,8 +106,10 @@ class Preview(_Json):
 
 @dataclass(frozen=True)
 class RetryResult(_Json):
-    """An operator's retry: what was resubmitted, and the ids skipped (not tracked, or
-    already claimed or in recovery)."""
+    """An operator's retry: what was resubmitted, the ids skipped (not tracked, or
+    already claimed or in recovery), and those given back, left as they were, because
+    their resubmission failed."""
 
     resubmitted: list[Resubmission]
     skipped: list[str]
+    released: list[str]

@@ -552,6 +552,26 @@ def test_retry_a_document_not_tracked_is_reported_as_skipped(cli: Cli) -> None:
     ]
 
 
+def test_retry_that_the_broker_refuses_exits_1_naming_what_was_not_sent(
+    cli: Cli, tracker: Tracker, doc_root: Path, redis_client: redis.Redis
+) -> None:
+    # Given a due document and a broker that cannot be reached
+    [doc_id] = record_due(tracker, [doc_root / "a.txt"])
+    broker = {"CELERY_BROKER_URL": f"redis://127.0.0.1:{closed_port()}/0"}
+
+    # When an operator retries it, in text and in JSON
+    done = cli("retry", doc_id, env=broker)
+    as_json = cli("--json", "retry", doc_id, env=broker)
+
+    # Then both exit 1 and name it as not sent; it is due as it was
+    assert done.returncode == 1, done.stderr
+    assert f"not sent    {doc_id}  (resubmission failed; left as it was)" in done.stdout
+    assert as_json.returncode == 1, as_json.stderr
+    assert json.loads(as_json.stdout)["released"] == [doc_id]
+    assert redis_client.zscore(tracker.keys.due, doc_id) is not None
+    assert redis_client.zcard(tracker.keys.claimed) == 0
+
+
 def test_retry_all_by_category_enqueues_each_document_once_even_run_twice_at_once(
     cli_env: dict[str, str],
     tmp_path: Path,

@@ -424,6 +424,50 @@ def test_recover_all_runs_batches_until_nothing_is_due(
     assert totals.status["in_recovery"] == 25
 
 
+def test_recover_all_sends_an_open_breakers_canaries_once_not_once_a_batch(
+    make_manager: ManagerFactory,
+) -> None:
+    # Given 12 due memory failures, in batches of 4, whose category's last three
+    # recoveries failed: its breaker is open
+    manager = make_manager(
+        recovery_batch_size=4, breaker_window=3, breaker_threshold=0.6, breaker_canary_size=1
+    )
+    now = time.time()
+    for n in range(12):
+        record = failure(f"/docs/{n}.pdf", now - 2 * HOUR + n, error_category="memory")
+        manager.tracker.store.record_failure(record, recovery_attempt=n < 3)
+    assert manager.breakers()["memory"]["state"] == "open"
+
+    # When everything is recovered
+    totals = manager.recover_all()
+
+    # Then one canary was sent in all, and every other document held back once
+    assert len(totals.resubmitted) == 1
+    assert len(totals.waiting) == 11
+    assert len({held.doc_id for held in totals.waiting}) == 11
+    assert all("circuit open for memory" in held.reason for held in totals.waiting)
+
+
+def test_recover_all_with_the_broker_down_stops_after_a_batch_that_sent_nothing(
+    make_manager: ManagerFactory, redis_client: redis.Redis
+) -> None:
+    # Given 4 due documents, in batches of 2, and a broker that cannot be reached
+    manager = make_manager(app=unreachable_broker_app(), recovery_batch_size=2)
+    now = time.time()
+    for n in range(4):
+        manager.tracker.store.record_failure(failure(f"/docs/{n}.pdf", now - 2 * HOUR + n))
+
+    # When everything is to be recovered
+    totals = manager.recover_all(max_batches=5)
+
+    # Then it stops after the first batch, naming what it could not send, and every
+    # document is due again, nothing claimed or counted
+    assert (totals.batches, totals.resubmitted) == (1, [])
+    assert len(totals.released) == 2
+    keys = manager.tracker.keys
+    assert (redis_client.zcard(keys.due), redis_client.zcard(keys.claimed)) == (4, 0)
+
+
 def test_recover_all_with_a_lowered_limit_skips_exhausted_documents_and_destroys_none(
     make_manager: ManagerFactory, redis_client: redis.Redis
 ) -> None:

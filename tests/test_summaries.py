@@ -66,12 +66,14 @@ def test_a_dry_run_says_so_first_and_a_held_plan_keeps_its_place_in_the_keys() -
 
 def test_totals_and_a_manual_retry_are_their_json_in_order() -> None:
     totals = RecoveryTotals(
-        batches=2, claimed=5, resubmitted=[SENT], waiting=[], status={"dead": 0}
+        batches=2, claimed=5, resubmitted=[SENT], waiting=[], released=["d6"], status={"dead": 0}
     )
-    retried = RetryResult(resubmitted=[SENT], skipped=["d5"])
+    retried = RetryResult(resubmitted=[SENT], skipped=["d5"], released=["d6"])
 
     assert json.dumps(totals.to_dict()) == (
         f'{{"batches": 2, "claimed": 5, "resubmitted": [{SENT_JSON}], "waiting": [], '
-        '"status": {"dead": 0}}'
+        '"released": ["d6"], "status": {"dead": 0}}'
     )
-    assert json.dumps(retried.to_dict()) == (f'{{"resubmitted": [{SENT_JSON}], "skipped": ["d5"]}}')
+    assert json.dumps(retried.to_dict()) == (
+        f'{{"resubmitted": [{SENT_JSON}], "skipped": ["d5"], "released": ["d6"]}}'
+    )

@@ -47,7 +47,7 @@ def recover(session: Session, dry_run: bool, now: bool) -> int:
         _print_preview(summary)
     else:
         _print_recovery(summary)
-    return 0
+    return 1 if isinstance(summary, RecoveryTotals) and summary.released else 0
 
 
 def _recover_with_progress(
@@ -85,6 +85,8 @@ def _print_recovery(totals: RecoveryTotals) -> None:
         click.echo(f"  {shown(item.path)}  attempt {item.attempt} -> {item.queue}")
     for held_back in held:
         click.echo(f"  held     {held_back.doc_id}: {shown(held_back.reason)}")
+    for doc_id in totals.released:
+        click.echo(f"  not sent {doc_id}: resubmission failed, due again")
     click.echo("\n".join(render.status_lines(totals.status)))
 
 
@@ -105,14 +107,17 @@ def retry(session: Session, doc_ids: tuple[str, ...], all_: bool, **filters: Any
     """
     with session.manager() as manager:
         result = manager.retry(chosen(manager, doc_ids, all_, filters))
+    failed = 1 if result.released else 0
     if session.json:
         print_json(result.to_dict())
-        return 0
+        return failed
     for item in result.resubmitted:
         click.echo(f"resubmitted {item.doc_id}  {shown(item.path)} -> {item.queue}")
     for doc_id in result.skipped:
         click.echo(f"skipped     {shown(doc_id)}  (not tracked, or already being recovered)")
-    return 0
+    for doc_id in result.released:
+        click.echo(f"not sent    {doc_id}  (resubmission failed; left as it was)")
+    return failed
 
 
 @click.command()
