@@ -27,6 +27,46 @@ ENV_PREFIX = "DOCRECOVERY_"
 MAX_RETRY_COUNT = 99
 #: Most shards a tracker may have (each costs a script call per run and per report).
 MAX_SHARDS = 256
+# Every numeric key has an upper bound, so a value that would fail later (an overflow
+# in the backoff, a TTL Redis refuses, a timedelta too large for beat) fails here,
+# naming the key. The bounds are generous: each is far past any useful setting.
+#: The longest any duration may be: 10 years. Retention of years is legitimate; past
+#: the longest, nothing is tracked any more, so no backoff, resend or beat interval
+#: longer than it could matter. It keeps each time derived from a setting well inside
+#: what takes it: a record's TTL (Redis EXPIRE: seconds, up to about 2**63 / 1000),
+#: the scripts' deadlines and due scores, Python's timedelta.
+MAX_DAYS = 3650
+MAX_HOURS = MAX_DAYS * 24
+#: Growth of the backoff per retry: 100 already multiplies it by 10,000 in two
+#: retries, and keeps interval × factor**(MAX_RETRY_COUNT - 1) a finite float.
+MAX_BACKOFF_FACTOR = 100
+#: A task time limit of a week: a run longer than that is hung, and the broker's
+#: visibility timeout and the in-flight deadlines follow the limit, so a lost run of
+#: it would come back only that long after.
+MAX_TIME_LIMIT_SECONDS = 7 * 86400
+#: Documents one run claims and sends (a breaker's canaries too): a shard's claim is
+#: one script call, during which Redis serves nothing else.
+MAX_BATCH = 10_000
+#: The longest error (characters) and the largest metadata (bytes) a record keeps,
+#: 1 Mi: each record holds them in Redis memory, and those limits keep blobs out.
+MAX_KEPT = 1_048_576
+#: The longest query label: it is a field name in three aggregate hashes.
+MAX_QUERY_LABEL_CHARS = 10_000
+#: Dead documents kept: each keeps its record in Redis memory, gigabytes at this many.
+MAX_DEAD = 10_000_000
+#: Recovery outcomes per breaker window: each category's is a string in Redis,
+#: rewritten at every outcome.
+MAX_BREAKER_WINDOW = 1000
+#: Replicas a change may wait for: more than any deployment has (a WAIT for replicas
+#: that do not exist waits out ``wait_timeout_ms`` at every change).
+MAX_WAIT_REPLICAS = 100
+#: The longest WAIT: under the clients' 10 s socket timeout (``CLIENT_OPTIONS`` in
+#: store/connection.py), which would cut the reply off and have the caller spool a
+#: change the primary made.
+MAX_WAIT_TIMEOUT_MS = 5000
+#: A day, for the periodic spool replay and the lease grace: a longer one only
+#: delays what it is for (replaying spooled events, finding a lost run).
+DAY_SECONDS = 86400
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -47,25 +87,29 @@ def setting_from(factory: Callable[[], _T], check: Check, *, hash: bool | None =
     return field(default_factory=factory, hash=hash, metadata={"check": check})
 
 
-def _int(low: int, high: int | None = None) -> Check:
+def _int(low: int, high: int) -> Check:
+    """A whole number from ``low`` to ``high``: ``high`` is required, so that no
+    numeric key is left unbounded."""
+
     def check(key: str, value: Any) -> None:
-        ok = isinstance(value, int) and not isinstance(value, bool) and value >= low
-        if not ok or (high is not None and value > high):
-            limit = "" if high is None else f" and <= {high}"
-            raise ConfigError(key, value, f"a whole number >= {low}{limit}")
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        if not ok or not low <= value <= high:
+            raise ConfigError(key, value, f"a whole number >= {low} and <= {high}")
 
     return check
 
 
-def _number(low: float, high: float = math.inf, *, low_open: bool = False) -> Check:
+def _number(low: float, high: float, *, low_open: bool = False) -> Check:
+    """A finite number from ``low`` (excluded if ``low_open``) to ``high``, which is
+    required, like :func:`_int`'s."""
+
     def check(key: str, value: Any) -> None:
         ok = isinstance(value, int | float) and not isinstance(value, bool)
         ok = ok and math.isfinite(value) and value <= high
         ok = ok and (value > low if low_open else value >= low)
         if not ok:
             bound = f"> {low}" if low_open else f">= {low}"
-            limit = "" if high == math.inf else f" and <= {high}"
-            raise ConfigError(key, value, f"a finite number {bound}{limit}")
+            raise ConfigError(key, value, f"a finite number {bound} and <= {high}")
 
     return check
 
@@ -126,25 +170,25 @@ class RecoveryConfig:
     #: used them up stays tracked (a later run with a larger maximum may retry it).
     max_retry_count: int = setting(3, _int(0, MAX_RETRY_COUNT))
     #: Backoff before the first retry; later retries multiply it by ``backoff_factor``.
-    min_retry_interval_hours: float = setting(1.0, _number(0.0))
+    min_retry_interval_hours: float = setting(1.0, _number(0.0, MAX_HOURS))
     #: Documents claimed and resubmitted by one recovery run.
-    recovery_batch_size: int = setting(10, _int(1))
+    recovery_batch_size: int = setting(10, _int(1, MAX_BATCH))
     #: Whether beat runs ``recovery.run`` every ``recovery_interval_minutes``.
     enable_periodic_recovery: bool = setting(True, _bool)
-    recovery_interval_minutes: float = setting(30.0, _number(0.0, low_open=True))
+    recovery_interval_minutes: float = setting(30.0, _number(0.0, MAX_HOURS * 60, low_open=True))
     #: Hard time limit (seconds) of a resubmitted task; its soft limit is 90% of it.
-    recovery_timeout: int = setting(300, _int(1))
+    recovery_timeout: int = setting(300, _int(1, MAX_TIME_LIMIT_SECONDS))
     #: Records older than this (since first failure) are removed, dead ones included;
     #: a run does not retry a document past it.
-    failed_docs_retention_days: float = setting(7.0, _number(0.0, low_open=True))
+    failed_docs_retention_days: float = setting(7.0, _number(0.0, MAX_DAYS, low_open=True))
     #: Log each decision of a run (claimed, held back and why, resubmitted where) at DEBUG.
     verbose: bool = setting(False, _bool)
 
     # --- additions ---------------------------------------------------------------
     #: Growth of the backoff per counted retry: interval × factor**retry_count.
-    backoff_factor: float = setting(2.0, _number(1.0))
+    backoff_factor: float = setting(2.0, _number(1.0, MAX_BACKOFF_FACTOR))
     #: Upper bound of the backoff, whatever the retry count.
-    max_retry_interval_hours: float = setting(24.0, _number(0.0))
+    max_retry_interval_hours: float = setting(24.0, _number(0.0, MAX_HOURS))
     #: Random spread of each backoff, as a fraction (0.1 = ±10%), so retries do not herd.
     retry_jitter: float = setting(0.1, _number(0.0, 1.0))
     #: Prefix of every Redis key; wrapped in {} as a Cluster hash tag.
@@ -170,41 +214,41 @@ class RecoveryConfig:
     sentinel_ssl_keyfile: str = setting("", _file)
     #: Replicas that must acknowledge each state change before it returns (Redis
     #: ``WAIT``, sent in the same round trip); 0: none, as Redis replicates by default.
-    wait_replicas: int = setting(0, _int(0))
+    wait_replicas: int = setting(0, _int(0, MAX_WAIT_REPLICAS))
     #: How long a state change waits for those replicas, in milliseconds; past it the
     #: change stands on the primary alone, with a warning.
-    wait_timeout_ms: int = setting(500, _int(1))
+    wait_timeout_ms: int = setting(500, _int(1, MAX_WAIT_TIMEOUT_MS))
     #: Task names whose failures are tracked and whose successes clear a record.
     tracked_tasks: tuple[str, ...] = setting((SEED_TASK,), _task_names)
     #: Queue a resubmitted document goes to (memory failures go to ``highmem_queue``).
     resubmit_queue: str = setting("documents", _name)
     highmem_queue: str = setting("highmem", _name)
     #: Seconds added to a task's time limit before its lease or in-flight entry expires.
-    lease_grace_seconds: int = setting(60, _int(0))
+    lease_grace_seconds: int = setting(60, _int(0, DAY_SECONDS))
     #: Longest error message kept per record; longer ones keep their head and tail.
-    max_error_chars: int = setting(4000, _int(200))
+    max_error_chars: int = setting(4000, _int(200, MAX_KEPT))
     #: Largest metadata kept with a run, in bytes of JSON: past it the largest entries
     #: are dropped and named under ``docrecovery_cut`` in what is kept (in the record,
     #: the in-flight entry and a resubmission alike), so a 5 MB blob stays out of Redis.
-    max_metadata_bytes: int = setting(16_384, _int(256))
+    max_metadata_bytes: int = setting(16_384, _int(256, MAX_KEPT))
     #: Longest query counted by its text in the per-query aggregates; a longer one is
     #: counted under its first this-many characters and a hash of the whole (the record
     #: keeps the whole query: it is part of the document's id).
-    max_query_label_chars: int = setting(200, _int(16))
+    max_query_label_chars: int = setting(200, _int(16, MAX_QUERY_LABEL_CHARS))
     #: Where failure events wait when Redis cannot be reached, to be replayed later.
     spool_dir: str = setting(".docrecovery/spool", _path)
     #: How often a worker replays its host's spool on its own, so events spooled while
     #: it was cut off reach Redis even if it gets no more work; 0: only on its next
     #: event and at recovery runs.
-    spool_replay_seconds: float = setting(30.0, _number(0.0))
+    spool_replay_seconds: float = setting(30.0, _number(0.0, DAY_SECONDS))
     #: Dead documents kept at most (oldest trimmed first, with a warning and a metric).
-    dead_max: int = setting(10_000, _int(1))
+    dead_max: int = setting(10_000, _int(1, MAX_DEAD))
     #: A resubmitted task that has not started this long after it was sent (queued
     #: behind a backlog, workers down, or its message lost) is sent again, uncounted;
     #: its older message, should it still run, is dropped as a stale duplicate.
-    resend_after_hours: float = setting(6.0, _number(0.0, low_open=True))
+    resend_after_hours: float = setting(6.0, _number(0.0, MAX_HOURS, low_open=True))
     #: Backoff of network failures, in hours (short: outages are usually brief).
-    network_retry_interval_hours: float = setting(0.05, _number(0.0))
+    network_retry_interval_hours: float = setting(0.05, _number(0.0, MAX_HOURS))
     #: Extra exception-name -> category mappings, checked before the built-in ones.
     category_overrides: Mapping[str, str] = setting_from(dict, _overrides, hash=False)
     #: Probe file existence and readability before resubmitting such failures.
@@ -215,15 +259,15 @@ class RecoveryConfig:
     grow_timeouts: bool = setting(True, _bool)
     #: The most a timed-out document's time limit grows to, in seconds (above the
     #: default task limit, so a timeout under default settings gets more time).
-    max_recovery_timeout: int = setting(3600, _int(1))
+    max_recovery_timeout: int = setting(3600, _int(1, MAX_TIME_LIMIT_SECONDS))
     #: Pause a category whose recent recoveries mostly fail; probe it with a canary.
     circuit_breaker: bool = setting(True, _bool)
     #: Recent recovery outcomes per category the breaker looks at.
-    breaker_window: int = setting(10, _int(1))
+    breaker_window: int = setting(10, _int(1, MAX_BREAKER_WINDOW))
     #: Failure fraction of that window that opens the breaker.
     breaker_threshold: float = setting(0.8, _number(0.0, 1.0, low_open=True))
     #: Documents sent per run while a category's breaker is open.
-    breaker_canary_size: int = setting(1, _int(1))
+    breaker_canary_size: int = setting(1, _int(1, MAX_BATCH))
 
     def __post_init__(self) -> None:
         for f in fields(self):

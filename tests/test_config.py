@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from conftest import run_python
 from recovery import policy
 from recovery.config import RecoveryConfig, soft_limit
 from recovery.errors import ConfigError, RecoveryError
+from recovery.store.connection import CLIENT_OPTIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -77,6 +79,12 @@ BAD_VALUES: list[tuple[str, Any, str]] = [
     ("failed_docs_retention_days", math.nan, "a finite number > 0.0"),
     ("retry_jitter", 1.5, "a finite number >= 0.0 and <= 1.0"),
     ("backoff_factor", 0.5, "a finite number >= 1.0"),
+    # accepted before the bounds, then failing far from the config: an overflow in every
+    # run's backoff, a TTL Redis refused (the failure lost), a timedelta beat refused
+    ("backoff_factor", 1e4, "a finite number >= 1.0 and <= 100"),
+    ("failed_docs_retention_days", 1e12, "a finite number > 0.0 and <= 3650"),
+    ("failed_docs_retention_days", 1e305, "a finite number > 0.0 and <= 3650"),
+    ("recovery_interval_minutes", 1e13, "a finite number > 0.0 and <= 5256000"),
     ("breaker_threshold", 0, "a finite number > 0.0 and <= 1.0"),
     ("enable_periodic_recovery", 1, "True or False"),
     ("verbose", "yes", "True or False"),
@@ -106,6 +114,97 @@ def test_a_bad_value_fails_naming_the_key_the_value_and_what_is_allowed(
     assert repr(value) in message
     assert allowed in message
     assert caught.value.key == key
+
+
+#: Each numeric key's largest value, as the README's configuration table gives it.
+UPPER_BOUNDS: dict[str, float] = {
+    "max_retry_count": 99,
+    "min_retry_interval_hours": 87_600,
+    "recovery_batch_size": 10_000,
+    "recovery_interval_minutes": 5_256_000,
+    "recovery_timeout": 604_800,
+    "failed_docs_retention_days": 3650,
+    "backoff_factor": 100,
+    "max_retry_interval_hours": 87_600,
+    "retry_jitter": 1.0,
+    "shards": 256,
+    "wait_replicas": 100,
+    "wait_timeout_ms": 5000,
+    "lease_grace_seconds": 86_400,
+    "max_error_chars": 1_048_576,
+    "max_metadata_bytes": 1_048_576,
+    "max_query_label_chars": 10_000,
+    "spool_replay_seconds": 86_400,
+    "dead_max": 10_000_000,
+    "resend_after_hours": 87_600,
+    "network_retry_interval_hours": 87_600,
+    "max_recovery_timeout": 604_800,
+    "breaker_window": 1000,
+    "breaker_threshold": 1.0,
+    "breaker_canary_size": 10_000,
+}
+DEFAULTS = {f.name: f.default for f in dataclasses.fields(RecoveryConfig)}
+
+
+def test_every_numeric_key_has_an_upper_bound() -> None:
+    # A numeric key without one takes a value that fails later, far from the config.
+    numeric = [
+        key
+        for key, default in DEFAULTS.items()
+        if isinstance(default, int | float) and not isinstance(default, bool)
+    ]
+
+    assert sorted(UPPER_BOUNDS) == sorted(numeric)
+
+
+@pytest.mark.parametrize(("key", "bound"), sorted(UPPER_BOUNDS.items()))
+def test_a_value_just_past_a_keys_upper_bound_fails_naming_the_key_and_the_range(
+    key: str, bound: float
+) -> None:
+    # Given the smallest value of the key's type past its upper bound
+    whole = isinstance(DEFAULTS[key], int)
+    past = int(bound) + 1 if whole else math.nextafter(float(bound), math.inf)
+
+    # When it is passed, construction fails naming the key, the value and the range
+    with pytest.raises(ConfigError) as caught:
+        RecoveryConfig.from_mapping({key: past})
+
+    assert caught.value.key == key
+    assert repr(past) in str(caught.value)
+    assert f"and <= {bound}" in str(caught.value)
+
+
+def test_every_key_at_its_upper_bound_is_accepted() -> None:
+    config = RecoveryConfig.from_mapping(UPPER_BOUNDS)
+
+    assert {key: getattr(config, key) for key in UPPER_BOUNDS} == UPPER_BOUNDS
+
+
+def test_the_readmes_configuration_table_gives_every_upper_bound() -> None:
+    # Given the range column of each row of the README's configuration table
+    ranges: dict[str, list[str]] = {}
+    for line in (ROOT / "README.md").read_text(encoding="utf-8").splitlines():
+        cells = line.split(" | ")
+        if line.startswith("| `") and len(cells) == 5:
+            for key in re.findall(r"`(\w+)`", cells[0]):
+                ranges[key] = re.findall(r"\d+(?:\.\d+)?", cells[2])
+
+    # Then each key's row has its bound
+    wrong = {
+        key: ranges.get(key)
+        for key, bound in UPPER_BOUNDS.items()
+        if f"{bound:.10g}" not in ranges.get(key, [])
+    }
+    assert wrong == {}
+
+
+def test_the_longest_wait_for_replicas_ends_before_the_clients_socket_timeout() -> None:
+    # A WAIT past it would have the client give up on a change the primary made, and
+    # the caller spool and replay it.
+    socket_ms = int(CLIENT_OPTIONS["socket_timeout"] * 1000)
+
+    with pytest.raises(ConfigError, match="wait_timeout_ms"):
+        RecoveryConfig(wait_timeout_ms=socket_ms)
 
 
 @pytest.mark.parametrize("value", [None, 5])
@@ -216,6 +315,7 @@ def test_from_env_reads_the_process_environment(monkeypatch: pytest.MonkeyPatch)
         ("DOCRECOVERY_CATEGORY_OVERRIDES", "ValueError", "category_overrides", "pairs"),
         ("DOCRECOVERY_CATEGORY_OVERRIDES", "ValueError=nope", "category_overrides", "one of"),
         ("DOCRECOVERY_KEY_PREFIX", "a b", "key_prefix", "without braces"),
+        ("DOCRECOVERY_FAILED_DOCS_RETENTION_DAYS", "1e12", "failed_docs_retention_days", "3650"),
     ],
 )
 def test_a_bad_environment_value_fails_naming_the_key(
