@@ -13,6 +13,7 @@ failures does not come back as a burst; it only ever adds delay.
 from __future__ import annotations
 
 import json
+import math
 import os
 from functools import cache
 
@@ -47,9 +48,14 @@ def _base_hours(config: RecoveryConfig, lane: int) -> float:
 
 
 def backoff(config: RecoveryConfig, lane: int, retries: int) -> float:
-    """Seconds between an attempt and the next, after ``retries`` counted retries."""
+    """Seconds between an attempt and the next, after ``retries`` counted retries.
+    Whether the cap is reached is decided on logarithms, so ``factor**retries`` is
+    computed only below it: the delay does not rest on the config's bounds to keep a
+    power past the cap inside a float's range."""
     base = _base_hours(config, lane)
     cap = max(base, config.max_retry_interval_hours)
+    if base > 0 and retries * math.log(config.backoff_factor) >= math.log(cap / base):
+        return cap * 3600.0
     return min(cap, base * config.backoff_factor**retries) * 3600.0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import re
@@ -10,15 +11,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import seed
 from conftest import run_python
 
 from recovery import policy
 from recovery.config import RecoveryConfig, soft_limit
 from recovery.errors import ConfigError, RecoveryError
+from recovery.manager import RecoveryManager
+from recovery.records import FailedDocumentRecord
 from recovery.store.connection import CLIENT_OPTIONS
 
 ROOT = Path(__file__).resolve().parent.parent
+T0 = 1_700_000_000.0
 
 
 def test_the_seeds_config_dict_is_accepted_as_is() -> None:
@@ -205,6 +210,65 @@ def test_the_longest_wait_for_replicas_ends_before_the_clients_socket_timeout() 
 
     with pytest.raises(ConfigError, match="wait_timeout_ms"):
         RecoveryConfig(wait_timeout_ms=socket_ms)
+
+
+LARGEST_BACKOFF = {
+    "backoff_factor": 100,
+    "max_retry_count": 99,
+    "min_retry_interval_hours": 0.001,
+    "network_retry_interval_hours": 87_600,
+    "max_retry_interval_hours": 87_600,
+}
+
+
+def test_the_largest_backoff_settings_give_a_finite_capped_delay_at_every_level() -> None:
+    # Given the largest factor and retry count, the first backoff far under the cap
+    # (before the bounds, a factor of 1e4 overflowed a float from retry level 78 on)
+    config = RecoveryConfig.from_mapping(LARGEST_BACKOFF)
+
+    # When a run's delays are computed, per lane and retry level
+    lanes = json.loads(policy.level_delays(config))
+
+    # Then each is finite, grows with the level up to the cap, and stays there
+    cap = 87_600 * 3600.0
+    for delays in lanes:
+        assert len(delays) == 99
+        assert all(math.isfinite(delay) for delay in delays)
+        assert delays == sorted(delays)
+        assert delays[-1] == cap
+    assert lanes[0][:2] == [3.6, 360.0]
+
+
+def test_a_run_and_status_work_at_the_largest_backoff_and_retention(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    # Given a manager at the largest backoff and retention the config accepts (before
+    # the bounds, a retention of 1e12 days was a TTL Redis refused: every failure lost)
+    config = RecoveryConfig.from_mapping(
+        {**LARGEST_BACKOFF, "retry_jitter": 0.0, "failed_docs_retention_days": 3650}
+    )
+    manager = RecoveryManager(redis_url, config)
+    record = FailedDocumentRecord(
+        document_path="/docs/a.pdf",
+        failure_timestamp=T0,
+        task_id="task-a",
+        error_message="RuntimeError: boom",
+        args=["/docs/a.pdf"],
+    )
+    try:
+        # When a failure is recorded, and a run goes once its first backoff is over
+        manager.tracker.store.record_failure(record)
+        ttl = redis_client.ttl(manager.tracker.keys.record(record.doc_id))
+        summary = manager.run_batch(now=T0 + 60)
+        status = manager.status()
+    finally:
+        manager.close()
+        manager.app.close()
+
+    # Then Redis took the record's ten-year TTL, the run sent it, and status counts it
+    assert 3650 * 86400 < ttl <= 3651 * 86400
+    assert [sent.doc_id for sent in summary.resubmitted] == [record.doc_id]
+    assert (status["total_failed_documents"], status["in_recovery"]) == (1, 1)
 
 
 @pytest.mark.parametrize("value", [None, 5])
