@@ -31,8 +31,10 @@ A recovery run (``recovery.run`` on beat, ``python main.py --recover``,
 
 The new task's success (``task_success``) removes the document and counts a
 successful recovery with its duration; its failure is recorded as a counted retry.
-A dry run asks the same claim script to decide without writing, then applies the
-same holds, so it shows exactly what a run would do.
+A dry run asks the same claim script to decide without writing, leaving out what the
+cleanup would remove, then applies the same holds. The rest of the upkeep writes, so a
+dry run does not do it: what it would return to due (expired claims, held documents
+whose file is back, lost runs) the run may take too.
 """
 
 from __future__ import annotations

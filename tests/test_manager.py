@@ -549,6 +549,28 @@ def test_a_dry_run_skips_a_corrupt_record_as_a_real_run_does(
     assert [item.path for item in preview.would_resubmit] == ["/docs/good.pdf"]
 
 
+def test_a_dry_run_leaves_out_documents_past_retention_as_the_runs_cleanup_does(
+    make_manager: ManagerFactory,
+) -> None:
+    # Given a batch's worth of documents past retention, older than a batch's worth
+    # of fresh ones (retention is lowered, or no run went for a while)
+    manager = make_manager(recovery_batch_size=3, failed_docs_retention_days=7)
+    store = manager.tracker.store
+    for n in range(3):
+        store.record_failure(failure(f"/docs/old{n}.pdf", T0 - 8 * DAY + n))
+        store.record_failure(failure(f"/docs/new{n}.pdf", T0 + n))
+    now = T0 + 2 * HOUR
+
+    # When a dry run looks, then the run goes
+    preview = manager.run_batch(dry_run=True, now=now)
+    summary = manager.run_batch(now=now)
+
+    # Then the dry run promised the fresh ones, which the run (after its cleanup) sent
+    planned = [item.path for item in preview.would_resubmit]
+    assert planned == [f"/docs/new{n}.pdf" for n in range(3)]
+    assert [item.path for item in summary.resubmitted] == planned
+
+
 def test_a_dry_run_does_not_promise_to_resend_a_document_whose_file_is_still_missing(
     make_manager: ManagerFactory, tmp_path: Path, redis_client: redis.Redis
 ) -> None:

@@ -76,7 +76,13 @@ class Claims(Part):
         same document."""
         delays = policy.level_delays(self.config, force=force)
         jitter = self.config.retry_jitter
-        args: dict[str, Any] = {"now": _at(now), "limit": limit, "delays": delays, "jitter": jitter}
+        args: dict[str, Any] = {
+            "now": _at(now),
+            "limit": limit,
+            "delays": delays,
+            "jitter": jitter,
+            "retention": self.config.retention_seconds if mode == "preview" else "",
+        }
         with self.connection.errors("claim"):
             if len(self.shards) == 1:
                 replies = [self.scripts.select_due(**args)]
