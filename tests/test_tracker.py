@@ -437,6 +437,25 @@ def test_a_query_and_a_worker_named_0_are_kept_and_counted_out_when_resolved(
     assert hash_of(redis_client, k.by_query) == {}
 
 
+def test_a_success_replayed_after_a_newer_failure_of_another_run_leaves_it_tracked(
+    tracker: Tracker, redis_client: redis.Redis
+) -> None:
+    # Given a document whose run task-2 failed at T0 + 10, recorded live
+    record = failure("/docs/a.pdf", T0 + 10, task_id="task-2")
+    tracker.store.record_failure(record)
+
+    # When a success of an earlier run, task-1 at T0, is replayed from a host's spool
+    took = tracker.store.resolve(record.doc_id, worker="w1", task_id="task-1", now=T0)
+
+    # Then the newer failure stands: still tracked and due; the success counts for
+    # its worker only
+    assert not took.tracked
+    assert redis_client.zscore(tracker.keys.due, record.doc_id) is not None
+    assert hash_of(redis_client, tracker.keys.worker_successes) == {"w1": "1"}
+    # And a success of task-2 itself, or of a later run, still resolves it
+    assert tracker.store.resolve(record.doc_id, task_id="task-3", now=T0 + 20).tracked
+
+
 def test_resolving_a_recovery_attempt_counts_a_success_and_its_duration(
     tracker: Tracker,
 ) -> None:

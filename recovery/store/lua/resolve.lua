@@ -7,6 +7,10 @@
 -- A run whose document was deleted while it was sent or running (remove.lua) is taken
 -- out of flight and counts nothing but the drop ('dropped_after_delete', the first
 -- outcome only), and leaves the tracker as it is.
+-- A success dated before the document's last failure, by another run, is stale: a
+-- report replayed from a spool after another worker recorded a newer failure. The
+-- newer failure stands (the document is still to recover); the success counts for
+-- its worker only.
 -- Returns {was tracked (0/1), recovery seconds or ''}.
 local rec, id, now = K.record, A.doc_id, clock(A.now)
 if redis.call('ZREM', K.inflight, A.task_id) == 1 then
@@ -20,7 +24,10 @@ if redis.call('EXISTS', rec) == 0 then
 end
 local started, category = nil, nil
 if is_hash(rec) then
-  local f = redis.call('HMGET', rec, 'rec_at', 'cat')
+  local f = redis.call('HMGET', rec, 'rec_at', 'cat', 'last', 'task_id')
+  if A.task_id ~= '' and f[4] ~= A.task_id and (tonumber(f[3]) or now) > now then
+    return {0, ''}
+  end
   started, category = tonumber(f[1]), f[2]
 end
 untrack({K.due, K.failed, K.claimed, K.waiting, K.dead, K.corrupt, K.imports},
