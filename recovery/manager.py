@@ -48,10 +48,9 @@ from typing import Any, Literal, overload
 
 from celery import Celery
 
-from recovery import policy
 from recovery.config import RecoveryConfig
 from recovery.errors import RecoveryError
-from recovery.records import FailedDocumentRecord
+from recovery.holds import UNDECODABLE, Holds
 from recovery.resubmit import Resubmitter, sender_app
 from recovery.store import Selection, Settlement, Tracker
 from recovery.store.claims import ClaimResult
@@ -69,8 +68,6 @@ log = logging.getLogger(__name__)
 #: Held documents probed per run, as a multiple of ``recovery_batch_size``: probing
 #: is a stat() each, and a run should not leave restored files waiting for long.
 PROBES_PER_BATCH = 4
-#: Why a record that cannot be decoded is held: kept and shown, never sent.
-UNDECODABLE = "undecodable record"
 
 
 @dataclass(frozen=True)
@@ -104,6 +101,7 @@ class RecoveryManager:
         self.config = self.tracker.config
         self.app = app or sender_app(self.tracker.url)
         self.resubmitter = Resubmitter(self.app, self.config)
+        self.holds = Holds(self.tracker, self.config)
         if self.config.verbose:
             logging.getLogger("recovery").setLevel(logging.DEBUG)
 
@@ -133,7 +131,7 @@ class RecoveryManager:
         started = time.time()
         if dry_run:
             return self.preview(now, force=force)
-        return self._batch(started, self._upkeep(now), now, force, self._canaries())
+        return self._batch(started, self._upkeep(now), now, force, self.holds.canaries())
 
     def _upkeep(self, now: float | None) -> Upkeep:
         """Steps 1 to 4: what a run does before it claims."""
@@ -206,7 +204,7 @@ class RecoveryManager:
         """Resubmit each claimed document, or hold it back without counting a retry
         when its precondition fails or its category's circuit breaker is open; an
         undecodable record is held back too, kept and visible."""
-        decided = self.resubmitter.send(claim.records, self._holds(claim.records, canaries))
+        decided = self.resubmitter.send(claim.records, self.holds.of(claim.records, canaries))
         decided += [(Settlement(doc_id, "wait", UNDECODABLE), None) for doc_id in claim.undecodable]
         for settlement, sent in decided:
             if sent is not None:
@@ -221,40 +219,11 @@ class RecoveryManager:
                 log.debug("%s %s: %s", settlement.outcome, settlement.doc_id, settlement.detail)
         return decided
 
-    def _canaries(self) -> dict[str, int]:
-        """What each category whose breaker is open may send: its canaries."""
-        return {
-            cat: self.config.breaker_canary_size
-            for cat, b in self.breakers().items()
-            if b["state"] == "open"
-        }
-
-    def _holds(
-        self, records: list[FailedDocumentRecord], canaries: dict[str, int]
-    ) -> list[Settlement | None]:
-        """For each record, the hold that keeps it back, or None to send it; spends
-        ``canaries``. Nothing else changes: the dry run shows what a run would do."""
-        holds: list[Settlement | None] = []
-        for record in records:
-            category = record.error_category
-            reason = policy.probe(record) if self.config.probe_preconditions else None
-            if reason is None and category in canaries:
-                if canaries[category] > 0:
-                    canaries[category] -= 1
-                else:
-                    reason = f"circuit open for {category}: only a canary is sent per run"
-            holds.append(None if reason is None else Settlement(record.doc_id, "wait", reason))
-        return holds
-
     def reopen_held(self, now: float | None = None) -> int:
         """Probe documents held back by a failed precondition; those whose cause is
         gone go back to due (where they were: nothing was counted)."""
         held = self.tracker.reports.to_probe(self.config.recovery_batch_size * PROBES_PER_BATCH)
-        verdicts = [
-            (doc_id, UNDECODABLE if record is None else policy.probe(record))
-            for doc_id, record in held
-        ]
-        return self.tracker.claims.reopen(verdicts, now)
+        return self.tracker.claims.reopen(Holds.verdicts(held), now)
 
     def sweep_lost(self, now: float | None = None) -> int:
         """Record in-flight runs past their deadline as worker_lost failures (all of
@@ -274,14 +243,7 @@ class RecoveryManager:
 
     def breakers(self) -> dict[str, dict[str, Any]]:
         """Each category's circuit breaker: state and its recent recovery outcomes."""
-        return {
-            category: {
-                "state": policy.breaker_state(outcomes, self.config),
-                "recent": outcomes,
-                "failure_rate": outcomes.count("0") / len(outcomes) if outcomes else 0.0,
-            }
-            for category, outcomes in sorted(self.tracker.reports.breaker_windows().items())
-        }
+        return self.holds.breakers()
 
     def environments(self) -> dict[str, int]:
         """Each worker's environment generation, as recorded when it last started."""
@@ -301,7 +263,7 @@ class RecoveryManager:
         batch. It stops early after a batch that could send none of what it claimed
         (the broker is down): the next would claim the same documents again.
         ``on_batch`` sees each batch's summary as it ends (a progress bar)."""
-        upkeep, canaries = self._upkeep(None), self._canaries()
+        upkeep, canaries = self._upkeep(None), self.holds.canaries()
         batches: list[RunSummary] = []
         for _ in range(max_batches):
             batch = self._batch(time.time(), upkeep, None, force, canaries)
@@ -330,7 +292,7 @@ class RecoveryManager:
             self.config.recovery_batch_size, now, mode="preview", force=force
         )
         plans = [self.resubmitter.plan(r) for r in claim.records]
-        holds = self._holds(claim.records, self._canaries())
+        holds = self.holds.of(claim.records, self.holds.canaries())
         return Preview(
             would_resubmit=[p for p, h in zip(plans, holds, strict=True) if h is None],
             would_wait=[

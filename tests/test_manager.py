@@ -24,7 +24,7 @@ from faults.support import Interrupted, interrupted_at
 from recovery.api import DocumentRecoveryManager, FailedDocumentsTracker, run_document_recovery
 from recovery.calls import HEADER
 from recovery.config import RecoveryConfig
-from recovery.manager import UNDECODABLE
+from recovery.holds import UNDECODABLE
 from recovery.records import FailedDocumentRecord, document_id, encode_body
 from recovery.redis_server import RedisServer
 from recovery.resubmit import sender_app
