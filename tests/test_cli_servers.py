@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import json
 import subprocess
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import redis
 from conftest import http_get
 from faults.support import wait_for
 from prometheus_client.parser import text_string_to_metric_families
-from test_cli import record_dead, record_due, tracker
-from test_cli_commands import entry, env
+from test_cli import queued, record_dead, record_due, tracker
+from test_cli_commands import CELERY, entry, env
 
 from recovery.redis_server import free_port
 from recovery.store import Tracker
@@ -42,13 +45,19 @@ def answers(url: str) -> bool:
 
 @pytest.fixture
 def serve(env: dict[str, str], tmp_path: Path) -> Iterator[Serve]:
-    """``serve("metrics", via="celery")``: the command on a free port, answering."""
+    """``serve("metrics", via="celery")``: the command on a free port, answering;
+    ``app`` names another module for ``celery -A`` than the project's ``tasks``."""
     started: list[subprocess.Popen[str]] = []
 
-    def start(command: str, *args: str, via: str = "docrecovery", **extra: str) -> str:
+    def start(
+        command: str, *args: str, via: str = "docrecovery", app: str = "tasks", **extra: str
+    ) -> str:
         port = free_port()
+        line = entry(via, (command, "--port", str(port), *args))
+        if via == "celery":
+            line = [str(CELERY), "-A", app, *line[3:]]
         process = subprocess.Popen(
-            entry(via, (command, "--port", str(port), *args)),
+            line,
             env={**env, **extra},
             cwd=tmp_path,
             stdout=subprocess.DEVNULL,
@@ -107,6 +116,45 @@ def test_dashboard_serves_the_overview_and_the_api(
     overview = json.loads(get(f"{base}/api/overview"))
     assert overview["status"]["total_failed_documents"] == 2
     assert "Overview" in get(base)
+
+
+def post_json(url: str, body: dict[str, Any], token: str) -> dict[str, Any]:
+    """POST ``body`` as a script does, with a bearer token (no CSRF token needed)."""
+    request = urllib.request.Request(
+        url,
+        json.dumps(body).encode(),
+        {"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        answer: dict[str, Any] = json.loads(response.read())
+        return answer
+
+
+def test_the_dashboard_under_celery_retries_through_the_broker_of_the_app_it_loaded(
+    serve: Serve, tracker: Tracker, doc_root: Path, redis_url: str, tmp_path: Path
+) -> None:
+    # Given an app whose broker, set in its code, is another Redis database than the
+    # tracker's (REDIS_URL)
+    [doc_id] = record_due(tracker, [doc_root / "a.txt"])
+    broker_url = redis_url.rsplit("/", 1)[0] + "/9"
+    (tmp_path / "brokered.py").write_text(
+        f"from tasks.app import app\napp.conf.broker_url = {broker_url!r}\n"
+    )
+    base = serve("dashboard", via="celery", app="brokered", DOCRECOVERY_DASHBOARD_TOKEN="t0ken")
+
+    # When a script retries the document through the dashboard the command started
+    answer = post_json(f"{base}/api/retry", {"ids": [doc_id]}, "t0ken")
+
+    # Then the task went to the app's broker, as `celery -A tasks docrecovery retry` sends
+    assert [r["doc_id"] for r in answer["resubmitted"]] == [doc_id], answer
+    broker = redis.Redis.from_url(broker_url, decode_responses=True)
+    tracker_db = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        assert [m["args"][0] for m in queued(broker)] == [str(doc_root / "a.txt")]
+        assert queued(tracker_db) == []
+    finally:
+        broker.close()
+        tracker_db.close()
 
 
 @pytest.mark.parametrize("command", ["metrics", "dashboard"])

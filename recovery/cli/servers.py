@@ -2,7 +2,9 @@
 ``dashboard`` (the failed-document web UI).
 
 Both read the tracker of ``--redis-url`` with the command's recovery settings, so a
-`celery -A tasks docrecovery metrics` counts under the app's own config. Their
+`celery -A tasks docrecovery metrics` counts under the app's own config; the
+dashboard's retries go through the command's Celery app, under Celery the one it
+loaded, with its broker. Their
 credentials come from the environment only (a command line is visible in ``ps``); on
 an address beyond loopback without them, each refuses to start (exit 2).
 """
@@ -58,5 +60,5 @@ def dashboard(session: Session, host: str, port: int) -> int:
             "the dashboard needs the `dashboard` extra "
             f"(pip install 'docrecovery[dashboard]'): {exc}"
         ) from exc
-    web.serve(session.url, session.config(), host, port)
+    web.serve(session.url, session.config(), host, port, celery_app=session.app())
     return 0

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import logging
 
+from celery import Celery
+
 from recovery.access import Credentials, require_private
 from recovery.config import RecoveryConfig
 
@@ -37,9 +39,15 @@ DEFAULT_PORT = 5580
 
 
 def serve(
-    redis_url: str, config: RecoveryConfig, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT
+    redis_url: str,
+    config: RecoveryConfig,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    *,
+    celery_app: Celery | None = None,
 ) -> None:
-    """Serve the dashboard with uvicorn until interrupted. Raises ConfigError, before
+    """Serve the dashboard with uvicorn until interrupted; its actions send through
+    ``celery_app`` when given (see :func:`create_app`). Raises ConfigError, before
     listening, on a non-loopback ``host`` without credentials in the environment."""
     import uvicorn
 
@@ -48,5 +56,5 @@ def serve(
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("recovery.dashboard").setLevel(logging.INFO)
-    app = create_app(redis_url, config, credentials=credentials)
+    app = create_app(redis_url, config, credentials=credentials, celery_app=celery_app)
     uvicorn.run(app, host=host, port=port, log_level="info", proxy_headers=False)

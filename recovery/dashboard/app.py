@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from celery import Celery
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -321,11 +322,14 @@ def create_app(
     credentials: Credentials | None = None,
     flower_url: str | None = None,
     manager: RecoveryManager | None = None,
+    celery_app: Celery | None = None,
 ) -> Starlette:
     """The dashboard as an ASGI app over the tracker at ``redis_url``. Credentials
     default to the environment's (see :mod:`recovery.dashboard.auth`), the Flower
-    link to ``DOCRECOVERY_FLOWER_URL``."""
-    manager = manager or RecoveryManager(redis_url, config)
+    link to ``DOCRECOVERY_FLOWER_URL``. Retries are sent through ``celery_app`` (the
+    app ``celery -A`` loaded, with its broker), else a sender app of the environment's
+    broker."""
+    manager = manager or RecoveryManager(redis_url, config, app=celery_app)
     dashboard = Dashboard(
         manager,
         Credentials.from_env(VARIABLES) if credentials is None else credentials,
