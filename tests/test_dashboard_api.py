@@ -233,6 +233,10 @@ def test_the_dry_run_preview_changes_nothing(client: TestClient, tracker: Tracke
         ({"older_than": "nan"}, "older_than 'nan'"),
         ({"limit": "0"}, "limit '0': expected a whole number from 1 to 500"),
         ({"limit": "501"}, "limit '501'"),
+        # digits to str.isdigit() that int() refuses, and more digits than int() reads
+        ({"limit": "\u00b2"}, "limit '\u00b2': expected a whole number"),
+        ({"tab": "dead", "limit": "\u2460"}, "limit '\u2460': expected a whole number"),
+        ({"limit": "9" * 5000}, "expected a whole number from 1 to 500"),
         ({"after": "yesterday"}, "bad cursor 'yesterday'"),
         ({"signature": "timeout"}, "signature 'timeout': expected 12 hex digits"),
         ({"categry": "timeout"}, "unknown parameter(s) categry"),

@@ -23,6 +23,9 @@ from recovery.store.listings import PageIndex, parse_cursor
 TABS: tuple[PageIndex, ...] = get_args(PageIndex)
 FILTERS = ("category", "signature", "worker", "query", "older_than")
 SIGNATURE = re.compile(r"[0-9a-f]{12}")
+#: A page size as given: ASCII digits only (str.isdigit also takes '²' and '①', which
+#: int() refuses), few enough for int() to read.
+PAGE_SIZE = re.compile(r"[0-9]{1,9}")
 #: Page sizes a request may ask for.
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 50
@@ -91,7 +94,7 @@ def listing(params: Mapping[str, str]) -> Listing:
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
     raw = _text(params, "limit") or str(DEFAULT_LIMIT)
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+    if not PAGE_SIZE.fullmatch(raw) or not 1 <= int(raw) <= MAX_LIMIT:
         raise BadRequest(f"limit {raw!r}: expected a whole number from 1 to {MAX_LIMIT}")
     # the failed tab lists live documents; the dead and waiting indexes hold their own
     dead = {"failed": False, "dead": True}.get(tab)
