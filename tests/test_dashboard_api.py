@@ -4,6 +4,7 @@ every page and JSON endpoint, every action, credentials, CSRF and bad input."""
 from __future__ import annotations
 
 import base64
+import html
 import logging
 import re
 import time
@@ -361,6 +362,32 @@ def test_a_page_action_asks_for_confirmation_then_acts_and_logs_who(
     assert "1 resubmitted, 0 skipped" in done.text
     assert tracker.reports.get_record(doc("/docs/d1.bin")).state == "sent"  # type: ignore[union-attr]
     assert "retry of 1 chosen document(s) by anonymous@testclient" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("back", "link"),
+    [
+        ("/documents?tab=dead", "/documents?tab=dead"),
+        ("javascript:alert(document.cookie)", "/"),
+        ("//attacker.example/", "/"),
+        ("/\\attacker.example/", "/"),
+        ("/\t/attacker.example/", "/"),
+    ],
+)
+def test_cancel_and_back_links_lead_only_to_a_page_of_the_dashboard(
+    client: TestClient, back: str, link: str
+) -> None:
+    # Given a form posted with a "back" field its poster chose
+    token = form_token(client.get("/").text)
+    fields = {"csrf_token": token, "ids": "f" * 20, "back": back}
+
+    # When the dashboard asks for confirmation, then acts
+    asked = client.post("/actions/delete", data=fields).text
+    done = client.post("/actions/delete", data={**fields, "confirm": "yes"}).text
+
+    # Then Cancel and Back lead to that page when it is the dashboard's, else home
+    assert f'<a href="{html.escape(link)}" id="cancel">' in asked
+    assert f'<a href="{html.escape(link)}" id="back">' in done
 
 
 def test_retry_by_ids_resubmits_to_the_queue(client: TestClient, redis_client: redis.Redis) -> None:

@@ -209,13 +209,12 @@ class Dashboard:
                     "target": target,
                     "shown": shown,
                     "fields": fields,
+                    "back": _own_page(fields.get("back")),
                     "nav": "",
                 },
             )
         result = await self.call(self.actions.act, action, target, request.state.who)
-        back = fields.get("back") or "/"
-        if not back.startswith("/") or back.startswith("//"):
-            back = "/"  # only a page of this dashboard
+        back = _own_page(fields.get("back"))
         return self.page(
             request,
             "done.html",
@@ -267,6 +266,18 @@ class Dashboard:
         target = await self.call(self.actions.target, action, fields)
         result = await self.call(self.actions.act, action, target, request.state.who)
         return _json({"action": action, "target": target.description, **result})
+
+
+def _own_page(back: str | None) -> str:
+    """Where a Cancel or Back link of a posted form leads: ``back`` when it is a path
+    of this dashboard, else the overview. The form is the poster's to fill, so this
+    refuses a ``javascript:`` URL, another site, and what a browser reads as one
+    (``//host``, ``/\\host``, a tab or newline it drops)."""
+    if not back or not back.startswith("/") or back.startswith("//"):
+        return "/"
+    if "\\" in back or any(ord(c) <= 0x20 or ord(c) == 0x7F for c in back):
+        return "/"
+    return back
 
 
 def _str(value: Any) -> str | None:
