@@ -8,7 +8,8 @@
     │   ├── TrackerUnavailable   (it could not be reached)
     │   │   └── TrackerRefused   (it was reached and refused: auth, ACL, read-only, memory)
     │   └── TrackerFailed        (it was reached and the operation failed: a server error)
-    └── CorruptRecord            (a record under our prefix cannot be decoded)
+    ├── CorruptRecord            (a record under our prefix cannot be decoded)
+    └── CannotListen             (also an OSError: a server cannot take its address)
 
 Redis errors are translated at the tracker boundary, so callers only catch these. A
 refusal is a kind of unavailability: an event that meets one is spooled and replayed
@@ -57,3 +58,15 @@ class CorruptRecord(RecoveryError):
         super().__init__(f"corrupt failed-document record at {key!r}: {reason}")
         self.key = key
         self.reason = reason
+
+
+class CannotListen(RecoveryError, OSError):
+    """Raised when a server (the metrics exporter, the dashboard) cannot listen on its
+    address: the port is taken, the host does not resolve or is not this machine's."""
+
+    def __init__(self, host: str, port: int, cause: OSError) -> None:
+        address = f"[{host}]" if ":" in host else host
+        self.reason = cause.strerror or str(cause)
+        super().__init__(f"cannot listen on {address}:{port}: {self.reason}")
+        self.host = host
+        self.port = port

@@ -50,7 +50,7 @@ from recovery import policy
 from recovery.access import Credentials, Variables, require_private
 from recovery.categories import CATEGORIES
 from recovery.config import RecoveryConfig
-from recovery.errors import TrackerError
+from recovery.errors import CannotListen, TrackerError
 from recovery.store import Tracker
 from recovery.store.reports import Snapshot
 
@@ -314,7 +314,7 @@ def make(
 ) -> tuple[WSGIServer, DocRecoveryCollector]:
     """The server :func:`serve` runs, bound and not yet serving, and its collector
     (close it after the server). Raises ConfigError for credentials set by half, or
-    a non-loopback ``host`` without credentials; OSError when it cannot bind."""
+    a non-loopback ``host`` without credentials; CannotListen when it cannot bind."""
     credentials = Credentials.from_env(VARIABLES, environ)
     require_private(host, credentials, VARIABLES, "opening them everywhere is a decision")
     registry = CollectorRegistry(auto_describe=True)
@@ -327,9 +327,9 @@ def make(
             server_class=_Server,
             handler_class=_Handler,
         )
-    except OSError:
+    except OSError as exc:
         collector.close()
-        raise
+        raise CannotListen(host, port, exc) from exc
     return server, collector
 
 

@@ -5,6 +5,7 @@ public address without credentials (exit 2)."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -173,3 +174,53 @@ def test_a_public_address_without_credentials_exits_2_naming_the_variables(
     assert done.returncode == 2
     assert f"DOCRECOVERY_{command.upper()}_USER" in done.stderr
     assert "loopback" in done.stderr
+
+
+@pytest.mark.parametrize("command", ["metrics", "dashboard"])
+def test_a_port_in_use_exits_2_with_one_line_naming_the_address(
+    env: dict[str, str], command: str
+) -> None:
+    # Given another server listening on the port
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+
+        # When the command is told to listen there
+        done = subprocess.run(
+            entry("docrecovery", (command, "--port", str(port))),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    # Then it says so in one line and exits 2, as for any address it cannot use
+    assert done.returncode == 2, done.stderr
+    expected = f"docrecovery: cannot listen on 127.0.0.1:{port}: Address already in use\n"
+    assert done.stderr == expected
+
+
+@pytest.mark.parametrize("command", ["metrics", "dashboard"])
+def test_a_host_that_does_not_resolve_exits_2_with_one_line_naming_it(
+    env: dict[str, str], command: str
+) -> None:
+    # Given credentials, so a name beyond loopback is allowed
+    upper = command.upper()
+    credentials = {f"DOCRECOVERY_{upper}_USER": "ops", f"DOCRECOVERY_{upper}_PASSWORD": "s3cret"}
+
+    # When the command is told to listen on a name that does not resolve
+    done = subprocess.run(
+        entry("docrecovery", (command, "--host", "no-such-host.invalid", "--port", "5599")),
+        env={**env, **credentials},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    # Then it names the address and the cause in one line and exits 2
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("docrecovery: cannot listen on no-such-host.invalid:5599: ")
+    assert done.stderr.count("\n") == 1

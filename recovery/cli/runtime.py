@@ -12,7 +12,7 @@ resolves, once, from the command line and the context the command runs in:
   installed recovery records failures in (``REDIS_URL`` or the app's Redis broker).
 
 Exit codes: 0 done, 1 the work itself failed, 2 Redis unreachable or refusing, a bad
-setting or bad usage.
+setting or bad usage, or a server's address it cannot listen on.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from celery import Celery
 
 from recovery.config import RecoveryConfig
 from recovery.errors import (
+    CannotListen,
     ConfigError,
     CorruptRecord,
     RecoveryError,
@@ -209,7 +210,7 @@ def _guarded(ctx: click.Context, command: Callable[..., int], params: dict[str, 
         return _fail(f"cannot reach {where}: {exc}", EXIT_UNAVAILABLE)
     except TrackerFailed as exc:
         return _fail(f"{where} failed: {exc}", EXIT_FAILED)
-    except ConfigError as exc:
+    except (ConfigError, CannotListen) as exc:
         return _fail(str(exc), EXIT_UNAVAILABLE)
     except (Failed, CorruptRecord) as exc:
         return _fail(str(exc), EXIT_FAILED)

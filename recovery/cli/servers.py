@@ -6,7 +6,8 @@ Both read the tracker of ``--redis-url`` with the command's recovery settings, s
 dashboard's retries go through the command's Celery app, under Celery the one it
 loaded, with its broker. Their
 credentials come from the environment only (a command line is visible in ``ps``); on
-an address beyond loopback without them, each refuses to start (exit 2).
+an address beyond loopback without them, each refuses to start (exit 2), as on an
+address it cannot listen on (a taken port, a host that does not resolve).
 """
 
 from __future__ import annotations

@@ -23,11 +23,13 @@ loopback without them.
 from __future__ import annotations
 
 import logging
+import socket
 
 from celery import Celery
 
 from recovery.access import Credentials, require_private
 from recovery.config import RecoveryConfig
+from recovery.errors import CannotListen
 
 from .app import create_app
 from .auth import VARIABLES
@@ -48,13 +50,52 @@ def serve(
 ) -> None:
     """Serve the dashboard with uvicorn until interrupted; its actions send through
     ``celery_app`` when given (see :func:`create_app`). Raises ConfigError, before
-    listening, on a non-loopback ``host`` without credentials in the environment."""
+    listening, on a non-loopback ``host`` without credentials in the environment, and
+    CannotListen when it cannot bind."""
     import uvicorn
 
     credentials = Credentials.from_env(VARIABLES)
     require_private(host, credentials, VARIABLES, "the dashboard can retry and delete")
+    app = create_app(redis_url, config, credentials=credentials, celery_app=celery_app)
+    sockets = _listen(host, port)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    logging.getLogger("recovery.dashboard").setLevel(logging.INFO)
-    app = create_app(redis_url, config, credentials=credentials, celery_app=celery_app)
-    uvicorn.run(app, host=host, port=port, log_level="info", proxy_headers=False)
+    log = logging.getLogger("recovery.dashboard")
+    log.setLevel(logging.INFO)
+    for sock in sockets:  # uvicorn says where it listens only on sockets it binds itself
+        name, bound = sock.getsockname()[:2]
+        log.info(
+            "docrecovery dashboard on http://%s:%d/ (%s; press CTRL+C to quit)",
+            f"[{name}]" if sock.family == socket.AF_INET6 else name,
+            bound,
+            "credentials required" if credentials.required else "no credentials, loopback only",
+        )
+    server = uvicorn.Server(uvicorn.Config(app, log_level="info", proxy_headers=False))
+    try:
+        server.run(sockets=sockets)
+    except KeyboardInterrupt:
+        pass  # uvicorn has shut down; Ctrl-C is how this server is meant to stop
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _listen(host: str, port: int) -> list[socket.socket]:
+    """Sockets bound to every address ``host`` resolves to, as uvicorn would bind them;
+    bound here so a taken port or an unknown host is a CannotListen naming the address,
+    where uvicorn logs it and exits 3."""
+    sockets: list[socket.socket] = []
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        for family, kind, proto, _, address in dict.fromkeys(found):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+    except OSError as exc:
+        for sock in sockets:
+            sock.close()
+        raise CannotListen(host, port, exc) from exc
+    return sockets
