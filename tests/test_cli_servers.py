@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -224,3 +225,57 @@ def test_a_host_that_does_not_resolve_exits_2_with_one_line_naming_it(
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith("docrecovery: cannot listen on no-such-host.invalid:5599: ")
     assert done.stderr.count("\n") == 1
+
+
+def status_under(url: str, host: str) -> int:
+    """The status of a GET of ``url`` sent with ``host`` as its Host header, as a
+    browser sends the name it was given (a name rebound to 127.0.0.1, an alias)."""
+    request = urllib.request.Request(url, headers={"Host": host})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code
+
+
+@pytest.mark.parametrize("how", ["option", "environment"])
+def test_the_dashboard_answers_its_own_names_and_the_allowed_hosts_only(
+    serve: Serve, how: str
+) -> None:
+    # Given a dashboard without credentials, told of one more name of this machine
+    if how == "option":
+        base = serve("dashboard", "--allowed-host", "dash.internal")
+    else:
+        base = serve("dashboard", DOCRECOVERY_DASHBOARD_ALLOWED_HOSTS="dash.internal")
+    port = base.rsplit(":", 1)[1]
+
+    # When browsers ask for the overview under several names
+    statuses = {
+        name: status_under(base, f"{name}:{port}")
+        for name in ("127.0.0.1", "localhost", "[::1]", "dash.internal", "attacker.example")
+    }
+
+    # Then it answers every name of this machine and refuses a rebound one
+    assert statuses == {
+        "127.0.0.1": 200,
+        "localhost": 200,
+        "[::1]": 200,
+        "dash.internal": 200,
+        "attacker.example": 400,
+    }
+
+
+def test_a_bad_allowed_host_exits_2_naming_it(env: dict[str, str]) -> None:
+    done = subprocess.run(
+        entry("docrecovery", ("dashboard", "--allowed-host", "dash/internal")),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert done.returncode == 2
+    assert "'allowed host': got 'dash/internal'" in done.stderr
+    assert "Traceback" not in done.stderr

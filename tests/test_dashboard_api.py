@@ -69,12 +69,22 @@ def tracker(redis_url: str) -> Iterator[Tracker]:
 ClientFactory = Callable[..., TestClient]
 
 
+#: Where the clients reach the dashboard: a browser on this machine, by its address.
+BASE_URL = "http://127.0.0.1:5580"
+
+
 @pytest.fixture
 def make_client(tracker: Tracker) -> Iterator[ClientFactory]:
-    """Factory of clients of a dashboard over the data set's Redis."""
+    """Factory of clients of a dashboard over the data set's Redis, reached at
+    ``base_url`` (by default as a browser on this machine reaches it)."""
     managers: list[RecoveryManager] = []
 
-    def create(credentials: Credentials | None = None, flower_url: str | None = None) -> TestClient:
+    def create(
+        credentials: Credentials | None = None,
+        flower_url: str | None = None,
+        base_url: str = BASE_URL,
+        **hosts: Any,
+    ) -> TestClient:
         manager = RecoveryManager(tracker.url, CONFIG)
         managers.append(manager)
         app = create_app(
@@ -83,8 +93,9 @@ def make_client(tracker: Tracker) -> Iterator[ClientFactory]:
             credentials=credentials or Credentials(),
             flower_url=flower_url,
             manager=manager,
+            **hosts,
         )
-        return TestClient(app)
+        return TestClient(app, base_url=base_url)
 
     yield create
     for manager in managers:
@@ -497,3 +508,130 @@ def test_serve_refuses_a_public_address_without_credentials(
 
     with pytest.raises(ConfigError, match=r"'host': got '0\.0\.0\.0'; allowed: a loopback"):
         serve(redis_url, CONFIG, host="0.0.0.0", port=1)
+
+
+# --- DNS rebinding and other origins ---------------------------------------------------
+
+
+def test_a_name_rebound_to_loopback_gets_neither_a_page_nor_a_purge_without_credentials(
+    client: TestClient, tracker: Tracker
+) -> None:
+    # Given attacker.example made to resolve to 127.0.0.1: its page's requests reach
+    # the dashboard under its name, and the browser holds them same-origin to it
+    rebound = {"Host": "attacker.example:5580"}
+    token = form_token(client.get("/").text)
+
+    # When its script reads the overview for the CSRF token and posts a confirmed purge
+    page = client.get("/", headers=rebound)
+    purge = client.post(
+        "/actions/purge",
+        data={"csrf_token": token, "confirm": "yes"},
+        headers={**rebound, "Origin": "http://attacker.example:5580"},
+    )
+
+    # Then neither is answered, and nothing is purged
+    assert page.status_code == 400
+    assert "csrf_token" not in page.text
+    assert purge.status_code == 400
+    assert tracker.reports.status()["dead"] == 2
+
+
+@pytest.mark.parametrize(
+    ("base_url", "hosts"),
+    [
+        ("http://localhost:5580", {}),
+        ("http://[::1]:5580", {}),
+        ("http://127.0.0.1", {}),
+        ("http://127.0.0.2:5580", {"host": "127.0.0.2"}),
+        ("http://[::1]:5580", {"host": "::1"}),
+        ("http://dash.internal:5580", {"allowed_hosts": ["Dash.Internal"]}),
+        ("http://ops.corp.example", {"allowed_hosts": ["*.corp.example"]}),
+        ("http://[fe80::1]", {"allowed_hosts": ["fe80::1"]}),
+    ],
+)
+def test_the_names_of_this_machine_its_address_and_the_allowed_hosts_are_answered(
+    make_client: ClientFactory, base_url: str, hosts: dict[str, Any]
+) -> None:
+    client = make_client(base_url=base_url, **hosts)
+
+    assert client.get("/").status_code == 200
+    assert client.post("/api/purge", headers=csrf(client)).json()["purged"] == 2
+
+
+def test_allowed_hosts_are_the_only_other_names_answered(make_client: ClientFactory) -> None:
+    client = make_client(host="127.0.0.1", allowed_hosts=["dash.internal", "*.corp.example"])
+
+    for name in ("dash.internal.evil", "corp.example.evil", "0.0.0.0", "127.0.0.2", "evil"):
+        assert client.get("/", headers={"Host": f"{name}:5580"}).status_code == 400, name
+
+
+def test_a_bad_allowed_host_is_refused_by_name(tracker: Tracker) -> None:
+    with pytest.raises(ConfigError, match=r"'allowed host': got 'dash internal'"):
+        create_app(tracker.url, CONFIG, credentials=Credentials(), allowed_hosts=["dash internal"])
+
+
+def test_with_credentials_any_name_is_answered_unless_allowed_hosts_are_given(
+    make_client: ClientFactory,
+) -> None:
+    # Given dashboards behind a bearer token, one of them told its name
+    credentials = Credentials(token="t0ken")
+    auth = {"Authorization": "Bearer t0ken"}
+    anywhere = make_client(credentials, base_url="http://dash.example.com:5580")
+    named = make_client(credentials, allowed_hosts=["dash.example.com"])
+
+    # Then the first answers under any name, the second only under its own
+    assert anywhere.get("/api/overview", headers=auth).status_code == 200
+    assert named.get("/api/overview", headers={**auth, "Host": "dash.example.com"}).is_success
+    assert named.get("/api/overview", headers={**auth, "Host": "other.example"}).status_code == 400
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        {"Origin": "http://attacker.example"},
+        {"Origin": "http://127.0.0.1:5581"},  # another port: another origin
+        {"Origin": "https://127.0.0.1:5580x"},
+        {"Origin": "null"},  # an opaque origin: a sandboxed frame, a data: URL
+        {"Referer": "http://attacker.example/page.html"},
+    ],
+)
+def test_a_post_whose_origin_or_referer_names_another_site_is_refused(
+    client: TestClient, tracker: Tracker, header: dict[str, str]
+) -> None:
+    # Given a browser holding the dashboard's cookie and token
+    token = form_token(client.get("/").text)
+
+    # When another site's page posts with it (no rebinding: the Host is the dashboard's)
+    form = client.post(
+        "/actions/purge", data={"csrf_token": token, "confirm": "yes"}, headers=header
+    )
+    api = client.post("/api/purge", headers={**csrf(client), **header})
+
+    # Then both are refused, naming where they came from, and nothing is purged
+    assert form.status_code == 403
+    assert "cross-origin request refused" in form.text
+    assert api.status_code == 403
+    assert "cross-origin request refused" in api.json()["error"]
+    assert tracker.reports.status()["dead"] == 2
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        {"Origin": BASE_URL},
+        {"Origin": BASE_URL.upper()},
+        {"Referer": f"{BASE_URL}/documents?tab=dead"},
+        {},  # a script sends neither
+    ],
+)
+def test_a_post_from_the_dashboards_own_page_is_taken(
+    client: TestClient, tracker: Tracker, header: dict[str, str]
+) -> None:
+    token = form_token(client.get("/").text)
+
+    done = client.post(
+        "/actions/purge", data={"csrf_token": token, "confirm": "yes"}, headers=header
+    )
+
+    assert done.status_code == 200
+    assert tracker.reports.status()["dead"] == 0

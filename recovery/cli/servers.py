@@ -41,9 +41,18 @@ def metrics(session: Session, host: str, port: int) -> int:
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(0, 65535), default=5580, show_default=True)
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    metavar="NAME",
+    multiple=True,
+    envvar="DOCRECOVERY_DASHBOARD_ALLOWED_HOSTS",
+    help="A Host name to answer besides 127.0.0.1, localhost, [::1] and --host "
+    "(repeat it; *.example.com for a domain). With credentials and none given: any.",
+)
 @shared(data=False)
 @operation
-def dashboard(session: Session, host: str, port: int) -> int:
+def dashboard(session: Session, host: str, port: int, allowed_hosts: tuple[str, ...]) -> int:
     """Serve the failed-document dashboard (the `dashboard` extra). Basic auth:
     DOCRECOVERY_DASHBOARD_USER and DOCRECOVERY_DASHBOARD_PASSWORD; a bearer token for
     scripts: DOCRECOVERY_DASHBOARD_TOKEN.
@@ -51,6 +60,7 @@ def dashboard(session: Session, host: str, port: int) -> int:
     \b
     Examples:
       docrecovery dashboard
+      docrecovery dashboard --allowed-host dash.internal   # a name of 127.0.0.1
       DOCRECOVERY_DASHBOARD_USER=ops DOCRECOVERY_DASHBOARD_PASSWORD=... \\
         docrecovery dashboard --host 0.0.0.0
     """
@@ -61,5 +71,12 @@ def dashboard(session: Session, host: str, port: int) -> int:
             "the dashboard needs the `dashboard` extra "
             f"(pip install 'docrecovery[dashboard]'): {exc}"
         ) from exc
-    web.serve(session.url, session.config(), host, port, celery_app=session.app())
+    web.serve(
+        session.url,
+        session.config(),
+        host,
+        port,
+        celery_app=session.app(),
+        allowed_hosts=allowed_hosts,
+    )
     return 0

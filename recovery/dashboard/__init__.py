@@ -17,13 +17,15 @@ Built on Starlette, Jinja2 and uvicorn (the ``dashboard`` extra). Charts are dra
 the server as SVG and CSS bars, and the live refresh is a small script in the package:
 the pages work offline, with nothing fetched from a CDN. Credentials come from the
 environment (:mod:`recovery.dashboard.auth`); :func:`serve` refuses to listen beyond
-loopback without them.
+loopback without them, and then answers only requests addressed to a name of this
+machine or an allowed host (against DNS rebinding).
 """
 
 from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Iterable
 
 from celery import Celery
 
@@ -47,16 +49,25 @@ def serve(
     port: int = DEFAULT_PORT,
     *,
     celery_app: Celery | None = None,
+    allowed_hosts: Iterable[str] = (),
 ) -> None:
     """Serve the dashboard with uvicorn until interrupted; its actions send through
-    ``celery_app`` when given (see :func:`create_app`). Raises ConfigError, before
-    listening, on a non-loopback ``host`` without credentials in the environment, and
-    CannotListen when it cannot bind."""
+    ``celery_app`` when given, and it answers requests addressed to a loopback name,
+    ``host`` or one of ``allowed_hosts`` (see :func:`create_app`). Raises ConfigError,
+    before listening, on a non-loopback ``host`` without credentials in the
+    environment or a bad allowed host, and CannotListen when it cannot bind."""
     import uvicorn
 
     credentials = Credentials.from_env(VARIABLES)
     require_private(host, credentials, VARIABLES, "the dashboard can retry and delete")
-    app = create_app(redis_url, config, credentials=credentials, celery_app=celery_app)
+    app = create_app(
+        redis_url,
+        config,
+        credentials=credentials,
+        celery_app=celery_app,
+        host=host,
+        allowed_hosts=allowed_hosts,
+    )
     sockets = _listen(host, port)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

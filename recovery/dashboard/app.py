@@ -14,7 +14,7 @@ from __future__ import annotations
 import hmac
 import json
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,6 +24,7 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
@@ -38,7 +39,15 @@ from recovery.summaries import Preview
 
 from . import filters, views
 from .actions import ACTIONS, Actions, api_fields
-from .auth import CSRF_COOKIE, CSRF_FIELD, CSRF_HEADER, VARIABLES, CsrfTokens
+from .auth import (
+    CSRF_COOKIE,
+    CSRF_FIELD,
+    CSRF_HEADER,
+    VARIABLES,
+    CsrfTokens,
+    cross_origin,
+    trusted_hosts,
+)
 from .filters import BadRequest
 
 FLOWER_ENV = "DOCRECOVERY_FLOWER_URL"
@@ -46,6 +55,8 @@ FLOWER_ENV = "DOCRECOVERY_FLOWER_URL"
 CONFIRM_SHOWN = 20
 #: Seconds between refreshes of the overview and error groups.
 REFRESH_SECONDS = 10
+#: Methods that only read: the ones another site's page may send.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 class Forbidden(Exception):
@@ -78,7 +89,17 @@ class Dashboard:
     # --- plumbing --------------------------------------------------------------------
 
     async def guard(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        """Authenticate, hand the request its CSRF token, set the cookie when new."""
+        """Refuse a POST from another site's page, authenticate, hand the request its
+        CSRF token, set the cookie when new."""
+        if request.method not in SAFE_METHODS:
+            source = cross_origin(request.headers)
+            if source is not None:
+                return _plain(
+                    request,
+                    f"cross-origin request refused: it comes from {source!r}, not from a page"
+                    f" of this dashboard ({request.headers.get('host', '')})",
+                    403,
+                )
         if self.credentials.required:
             found = self.credentials.who(request.headers.get("authorization"))
             if found is None:
@@ -101,9 +122,7 @@ class Dashboard:
     def _refuse(self, request: Request) -> Response:
         message = "authentication required: this dashboard needs its credentials"
         headers = {"WWW-Authenticate": self.credentials.challenge("docrecovery")}
-        if request.url.path.startswith("/api/"):
-            return JSONResponse({"error": message}, 401, headers=headers)
-        return Response(message + "\n", 401, headers=headers, media_type="text/plain")
+        return _plain(request, message, 401, headers)
 
     async def check_csrf(self, request: Request, given: str | None) -> None:
         if request.state.bearer:
@@ -280,6 +299,15 @@ def _own_page(back: str | None) -> str:
     return back
 
 
+def _plain(
+    request: Request, message: str, status: int, headers: dict[str, str] | None = None
+) -> Response:
+    """A refusal before any page can be drawn: JSON under /api/, plain text elsewhere."""
+    if request.url.path.startswith("/api/"):
+        return JSONResponse({"error": message}, status, headers=headers)
+    return Response(message + "\n", status, headers=headers, media_type="text/plain")
+
+
 def _str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
@@ -334,18 +362,20 @@ def create_app(
     flower_url: str | None = None,
     manager: RecoveryManager | None = None,
     celery_app: Celery | None = None,
+    host: str | None = None,
+    allowed_hosts: Iterable[str] = (),
 ) -> Starlette:
     """The dashboard as an ASGI app over the tracker at ``redis_url``. Credentials
     default to the environment's (see :mod:`recovery.dashboard.auth`), the Flower
     link to ``DOCRECOVERY_FLOWER_URL``. Retries are sent through ``celery_app`` (the
     app ``celery -A`` loaded, with its broker), else a sender app of the environment's
-    broker."""
+    broker. It answers requests addressed to a loopback name, ``host`` (the address it
+    listens on) or one of ``allowed_hosts`` (any name, with credentials and no
+    ``allowed_hosts``): see :func:`recovery.dashboard.auth.trusted_hosts`."""
+    credentials = Credentials.from_env(VARIABLES) if credentials is None else credentials
+    names = trusted_hosts(credentials, host, allowed_hosts)
     manager = manager or RecoveryManager(redis_url, config, app=celery_app)
-    dashboard = Dashboard(
-        manager,
-        Credentials.from_env(VARIABLES) if credentials is None else credentials,
-        flower_url or os.environ.get(FLOWER_ENV) or None,
-    )
+    dashboard = Dashboard(manager, credentials, flower_url or os.environ.get(FLOWER_ENV) or None)
     d = dashboard
     routes = [
         Route("/", d.overview),
@@ -365,7 +395,10 @@ def create_app(
     ]
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(BaseHTTPMiddleware, dispatch=dashboard.guard)],
+        middleware=[
+            Middleware(TrustedHostMiddleware, allowed_hosts=names, www_redirect=False),
+            Middleware(BaseHTTPMiddleware, dispatch=dashboard.guard),
+        ],
         exception_handlers=_errors(dashboard),
     )
     app.state.dashboard = dashboard

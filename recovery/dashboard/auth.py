@@ -11,16 +11,28 @@ whoever made the page that sends it, so every POST from a browser must also carr
 the CSRF token: a random value held in a signed, HttpOnly, SameSite cookie and
 repeated in the form's hidden field (or the ``X-CSRF-Token`` header). A request
 authenticated by a bearer token is exempt: a browser never adds that header itself.
+
+Without credentials the loopback address is the only guard, and DNS rebinding gets
+past it: a page of attacker.example whose name then resolves to 127.0.0.1 is, to the
+browser, the same origin as the dashboard it reaches, and could read the CSRF token
+and post with it. So such a dashboard answers only requests addressed by a name of
+this machine (:func:`trusted_hosts`), and no dashboard takes a POST whose Origin (or,
+without one, Referer) names another host than the request's (:func:`cross_origin`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import os
+import re
 import secrets
+from collections.abc import Iterable, Mapping
+from urllib.parse import urlsplit
 
-from recovery.access import Variables
+from recovery.access import Credentials, Variables
+from recovery.errors import ConfigError
 
 #: DOCRECOVERY_DASHBOARD_USER, _PASSWORD and _TOKEN (recovery.access.Credentials).
 VARIABLES = Variables.of("dashboard", token=True)
@@ -30,6 +42,14 @@ SECRET_ENV = "DOCRECOVERY_DASHBOARD_SECRET"
 CSRF_COOKIE = "docrecovery_csrf"
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
+#: The names a browser on this machine reaches a loopback dashboard by.
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+#: Addresses that listen on every interface: no browser's name for the dashboard.
+WILDCARDS = frozenset({"", "0.0.0.0", "::", "[::]"})
+#: A host name, or a pattern of every name under a domain (``*.example.com``).
+HOST_NAME = re.compile(r"(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
+#: Ports a browser leaves out of Origin and Host.
+DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class CsrfTokens:
@@ -53,3 +73,54 @@ class CsrfTokens:
         if token and hmac.compare_digest(signature.encode(), self._sign(token).encode()):
             return token
         return None
+
+
+def host_name(value: str) -> str:
+    """``value`` as it appears in a Host header (lowercase, an IPv6 address in
+    brackets); ConfigError naming it when it is not a host name or address."""
+    name = value.strip().lower()
+    try:
+        address = ipaddress.ip_address(name.strip("[]"))
+    except ValueError:
+        if HOST_NAME.fullmatch(name):
+            return name
+        raise ConfigError(
+            "allowed host",
+            value,
+            "a host name (dash.example.com), a pattern of a domain's names (*.example.com)"
+            " or an IP address",
+        ) from None
+    return f"[{address}]" if address.version == 6 else str(address)
+
+
+def trusted_hosts(credentials: Credentials, host: str | None, allowed: Iterable[str]) -> list[str]:
+    """The Host header names the dashboard answers (Starlette's TrustedHostMiddleware
+    patterns): the loopback names, the address it listens on and the ``allowed``
+    names. With credentials and no ``allowed`` name, any: a browser only sends them
+    to the site they were given to, and a dashboard on 0.0.0.0 cannot know its names."""
+    names = [host_name(name) for name in allowed]
+    if credentials.required and not names:
+        return ["*"]
+    if host is not None and host.strip().lower() not in WILDCARDS:
+        names.append(host_name(host))
+    return list(dict.fromkeys([*LOOPBACK_NAMES, *names]))
+
+
+def cross_origin(headers: Mapping[str, str]) -> str | None:
+    """The origin a request says it comes from when that is another host (or port)
+    than the one it is addressed to, else None. Origin, else Referer, is what the
+    browser says made the request; a request with neither (a script) is not cross-origin."""
+    source = headers.get("origin") or headers.get("referer")
+    if source is None:
+        return None
+    try:
+        theirs = urlsplit(source)
+        ours = urlsplit(f"{theirs.scheme}://{headers.get('host', '')}")
+        default = DEFAULT_PORTS.get(theirs.scheme)
+        same = bool(theirs.hostname) and (theirs.hostname, theirs.port or default) == (
+            ours.hostname,
+            ours.port or default,
+        )
+    except ValueError:  # a port that is not a number
+        same = False
+    return None if same else source
