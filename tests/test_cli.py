@@ -684,6 +684,32 @@ def test_a_bad_docrecovery_setting_exits_2_with_a_message_naming_the_key(
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize(
+    ("url", "shown", "why"),
+    [
+        ("http://h:6379/0", "http://h:6379/0", "must specify one of the following schemes"),
+        ("redis://h:notaport/0", "redis://h:notaport/0", "Port could not be cast"),
+        ("redis://h:99999/0", "redis://h:99999/0", "Port out of range"),
+        ("redis://h/0?socket_timeout=abc", "redis://h/0?socket_timeout=abc", "'socket_timeout'"),
+        ("redis://:s3cr#et@h:6379/0", "redis://:***@h:6379/0", "its password does not parse"),
+    ],
+    ids=["scheme", "port-not-a-number", "port-out-of-range", "query-option", "password-with-#"],
+)
+def test_a_redis_url_no_client_can_use_exits_2_naming_it_masked_without_a_traceback(
+    cli: Cli, url: str, shown: str, why: str
+) -> None:
+    # Given a URL redis-py refuses to parse (before: its ValueError, a traceback, exit 1)
+    done = cli("status", "--redis-url", url)
+
+    # Then one line names the setting, the URL without its password, and why
+    assert done.returncode == EXIT_UNAVAILABLE, done.stderr
+    [line] = done.stderr.splitlines()
+    assert line.startswith(f"docrecovery: recovery config 'REDIS_URL': got '{shown}'; allowed: ")
+    assert why in line
+    # a password cut short by its unencoded '#' is masked whole, in the reason too
+    assert "s3cr" not in done.stdout + done.stderr
+
+
 # --- docrecovery submit against a real worker -------------------------------------------
 
 

@@ -33,6 +33,7 @@ from redis.sentinel import MasterNotFoundError
 from recovery.categories import exception_chain
 from recovery.config import RecoveryConfig
 from recovery.errors import (
+    ConfigError,
     RecoveryError,
     TrackerError,
     TrackerFailed,
@@ -182,8 +183,37 @@ def connect(url: str, config: RecoveryConfig) -> Client:
     return redis.Redis.from_url(tls.for_redis_py(url), **options)
 
 
+#: The forms of URL a tracker takes, for the message that refuses another.
+URL_FORMS = "a redis://, rediss://, unix://, sentinel:// or redis+cluster:// URL"
+#: A URL's user part, up to the last ``@`` of one ``;``-separated part: a password
+#: holding ``#``, ``/`` or ``?`` unencoded is cut short by URL parsing, so not masked.
+_USER_PART = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:;@]*):[^;]*@")
+
+
 def check_url(url: str) -> None:
-    """Refuse a URL no client could use, at start rather than at first use."""
+    """Refuse a URL no client could use, at start rather than at first use: a
+    ConfigError naming REDIS_URL with the URL masked, never redis-py's or urllib's
+    ValueError, whose traceback and text may quote a piece of the password."""
+    try:
+        _parse(url)
+    except ConfigError:
+        raise
+    except ValueError:
+        shown = redact_text(_USER_PART.sub(r"\g<scheme>\g<user>:***@", url))
+        raise ConfigError("REDIS_URL", shown, f"{URL_FORMS} ({_why(shown)})") from None
+
+
+def _why(shown: str) -> str:
+    """Why a URL does not parse, read from its masked form so the reason cannot quote
+    the password; one whose masked form parses failed in its user part."""
+    try:
+        _parse(shown)
+    except ValueError as exc:
+        return str(exc).rstrip(".")
+    return "its password does not parse: percent-encode its reserved characters (@ : / ? #)"
+
+
+def _parse(url: str) -> None:
     tls.cert_reqs(url)
     if is_cluster_url(url):
         cluster_nodes(url)
