@@ -30,6 +30,23 @@ from recovery.store.connection import redact, tracker_url
 from recovery.store.sentinel import SENTINEL_TIMEOUTS, SentinelURL, is_sentinel, sentinel_login
 from recovery.store.tls import for_redis_py
 
+
+def _seconds(name: str, default: int, low: int = 0) -> int:
+    """A whole number of seconds from the environment variable ``name``; a bad one is a
+    ConfigError naming it (every command and worker imports these settings first, and
+    a bare int() failed them with a ValueError traceback)."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        value: int | None = int(raw)
+    except ValueError:
+        value = None
+    if value is None or value < low:
+        raise ConfigError(name, raw, f"a whole number of seconds >= {low}")
+    return value
+
+
 broker_url = _broker.default_broker_url()
 result_backend = _broker.default_result_backend()
 
@@ -83,7 +100,7 @@ worker_prefetch_multiplier = 1
 # Track STARTED so Flower and result queries can tell running from queued.
 task_track_started = True
 # No document may hold a child forever: 5 min hard, 4.5 min soft (SoftTimeLimitExceeded).
-task_time_limit = int(os.environ.get("CELERY_TASK_TIME_LIMIT", "300"))
+task_time_limit = _seconds("CELERY_TASK_TIME_LIMIT", 300)
 task_soft_time_limit = soft_limit(task_time_limit)
 
 _recovery = RecoveryConfig.from_env()
@@ -109,9 +126,7 @@ if _broker.is_redis(broker_url):
         # An unacked message of a vanished node becomes visible again after this long.
         # It must outlive the longest run (else a running task is delivered twice), so
         # it follows the time limits instead of kombu's one-hour default.
-        "visibility_timeout": int(
-            os.environ.get("CELERY_VISIBILITY_TIMEOUT", str(_longest_run + 60))
-        ),
+        "visibility_timeout": _seconds("CELERY_VISIBILITY_TIMEOUT", _longest_run + 60, low=1),
         # Sweep for such messages every few seconds, on every sweep (not every tenth).
         "unacked_restore_interval": 5,
         "unacked_restore_throttle": 1,
@@ -126,7 +141,7 @@ result_backend_transport_options = _sentinel
 # Keep retrying the broker at start instead of exiting when Redis is a moment late.
 broker_connection_retry_on_startup = True
 # Results are for callers and the demo; a day is plenty and bounds Redis memory.
-result_expires = int(os.environ.get("CELERY_RESULT_EXPIRES", "86400"))
+result_expires = _seconds("CELERY_RESULT_EXPIRES", 86400)
 result_extended = True
 
 worker_send_task_events = True
@@ -141,8 +156,8 @@ beat_scheduler = "redbeat.RedBeatScheduler"
 redbeat_key_prefix = Keys(_recovery.key_prefix).beat
 # How long a beat sleeps at most: the holder renews its lock, a standby tries for it.
 # (`celery beat` also reads CELERY_BEAT_MAX_INTERVAL itself, as its --max-interval.)
-beat_max_loop_interval = int(os.environ.get("CELERY_BEAT_MAX_INTERVAL", "10"))
-redbeat_lock_timeout = int(os.environ.get("CELERY_BEAT_LOCK_TIMEOUT", "60"))
+beat_max_loop_interval = _seconds("CELERY_BEAT_MAX_INTERVAL", 10)
+redbeat_lock_timeout = _seconds("CELERY_BEAT_LOCK_TIMEOUT", 60)
 if not 0 < beat_max_loop_interval < redbeat_lock_timeout:
     # a lock that expires between two renewals would pass to a standby while its
     # holder still schedules

@@ -685,6 +685,30 @@ def test_a_bad_docrecovery_setting_exits_2_with_a_message_naming_the_key(
 
 
 @pytest.mark.parametrize(
+    "name",
+    [
+        "CELERY_TASK_TIME_LIMIT",
+        "CELERY_VISIBILITY_TIMEOUT",
+        "CELERY_RESULT_EXPIRES",
+        "CELERY_BEAT_MAX_INTERVAL",
+        "CELERY_BEAT_LOCK_TIMEOUT",
+    ],
+)
+def test_a_celery_number_that_is_not_whole_seconds_exits_2_naming_the_variable(
+    cli: Cli, name: str
+) -> None:
+    # Given a duration written with its unit (before: int()'s ValueError, a traceback)
+    done = cli("status", env={name: "5m"})
+
+    # Then one line names the variable, the value and what it takes
+    assert done.returncode == EXIT_UNAVAILABLE, done.stderr
+    assert done.stderr.splitlines() == [
+        f"docrecovery: recovery config {name!r}: got '5m'; allowed: a whole number of seconds"
+        f" >= {1 if name == 'CELERY_VISIBILITY_TIMEOUT' else 0}"
+    ]
+
+
+@pytest.mark.parametrize(
     ("url", "shown", "why"),
     [
         ("http://h:6379/0", "http://h:6379/0", "must specify one of the following schemes"),
