@@ -409,6 +409,32 @@ def test_retry_and_delete_need_ids_or_a_selection_not_both(run: Run, args: tuple
     assert "Usage: docrecovery" in done.stderr
 
 
+@pytest.mark.parametrize("name", ["show", "retry", "delete"])
+@pytest.mark.parametrize(
+    ("doc_id", "escaped"),
+    [("a\udcff", "a\\xff"), ("zzz", "zzz"), ("0" * 19 + "F", "0" * 19 + "F")],
+    ids=["not-utf-8", "not-hex", "upper-case"],
+)
+def test_an_argument_that_is_not_a_document_id_is_refused_with_exit_2_and_changes_nothing(
+    run: Run, tracker: Tracker, doc_root: Path, name: str, doc_id: str, escaped: str
+) -> None:
+    # Given a tracked document, and an id holding a byte that is not UTF-8 (a shell
+    # argument) or that is not 20 hex digits
+    [tracked] = record_due(tracker, [doc_root / "a.txt"])
+
+    # When a command is given it (before: UnicodeEncodeError, a traceback and exit 1;
+    # retry and delete of "zzz" exited 0 as if it were merely not tracked)
+    done = run(name, doc_id)
+
+    # Then it is a usage error naming the argument, escaped, and nothing was touched
+    assert done.returncode == 2, done.stderr
+    assert f"'{escaped}' is not a document id: 20 hex digits" in done.stderr
+    assert "Traceback" not in done.stderr
+    record = tracker.reports.get_record(tracked)
+    assert record is not None
+    assert record.state == "failed"
+
+
 def test_purge_json_counts_what_it_deleted(run: Run, tracker: Tracker, doc_root: Path) -> None:
     record_dead(tracker, doc_root / "dead.txt")
     record_due(tracker, [doc_root / "live.txt"])

@@ -15,6 +15,8 @@ from typing import Any
 
 import click
 
+from recovery.api import DOC_ID
+from recovery.cli.text import shown
 from recovery.manager import RecoveryManager
 from recovery.store import Selection
 
@@ -28,6 +30,22 @@ def _signature(_: click.Context, __: click.Parameter, value: str | None) -> str 
             f"{value!r} is not a signature: 12 hex digits, as docrecovery analyze or list shows"
         )
     return value
+
+
+def document_ids(_: click.Context, __: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
+    """Refuse what cannot be a document id, as the dashboard does, before Redis is asked:
+    an id holding bytes that are not UTF-8 (a shell argument) cannot be sent to it."""
+    for doc_id in value:
+        if not DOC_ID.fullmatch(doc_id):
+            raise click.BadParameter(
+                f"'{shown(doc_id)}' is not a document id: 20 hex digits, as docrecovery list shows"
+            )
+    return value
+
+
+def document_id(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """:func:`document_ids` for an argument that names one document."""
+    return document_ids(ctx, param, (value,))[0]
 
 
 def selection_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -64,7 +82,7 @@ def targets(f: Callable[..., Any]) -> Callable[..., Any]:
     :func:`chosen`), passed as ``doc_ids``, ``all_`` and the filters."""
     f = selection_options(f)
     f = click.option("--all", "all_", is_flag=True, help="Every document the filters match.")(f)
-    return click.argument("doc_ids", nargs=-1, metavar="[DOC]...")(f)
+    return click.argument("doc_ids", nargs=-1, metavar="[DOC]...", callback=document_ids)(f)
 
 
 def selection_of(filters: dict[str, Any], limit: int | None = None) -> Selection:

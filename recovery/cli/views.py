@@ -17,7 +17,7 @@ from rich.live import Live
 from recovery.cli import render
 from recovery.cli.render import print_json, record_json
 from recovery.cli.runtime import Failed, Session, operation, shared
-from recovery.cli.selection import selection_of, selection_options
+from recovery.cli.selection import document_id, selection_of, selection_options
 from recovery.cli.text import shown
 from recovery.manager import RecoveryManager
 from recovery.spool import Spool
@@ -143,7 +143,7 @@ def list_(session: Session, limit: int | None, **filters: Any) -> int:
 
 
 @click.command()
-@click.argument("doc_id", metavar="DOC")
+@click.argument("doc_id", metavar="DOC", callback=document_id)
 @shared(data=True)
 @operation
 def show(session: Session, doc_id: str) -> int:
