@@ -166,6 +166,31 @@ def test_status_watch_in_a_pipe_prints_a_block_per_refresh_and_count_needs_watch
     assert "--count only applies with --watch" in alone.stderr
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("status", "--watch", "nan", "--count", "2"),
+        ("status", "--watch", "inf", "--count", "2"),
+        ("status", "--watch", "1e300", "--count", "2"),
+        ("list", "--older-than", "nan"),
+        ("list", "--older-than", "inf"),
+    ],
+    ids=["watch-nan", "watch-inf", "watch-1e300", "older-than-nan", "older-than-inf"],
+)
+def test_a_number_that_is_not_finite_or_past_its_bound_is_refused_with_exit_2(
+    run: Run, args: tuple[str, ...]
+) -> None:
+    # When a command is given NaN, infinity or a wait of 1e300 s (before: status --watch
+    # crashed in time.sleep with exit 1, list --older-than nan listed 0 documents)
+    done = run(*args)
+
+    # Then it is a usage error naming the option
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"Invalid value for '{args[1]}'" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stdout == ""
+
+
 # --- list --------------------------------------------------------------------------------
 
 

@@ -9,6 +9,7 @@ is already being recovered.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from typing import Any
@@ -22,6 +23,18 @@ from recovery.store import Selection
 
 #: What an error group's signature looks like (recovery/signatures.py).
 SIGNATURE = re.compile(r"[0-9a-f]{12}")
+
+
+class Finite(click.FloatRange):
+    """A number in a range, never NaN nor infinite: NaN compares false with any bound,
+    so click's FloatRange lets it through (and infinity too, without a bound on that
+    side), and ``time.sleep`` or a cutoff computed from it fails or matches nothing."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
 
 
 def _signature(_: click.Context, __: click.Parameter, value: str | None) -> str | None:
@@ -63,7 +76,7 @@ def selection_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--older-than",
             "older_than_hours",
-            type=click.FloatRange(min=0),
+            type=Finite(min=0),
             metavar="HOURS",
             help="First failed more than HOURS ago.",
         ),

@@ -17,7 +17,7 @@ from rich.live import Live
 from recovery.cli import render
 from recovery.cli.render import print_json, record_json
 from recovery.cli.runtime import Failed, Session, operation, shared
-from recovery.cli.selection import document_id, selection_of, selection_options
+from recovery.cli.selection import Finite, document_id, selection_of, selection_options
 from recovery.cli.text import shown
 from recovery.manager import RecoveryManager
 from recovery.spool import Spool
@@ -27,6 +27,8 @@ from recovery.store import redact
 HELD_SHOWN = 10
 #: Seconds between refreshes of ``status --watch`` given no value.
 WATCH_SECONDS = 2.0
+#: The longest ``status --watch`` may wait between refreshes: a day.
+WATCH_MAX_SECONDS = 86400.0
 
 
 # --- status ----------------------------------------------------------------------------
@@ -49,7 +51,7 @@ def gather_status(session: Session, manager: RecoveryManager) -> dict[str, Any]:
 @click.command()
 @click.option(
     "--watch",
-    type=click.FloatRange(min=0.1),
+    type=Finite(min=0.1, max=WATCH_MAX_SECONDS),
     is_flag=False,
     flag_value=WATCH_SECONDS,
     metavar="[SECONDS]",
