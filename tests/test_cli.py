@@ -808,7 +808,7 @@ def test_submit_to_a_closed_port_exits_2_at_once_with_one_line(cli: Cli, doc_roo
 
     assert done.returncode == EXIT_UNAVAILABLE, done.stderr
     assert done.stderr.splitlines() == [
-        f"docrecovery: cannot reach Redis at {redact(url)}: connection refused"
+        f"docrecovery: cannot reach the broker at {redact(url)}: connection refused"
     ]
     assert "s3cret" not in done.stdout + done.stderr
     assert took < GIVES_UP_WITHIN
@@ -825,7 +825,7 @@ def test_submit_with_a_wrong_or_no_password_exits_2_at_once_with_one_line(
 
     assert done.returncode == EXIT_UNAVAILABLE, done.stderr
     assert done.stderr.splitlines() == [
-        f"docrecovery: cannot reach Redis at {redact(url)}: authentication failed"
+        f"docrecovery: cannot reach the broker at {redact(url)}: authentication failed"
     ]
     assert "wrong-password" not in done.stdout + done.stderr
     assert took < GIVES_UP_WITHIN
@@ -839,8 +839,45 @@ def test_submit_to_a_server_that_never_answers_exits_2_with_a_timeout(
     done, took = submit_to(cli, doc_root, url)
 
     assert done.returncode == EXIT_UNAVAILABLE, done.stderr
-    assert done.stderr.splitlines() == [f"docrecovery: cannot reach Redis at {url}: timeout"]
+    assert done.stderr.splitlines() == [f"docrecovery: cannot reach the broker at {url}: timeout"]
     assert took < GIVES_UP_WITHIN
+
+
+def test_submit_with_the_tracker_up_and_the_broker_down_names_the_broker_not_the_tracker(
+    cli: Cli, doc_root: Path, redis_url: str
+) -> None:
+    # Given the tracker's Redis is up and CELERY_BROKER_URL names a closed port
+    broker = f"redis://:s3cret@127.0.0.1:{closed_port()}/0"
+    document = present(doc_root, "a.txt")
+
+    done = cli("submit", str(document), env={"CELERY_BROKER_URL": broker})
+
+    # Then the one line names the broker it could not reach (before: "cannot reach
+    # Redis at" the tracker's URL, which was reachable)
+    assert done.returncode == EXIT_UNAVAILABLE, done.stderr
+    assert done.stderr.splitlines() == [
+        f"docrecovery: cannot reach the broker at {redact(broker)}: connection refused"
+    ]
+    assert redis_url not in done.stderr
+    assert "s3cret" not in done.stdout + done.stderr
+
+
+def test_submit_to_a_broker_scheme_kombu_has_no_transport_for_exits_2_naming_the_setting(
+    cli: Cli, doc_root: Path
+) -> None:
+    # Given a typo in the broker's scheme (before: kombu's KeyError, a traceback, exit 1)
+    document = present(doc_root, "a.txt")
+
+    done = cli("submit", str(document), env={"CELERY_BROKER_URL": "amqb://user:s3cret@host//"})
+
+    # Then one line names the setting, the URL masked, and kombu's suggestion
+    assert done.returncode == EXIT_UNAVAILABLE, done.stderr
+    [line] = done.stderr.splitlines()
+    assert line.startswith(
+        "docrecovery: recovery config 'CELERY_BROKER_URL': got 'amqb://user:***@host//'; allowed:"
+    )
+    assert "No such transport: amqb.  Did you mean amqp?" in line
+    assert "s3cret" not in done.stdout + done.stderr
 
 
 def test_list_shows_every_tracked_id_a_corrupt_one_too_and_agrees_with_status(

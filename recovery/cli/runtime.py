@@ -29,6 +29,7 @@ from typing import Any, Protocol, runtime_checkable
 import click
 from celery import Celery
 
+from recovery.broker import BROKER_URL_ENV
 from recovery.config import RecoveryConfig
 from recovery.errors import (
     CannotListen,
@@ -114,7 +115,13 @@ def shared(*, data: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
 
 
 class BrokerUnavailable(Exception):
-    """Raised when the broker cannot be reached or refuses us; exits with code 2."""
+    """Raised when the broker cannot be reached or refuses us; exits with code 2,
+    naming the broker by its masked URL: it need not be the tracker's Redis."""
+
+    def __init__(self, url: str, problem: str) -> None:
+        super().__init__(problem)
+        self.url = url
+        self.problem = problem
 
 
 class Failed(Exception):
@@ -206,8 +213,10 @@ def _guarded(ctx: click.Context, command: Callable[..., int], params: dict[str, 
         return command(session, **params)
     except TrackerRefused as exc:
         return _fail(f"{where} refused: {exc}", EXIT_UNAVAILABLE)
-    except (TrackerUnavailable, BrokerUnavailable) as exc:
+    except TrackerUnavailable as exc:
         return _fail(f"cannot reach {where}: {exc}", EXIT_UNAVAILABLE)
+    except BrokerUnavailable as exc:
+        return _fail(f"cannot reach the broker at {exc.url}: {exc.problem}", EXIT_UNAVAILABLE)
     except TrackerFailed as exc:
         return _fail(f"{where} failed: {exc}", EXIT_FAILED)
     except (ConfigError, CannotListen) as exc:
@@ -236,10 +245,18 @@ def _setup(verbose: bool) -> None:
 def check_broker(app: Celery) -> None:
     """Connect to the broker once with short timeouts, so an unreachable Redis or a
     wrong password ends a command at once with its cause, not after Celery's publish
-    retries and a page of traceback."""
+    retries and a page of traceback. A scheme kombu has no transport for is a bad
+    setting (its KeyError said so in a traceback)."""
     quick = {"socket_connect_timeout": BROKER_CHECK_SECONDS, "socket_timeout": BROKER_CHECK_SECONDS}
-    with app.connection_for_write(transport_options=quick) as connection:
+    named = app.conf.broker_write_url or app.conf.broker_url
+    try:
+        connection = app.connection_for_write(transport_options=quick)
+    except KeyError as exc:
+        allowed = f"a broker URL of a transport kombu has ({exc.args[0]})"
+        raise ConfigError(BROKER_URL_ENV, redact(str(named)), allowed) from None
+    where = redact(named) if named else connection.as_uri()
+    with connection:
         try:
             connection.ensure_connection(max_retries=0, reraise_as_library_errors=False)
         except connection.connection_errors as exc:
-            raise BrokerUnavailable(connection_problem(exc)) from exc
+            raise BrokerUnavailable(where, connection_problem(exc)) from exc
