@@ -896,6 +896,30 @@ def test_list_shows_every_tracked_id_a_corrupt_one_too_and_agrees_with_status(
     lines = everything.stdout.splitlines()
     assert lines[-1] == "2 document(s)"
     assert any(line.startswith(good) for line in lines)
-    assert any(line.startswith("garbage") and "corrupt" in line for line in lines)
+    assert any(line.startswith("garbage") and "unreadable" in line for line in lines)
     assert only_corrupt.stdout.splitlines()[-1] == "1 document(s)"
     assert status["total_failed_documents"] + status["corrupt"] == 2
+
+
+def test_list_calls_a_record_it_cannot_read_unreadable_and_the_delete_it_suggests_removes_it(
+    cli: Cli, tracker: Tracker, doc_root: Path, redis_client: redis.Redis
+) -> None:
+    # Given a tracked document whose record body no longer decodes (no claim has seen
+    # it, so it is in no corrupt index)
+    [doc_id] = record_due(tracker, [doc_root / "a.txt"])
+    redis_client.hset(f"{{docrecovery}}:doc:{doc_id}", "body", "garbage")
+
+    listed = cli("list")
+    status = json.loads(cli("status", "--json").stdout)
+
+    # Then list says it cannot be read and how to remove it (before: "corrupt ...
+    # (delete or purge it)", while status counted 0 corrupt and purge left it)
+    assert listed.stdout.splitlines()[0] == (
+        f"{doc_id}  unreadable record cannot be read (remove it: docrecovery delete {doc_id})"
+    )
+    assert status["corrupt"] == 0
+    # and the command it names does
+    removed = cli("delete", doc_id)
+    assert removed.returncode == 0, removed.stderr
+    assert removed.stdout.strip() == "deleted 1 document(s)"
+    assert cli("list").stdout.splitlines() == ["0 document(s)"]

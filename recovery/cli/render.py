@@ -177,14 +177,14 @@ def status_view(status: dict[str, Any], now: float) -> RenderableType:
 
 def list_text(records: Sequence[FailedDocumentRecord], ids: Sequence[str]) -> list[str]:
     """``list`` in a pipe: one document a line, the id first; every id is listed, one
-    whose record cannot be read saying so."""
+    whose record cannot be read saying so and how to remove it (:func:`unreadable`)."""
     lines = [
         f"{r.doc_id}  {r.state:10} {r.error_category:14} retries {r.retry_count}"
         f"  {shown(r.document_path)}  {shown(r.state_reason)}"
         for r in records
     ]
     lines += [
-        f"{shown(doc_id)}  {'corrupt':10} record cannot be read (delete or purge it)"
+        f"{shown(doc_id)}  {'unreadable':10} {unreadable(doc_id)}"
         for doc_id in _unreadable(records, ids)
     ]
     return [*lines, f"{len(ids)} document(s)"]
@@ -223,8 +223,15 @@ def list_view(
             where,
         )
     for doc_id in _unreadable(records, ids):
-        grid.add_row(cell(doc_id), "corrupt", "", "", "", "", "record cannot be read")
+        grid.add_row(cell(doc_id), "unreadable", "", "", "", "", unreadable(doc_id))
     return grid
+
+
+def unreadable(doc_id: str) -> str:
+    """What ``list`` says of a record it cannot read. Not "corrupt": that state is the
+    corrupt index's, which only a claim fills, so ``list --corrupt``, ``status`` and
+    ``purge`` may not know of it yet; ``delete`` removes it whatever its indexes."""
+    return f"record cannot be read (remove it: docrecovery delete {shown(doc_id)})"
 
 
 def _unreadable(records: Iterable[FailedDocumentRecord], ids: Sequence[str]) -> list[str]:
