@@ -189,7 +189,8 @@ class RecoveryConfig:
     backoff_factor: float = setting(2.0, _number(1.0, MAX_BACKOFF_FACTOR))
     #: Upper bound of the backoff, whatever the retry count.
     max_retry_interval_hours: float = setting(24.0, _number(0.0, MAX_HOURS))
-    #: Random spread of each backoff, as a fraction (0.1 = ±10%), so retries do not herd.
+    #: Up to this fraction of a document's backoff added by a run (0.1: up to 10% more),
+    #: each document's share fixed by its id, never subtracted, so retries do not herd.
     retry_jitter: float = setting(0.1, _number(0.0, 1.0))
     #: Prefix of every Redis key; wrapped in {} as a Cluster hash tag.
     key_prefix: str = setting(DEFAULT_PREFIX, _name)
