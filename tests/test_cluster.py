@@ -115,6 +115,7 @@ def test_a_cluster_url_names_its_nodes_in_order() -> None:
         ("redis+cluster://:secret@127.0.0.1", "'127.0.0.1'"),
         ("redis+cluster://:secret@127.0.0.1:7000,:7001", "':7001'"),
         ("redis+cluster://:secret@127.0.0.1:port", "'127.0.0.1:port'"),
+        ("redis+cluster://:secret@127.0.0.1:7²", "'127.0.0.1:7²'"),
     ],
 )
 def test_a_bad_cluster_url_fails_at_once_naming_the_part_and_never_the_password(

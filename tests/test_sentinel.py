@@ -105,6 +105,7 @@ def test_a_sentinel_url_in_celerys_form_names_every_sentinel_and_the_primarys_lo
         "sentinel://:s3cret@10.0.0.1:26379;redis://10.0.0.2:6379",
         "sentinel://:s3cret@10.0.0.1:port",
         "sentinel://:s3cret@10.0.0.1:26379/zero",
+        "sentinel://:s3cret@10.0.0.1:26379/²",
         "sentinel://:s3cret@10.0.0.1:26379?master_name=x",
         "sentinel://:s3cret@:26379",
     ],

@@ -40,7 +40,8 @@ def cluster_nodes(url: str) -> list[tuple[str, int]]:
     nodes = []
     for entry in parts.netloc.rpartition("@")[2].split(","):
         host, colon, port = entry.rpartition(":")
-        if not colon or not host.strip("[]") or not port.isdigit() or not 0 < int(port) < 65536:
+        digits = port.isascii() and port.isdigit()  # int() refuses '²', which isdigit() takes
+        if not colon or not host.strip("[]") or not digits or not 0 < int(port) < 65536:
             _refuse(entry, "each node is host:port")
         nodes.append((host.strip("[]"), int(port)))
     return nodes

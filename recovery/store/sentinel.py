@@ -97,7 +97,7 @@ def _address(parsed: SplitResult, shown: str) -> tuple[str, int]:
 
 def _db(parsed: SplitResult, shown: str) -> int:
     path = parsed.path.strip("/")
-    if path and not path.isdigit():
+    if path and not (path.isascii() and path.isdigit()):
         raise ConfigError("redis_url", shown, ALLOWED)
     return int(path or 0)
 
