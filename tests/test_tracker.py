@@ -25,7 +25,7 @@ from recovery.errors import CorruptRecord, TrackerUnavailable
 from recovery.keys import LEVEL
 from recovery.records import FailedDocumentRecord, document_id
 from recovery.redis_server import RedisServer
-from recovery.store import Settlement, Tracker, redact
+from recovery.store import Settlement, Tracker, redact, redact_text
 from recovery.store.connection import Packer
 
 HOUR = 3600.0
@@ -1354,7 +1354,15 @@ def test_cleanup_keeps_only_the_busiest_names_in_the_run_counters(
         ("redis://:s3cret@host:1/0", "redis://:***@host:1/0"),
         ("redis://user:s3cret@[::1]:6380/2", "redis://user:***@[::1]:6380/2"),
         ("redis://host/0?password=s3cret&db=1", "redis://host/0?password=***&db=1"),
+        ("redis://:s3#cret@host:1/0", "redis://:***@host:1/0"),
+        ("redis://u:s3/c?ret@host:1/0", "redis://u:***@host:1/0"),
     ],
 )
 def test_a_url_is_shown_without_its_password(url: str, shown: str) -> None:
     assert redact(url) == shown
+
+
+def test_a_password_in_text_is_masked_with_a_slash_or_a_hash_in_it() -> None:
+    text = "ConnectionError: redis://u:s3/c#ret@host:6379/0 refused"
+
+    assert redact_text(text) == "ConnectionError: redis://u:***@host:6379/0 refused"

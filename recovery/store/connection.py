@@ -72,21 +72,25 @@ def redact(url: str) -> str:
 
 
 def _redact_one(url: str) -> str:
+    # The user part runs to the last '@': a password written with '#', '/' or '?'
+    # unencoded ends the authority for a URL parser, and would be shown whole.
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    if sep and at and colon:
+        url = f"{scheme}://{user}:***@{host}"
     parts = urlsplit(url)
-    netloc = parts.netloc
-    if parts.password is not None:
-        netloc = f"{parts.username or ''}:***@{netloc.rpartition('@')[2]}"
     query = "&".join(
         f"{name}=***" if name.lower() == "password" else f"{name}={value}"
         for name, value in parse_qsl(parts.query, keep_blank_values=True)
     )
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
+    return urlunsplit(parts._replace(query=query))
 
 
 #: A password inside text: a URL's user part (``scheme://user:secret@``) or a
 #: ``password=`` query parameter.
 _PASSWORDS = re.compile(
-    r"(?P<keep>[a-zA-Z][a-zA-Z0-9+.-]*://[^:@/\s]*:)[^@/\s]+(?=@)"
+    r"(?P<keep>[a-zA-Z][a-zA-Z0-9+.-]*://[^:@/\s]*:)[^@\s]+(?=@)"
     r"|(?P<param>[?&;]password=)[^&\s]*",
     re.IGNORECASE,
 )
