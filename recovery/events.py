@@ -159,7 +159,7 @@ class Reporter:
         try:
             replayed = self.spool.replay(lambda raw: from_json(raw).apply(tracker), NOT_DELIVERED)
         except NOT_DELIVERED as exc:
-            log.warning("docrecovery: spool replay stopped, events kept: %r", exc)
+            log.warning("docrecovery: spool replay stopped, events not applied kept: %r", exc)
             return 0
         if replayed:
             log.warning("docrecovery: replayed %d spooled events", replayed)

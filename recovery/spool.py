@@ -16,10 +16,13 @@ Redis back replays the spool:
   across containers where a pid means nothing), and are taken over;
 - events of all files are replayed in the order they happened (a success must not be
   applied before the failure it followed);
-- an event that fails again because Redis is still away is written back with
-  everything after it; an event that fails for any other reason, and a line that
-  cannot be parsed, are moved aside to ``rejected.jsonl`` (never deleted, never
-  blocking the events behind them).
+- an event that fails again because Redis is still away is kept with everything
+  after it; an event that fails for any other reason, and a line that cannot be
+  parsed, are moved aside to ``rejected.jsonl`` (never deleted, never blocking the
+  events behind them);
+- a replay cut off by anything else (a soft time limit, a full disk) keeps every
+  event it did not apply or reject too: a taken file is deleted only once none of its
+  events is left (see ``Spool._put_back``).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -81,37 +85,80 @@ class Spool:
         """Feed every spooled event to ``handle``, oldest first; returns how many were
         replayed. At the first event that raises ``unavailable`` it stops, keeping that
         event and the rest for the next replay, and re-raises; an event that raises
-        anything else is rejected and the replay goes on."""
+        anything else is rejected and the replay goes on. Cut off by any other
+        exception, it keeps what it did not apply or reject as well, and re-raises."""
         if not self.directory.is_dir():
             return 0
         with self._replaying() as owner:
-            taken = self._take(owner)
+            taken = _Taken()
             try:
-                return self._feed(self._read(taken), handle, unavailable)
+                self._take(owner, taken.paths)
+                self._read(taken)
+                replayed = self._feed(taken, handle, unavailable)
             finally:
-                for path in taken:
-                    path.unlink(missing_ok=True)
+                self._put_back(owner, taken)
+            return replayed
 
     def _feed(
         self,
-        events: list[dict[str, Any]],
+        taken: _Taken,
         handle: Callable[[dict[str, Any]], None],
         unavailable: type[Exception] | tuple[type[Exception], ...],
     ) -> int:
-        events.sort(key=lambda event: int(event.get(SEQ, 0)))
         replayed = 0
-        for index, event in enumerate(events):
+        for _, event in taken.events or []:
             try:
                 handle({k: v for k, v in event.items() if k != SEQ})
             except unavailable:
-                self._write(self._own("events"), events[index:])
                 raise
             except Exception:
                 log.exception("spooled event cannot be applied; moved to rejected.jsonl")
                 self.reject(event)
-                continue
-            replayed += 1
+            else:
+                replayed += 1
+            taken.done += 1
         return replayed
+
+    def _put_back(self, owner: str, taken: _Taken) -> None:
+        """End a replay, however it ended, losing nothing: a taken file all of whose
+        events were applied or rejected is deleted; one none of whose events was (or
+        all of them, when the replay was cut off before its events were read) goes back
+        under a name any replayer takes; the rest of a file replayed in part is written
+        to a new file of that kind first, and the file deleted only then. When that
+        write fails (a full disk, a second interrupt) the file goes back whole: the
+        events it had applied are applied again — a failure's event id makes that a
+        no-op (``record_failure.lua``) —, and none is lost."""
+        if taken.events is None:
+            unfinished = set(range(len(taken.paths)))
+            started: set[int] = set()
+        else:
+            left = taken.events[taken.done :]
+            unfinished = {index for index, _ in left}
+            started = taken.touched | {index for index, _ in taken.events[: taken.done]}
+            rest = [event for index, event in left if index in started]
+            if rest and not self._write_rest(owner, rest):
+                started -= unfinished
+        for index, path in enumerate(taken.paths):
+            if index in unfinished and index not in started:
+                path.rename(self._fresh(owner))
+            else:
+                path.unlink(missing_ok=True)
+
+    def _write_rest(self, owner: str, events: list[dict[str, Any]]) -> bool:
+        """Write the events a replay left to a new file, complete before it has a name
+        a replayer takes; False (and no such file) when it cannot be written."""
+        aside = self.directory / f"rest-{owner}-{secrets.token_hex(6)}.tmp"
+        try:
+            with aside.open("x", encoding="ascii") as fh:
+                fh.writelines(_line(event) for event in events)
+                fh.flush()
+                os.fsync(fh.fileno())
+            aside.rename(self._fresh(owner))
+        except BaseException:
+            log.exception("spooled events left by a replay cannot be written; kept as taken")
+            aside.unlink(missing_ok=True)
+            return False
+        return True
 
     def reject(self, event: dict[str, Any]) -> None:
         """Keep an event that can never be applied where an operator can read it."""
@@ -122,6 +169,10 @@ class Spool:
 
     def _own(self, kind: str) -> Path:
         return self.directory / f"{kind}-{self.owner}.jsonl"
+
+    def _fresh(self, owner: str) -> Path:
+        """A name no appender writes to, which any replayer takes as found."""
+        return self.directory / f"events-{owner}-{secrets.token_hex(6)}.jsonl"
 
     def _waiting(self) -> list[Path]:
         if not self.directory.is_dir():
@@ -140,12 +191,11 @@ class Spool:
             finally:
                 lock.unlink(missing_ok=True)
 
-    def _take(self, owner: str) -> list[Path]:
+    def _take(self, owner: str, taken: list[Path]) -> None:
         """Rename each file to this replayer's name while holding its lock, so no
         appender is mid-write (an appender checks, under the lock, that its file was
-        not renamed away, and reopens if it was). The lock files of dead replayers
-        whose files were taken over go too."""
-        taken = []
+        not renamed away, and reopens if it was), adding each to ``taken`` as it goes.
+        The lock files of dead replayers whose files were taken over go too."""
         dead_owners = set()
         # names never used before: a replayer that listed this owner's files of an
         # earlier replay, between that replay's end and this one, must not find them
@@ -167,11 +217,12 @@ class Spool:
                 dead_owners.add(_owner_of(path))
         for dead in dead_owners:
             _lock_of(self.directory, dead).unlink(missing_ok=True)
-        return taken
 
-    def _read(self, paths: list[Path]) -> list[dict[str, Any]]:
+    def _read(self, taken: _Taken) -> None:
+        """Read the taken files' events, oldest first; lines that cannot be parsed are
+        rejected here."""
         events = []
-        for path in paths:
+        for index, path in enumerate(taken.paths):
             for raw in path.read_bytes().splitlines():
                 try:
                     event = json.loads(raw.decode("ascii"))
@@ -179,16 +230,15 @@ class Spool:
                         raise ValueError("not an object")
                 except ValueError:
                     self._reject(raw)
+                    taken.touched.add(index)
                     continue
-                events.append(event)
-        return events
+                events.append((index, event))
+        taken.events = sorted(events, key=lambda item: int(item[1].get(SEQ, 0)))
 
     def _write(self, path: Path, events: list[dict[str, Any]]) -> None:
         if not events:
             return
-        lines = "".join(
-            json.dumps(event, separators=(",", ":"), ensure_ascii=True) + "\n" for event in events
-        )
+        lines = "".join(_line(event) for event in events)
         while True:
             with path.open("a", encoding="ascii") as fh:
                 fcntl.flock(fh, fcntl.LOCK_EX)
@@ -203,6 +253,23 @@ class Spool:
         log.error("spooled event is not JSON, moved to rejected.jsonl: %.200r", raw)
         with (self.directory / "rejected.jsonl").open("ab") as fh:
             fh.write(raw + b"\n")
+
+
+@dataclass
+class _Taken:
+    """The files a replay took and how far it got, for ``Spool._put_back``."""
+
+    paths: list[Path] = field(default_factory=list)
+    #: (index of its file in ``paths``, event), oldest first; None until all were read
+    events: list[tuple[int, dict[str, Any]]] | None = None
+    #: ``events[:done]`` were applied or rejected
+    done: int = 0
+    #: files a line of which was rejected as it was read
+    touched: set[int] = field(default_factory=set)
+
+
+def _line(event: dict[str, Any]) -> str:
+    return json.dumps(event, separators=(",", ":"), ensure_ascii=True) + "\n"
 
 
 def _lines(path: Path) -> list[bytes]:

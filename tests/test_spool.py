@@ -7,6 +7,7 @@ import logging
 import multiprocessing
 import os
 import random
+import resource
 import signal
 import socket
 import time
@@ -15,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from celery.exceptions import SoftTimeLimitExceeded
 from conftest import WorkerProcess
-from faults.support import wait_for
+from faults.support import Interrupted, interrupted_at, wait_for
 
 from recovery.config import RecoveryConfig
 from recovery.events import FailureEvent, Reporter
@@ -183,6 +185,124 @@ def test_a_line_that_is_not_ascii_is_rejected_and_the_other_events_are_not_stran
     assert replay_all(spool) == events(2)
     assert (tmp_path / "rejected.jsonl").exists()
     assert not list(tmp_path.glob("*.replaying-*"))
+
+
+def test_a_replay_cut_off_midway_keeps_exactly_the_events_it_did_not_apply(
+    tmp_path: Path,
+) -> None:
+    # Given events spooled by two writers, interleaved: 0 and 1 by the first, 2 and 3
+    # by the second, 4 and 5 by the first again
+    first, second = Spool(tmp_path), Spool(tmp_path)
+    for writer, event in zip([first, first, second, second, first, first], events(6), strict=True):
+        writer.append(event)
+    seen: list[dict[str, Any]] = []
+
+    def cut_off_at_the_fourth(event: dict[str, Any]) -> None:
+        if event["n"] == 3:
+            raise Interrupted  # a soft time limit, ^C: not "Redis is away"
+        seen.append(event)
+
+    # When a replay is cut off at the fourth event
+    with pytest.raises(Interrupted):
+        first.replay(cut_off_at_the_fourth, ConnectionError)
+
+    # Then the three it applied are gone and the other three wait, in order (bug: the
+    # taken files were deleted whatever ended the replay: 3, 4 and 5 were lost)
+    assert seen == events(3)
+    assert first.count() == 3
+    assert replay_all(first) == events(6, start=3)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_replay_cut_off_while_it_reads_what_it_took_keeps_every_event(
+    tmp_path: Path,
+) -> None:
+    # Given five spooled events
+    spool = Spool(tmp_path)
+    for event in events(5):
+        spool.append(event)
+
+    # When a soft time limit fires while the replay reads the files it took
+    with pytest.raises(Interrupted), interrupted_at("loads"):
+        spool.replay(lambda _event: None)
+
+    # Then all five wait for the next replay (bug: all were deleted, none applied)
+    assert spool.count() == 5
+    assert replay_all(spool) == events(5)
+
+
+def test_a_replay_cut_off_while_it_rejects_an_event_keeps_that_event_and_the_rest(
+    tmp_path: Path,
+) -> None:
+    # Given five spooled events, the third of which can never be applied
+    spool = Spool(tmp_path)
+    for event in events(5):
+        spool.append(event)
+    seen: list[dict[str, Any]] = []
+
+    def poison_at_the_third(event: dict[str, Any]) -> None:
+        if event["n"] == 2:
+            raise ValueError("a record that cannot be decoded")
+        seen.append(event)
+
+    # When the replay is cut off as it writes that event to rejected.jsonl
+    with pytest.raises(Interrupted), interrupted_at("reject"):
+        spool.replay(poison_at_the_third, ConnectionError)
+
+    # Then the third and the two behind it wait (bug: deleted with the taken files),
+    # and the next replay rejects the third and applies the rest
+    assert seen == events(2)
+    assert spool.count() == 3
+    assert spool.replay(poison_at_the_third, ConnectionError) == 2
+    assert seen == events(2) + events(5, start=3)
+    rejected = [json.loads(line) for line in (tmp_path / "rejected.jsonl").read_text().splitlines()]
+    assert [e["n"] for e in rejected] == [2]
+
+
+def replay_on_a_full_disk(directory: str, report: str) -> None:
+    """Child process: replay with Redis answering ten events and then away, while no
+    file may grow past 20 kB (a full disk, as EFBIG); report what the replay raised."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(
+        resource.RLIMIT_FSIZE, (20_000, resource.getrlimit(resource.RLIMIT_FSIZE)[1])
+    )
+    applied: list[int] = []
+
+    def away_after_ten(event: dict[str, Any]) -> None:
+        if len(applied) == 10:
+            raise Away
+        applied.append(int(event["n"]))
+
+    try:
+        Spool(directory).replay(away_after_ten, Away)
+    except BaseException as exc:
+        Path(report).write_text(json.dumps({"raised": type(exc).__name__, "applied": applied}))
+
+
+def test_events_a_replay_cannot_write_back_on_a_full_disk_are_kept_as_taken(
+    tmp_path: Path,
+) -> None:
+    # Given fifty spooled events of 2 kB each, 100 kB in all
+    spool_dir = tmp_path / "spool"
+    spool = Spool(spool_dir)
+    for n in range(50):
+        spool.append({"n": n, "pad": "x" * 2000})
+
+    # When a replay applies ten of them, Redis goes away again, and the forty left
+    # cannot be written back: the disk is full
+    report = tmp_path / "report.json"
+    child = SPAWN.Process(target=replay_on_a_full_disk, args=(str(spool_dir), str(report)))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0
+
+    # Then the replay says Redis is away, and every event is still spooled, the ten
+    # applied ones too (a failure's event id makes a second application a no-op; bug:
+    # the taken file was deleted, keeping only the nine events the write got in)
+    assert json.loads(report.read_text()) == {"raised": "Away", "applied": list(range(10))}
+    assert spool.count() == 50
+    assert sorted(int(event["n"]) for event in replay_all(spool)) == list(range(50))
+    assert list(spool_dir.iterdir()) == []
 
 
 def replay_into(directory: str, output: str, start: Any) -> None:
@@ -485,5 +605,78 @@ def test_a_replayed_failure_redis_already_has_counts_once(redis_url: str, tmp_pa
         record = tracker.reports.get_record(first.record.doc_id)
         assert record is not None
         assert record.retry_count == 2
+    finally:
+        tracker.close()
+
+
+def spooled_failures(tracker: Tracker, spool: Spool, where: Path) -> list[FailureEvent]:
+    """Three failures spooled while Redis was away (the tracker's scripts loaded)."""
+    failures = [
+        FailureEvent(FailedDocumentRecord(str(where / f"{n}.pdf"), f"t{n}", "E: x"), True, False)
+        for n in range(3)
+    ]
+    for event in failures:
+        spool.append(event.to_json())
+    tracker.store.record_failure(FailedDocumentRecord("/docs/warmup.txt", "t-warm", "E: x"))
+    return failures
+
+
+def assert_recorded_once(tracker: Tracker, failures: list[FailureEvent]) -> None:
+    for event in failures:
+        record = tracker.reports.get_record(event.record.doc_id)
+        assert record is not None
+        assert (record.retry_count, record.failure_count) == (0, 1)
+
+
+def test_a_soft_time_limit_while_a_replay_reads_the_spool_keeps_every_failure(
+    redis_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given three failures spooled while Redis was away
+    tracker = Tracker(redis_url, RecoveryConfig.from_mapping({"min_retry_interval_hours": 0}))
+    spool = Spool(tmp_path / "spool")
+    failures = spooled_failures(tracker, spool, tmp_path)
+
+    # When the soft time limit fires as the replay reads the files it took
+    with (
+        caplog.at_level(logging.WARNING, logger="recovery.events"),
+        interrupted_at("loads", SoftTimeLimitExceeded),
+    ):
+        replayed = Reporter(spool).replay(tracker)
+
+    try:
+        # Then the replay says the events were kept, and they were (bug: all three were
+        # deleted as the log said "events kept")
+        assert replayed == 0
+        assert spool.count() == 3
+        assert "events not applied kept" in caplog.text
+        # And the next replay records each failure once
+        assert Reporter(spool).replay(tracker) == 3
+        assert_recorded_once(tracker, failures)
+        assert spool.count() == 0
+    finally:
+        tracker.close()
+
+
+def test_a_failure_redis_applied_as_a_soft_time_limit_cut_its_replay_off_counts_once(
+    redis_url: str, tmp_path: Path
+) -> None:
+    # Given three failures spooled while Redis was away
+    tracker = Tracker(redis_url, RecoveryConfig.from_mapping({"min_retry_interval_hours": 0}))
+    spool = Spool(tmp_path / "spool")
+    failures = spooled_failures(tracker, spool, tmp_path)
+
+    # When the soft time limit fires as the replay reads Redis's answer to the first:
+    # Redis has applied it, the replay cannot know
+    with interrupted_at("parse_response", SoftTimeLimitExceeded):
+        assert Reporter(spool).replay(tracker) == 0
+
+    try:
+        # Then all three stay spooled, and the next replay records each once: the
+        # first is found by its event id
+        assert spool.count() == 3
+        assert tracker.reports.get_record(failures[0].record.doc_id) is not None
+        assert Reporter(spool).replay(tracker) == 3
+        assert_recorded_once(tracker, failures)
+        assert spool.count() == 0
     finally:
         tracker.close()

@@ -151,14 +151,14 @@ class Interrupted(BaseException):
 
 
 @contextlib.contextmanager
-def interrupted_at(function: str) -> Iterator[None]:
-    """Raise :class:`Interrupted` as the next call of a function named ``function``
-    starts, as a signal would there: at redis-py's ``parse_response`` a command has
-    gone out and its reply is not read yet."""
+def interrupted_at(function: str, raising: type[BaseException] = Interrupted) -> Iterator[None]:
+    """Raise ``raising`` (a soft time limit's, say) as the next call of a function
+    named ``function`` starts, as a signal would there: at redis-py's
+    ``parse_response`` a command has gone out and its reply is not read yet."""
 
     def interrupt(frame: FrameType, event: str, _: Any) -> None:
         if event == "call" and frame.f_code.co_name == function:
-            raise Interrupted
+            raise raising
 
     sys.settrace(interrupt)
     try:
