@@ -6,14 +6,15 @@
     ├── ConfigError              (also a ValueError)
     ├── TrackerError             (the tracker's Redis did not do what was asked)
     │   ├── TrackerUnavailable   (it could not be reached)
-    │   │   └── TrackerRefused   (it was reached and refused: auth, ACL, read-only, memory)
+    │   │   ├── TrackerRefused   (it was reached and refused: auth, ACL, read-only, memory)
+    │   │   └── TrackerBusy      (it was reached and cannot serve for now: BUSY, LOADING, …)
     │   └── TrackerFailed        (it was reached and the operation failed: a server error)
     ├── CorruptRecord            (a record under our prefix cannot be decoded)
     └── CannotListen             (also an OSError: a server cannot take its address)
 
 Redis errors are translated at the tracker boundary, so callers only catch these. A
 refusal is a kind of unavailability: an event that meets one is spooled and replayed
-once an operator fixes the server, as when it was down.
+once an operator fixes the server, as when it was down; so is a server busy for now.
 """
 
 from __future__ import annotations
@@ -44,6 +45,14 @@ class TrackerUnavailable(TrackerError):
 class TrackerRefused(TrackerUnavailable):
     """Raised when the tracker's Redis refuses a command: authentication, an ACL
     without the permission, a read-only replica, or its memory limit."""
+
+
+class TrackerBusy(TrackerUnavailable):
+    """Raised when the tracker's Redis answers that it cannot serve for now: another
+    client's script runs (BUSY), it loads its data (LOADING), it cannot persist
+    (MISCONF), a cluster's slot or a replica's primary is not there yet (TRYAGAIN,
+    MASTERDOWN), too few replicas for a write (NOREPLICAS). The same command later
+    succeeds: an event that meets one is spooled, not rejected."""
 
 
 class TrackerFailed(TrackerError):

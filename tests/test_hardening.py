@@ -12,8 +12,10 @@ import logging
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from faults.support import KEYS, TASK, fast_config
 
 from recovery.api import DocumentRecoveryManager
 from recovery.calls import RunCall
+from recovery.errors import TrackerBusy
 from recovery.events import FailureEvent, Reporter
 from recovery.records import FailedDocumentRecord
 from recovery.spool import Spool
@@ -348,6 +351,51 @@ def test_a_failure_the_server_refuses_to_record_is_spooled_for_later(
     # kept to replay once an operator grants the permission, not set aside as rejected
     assert spool.count() == 1
     assert not (tmp_path / "spool" / "rejected.jsonl").exists()
+
+
+@contextmanager
+def busy_with_another_clients_script(redis_url: str, client: redis.Redis) -> Iterator[None]:
+    """Another client runs a two-second Lua script, and the server answers every other
+    command BUSY after 100 ms of it (``busy-reply-threshold``, 5 s by default)."""
+    threshold = str(client.config_get("busy-reply-threshold")["busy-reply-threshold"])
+    slow = "local t = redis.call('TIME')[1] while redis.call('TIME')[1] - t < 2 do end"
+    other = redis.Redis.from_url(redis_url)
+    script = threading.Thread(target=other.eval, args=(slow, 0))
+    client.config_set("busy-reply-threshold", 100)
+    try:
+        script.start()
+        time.sleep(0.5)
+        yield
+    finally:
+        script.join()
+        other.close()
+        client.config_set("busy-reply-threshold", threshold)
+
+
+def test_a_failure_that_meets_a_busy_server_is_spooled_and_replayed_not_rejected(
+    redis_url: str, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    tracker = Tracker(redis_url, fast_config())
+    spool = Spool(tmp_path / "spool")
+    record = FailedDocumentRecord("/docs/busy.txt", "t-busy", "E: x")
+    tracker.store.record_failure(FailedDocumentRecord("/docs/warmup.txt", "t-warm", "E: x"))
+    try:
+        # Given a server busy running another client's long script
+        with busy_with_another_clients_script(redis_url, redis_client):
+            # When a failure is delivered, the server answers BUSY: busy for now
+            Reporter(spool).deliver(tracker, FailureEvent(record, True, False))
+            with pytest.raises(TrackerBusy, match="BUSY"):
+                tracker.store.record_failure(record)
+
+        # Then the failure was spooled, not rejected (before: BUSY was a TrackerFailed,
+        # filed in rejected.jsonl, never replayed, the failure never recorded)
+        assert spool.count() == 1
+        assert not (tmp_path / "spool" / "rejected.jsonl").exists()
+        # And once the script is done it is replayed into the tracker
+        assert Reporter(spool).replay(tracker) == 1
+        assert tracker.reports.get_record(record.doc_id) is not None
+    finally:
+        tracker.close()
 
 
 def test_a_failure_interrupted_by_the_soft_time_limit_is_spooled_not_rejected(

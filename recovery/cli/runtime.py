@@ -36,6 +36,7 @@ from recovery.errors import (
     ConfigError,
     CorruptRecord,
     RecoveryError,
+    TrackerBusy,
     TrackerFailed,
     TrackerRefused,
     TrackerUnavailable,
@@ -213,6 +214,8 @@ def _guarded(ctx: click.Context, command: Callable[..., int], params: dict[str, 
         return command(session, **params)
     except TrackerRefused as exc:
         return _fail(f"{where} refused: {exc}", EXIT_UNAVAILABLE)
+    except TrackerBusy as exc:
+        return _fail(f"{where} cannot serve now: {exc}", EXIT_UNAVAILABLE)
     except TrackerUnavailable as exc:
         return _fail(f"cannot reach {where}: {exc}", EXIT_UNAVAILABLE)
     except BrokerUnavailable as exc:

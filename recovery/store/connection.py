@@ -35,6 +35,7 @@ from recovery.config import RecoveryConfig
 from recovery.errors import (
     ConfigError,
     RecoveryError,
+    TrackerBusy,
     TrackerError,
     TrackerFailed,
     TrackerRefused,
@@ -390,19 +391,35 @@ _REFUSALS = (
 )
 
 
+#: Busy: the server answered that it cannot serve for now, and will (redis-py gives
+#: these their own classes; the codes below come as a plain ResponseError).
+_BUSY = (
+    redis.BusyLoadingError,
+    redis.exceptions.MasterDownError,
+    redis.exceptions.TryAgainError,
+)
+_BUSY_CODES = ("BUSY ", "MISCONF ", "NOREPLICAS ")
+
+
 #: Unreachable: nothing answered, or not yet (a cluster's slot not served by any node).
 _UNREACHABLE = (
     redis.ConnectionError,
     redis.TimeoutError,
-    redis.BusyLoadingError,
     redis.exceptions.ClusterDownError,
     SlotNotCoveredError,
 )
 
 
 def _kind(exc: Exception) -> type[TrackerError]:
+    """What a redis-py error means for the caller: a refusal and a busy server are
+    unavailability too (an event that meets one is spooled and replayed); only an
+    error of the command itself (a script error, a key of the wrong type) fails it."""
     if isinstance(exc, _REFUSALS) or tls.untrusted(exc):
         return TrackerRefused
+    if isinstance(exc, _BUSY) or (
+        isinstance(exc, redis.ResponseError) and str(exc).startswith(_BUSY_CODES)
+    ):
+        return TrackerBusy
     if isinstance(exc, _UNREACHABLE):
         return TrackerUnavailable
     return TrackerFailed
