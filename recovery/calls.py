@@ -13,6 +13,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import cache
@@ -73,6 +74,26 @@ class Marker:
                 return cls(doc_id, attempt, bool(manual))
         log.warning("docrecovery: ignoring a malformed %r header: %.200r", HEADER, raw)
         return None
+
+
+def message_time_limit(raw: Any) -> float | None:
+    """The hard limit of a message's ``timelimit`` header ``[hard, soft]``, None when
+    it sets none; ValueError when it is not a positive number (the caller reports it
+    and falls back to the configured limit, so the run is still tracked)."""
+    if not raw:
+        return None
+    if isinstance(raw, list | tuple):
+        hard = raw[0]
+        if hard is None or (hard == 0 and not isinstance(hard, bool)):
+            return None
+        if isinstance(hard, int | float) and not isinstance(hard, bool):
+            try:
+                limit = float(hard)
+            except OverflowError:
+                limit = math.inf
+            if math.isfinite(limit) and limit > 0:
+                return limit
+    raise ValueError(f"malformed 'timelimit' header: {raw!r:.200}")
 
 
 def counted(marker: Marker | None) -> bool:

@@ -40,7 +40,7 @@ from celery.signals import (
     worker_shutting_down,
 )
 
-from recovery.calls import HEADER, Marker, RunCall, counted, describe
+from recovery.calls import HEADER, Marker, RunCall, counted, describe, message_time_limit
 from recovery.categories import IMPORT, categorize
 from recovery.config import RecoveryConfig
 from recovery.environment import fingerprint
@@ -71,6 +71,9 @@ class Recovery:
         # task id -> when its failure was handled here: Celery reports a hard time
         # limit twice (once without the run's context), and one run is one failure
         self._reported: dict[str, float] = {}
+        # the task whose malformed time limit was reported last: once a run, not at
+        # its check-in and again at its outcome
+        self._malformed_limit_of = ""
         self._replaying = threading.Event()
 
     @property
@@ -118,9 +121,16 @@ class Recovery:
 
     def _time_limit(self, request: Any) -> float:
         """The hard limit a run has: its message's, else the app's, else (no limit)
-        ``recovery_timeout`` as the horizon after which it counts as lost."""
-        limit = (request.timelimit or (None, None))[0] or self.app.conf.task_time_limit
-        return float(limit or self.config.recovery_timeout)
+        ``recovery_timeout`` as the horizon after which it counts as lost. The message's
+        header is untrusted: a malformed one counts as none."""
+        try:
+            limit = message_time_limit(request.timelimit)
+        except ValueError as exc:
+            if request.id != self._malformed_limit_of:
+                self._malformed_limit_of = request.id
+                log.warning("docrecovery: task %s: ignoring its %s", request.id, exc)
+            limit = None
+        return float(limit or self.app.conf.task_time_limit or self.config.recovery_timeout)
 
     def begin(self, task: Task) -> bool:
         """Check a tracked run in before it starts; False means drop this message.

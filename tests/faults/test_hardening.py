@@ -102,6 +102,41 @@ def test_a_malformed_recovery_header_is_a_counted_failure_and_leaves_nothing_in_
     assert [s.doc_id for s in summary.resubmitted] == [doc.doc_id]
 
 
+@pytest.mark.parametrize("time_limit", ["soon", {"seconds": 60}])
+def test_a_message_with_a_malformed_time_limit_is_processed_and_its_failure_tracked(
+    time_limit: object,
+    worker_process: StartWorker,
+    doc_root: Path,
+    celery_app: Celery,
+    redis_client: redis.Redis,
+) -> None:
+    # Given a worker whose configured hard limit is 300 s
+    worker = worker_process("w1", env={**FAST_ENV, "CELERY_TASK_TIME_LIMIT": "300"})
+    good = Doc(str(write_text(doc_root / "good.txt")), "q")
+    missing = Doc(str(doc_root / "missing.txt"), "q")
+
+    # When a document that can be processed and one that fails (its file is missing)
+    # come in messages whose timelimit header is garbage (["soon", null]): the prefork
+    # pool only reads it once a limit expires, so the runs go ahead (before: float()
+    # raised ValueError/TypeError at the check-in and again in the failure handler:
+    # neither document was processed nor its failure recorded)
+    for doc in (good, missing):
+        celery_app.send_task(TASK, args=doc.args, time_limit=time_limit)
+
+    # Then the first is processed, the second's failure recorded under the configured
+    # limit, and the header is reported once a run
+    wait_for(lambda: processed(redis_client, good), 30, "the good document", log_tail(worker))
+    wait_steady(
+        lambda: record(redis_client, missing.doc_id).get("state") == "failed",
+        30,
+        "the failure",
+        log_tail(worker),
+    )
+    assert float(record(redis_client, missing.doc_id)["tlimit"]) == 300
+    assert worker.log().count("ignoring its malformed 'timelimit' header") == 2
+    assert inflight_calls(redis_client) == {}
+
+
 def test_a_run_with_a_malformed_header_whose_node_dies_is_swept_as_lost(
     worker_process: StartWorker,
     doc_root: Path,
