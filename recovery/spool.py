@@ -181,15 +181,22 @@ class Spool:
 
     @contextmanager
     def _replaying(self) -> Iterator[str]:
-        """Hold this replayer's lock for as long as it has files taken."""
+        """Hold this replayer's lock for as long as it has files taken. A thread that
+        waited for the lock of another replay of its process gets the file that replay
+        removed when it ended: it locks the one at the lock's name instead, the one
+        other replayers check before they take a replayer's files over."""
         owner = self.owner
         lock = _lock_of(self.directory, owner)
-        with lock.open("ab") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield owner
-            finally:
-                lock.unlink(missing_ok=True)
+        while True:
+            with lock.open("ab") as fh:
+                fcntl.flock(fh, fcntl.LOCK_EX)
+                if not _same_file(fh.fileno(), lock):
+                    continue
+                try:
+                    yield owner
+                finally:
+                    lock.unlink(missing_ok=True)
+                return
 
     def _take(self, owner: str, taken: list[Path]) -> None:
         """Rename each file to this replayer's name while holding its lock, so no

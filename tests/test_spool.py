@@ -10,6 +10,7 @@ import random
 import resource
 import signal
 import socket
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -496,6 +497,46 @@ def test_a_replay_in_progress_in_another_replica_is_never_taken_over(tmp_path: P
     assert counted_by_second == [1]
     assert seen_by_second == [{"n": 99}]
     assert replayed_by_first == 3
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_replay_that_waited_for_its_own_processes_lock_holds_one_others_can_see(
+    tmp_path: Path,
+) -> None:
+    # Given a spool one thread replays, and a second thread of the process waiting to
+    # replay after it, with an event spooled meanwhile
+    spool, other = Spool(tmp_path), Spool(tmp_path)
+    spool.append({"n": 0})
+    first_in, first_go, second_in, second_go = (threading.Event() for _ in range(4))
+    seen_by_second: list[dict[str, Any]] = []
+
+    def first(_: dict[str, Any]) -> None:
+        first_in.set()
+        first_go.wait(30)
+
+    def second(event: dict[str, Any]) -> None:
+        seen_by_second.append(event)
+        second_in.set()
+        second_go.wait(30)
+
+    threads = [threading.Thread(target=spool.replay, args=(handle,)) for handle in (first, second)]
+    threads[0].start()
+    assert first_in.wait(30)
+    spool.append({"n": 1})
+    threads[1].start()
+    time.sleep(0.5)  # the second thread waits for the first's lock
+    first_go.set()
+    threads[0].join(30)
+    assert second_in.wait(30)
+
+    # When another replica replays while the second thread replays what it took
+    seen_by_other = replay_all(other)
+    second_go.set()
+    threads[1].join(30)
+
+    # Then the other replica took none of it: the second thread's lock was one it saw
+    assert seen_by_other == []
+    assert seen_by_second == [{"n": 1}]
     assert list(tmp_path.iterdir()) == []
 
 
