@@ -139,20 +139,29 @@ class Reporter:
 
     def deliver(self, tracker: Tracker, event: Event) -> None:
         """Apply an event, or spool it when Redis cannot be reached: never lose it.
-        Spooled events go first: they happened before this one."""
+        Spooled events go first: they happened before this one, so when their replay
+        fails (Redis away, or the spool's own trouble, such as a disk that takes no
+        rejected event) this one is spooled behind them."""
         try:
             if self._spool_may_hold_events():
                 self.spool.replay(lambda raw: from_json(raw).apply(tracker), NOT_DELIVERED)
+        except Exception as exc:
+            if not isinstance(exc, NOT_DELIVERED):
+                log.exception("docrecovery: the spool's replay failed")
+            self._spool(event, exc)
+            return
+        try:
             event.apply(tracker)
         except NOT_DELIVERED as exc:
-            where = self.spool.append(event.to_json())
-            self._spool_checked = 0.0
-            log.error(
-                "docrecovery: %s event spooled to %s, not delivered: %r", event.kind, where, exc
-            )
+            self._spool(event, exc)
         except Exception:
             log.exception("docrecovery: %s event cannot be applied; rejected", event.kind)
             self.spool.reject(event.to_json())
+
+    def _spool(self, event: Event, exc: Exception) -> None:
+        where = self.spool.append(event.to_json())
+        self._spool_checked = 0.0
+        log.error("docrecovery: %s event spooled to %s, not delivered: %r", event.kind, where, exc)
 
     def replay(self, tracker: Tracker) -> int:
         """Apply every spooled event; 0 when Redis is still away (they stay spooled)."""

@@ -619,6 +619,30 @@ def test_an_idle_worker_replays_its_hosts_spool_on_its_own(
     assert spool.count() == 0
 
 
+def test_an_event_is_spooled_not_rejected_when_the_replay_before_it_fails_otherwise(
+    redis_url: str, tmp_path: Path
+) -> None:
+    # Given a spool holding a line no replay can apply, whose rejected.jsonl cannot be
+    # written (a directory stands in for a full or read-only disk)
+    spool = Spool(tmp_path / "spool")
+    spool.append({"kind": "nonsense"})
+    (tmp_path / "spool" / "rejected.jsonl").mkdir()
+    tracker = Tracker(redis_url, RecoveryConfig())
+    record = FailedDocumentRecord(str(tmp_path / "a.pdf"), "t1", "E: boom")
+    try:
+        # When a failure is delivered, the replay before it failing
+        Reporter(spool).deliver(tracker, FailureEvent(record, True, False))
+
+        # Then it is kept in the spool behind the line it follows, not lost
+        assert spool.count() == 2
+        # And once rejected.jsonl can be written, the replay applies it
+        (tmp_path / "spool" / "rejected.jsonl").rmdir()
+        assert Reporter(spool).replay(tracker) == 1
+        assert tracker.reports.get_record(record.doc_id) is not None
+    finally:
+        tracker.close()
+
+
 def test_a_replayed_failure_redis_already_has_counts_once(redis_url: str, tmp_path: Path) -> None:
     # Given a failure Redis applied, and the same report spooled as well: a failover
     # lost the primary's answer after a replica had the change (wait_replicas = 1)
