@@ -19,12 +19,12 @@ from conftest import http_get
 from faults.support import wait_for
 from prometheus_client.parser import text_string_to_metric_families
 from test_cli import queued, record_dead, record_due, tracker
-from test_cli_commands import CELERY, entry, env
+from test_cli_commands import CELERY, Run, entry, env, run
 
 from recovery.redis_server import free_port
 from recovery.store import Tracker
 
-__all__ = ["env", "tracker"]  # fixtures, used by name
+__all__ = ["env", "run", "tracker"]  # fixtures, used by name
 
 Serve = Callable[..., str]
 
@@ -161,16 +161,9 @@ def test_the_dashboard_under_celery_retries_through_the_broker_of_the_app_it_loa
 
 @pytest.mark.parametrize("command", ["metrics", "dashboard"])
 def test_a_public_address_without_credentials_exits_2_naming_the_variables(
-    env: dict[str, str], command: str
+    run: Run, command: str
 ) -> None:
-    done = subprocess.run(
-        entry("docrecovery", (command, "--host", "0.0.0.0", "--port", str(free_port()))),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run(command, "--host", "0.0.0.0", "--port", str(free_port()))
 
     assert done.returncode == 2
     assert f"DOCRECOVERY_{command.upper()}_USER" in done.stderr
@@ -178,9 +171,7 @@ def test_a_public_address_without_credentials_exits_2_naming_the_variables(
 
 
 @pytest.mark.parametrize("command", ["metrics", "dashboard"])
-def test_a_port_in_use_exits_2_with_one_line_naming_the_address(
-    env: dict[str, str], command: str
-) -> None:
+def test_a_port_in_use_exits_2_with_one_line_naming_the_address(run: Run, command: str) -> None:
     # Given another server listening on the port
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -188,14 +179,7 @@ def test_a_port_in_use_exits_2_with_one_line_naming_the_address(
         port = taken.getsockname()[1]
 
         # When the command is told to listen there
-        done = subprocess.run(
-            entry("docrecovery", (command, "--port", str(port))),
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        done = run(command, "--port", str(port))
 
     # Then it says so in one line and exits 2, as for any address it cannot use
     assert done.returncode == 2, done.stderr
@@ -205,21 +189,14 @@ def test_a_port_in_use_exits_2_with_one_line_naming_the_address(
 
 @pytest.mark.parametrize("command", ["metrics", "dashboard"])
 def test_a_host_that_does_not_resolve_exits_2_with_one_line_naming_it(
-    env: dict[str, str], command: str
+    run: Run, command: str
 ) -> None:
     # Given credentials, so a name beyond loopback is allowed
     upper = command.upper()
     credentials = {f"DOCRECOVERY_{upper}_USER": "ops", f"DOCRECOVERY_{upper}_PASSWORD": "s3cret"}
 
     # When the command is told to listen on a name that does not resolve
-    done = subprocess.run(
-        entry("docrecovery", (command, "--host", "no-such-host.invalid", "--port", "5599")),
-        env={**env, **credentials},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run(command, "--host", "no-such-host.invalid", "--port", "5599", **credentials)
 
     # Then it names the address and the cause in one line and exits 2
     assert done.returncode == 2, done.stderr
@@ -266,15 +243,8 @@ def test_the_dashboard_answers_its_own_names_and_the_allowed_hosts_only(
     }
 
 
-def test_a_bad_allowed_host_exits_2_naming_it(env: dict[str, str]) -> None:
-    done = subprocess.run(
-        entry("docrecovery", ("dashboard", "--allowed-host", "dash/internal")),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+def test_a_bad_allowed_host_exits_2_naming_it(run: Run) -> None:
+    done = run("dashboard", "--allowed-host", "dash/internal")
 
     assert done.returncode == 2
     assert "'allowed host': got 'dash/internal'" in done.stderr

@@ -372,41 +372,49 @@ def busy_with_another_clients_script(redis_url: str, client: redis.Redis) -> Ite
         client.config_set("busy-reply-threshold", threshold)
 
 
-def test_a_failure_that_meets_a_busy_server_is_spooled_and_replayed_not_rejected(
-    redis_url: str, redis_client: redis.Redis, tmp_path: Path
-) -> None:
+@pytest.fixture
+def warm_tracker(redis_url: str) -> Iterator[Tracker]:
+    """A tracker that has recorded a failure already (its script is loaded), so the
+    next failure meets the server's state rather than a first script load."""
     tracker = Tracker(redis_url, fast_config())
+    tracker.store.record_failure(FailedDocumentRecord("/docs/warmup.txt", "t-warm", "E: x"))
+    yield tracker
+    tracker.close()
+
+
+def spooled_then_replayed(spool: Spool, tracker: Tracker, record: FailedDocumentRecord) -> None:
+    """The failure waits in the spool, not rejected, and a replay records it."""
+    assert spool.count() == 1
+    assert not (spool.directory / "rejected.jsonl").exists()
+    assert Reporter(spool).replay(tracker) == 1
+    assert tracker.reports.get_record(record.doc_id) is not None
+
+
+def test_a_failure_that_meets_a_busy_server_is_spooled_and_replayed_not_rejected(
+    redis_url: str, redis_client: redis.Redis, warm_tracker: Tracker, tmp_path: Path
+) -> None:
     spool = Spool(tmp_path / "spool")
     record = FailedDocumentRecord("/docs/busy.txt", "t-busy", "E: x")
-    tracker.store.record_failure(FailedDocumentRecord("/docs/warmup.txt", "t-warm", "E: x"))
-    try:
-        # Given a server busy running another client's long script
-        with busy_with_another_clients_script(redis_url, redis_client):
-            # When a failure is delivered, the server answers BUSY: busy for now
-            Reporter(spool).deliver(tracker, FailureEvent(record, True, False))
-            with pytest.raises(TrackerBusy, match="BUSY"):
-                tracker.store.record_failure(record)
+    # Given a server busy running another client's long script
+    with busy_with_another_clients_script(redis_url, redis_client):
+        # When a failure is delivered, the server answers BUSY: busy for now
+        Reporter(spool).deliver(warm_tracker, FailureEvent(record, True, False))
+        with pytest.raises(TrackerBusy, match="BUSY"):
+            warm_tracker.store.record_failure(record)
 
-        # Then the failure was spooled, not rejected (before: BUSY was a TrackerFailed,
-        # filed in rejected.jsonl, never replayed, the failure never recorded)
-        assert spool.count() == 1
-        assert not (tmp_path / "spool" / "rejected.jsonl").exists()
-        # And once the script is done it is replayed into the tracker
-        assert Reporter(spool).replay(tracker) == 1
-        assert tracker.reports.get_record(record.doc_id) is not None
-    finally:
-        tracker.close()
+    # Then the failure was spooled, not rejected (before: BUSY was a TrackerFailed,
+    # filed in rejected.jsonl, never replayed, the failure never recorded), and once
+    # the script is done it is replayed into the tracker
+    spooled_then_replayed(spool, warm_tracker, record)
 
 
 def test_a_failure_interrupted_by_the_soft_time_limit_is_spooled_not_rejected(
-    redis_url: str, redis_client: redis.Redis, tmp_path: Path
+    redis_client: redis.Redis, warm_tracker: Tracker, tmp_path: Path
 ) -> None:
     # Given a worker whose Redis does not answer (paused), and a soft time limit that
     # fires while the failure event waits for it (as on a worker cut off from Redis)
-    tracker = Tracker(redis_url, fast_config())
     spool = Spool(tmp_path / "spool")
     record = FailedDocumentRecord("/docs/late.txt", "t-late", "E: x")
-    tracker.store.record_failure(FailedDocumentRecord("/docs/warmup.txt", "t-warm", "E: x"))
 
     def soft_limit(*_: Any) -> None:
         raise SoftTimeLimitExceeded()
@@ -415,21 +423,15 @@ def test_a_failure_interrupted_by_the_soft_time_limit_is_spooled_not_rejected(
     try:
         redis_client.client_pause(2000, all=False)
         signal.setitimer(signal.ITIMER_REAL, 0.3)
-        Reporter(spool).deliver(tracker, FailureEvent(record, True, False))
+        Reporter(spool).deliver(warm_tracker, FailureEvent(record, True, False))
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
         redis_client.client_unpause()
 
-    # before: "failure event cannot be applied; rejected", moved to rejected.jsonl
-    try:
-        assert spool.count() == 1
-        assert not (tmp_path / "spool" / "rejected.jsonl").exists()
-        # And once Redis answers it is replayed into the tracker
-        assert Reporter(spool).replay(tracker) == 1
-        assert tracker.reports.get_record(record.doc_id) is not None
-    finally:
-        tracker.close()
+    # Then it waits in the spool (before: "failure event cannot be applied; rejected",
+    # moved to rejected.jsonl), and once Redis answers it is replayed into the tracker
+    spooled_then_replayed(spool, warm_tracker, record)
 
 
 def test_a_selection_by_error_signature_takes_exactly_that_group(

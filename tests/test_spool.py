@@ -34,6 +34,25 @@ def events(count: int, start: int = 0) -> list[dict[str, Any]]:
     return [{"kind": "failure", "n": n, "path": f"/docs/{n}.pdf"} for n in range(start, count)]
 
 
+def spool_of(directory: Path, count: int) -> Spool:
+    """A spool holding ``count`` events."""
+    spool = Spool(directory)
+    for event in events(count):
+        spool.append(event)
+    return spool
+
+
+def poisoned_at_the_third(seen: list[dict[str, Any]]) -> Callable[[dict[str, Any]], None]:
+    """A handler that keeps what it applies in ``seen`` and can never apply the third."""
+
+    def handle(event: dict[str, Any]) -> None:
+        if event["n"] == 2:
+            raise ValueError("a record that cannot be decoded")
+        seen.append(event)
+
+    return handle
+
+
 def replay_all(spool: Spool) -> list[dict[str, Any]]:
     seen: list[dict[str, Any]] = []
     spool.replay(seen.append)
@@ -81,9 +100,7 @@ def test_an_appended_event_is_one_json_line_in_this_processes_own_file(tmp_path:
 
 
 def test_replay_feeds_every_event_in_order_and_empties_the_spool(tmp_path: Path) -> None:
-    spool = Spool(tmp_path)
-    for event in events(5):
-        spool.append(event)
+    spool = spool_of(tmp_path, 5)
 
     seen: list[dict[str, Any]] = []
     replayed = spool.replay(seen.append)
@@ -107,9 +124,7 @@ def test_non_ascii_and_undecodable_path_values_survive_the_spool(tmp_path: Path)
 
 def test_an_event_the_handler_fails_on_is_kept_with_the_rest(tmp_path: Path) -> None:
     # Given five spooled events
-    spool = Spool(tmp_path)
-    for event in events(5):
-        spool.append(event)
+    spool = spool_of(tmp_path, 5)
     seen: list[dict[str, Any]] = []
 
     def redis_goes_away_at_the_third(event: dict[str, Any]) -> None:
@@ -132,18 +147,11 @@ def test_an_event_that_fails_for_another_reason_is_rejected_and_the_rest_replaye
     tmp_path: Path,
 ) -> None:
     # Given five spooled events, the third of which can never be applied
-    spool = Spool(tmp_path)
-    for event in events(5):
-        spool.append(event)
+    spool = spool_of(tmp_path, 5)
     seen: list[dict[str, Any]] = []
 
-    def poison_at_the_third(event: dict[str, Any]) -> None:
-        if event["n"] == 2:
-            raise ValueError("a record that cannot be decoded")
-        seen.append(event)
-
     # When replay runs, only a ConnectionError meaning "Redis is away"
-    replayed = spool.replay(poison_at_the_third, ConnectionError)
+    replayed = spool.replay(poisoned_at_the_third(seen), ConnectionError)
 
     # Then the poison event is kept aside and does not block the ones behind it
     assert replayed == 4
@@ -219,9 +227,7 @@ def test_a_replay_cut_off_while_it_reads_what_it_took_keeps_every_event(
     tmp_path: Path,
 ) -> None:
     # Given five spooled events
-    spool = Spool(tmp_path)
-    for event in events(5):
-        spool.append(event)
+    spool = spool_of(tmp_path, 5)
 
     # When a soft time limit fires while the replay reads the files it took
     with pytest.raises(Interrupted), interrupted_at("loads"):
@@ -236,25 +242,18 @@ def test_a_replay_cut_off_while_it_rejects_an_event_keeps_that_event_and_the_res
     tmp_path: Path,
 ) -> None:
     # Given five spooled events, the third of which can never be applied
-    spool = Spool(tmp_path)
-    for event in events(5):
-        spool.append(event)
+    spool = spool_of(tmp_path, 5)
     seen: list[dict[str, Any]] = []
-
-    def poison_at_the_third(event: dict[str, Any]) -> None:
-        if event["n"] == 2:
-            raise ValueError("a record that cannot be decoded")
-        seen.append(event)
 
     # When the replay is cut off as it writes that event to rejected.jsonl
     with pytest.raises(Interrupted), interrupted_at("reject"):
-        spool.replay(poison_at_the_third, ConnectionError)
+        spool.replay(poisoned_at_the_third(seen), ConnectionError)
 
     # Then the third and the two behind it wait (bug: deleted with the taken files),
     # and the next replay rejects the third and applies the rest
     assert seen == events(2)
     assert spool.count() == 3
-    assert spool.replay(poison_at_the_third, ConnectionError) == 2
+    assert spool.replay(poisoned_at_the_third(seen), ConnectionError) == 2
     assert seen == events(2) + events(5, start=3)
     rejected = [json.loads(line) for line in (tmp_path / "rejected.jsonl").read_text().splitlines()]
     assert [e["n"] for e in rejected] == [2]
@@ -544,9 +543,7 @@ def test_a_replayer_in_another_process_keeps_its_files_until_it_is_killed(
     tmp_path: Path,
 ) -> None:
     # Given another process that took the spool's events and is still replaying them
-    spool = Spool(tmp_path)
-    for event in events(3):
-        spool.append(event)
+    spool = spool_of(tmp_path, 3)
     handling = SPAWN.Event()
     child = SPAWN.Process(target=replay_and_hang, args=(str(tmp_path), handling))
     child.start()
