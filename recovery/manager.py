@@ -51,7 +51,7 @@ from celery import Celery
 from recovery.config import RecoveryConfig
 from recovery.errors import RecoveryError
 from recovery.holds import UNDECODABLE, Holds
-from recovery.resubmit import Resubmitter, sender_app
+from recovery.resubmit import Outcome, Resubmitter, sender_app
 from recovery.store import Selection, Settlement, Tracker
 from recovery.store.claims import ClaimResult
 from recovery.summaries import (
@@ -156,8 +156,9 @@ class RecoveryManager:
         open breaker may still send, spent here."""
         claims = self.tracker.claims
         claim = claims.claim_due(self.config.recovery_batch_size, now, force=force)
-        with self._given_back_on_error(claim, now):
-            outcomes = self._decide(claim, canaries)
+        out: list[Outcome] = []
+        with self._given_back_on_error(claim, now, out):
+            outcomes = self._decide(claim, canaries, out)
         claims.settle([s for s, _ in outcomes], now)
         resubmitted = [sent for _, sent in outcomes if sent is not None]
         self.resubmitter.link(resubmitted)
@@ -185,26 +186,36 @@ class RecoveryManager:
         return summary
 
     @contextmanager
-    def _given_back_on_error(self, claim: ClaimResult, now: float | None) -> Iterator[None]:
-        """A run cut off between its claim and its settle gives the claim back at once,
-        uncounted, instead of leaving the whole batch claimed until its lease ends."""
+    def _given_back_on_error(
+        self, claim: ClaimResult, now: float | None, out: list[Outcome]
+    ) -> Iterator[None]:
+        """A run cut off between its claim and its settle settles what it sent (``out``:
+        the resubmissions whose messages have left) and gives the rest of its claim
+        back at once, uncounted, instead of leaving the batch claimed until its lease
+        ends; given back, a document already sent would be sent again."""
         try:
             yield
         except BaseException:
+            sent = [settlement for settlement, _ in out]
+            done = {settlement.doc_id for settlement in sent}
             ids = [r.doc_id for r in claim.records] + claim.undecodable
             try:
-                self.tracker.claims.release(ids, now)
+                if sent:
+                    self.tracker.claims.settle(sent, now)
+                self.tracker.claims.release([i for i in ids if i not in done], now)
             except RecoveryError as exc:
                 log.error("could not give back a failed run's claim (its lease will): %s", exc)
             raise
 
     def _decide(
-        self, claim: ClaimResult, canaries: dict[str, int]
-    ) -> list[tuple[Settlement, Resubmission | None]]:
+        self, claim: ClaimResult, canaries: dict[str, int], out: list[Outcome]
+    ) -> list[Outcome]:
         """Resubmit each claimed document, or hold it back without counting a retry
         when its precondition fails or its category's circuit breaker is open; an
-        undecodable record is held back too, kept and visible."""
-        decided = self.resubmitter.send(claim.records, self.holds.of(claim.records, canaries))
+        undecodable record is held back too, kept and visible. ``out`` gets each
+        resubmission as its message leaves."""
+        holds = self.holds.of(claim.records, canaries)
+        decided = self.resubmitter.send(claim.records, holds, out=out)
         decided += [(Settlement(doc_id, "wait", UNDECODABLE), None) for doc_id in claim.undecodable]
         for settlement, sent in decided:
             if sent is not None:
@@ -321,9 +332,10 @@ class RecoveryManager:
             claim = claims.claim_ids(chunk)
             taken = {r.doc_id for r in claim.records}
             skipped += [d for d in chunk if d not in taken]
-            with self._given_back_on_error(claim, None):
+            out: list[Outcome] = []
+            with self._given_back_on_error(claim, None, out):
                 outcomes = self.resubmitter.send(
-                    claim.records, [None] * len(claim.records), manual=True
+                    claim.records, [None] * len(claim.records), manual=True, out=out
                 )
             claims.settle([o for o, _ in outcomes])
             chunk_sent = [resubmission for _, resubmission in outcomes if resubmission is not None]

@@ -27,6 +27,9 @@ from recovery.summaries import Plan, Resubmission
 
 log = logging.getLogger(__name__)
 
+#: What became of one claimed document: its settlement, and its resubmission if sent.
+Outcome = tuple[Settlement, Resubmission | None]
+
 
 def sender_app(redis_url: str) -> Celery:
     """A bare app that can only send tasks by name, for use outside a worker: to the
@@ -49,6 +52,17 @@ def sender_app(redis_url: str) -> Celery:
         task_create_missing_queue_type=kind,
     )
     return app
+
+
+def _buffers(producer: Any) -> bool:
+    """Whether kombu's batch holds the producer's messages until it ends (a transport
+    that batches, such as Redis, with kombu 5.7+); on the others each message is
+    published as it is sent, batch or not. Asks the producer's channel, so only once
+    a message went through it (before, it would connect)."""
+    channel = producer.channel
+    return callable(getattr(channel, "create_publish_batch", None)) and bool(
+        getattr(channel, "supports_batch_publish", True)
+    )
 
 
 class Resubmitter:
@@ -82,32 +96,46 @@ class Resubmitter:
         holds: list[Settlement | None],
         *,
         manual: bool = False,
-    ) -> list[tuple[Settlement, Resubmission | None]]:
+        out: list[Outcome] | None = None,
+    ) -> list[Outcome]:
         """Resubmit each record that is not held, all through one producer and, where
         kombu can, one pipelined publish. The batch is flushed once, at the end, so if
         that fails every message of it is released (none counted), as one whose own
-        send failed."""
-        decided: list[tuple[Settlement, Resubmission | None]] = []
+        send failed. ``out`` gets each resubmission once its message has left: as it is
+        sent where kombu publishes at once (RabbitMQ), when the batch is flushed where
+        it holds them (Redis): a caller cut off meanwhile settles those and gives the
+        rest back, so none is sent twice."""
+        out = [] if out is None else out
+        decided: list[Outcome] = []
+        buffered: bool | None = None  # known once a message went through the producer
         with self._producer() as producer:
             batch = getattr(producer, "batch", None)
             try:
                 with batch(max_size=sys.maxsize) if batch else nullcontext():
-                    decided = [
-                        (wait, None)
-                        if wait
-                        else self._resubmit(r, manual=manual, producer=producer)
-                        for r, wait in zip(records, holds, strict=True)
-                    ]
+                    for record, wait in zip(records, holds, strict=True):
+                        outcome = (
+                            (wait, None)
+                            if wait
+                            else self._resubmit(record, manual=manual, producer=producer)
+                        )
+                        decided.append(outcome)
+                        if outcome[1] is not None:
+                            if buffered is None:
+                                buffered = batch is not None and _buffers(producer)
+                            if not buffered:
+                                out.append(outcome)
             except Exception as exc:
-                if not decided:
+                if len(decided) < len(records) or not buffered:
                     raise
                 log.error("could not resubmit a batch of %d: %s", len(records), exc)
-                decided = [
+                return [
                     (Settlement(s.doc_id, "release", f"resubmission failed: {exc}"), None)
                     if s.outcome == "sent"
                     else (s, sent)
                     for s, sent in decided
                 ]
+        if buffered:
+            out.extend(outcome for outcome in decided if outcome[1] is not None)
         return decided
 
     @contextmanager
@@ -128,7 +156,7 @@ class Resubmitter:
 
     def _resubmit(
         self, record: FailedDocumentRecord, *, manual: bool = False, producer: Any = None
-    ) -> tuple[Settlement, Resubmission | None]:
+    ) -> Outcome:
         plan = self.plan(record)
         doc_id = plan.doc_id
         marker = Marker(doc_id, plan.attempt, manual)

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import redis
 import seed
+from brokers import Broker
 from celery import Celery
 from faults.support import Interrupted, interrupted_at
 
@@ -375,6 +376,30 @@ def test_a_run_cut_off_between_claim_and_settle_gives_its_claim_back_uncounted(
         assert redis_client.hget(keys.record(record.doc_id), "state") == "failed"
     # And the next run sends both
     assert len(manager.run_batch(now=now + 60).resubmitted) == 2
+
+
+def test_a_run_cut_off_midway_settles_what_it_sent_and_sends_each_document_once(
+    make_manager: ManagerFactory, broker: Broker, redis_client: redis.Redis
+) -> None:
+    # Given three due documents
+    manager = make_manager()
+    now = time.time()
+    records = [failure(f"/docs/{n}.pdf", now - 2 * HOUR + n) for n in range(3)]
+    for record in records:
+        manager.tracker.store.record_failure(record)
+
+    # When the run is cut off as it sends the third (RabbitMQ has published the first
+    # two; Redis's batch held them, and drops them)
+    with pytest.raises(Interrupted), interrupted_at("send_task", after=2):
+        manager.run_batch()
+
+    # Then none stays claimed (what left is sent, the rest due again), and the next
+    # run sends only what had not left: each document waits in the queue once
+    keys = manager.tracker.keys
+    states = {redis_client.hget(keys.record(r.doc_id), "state") for r in records}
+    assert states <= {"sent", "failed"}
+    manager.run_batch()
+    assert sorted(broker.header_doc_ids()) == sorted(r.doc_id for r in records)
 
 
 def test_undecodable_records_do_not_keep_other_held_documents_from_their_probe(

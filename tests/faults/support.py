@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -151,13 +152,17 @@ class Interrupted(BaseException):
 
 
 @contextlib.contextmanager
-def interrupted_at(function: str, raising: type[BaseException] = Interrupted) -> Iterator[None]:
-    """Raise ``raising`` (a soft time limit's, say) as the next call of a function
-    named ``function`` starts, as a signal would there: at redis-py's
-    ``parse_response`` a command has gone out and its reply is not read yet."""
+def interrupted_at(
+    function: str, raising: type[BaseException] = Interrupted, after: int = 0
+) -> Iterator[None]:
+    """Raise ``raising`` (a soft time limit's, say) as a call of a function named
+    ``function`` starts, the first after ``after`` such calls, as a signal would there:
+    at redis-py's ``parse_response`` a command has gone out and its reply is not read
+    yet."""
+    calls = itertools.count()
 
     def interrupt(frame: FrameType, event: str, _: Any) -> None:
-        if event == "call" and frame.f_code.co_name == function:
+        if event == "call" and frame.f_code.co_name == function and next(calls) == after:
             raise raising
 
     sys.settrace(interrupt)
