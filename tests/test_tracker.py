@@ -1356,6 +1356,17 @@ def test_cleanup_keeps_only_the_busiest_names_in_the_run_counters(
         ("redis://host/0?password=s3cret&db=1", "redis://host/0?password=***&db=1"),
         ("redis://:s3#cret@host:1/0", "redis://:***@host:1/0"),
         ("redis://u:s3/c?ret@host:1/0", "redis://u:***@host:1/0"),
+        ("redis://:ab/cd==@host:1/0", "redis://:***@host:1/0"),
+        ("redis://:pw@h:1/0?client_name=a@b", "redis://:***@h:1/0?client_name=a@b"),
+        (
+            "redis://redis:6379/0?client_name=celery@web1",
+            "redis://redis:6379/0?client_name=celery@web1",
+        ),
+        (
+            "rediss://h:6380/0?ssl_ca_certs=/ca@2024.pem",
+            "rediss://h:6380/0?ssl_ca_certs=/ca@2024.pem",
+        ),
+        ("redis://:s3cret@[::1:6379/0", "redis://:***@[::1:6379/0"),
     ],
 )
 def test_a_url_is_shown_without_its_password(url: str, shown: str) -> None:
@@ -1366,3 +1377,9 @@ def test_a_password_in_text_is_masked_with_a_slash_or_a_hash_in_it() -> None:
     text = "ConnectionError: redis://u:s3/c#ret@host:6379/0 refused"
 
     assert redact_text(text) == "ConnectionError: redis://u:***@host:6379/0 refused"
+
+
+def test_text_keeps_a_url_whose_only_at_sign_is_in_its_query() -> None:
+    text = "cannot reach redis://redis:6379/0?client_name=celery@web1 (refused)"
+
+    assert redact_text(text) == text

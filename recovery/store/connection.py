@@ -19,7 +19,6 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import hiredis
 import redis
@@ -68,39 +67,35 @@ DEFAULT_URL = "redis://127.0.0.1:6379/0"
 def redact(url: str) -> str:
     """The URL without its passwords (in the user part or a ``password=`` query
     parameter of each part of a ``sentinel://…;sentinel://…`` URL), for messages and
-    logs."""
-    return ";".join(_redact_one(part) for part in parts(url))
-
-
-def _redact_one(url: str) -> str:
-    # The user part runs to the last '@': a password written with '#', '/' or '?'
-    # unencoded ends the authority for a URL parser, and would be shown whole.
-    scheme, sep, rest = url.partition("://")
-    userinfo, at, host = rest.rpartition("@")
-    user, colon, _ = userinfo.partition(":")
-    if sep and at and colon:
-        url = f"{scheme}://{user}:***@{host}"
-    parts = urlsplit(url)
-    query = "&".join(
-        f"{name}=***" if name.lower() == "password" else f"{name}={value}"
-        for name, value in parse_qsl(parts.query, keep_blank_values=True)
-    )
-    return urlunsplit(parts._replace(query=query))
-
-
-#: A password inside text: a URL's user part (``scheme://user:secret@``) or a
-#: ``password=`` query parameter.
-_PASSWORDS = re.compile(
-    r"(?P<keep>[a-zA-Z][a-zA-Z0-9+.-]*://[^:@/\s]*:)[^@\s]+(?=@)"
-    r"|(?P<param>[?&;]password=)[^&\s]*",
-    re.IGNORECASE,
-)
+    logs. Never raises: it also masks URLs no parser takes."""
+    return ";".join(_PARAM.sub(r"\g<param>***", _mask_user(part)) for part in parts(url))
 
 
 def redact_text(text: str) -> str:
     """``text`` with every URL's password masked as :func:`redact` masks one URL: an
     error message or traceback stored with a record can hold a connection URL."""
-    return _PASSWORDS.sub(lambda m: f"{m.group('keep') or m.group('param')}***", text)
+    return _URL.sub(lambda found: redact(found.group()), text)
+
+
+#: A URL in text, up to the next white space; a ``password=`` parameter in one.
+_URL = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://\S+")
+_PARAM = re.compile(r"(?P<param>[?&;]password=)[^&\s]*", re.IGNORECASE)
+#: A query (``?`` and then ``=``) before an ``@``: that ``@`` is a parameter's.
+_QUERY = re.compile(r"\?[^@]*=")
+
+
+def _mask_user(url: str) -> str:
+    """``url`` with the password of its user part masked. The user part runs to the
+    last ``@`` that no query precedes: a password written with ``#``, ``/``, ``?`` or
+    ``=`` unencoded ends the authority for a URL parser, which would show the rest."""
+    scheme, sep, rest = url.partition("://")
+    end = len(rest)
+    while (end := rest.rfind("@", 0, end)) >= 0 and _QUERY.search(rest, 0, end):
+        pass
+    user, colon, _ = rest[: max(end, 0)].partition(":")
+    if not sep or end < 0 or not colon:
+        return url
+    return f"{scheme}://{user}:***@{rest[end + 1 :]}"
 
 
 def connection_problem(exc: BaseException) -> str:
@@ -190,9 +185,6 @@ def connect(url: str, config: RecoveryConfig) -> Client:
 
 #: The forms of URL a tracker takes, for the message that refuses another.
 URL_FORMS = "a redis://, rediss://, unix://, sentinel:// or redis+cluster:// URL"
-#: A URL's user part, up to the last ``@`` of one ``;``-separated part: a password
-#: holding ``#``, ``/`` or ``?`` unencoded is cut short by URL parsing, so not masked.
-_USER_PART = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:;@]*):[^;]*@")
 
 
 def check_url(url: str) -> None:
@@ -204,7 +196,7 @@ def check_url(url: str) -> None:
     except ConfigError:
         raise
     except ValueError:
-        shown = redact_text(_USER_PART.sub(r"\g<scheme>\g<user>:***@", url))
+        shown = redact(url)
         raise ConfigError("REDIS_URL", shown, f"{URL_FORMS} ({_why(shown)})") from None
 
 
