@@ -233,14 +233,14 @@ class Spool:
             for raw in path.read_bytes().splitlines():
                 try:
                     event = json.loads(raw.decode("ascii"))
-                    if not isinstance(event, dict):
-                        raise ValueError("not an object")
+                    if not isinstance(event, dict) or type(event.get(SEQ, 0)) is not int:
+                        raise ValueError("not an object with a whole sequence number")
                 except ValueError:
                     self._reject(raw)
                     taken.touched.add(index)
                     continue
                 events.append((index, event))
-        taken.events = sorted(events, key=lambda item: int(item[1].get(SEQ, 0)))
+        taken.events = sorted(events, key=lambda item: item[1].get(SEQ, 0))
 
     def _write(self, path: Path, events: list[dict[str, Any]]) -> None:
         if not events:

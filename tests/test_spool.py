@@ -180,6 +180,22 @@ def test_a_line_that_is_not_json_is_moved_to_rejected_and_the_rest_replayed(
     assert spool.count() == 0
 
 
+def test_a_line_whose_sequence_number_is_not_whole_is_rejected_and_the_rest_replayed(
+    tmp_path: Path,
+) -> None:
+    # Given a spool holding a line written by hand (or torn) whose sequence is text
+    spool = spool_of(tmp_path, 2)
+    with (tmp_path / "events-by-hand.jsonl").open("w") as fh:
+        fh.write('{"kind": "success", "spool_seq": "x"}\n')
+
+    # When it is replayed, the events are, and the line is moved aside (before: the
+    # sort raised on it, every replay failed and the spool blocked for good)
+    assert replay_all(spool) == events(2)
+    rejected = (tmp_path / "rejected.jsonl").read_text().splitlines()
+    assert [json.loads(line)["spool_seq"] for line in rejected] == ["x"]
+    assert spool.count() == 0
+
+
 def test_a_line_that_is_not_ascii_is_rejected_and_the_other_events_are_not_stranded(
     tmp_path: Path,
 ) -> None:
