@@ -204,6 +204,21 @@ def test_a_host_that_does_not_resolve_exits_2_with_one_line_naming_it(
     assert done.stderr.count("\n") == 1
 
 
+def test_a_dashboard_on_every_address_answers_on_ipv4_and_ipv6(serve: Serve) -> None:
+    # Given a dashboard with credentials told to listen on :: (every address); serve
+    # waits for it on 127.0.0.1 (before: its IPv6 socket took IPv6 only, refusing it)
+    base = serve(
+        "dashboard",
+        "--host",
+        "::",
+        DOCRECOVERY_DASHBOARD_USER="ops",
+        DOCRECOVERY_DASHBOARD_PASSWORD="s3cret",
+    )
+
+    # Then it answers on the IPv6 loopback too
+    assert answers(f"http://[::1]:{base.rsplit(':', 1)[1]}")
+
+
 def status_under(url: str, host: str) -> int:
     """The status of a GET of ``url`` sent with ``host`` as its Host header, as a
     browser sends the name it was given (a name rebound to 127.0.0.1, an alias)."""
