@@ -21,7 +21,13 @@ from redis.connection import HiredisRespSerializer
 from recovery.api import FailedDocumentsTracker
 from recovery.calls import RunCall
 from recovery.config import RecoveryConfig
-from recovery.errors import CorruptRecord, TrackerUnavailable
+from recovery.errors import (
+    CorruptRecord,
+    TrackerBusy,
+    TrackerFailed,
+    TrackerRefused,
+    TrackerUnavailable,
+)
 from recovery.keys import LEVEL
 from recovery.records import FailedDocumentRecord, document_id
 from recovery.redis_server import RedisServer
@@ -1158,6 +1164,61 @@ def test_the_unavailable_message_never_shows_the_password() -> None:
         assert "hunter2-secret" not in str(exc)
         assert "hunter2-secret" not in repr(exc)
         assert "admin:***@127.0.0.1" in str(exc)
+
+
+#: A script's call that met a read-only replica or too few replicas, as Redis 6.2 and 7
+#: answer (read off both servers); and a script's own error.
+SCRIPT_ERRORS = [
+    (
+        "ERR Error running script (call to f_a2cf28b3ba496f8b7c5b44756406784df4c5ce09): "
+        "@user_script:1: @user_script: 1: -READONLY You can't write against a read only "
+        "replica.",
+        TrackerRefused,
+    ),
+    (
+        "ERR Error running script (call to f_88c923858e73954cede057e8a25f614a3552b177): "
+        "@user_script:1: @user_script: 1: -NOREPLICAS Not enough good replicas to write.",
+        TrackerBusy,
+    ),
+    (
+        "NOREPLICAS Not enough good replicas to write. script: "
+        "88c923858e73954cede057e8a25f614a3552b177, on @user_script:1.",
+        TrackerBusy,
+    ),
+    (
+        "ERR Error running script (call to f_1): @user_script:3: Script attempted to "
+        "access nonexistent global variable 'x'",
+        TrackerFailed,
+    ),
+]
+
+
+@pytest.mark.parametrize(("reply", "kind"), SCRIPT_ERRORS)
+def test_an_error_a_scripts_call_met_is_told_by_its_code_on_redis_6_2_as_on_7(
+    reply: str, kind: type[Exception]
+) -> None:
+    # Given a tracker, when a call gets one of these replies, it raises the kind the
+    # code means (before: on 6.2 a refusal or a busy server inside a script was a
+    # failure of the command, and the worker's event was rejected for good)
+    tracker = FailedDocumentsTracker(f"redis://127.0.0.1:{closed_port()}/0", RecoveryConfig())
+    try:
+        with pytest.raises(kind), tracker.connection.errors("record failure"):
+            raise redis.ResponseError(reply)
+    finally:
+        tracker.close()
+
+
+def test_a_write_with_too_few_replicas_is_busy_for_now(
+    tracker: Tracker, redis_client: redis.Redis
+) -> None:
+    # Given a server that takes writes only with a replica, and has none
+    redis_client.config_set("min-replicas-to-write", 1)
+    try:
+        # When a failure is recorded, then Redis is busy for now, not the command wrong
+        with pytest.raises(TrackerBusy, match="NOREPLICAS"):
+            tracker.store.record_failure(failure("/docs/a.pdf"))
+    finally:
+        redis_client.config_set("min-replicas-to-write", 0)
 
 
 # --- the client ------------------------------------------------------------------------

@@ -390,7 +390,20 @@ _BUSY = (
     redis.exceptions.MasterDownError,
     redis.exceptions.TryAgainError,
 )
-_BUSY_CODES = ("BUSY ", "MISCONF ", "NOREPLICAS ")
+_BUSY_CODES = {"BUSY", "MISCONF", "NOREPLICAS"}
+#: The same refusals as the classes above, where no class carries them (see _code).
+_REFUSED_CODES = {"NOAUTH", "WRONGPASS", "NOPERM", "READONLY", "OOM"}
+#: Redis 6.2 wraps the error a script's call met, its code inside: "ERR Error running
+#: script (call to f_…): @user_script:1: @user_script: 1: -READONLY You can't…"; 7
+#: keeps the code first, and redis-py gives it its class.
+_WRAPPED = re.compile(r"ERR Error running script .*?: -(?P<code>[A-Z]+) ")
+
+
+def _code(exc: redis.ResponseError) -> str:
+    """The error code of a reply, also where Redis 6.2 wrapped it in a script's error."""
+    text = str(exc)
+    wrapped = _WRAPPED.match(text)
+    return wrapped.group("code") if wrapped else text.partition(" ")[0]
 
 
 #: Unreachable: nothing answered, or not yet (a cluster's slot not served by any node).
@@ -406,11 +419,10 @@ def _kind(exc: Exception) -> type[TrackerError]:
     """What a redis-py error means for the caller: a refusal and a busy server are
     unavailability too (an event that meets one is spooled and replayed); only an
     error of the command itself (a script error, a key of the wrong type) fails it."""
-    if isinstance(exc, _REFUSALS) or tls.untrusted(exc):
+    code = _code(exc) if isinstance(exc, redis.ResponseError) else ""
+    if isinstance(exc, _REFUSALS) or code in _REFUSED_CODES or tls.untrusted(exc):
         return TrackerRefused
-    if isinstance(exc, _BUSY) or (
-        isinstance(exc, redis.ResponseError) and str(exc).startswith(_BUSY_CODES)
-    ):
+    if isinstance(exc, _BUSY) or code in _BUSY_CODES:
         return TrackerBusy
     if isinstance(exc, _UNREACHABLE):
         return TrackerUnavailable
