@@ -25,10 +25,11 @@ class RecoveryError(Exception):
 
 
 class ConfigError(RecoveryError, ValueError):
-    """Raised when a recovery setting is unknown or has a value outside what is allowed."""
+    """Raised when a setting (a recovery key, an environment variable, an option) is
+    unknown or has a value outside what is allowed."""
 
     def __init__(self, key: str, value: object, allowed: str) -> None:
-        super().__init__(f"recovery config {key!r}: got {value!r}; allowed: {allowed}")
+        super().__init__(f"setting {key!r}: got {value!r}; allowed: {allowed}")
         self.key = key
         self.value = value
         self.allowed = allowed

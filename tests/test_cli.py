@@ -703,7 +703,7 @@ def test_a_celery_number_that_is_not_whole_seconds_exits_2_naming_the_variable(
     # Then one line names the variable, the value and what it takes
     assert done.returncode == EXIT_UNAVAILABLE, done.stderr
     assert done.stderr.splitlines() == [
-        f"docrecovery: recovery config {name!r}: got '5m'; allowed: a whole number of seconds"
+        f"docrecovery: setting {name!r}: got '5m'; allowed: a whole number of seconds"
         f" >= {1 if name == 'CELERY_VISIBILITY_TIMEOUT' else 0}"
     ]
 
@@ -728,7 +728,7 @@ def test_a_redis_url_no_client_can_use_exits_2_naming_it_masked_without_a_traceb
     # Then one line names the setting, the URL without its password, and why
     assert done.returncode == EXIT_UNAVAILABLE, done.stderr
     [line] = done.stderr.splitlines()
-    assert line.startswith(f"docrecovery: recovery config 'REDIS_URL': got '{shown}'; allowed: ")
+    assert line.startswith(f"docrecovery: setting 'REDIS_URL': got '{shown}'; allowed: ")
     assert why in line
     # a password cut short by its unencoded '#' is masked whole, in the reason too
     assert "s3cr" not in done.stdout + done.stderr
@@ -874,7 +874,7 @@ def test_submit_to_a_broker_scheme_kombu_has_no_transport_for_exits_2_naming_the
     assert done.returncode == EXIT_UNAVAILABLE, done.stderr
     [line] = done.stderr.splitlines()
     assert line.startswith(
-        "docrecovery: recovery config 'CELERY_BROKER_URL': got 'amqb://user:***@host//'; allowed:"
+        "docrecovery: setting 'CELERY_BROKER_URL': got 'amqb://user:***@host//'; allowed:"
     )
     assert "No such transport: amqb.  Did you mean amqp?" in line
     assert "s3cret" not in done.stdout + done.stderr
