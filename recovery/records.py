@@ -350,7 +350,9 @@ def _body(key: str, raw: Any) -> dict[str, Any]:
 def _typed(key: str, body: dict[str, Any], name: str, kind: type[_T]) -> _T:
     """A body's container field, empty when absent: a readable body can still hold a
     value of another type, which must not reach a run as a TypeError."""
-    value = body.get(name) or kind()
+    value = body.get(name)
+    if value is None:
+        return kind()
     if not isinstance(value, kind):
         raise CorruptRecord(key, f"body's {name!r} is not a {kind.__name__}")
     return value

@@ -276,6 +276,7 @@ def test_from_redis_rejects_an_undecodable_field_naming_it(
     ("body", "named"),
     [
         ({"args": 5}, "'args' is not a list"),
+        ({"args": ""}, "'args' is not a list"),
         ({"kwargs": "x"}, "'kwargs' is not a dict"),
         ({"meta": [1]}, "'meta' is not a dict"),
         ({"nargs": "2"}, "'nargs' is '2'"),
