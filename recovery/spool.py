@@ -125,9 +125,10 @@ class Spool:
         all of them, when the replay was cut off before its events were read) goes back
         under a name any replayer takes; the rest of a file replayed in part is written
         to a new file of that kind first, and the file deleted only then. When that
-        write fails (a full disk, a second interrupt) the file goes back whole: the
-        events it had applied are applied again — a failure's event id makes that a
-        no-op (``record_failure.lua``) —, and none is lost."""
+        write fails (a full disk, a second interrupt) the file goes back whole: none is
+        lost, and the events it had applied are applied again — a failure the record
+        last took is a no-op by its event id (``record_failure.lua``); an older one, or
+        a success, counts twice."""
         if taken.events is None:
             unfinished = set(range(len(taken.paths)))
             started: set[int] = set()
