@@ -53,6 +53,12 @@ def poisoned_at_the_third(seen: list[dict[str, Any]]) -> Callable[[dict[str, Any
     return handle
 
 
+def waiting_for(lock: Path) -> bool:
+    """Whether a lock request on ``lock`` waits (a blocked entry in /proc/locks)."""
+    inode = f":{os.stat(lock).st_ino} "
+    return any("->" in line and inode in line for line in Path("/proc/locks").open())
+
+
 def replay_all(spool: Spool) -> list[dict[str, Any]]:
     seen: list[dict[str, Any]] = []
     spool.replay(seen.append)
@@ -539,7 +545,8 @@ def test_a_replay_that_waited_for_its_own_processes_lock_holds_one_others_can_se
     assert first_in.wait(30)
     spool.append({"n": 1})
     threads[1].start()
-    time.sleep(0.5)  # the second thread waits for the first's lock
+    lock = tmp_path / f"replaying-{spool.owner}.lock"
+    wait_for(lambda: waiting_for(lock), 30, "the second thread to wait for the first's lock")
     first_go.set()
     threads[0].join(30)
     assert second_in.wait(30)
