@@ -124,6 +124,8 @@ class Resubmitter:
                                 buffered = batch is not None and _buffers(producer)
                             if not buffered:
                                 out.append(outcome)
+                if buffered:  # the batch was flushed as its block ended
+                    out.extend(outcome for outcome in decided if outcome[1] is not None)
             except Exception as exc:
                 if len(decided) < len(records) or not buffered:
                     raise
@@ -134,8 +136,6 @@ class Resubmitter:
                     else (s, sent)
                     for s, sent in decided
                 ]
-        if buffered:
-            out.extend(outcome for outcome in decided if outcome[1] is not None)
         return decided
 
     @contextmanager
