@@ -156,8 +156,7 @@ class RecoveryManager:
         open breaker may still send, spent here."""
         claims = self.tracker.claims
         claim = claims.claim_due(self.config.recovery_batch_size, now, force=force)
-        out: list[Outcome] = []
-        with self._given_back_on_error(claim, now, out):
+        with self._given_back_on_error(claim, now) as out:
             outcomes = self._decide(claim, canaries, out)
         claims.settle([s for s, _ in outcomes], now)
         resubmitted = [sent for _, sent in outcomes if sent is not None]
@@ -187,14 +186,16 @@ class RecoveryManager:
 
     @contextmanager
     def _given_back_on_error(
-        self, claim: ClaimResult, now: float | None, out: list[Outcome]
-    ) -> Iterator[None]:
-        """A run cut off between its claim and its settle settles what it sent (``out``:
-        the resubmissions whose messages have left) and gives the rest of its claim
-        back at once, uncounted, instead of leaving the batch claimed until its lease
-        ends; given back, a document already sent would be sent again."""
+        self, claim: ClaimResult, now: float | None
+    ) -> Iterator[list[Outcome]]:
+        """A run cut off between its claim and its settle settles what it sent (the
+        list it yields, which the send fills with each resubmission whose message has
+        left) and gives the rest of its claim back at once, uncounted, instead of
+        leaving the batch claimed until its lease ends; given back, a document already
+        sent would be sent again."""
+        out: list[Outcome] = []
         try:
-            yield
+            yield out
         except BaseException:
             sent = [settlement for settlement, _ in out]
             done = {settlement.doc_id for settlement in sent}
@@ -332,8 +333,7 @@ class RecoveryManager:
             claim = claims.claim_ids(chunk)
             taken = {r.doc_id for r in claim.records}
             skipped += [d for d in chunk if d not in taken]
-            out: list[Outcome] = []
-            with self._given_back_on_error(claim, None, out):
+            with self._given_back_on_error(claim, None) as out:
                 outcomes = self.resubmitter.send(
                     claim.records, [None] * len(claim.records), manual=True, out=out
                 )

@@ -96,7 +96,7 @@ class Resubmitter:
         holds: list[Settlement | None],
         *,
         manual: bool = False,
-        out: list[Outcome] | None = None,
+        out: list[Outcome],
     ) -> list[Outcome]:
         """Resubmit each record that is not held, all through one producer and, where
         kombu can, one pipelined publish. The batch is flushed once, at the end, so if
@@ -105,7 +105,6 @@ class Resubmitter:
         sent where kombu publishes at once (RabbitMQ), when the batch is flushed where
         it holds them (Redis): a caller cut off meanwhile settles those and gives the
         rest back, so none is sent twice."""
-        out = [] if out is None else out
         decided: list[Outcome] = []
         buffered: bool | None = None  # known once a message went through the producer
         with self._producer() as producer:
