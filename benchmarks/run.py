@@ -50,7 +50,7 @@ from recovery.calls import HEADER
 from recovery.config import RecoveryConfig
 from recovery.records import FailedDocumentRecord, bound_message, document_id
 from recovery.redis_server import RedisServer
-from recovery.store import Store
+from recovery.store import ClaimResult, Store
 from recovery.store.connection import wire
 
 try:  # python -m benchmarks.run
@@ -601,14 +601,17 @@ def claim_scaling(bench: Bench, sizes: Sizes) -> list[Figure]:
     load_seconds: dict[int, float] = {}
     claimed: set[int] = set()
 
-    def claim() -> list[str]:
-        ids = [r.doc_id for r in claims.claim_due(CLAIM_BATCH).records]
-        claimed.add(len(ids))
-        return ids
+    def claim() -> ClaimResult:
+        result = claims.claim_due(CLAIM_BATCH)
+        claimed.add(len(result.records))
+        return result
+
+    def release(claim: ClaimResult) -> None:
+        claims.release([r.doc_id for r in claim.records], token=claim.token)
 
     for count in sizes.claim_sizes:
         load_seconds[count] = round(bench.ensure_loaded(count), 1)
-        latency[count] = round(median_ms(claim, sizes.repeat, after=claims.release), 3)
+        latency[count] = round(median_ms(claim, sizes.repeat, after=release), 3)
     if claimed != {CLAIM_BATCH}:
         raise RuntimeError(f"claims took {sorted(claimed)} documents, not {CLAIM_BATCH}")
     small, large = min(latency), max(latency)

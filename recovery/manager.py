@@ -158,7 +158,7 @@ class RecoveryManager:
         claim = claims.claim_due(self.config.recovery_batch_size, now, force=force)
         with self._given_back_on_error(claim, now) as out:
             outcomes = self._decide(claim, canaries, out)
-        claims.settle([s for s, _ in outcomes], now)
+        claims.settle([s for s, _ in outcomes], token=claim.token, now=now)
         resubmitted = [sent for _, sent in outcomes if sent is not None]
         self.resubmitter.link(resubmitted)
         summary = RunSummary(
@@ -202,8 +202,10 @@ class RecoveryManager:
             ids = [r.doc_id for r in claim.records] + claim.undecodable
             try:
                 if sent:
-                    self.tracker.claims.settle(sent, now)
-                self.tracker.claims.release([i for i in ids if i not in done], now)
+                    self.tracker.claims.settle(sent, token=claim.token, now=now)
+                self.tracker.claims.release(
+                    [i for i in ids if i not in done], token=claim.token, now=now
+                )
             except RecoveryError as exc:
                 log.error("could not give back a failed run's claim (its lease will): %s", exc)
             raise
@@ -216,7 +218,7 @@ class RecoveryManager:
         undecodable record is held back too, kept and visible. ``out`` gets each
         resubmission as its message leaves."""
         holds = self.holds.of(claim.records, canaries)
-        decided = self.resubmitter.send(claim.records, holds, out=out)
+        decided = self.resubmitter.send(claim.records, holds, expires=claim.expires, out=out)
         decided += [(Settlement(doc_id, "wait", UNDECODABLE), None) for doc_id in claim.undecodable]
         for settlement, sent in decided:
             if sent is not None:
@@ -335,9 +337,13 @@ class RecoveryManager:
             skipped += [d for d in chunk if d not in taken]
             with self._given_back_on_error(claim, None) as out:
                 outcomes = self.resubmitter.send(
-                    claim.records, [None] * len(claim.records), manual=True, out=out
+                    claim.records,
+                    [None] * len(claim.records),
+                    manual=True,
+                    expires=claim.expires,
+                    out=out,
                 )
-            claims.settle([o for o, _ in outcomes])
+            claims.settle([o for o, _ in outcomes], token=claim.token)
             chunk_sent = [resubmission for _, resubmission in outcomes if resubmission is not None]
             self.resubmitter.link(chunk_sent)
             sent += chunk_sent

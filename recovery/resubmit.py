@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any
@@ -26,6 +27,9 @@ from recovery.store import Settlement
 from recovery.summaries import Plan, Resubmission
 
 log = logging.getLogger(__name__)
+
+#: Why a claimed document was not sent: its run took longer than its claim's lease.
+LEASE_OVER = "not sent: the run outlived its claim's lease"
 
 #: What became of one claimed document: its settlement, and its resubmission if sent.
 Outcome = tuple[Settlement, Resubmission | None]
@@ -96,6 +100,7 @@ class Resubmitter:
         holds: list[Settlement | None],
         *,
         manual: bool = False,
+        expires: float,
         out: list[Outcome],
     ) -> list[Outcome]:
         """Resubmit each record that is not held, all through one producer and, where
@@ -104,7 +109,9 @@ class Resubmitter:
         send failed. ``out`` gets each resubmission once its message has left: as it is
         sent where kombu publishes at once (RabbitMQ), when the batch is flushed where
         it holds them (Redis): a caller cut off meanwhile settles those and gives the
-        rest back, so none is sent twice."""
+        rest back, so none is sent twice. None is sent once ``expires`` (the claim's
+        lease, on the monotonic clock) has passed: another run may have taken it since,
+        so it is released instead (a no-op if it was)."""
         decided: list[Outcome] = []
         buffered: bool | None = None  # known once a message went through the producer
         with self._producer() as producer:
@@ -112,11 +119,12 @@ class Resubmitter:
             try:
                 with batch(max_size=sys.maxsize) if batch else nullcontext():
                     for record, wait in zip(records, holds, strict=True):
-                        outcome = (
-                            (wait, None)
-                            if wait
-                            else self._resubmit(record, manual=manual, producer=producer)
-                        )
+                        if wait:
+                            outcome: Outcome = (wait, None)
+                        elif time.monotonic() >= expires:
+                            outcome = (Settlement(record.doc_id, "release", LEASE_OVER), None)
+                        else:
+                            outcome = self._resubmit(record, manual=manual, producer=producer)
                         decided.append(outcome)
                         if outcome[1] is not None:
                             if buffered is None:

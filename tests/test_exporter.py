@@ -205,7 +205,8 @@ def build_data_set(redis_url: str) -> Known:
                 if r.document_path == "/docs/missing"
                 else Settlement(r.doc_id, "sent", f"new-{r.document_path}")
                 for r in claim.records
-            ]
+            ],
+            token=claim.token,
         )
         # one recovery succeeds, two fail again (timeout: the breaker's window of 2)
         resolved = failure("/docs/resolved", now)

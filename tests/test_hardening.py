@@ -261,13 +261,14 @@ def test_a_resubmission_that_checks_in_before_its_run_settles_is_recovering(
     # Given a claimed document whose new task a worker took before the run settled it
     doc = track(manager, tmp_path / "doc.txt")
     store, claims = manager.tracker.store, manager.tracker.claims
-    assert [r.doc_id for r in claims.claim_due(10).records] == [doc.doc_id]
+    claim = claims.claim_due(10)
+    assert [r.doc_id for r in claim.records] == [doc.doc_id]
     call = RunCall("t-new", TASK, doc.document_path, args=[doc.document_path, None, {}])
     assert store.begin(doc.doc_id, call, 60) == ("run", "claimed")
 
     # When the run settles it as sent (before: it stayed 'sent', as if still queued,
     # with a lease of resend_after_hours, while it ran)
-    claims.settle([Settlement(doc.doc_id, "sent", "t-new")])
+    claims.settle([Settlement(doc.doc_id, "sent", "t-new")], token=claim.token)
 
     # Then it is an attempt under way, its lease the run's deadline
     record = manager.tracker.reports.get_record(doc.doc_id)

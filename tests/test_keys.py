@@ -147,7 +147,9 @@ def test_a_whole_tracking_cycle_writes_only_keys_under_the_configured_prefix(
             tracker.store.record_failure(record)
         claim = tracker.claims.claim_due(2, now=10_000.0)
         tracker.claims.settle(
-            [Settlement(r.doc_id, "sent", "new") for r in claim.records], 10_000.0
+            [Settlement(r.doc_id, "sent", "new") for r in claim.records],
+            token=claim.token,
+            now=10_000.0,
         )
         tracker.store.resolve(claim.records[0].doc_id, worker="celery@w1", recovery_attempt=True)
         tracker.claims.release_expired(now=100_000.0)

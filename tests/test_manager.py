@@ -20,7 +20,7 @@ import redis
 import seed
 from brokers import Broker
 from celery import Celery
-from faults.support import Interrupted, interrupted_at
+from faults.support import Interrupted, at_call, interrupted_at
 
 from recovery.api import DocumentRecoveryManager, FailedDocumentsTracker, run_document_recovery
 from recovery.calls import HEADER
@@ -29,7 +29,7 @@ from recovery.holds import UNDECODABLE
 from recovery.records import FailedDocumentRecord, document_id, encode_body
 from recovery.redis_server import RedisServer
 from recovery.resubmit import sender_app
-from recovery.summaries import Held
+from recovery.summaries import Held, RunSummary
 
 HOUR = 3600.0
 DAY = 86400.0
@@ -400,6 +400,40 @@ def test_a_run_cut_off_midway_settles_what_it_sent_and_sends_each_document_once(
     assert states <= {"sent", "failed"}
     manager.run_batch()
     assert sorted(broker.header_doc_ids()) == sorted(r.doc_id for r in records)
+
+
+def test_a_run_that_outlived_its_lease_sends_none_of_what_another_run_took_since(
+    make_manager: ManagerFactory, broker: Broker, redis_client: redis.Redis
+) -> None:
+    # Given three due documents and runs whose claims hold for one second
+    late, other = (make_manager(recovery_timeout=1, lease_grace_seconds=0) for _ in range(2))
+    now = time.time()
+    records = [failure(f"/docs/{n}.pdf", now - 2 * HOUR + n) for n in range(3)]
+    for record in records:
+        late.tracker.store.record_failure(record)
+    taken: list[RunSummary] = []
+
+    def pause_then_another_run() -> None:
+        time.sleep(1.1)
+        taken.append(other.run_batch())
+
+    # When a run pauses past its lease as it starts sending, and meanwhile another run
+    # takes the documents whose claims ran out and sends them
+    with at_call("_producer", pause_then_another_run):
+        summary = late.run_batch()
+
+    # Then the late run sends none of them (bug: each went to the queue twice)
+    [taken_since] = taken
+    assert len(taken_since.resubmitted) == 3
+    assert (summary.resubmitted, sorted(summary.released)) == (
+        [],
+        sorted(r.doc_id for r in records),
+    )
+    assert sorted(broker.header_doc_ids()) == sorted(r.doc_id for r in records)
+    # And each stays the other run's resubmission
+    keys = late.tracker.keys
+    for sent in taken_since.resubmitted:
+        assert redis_client.hget(keys.record(sent.doc_id), "task_id") == sent.task_id
 
 
 def test_undecodable_records_do_not_keep_other_held_documents_from_their_probe(

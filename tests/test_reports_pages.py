@@ -95,8 +95,8 @@ def test_a_bad_cursor_is_refused_naming_the_form(raw: str) -> None:
 
 def recover_once(tracker: Tracker, record: FailedDocumentRecord, at: float, ok: bool) -> None:
     """One recovery attempt of a tracked document, sent at ``at``, ending a minute on."""
-    tracker.claims.claim_due(10, now=at, force=True)
-    tracker.claims.settle([Settlement(record.doc_id, "sent", f"t-{at}")], now=at)
+    claim = tracker.claims.claim_due(10, now=at, force=True)
+    tracker.claims.settle([Settlement(record.doc_id, "sent", f"t-{at}")], token=claim.token, now=at)
     if ok:
         tracker.store.resolve(record.doc_id, recovery_attempt=True, now=at + 60)
     else:
@@ -114,7 +114,7 @@ def test_recoveries_over_time_counts_sends_successes_and_failures_per_hour(
 
     # a fails its recovery in the first hour; both are recovered in the third
     recover_once(tracker, a, start + 10, ok=False)
-    tracker.claims.settle([], now=start + HOUR + 10)  # a run that sent nothing
+    tracker.claims.settle([], token="", now=start + HOUR + 10)  # a run that sent nothing
     recover_once(tracker, a, start + 2 * HOUR + 10, ok=True)
     recover_once(tracker, b, start + 2 * HOUR + 20, ok=True)
 

@@ -182,9 +182,10 @@ def test_a_run_settles_in_every_shard_and_is_counted_once(tracker: Tracker) -> N
 
     sent = tracker.claims.settle(
         [Settlement(ids[0], "sent", "t-new"), Settlement(ids[1], "release", "no")],
+        token=claim.token,
         now=T0 + HOUR,
     )
-    tracker.claims.release([ids[2]])
+    tracker.claims.release([ids[2]], token=claim.token)
 
     assert sent == 1
     status = tracker.reports.status(now=T0 + HOUR)
@@ -238,7 +239,9 @@ def test_listing_holding_and_selecting_read_every_shard_in_order(tracker: Tracke
     by_key = tracker.reports.get_failed_documents(index=tracker.keys.dead)
     assert [r.doc_id for r in by_key] == [dead]
     claim = tracker.claims.claim_due(9, now=T0 + HOUR)
-    tracker.claims.settle([Settlement(r.doc_id, "wait", "file missing") for r in claim.records])
+    tracker.claims.settle(
+        [Settlement(r.doc_id, "wait", "file missing") for r in claim.records], token=claim.token
+    )
     assert sorted(r.doc_id for r in tracker.reports.held(20)) == sorted(ids)
     assert tracker.claims.reopen([(doc_id, None) for doc_id in ids]) == 9
 

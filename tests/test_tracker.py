@@ -298,7 +298,9 @@ def test_a_new_failure_keeps_the_recovery_attempts_counted_so_far(
     record = failure("/docs/a.pdf", T0)
     tracker.store.record_failure(record)
     claim = tracker.claims.claim_due(10, now=T0 + 2 * HOUR)
-    tracker.claims.settle([Settlement(record.doc_id, "sent", "recovery-task-1")], now=T0 + 2 * HOUR)
+    tracker.claims.settle(
+        [Settlement(record.doc_id, "sent", "recovery-task-1")], token=claim.token, now=T0 + 2 * HOUR
+    )
     before = tracker.reports.get_record(record.doc_id)
     assert claim.records
     assert before is not None
@@ -325,8 +327,10 @@ def test_a_documents_history_holds_each_failure_and_resubmission_in_order(
     # Given a document that failed on w1, was resubmitted, and failed again on w2
     record = failure("/docs/h.pdf", T0, worker_id="w1", error_category="timeout", time_limit=300)
     tracker.store.record_failure(record)
-    tracker.claims.claim_due(10, now=T0 + 2 * HOUR)
-    tracker.claims.settle([Settlement(record.doc_id, "sent", "recovery-1")], now=T0 + 2 * HOUR)
+    claim = tracker.claims.claim_due(10, now=T0 + 2 * HOUR)
+    tracker.claims.settle(
+        [Settlement(record.doc_id, "sent", "recovery-1")], token=claim.token, now=T0 + 2 * HOUR
+    )
     tracker.store.record_failure(
         failure("/docs/h.pdf", T0 + 3 * HOUR, task_id="recovery-1", worker_id="w2"),
         recovery_attempt=True,
@@ -467,8 +471,10 @@ def test_resolving_a_recovery_attempt_counts_a_success_and_its_duration(
 ) -> None:
     record = failure("/docs/a.pdf", T0)
     tracker.store.record_failure(record)
-    tracker.claims.claim_due(10, now=T0 + 2 * HOUR)
-    tracker.claims.settle([Settlement(record.doc_id, "sent", "new-task")], now=T0 + 2 * HOUR)
+    claim = tracker.claims.claim_due(10, now=T0 + 2 * HOUR)
+    tracker.claims.settle(
+        [Settlement(record.doc_id, "sent", "new-task")], token=claim.token, now=T0 + 2 * HOUR
+    )
 
     took = tracker.store.resolve(
         record.doc_id, recovery_attempt=True, now=T0 + 2 * HOUR + 42
@@ -488,8 +494,10 @@ def test_resolving_a_claimed_document_outside_recovery_counts_no_recovery(
     # own (a user resubmitted it by hand: no docrecovery header)
     record = failure("/docs/a.pdf", T0)
     tracker.store.record_failure(record)
-    tracker.claims.claim_due(10, now=T0 + 2 * HOUR)
-    tracker.claims.settle([Settlement(record.doc_id, "sent", "new-task")], now=T0 + 2 * HOUR)
+    claim = tracker.claims.claim_due(10, now=T0 + 2 * HOUR)
+    tracker.claims.settle(
+        [Settlement(record.doc_id, "sent", "new-task")], token=claim.token, now=T0 + 2 * HOUR
+    )
 
     took = tracker.store.resolve(
         record.doc_id, recovery_attempt=False, now=T0 + 3 * HOUR
@@ -618,10 +626,10 @@ def test_settling_sent_marks_it_sent_and_counts_an_attempt(
 ) -> None:
     ids = seed_due(tracker, due=2)
     now = T0 + 2 * HOUR
-    tracker.claims.claim_due(10, now=now)
+    claim = tracker.claims.claim_due(10, now=now)
 
     sent = tracker.claims.settle(
-        [Settlement(doc, "sent", f"new-{doc}") for doc in ids], now=now + 5
+        [Settlement(doc, "sent", f"new-{doc}") for doc in ids], token=claim.token, now=now + 5
     )
 
     assert sent == 2
@@ -650,12 +658,14 @@ def test_settling_a_resubmission_whose_task_already_reported_counts_its_attempt_
     record = failure("/docs/gone.pdf", T0)
     tracker.store.record_failure(record)
     now = T0 + 2 * HOUR
-    tracker.claims.claim_due(10, now=now)
+    claim = tracker.claims.claim_due(10, now=now)
     report = failure("/docs/gone.pdf", now + 1, task_id="new-task", recovery_attempts=1)
     tracker.store.record_failure(report, recovery_attempt=True, now=now + 1)
 
     # When the run settles it as sent
-    sent = tracker.claims.settle([Settlement(record.doc_id, "sent", "new-task")], now=now + 2)
+    sent = tracker.claims.settle(
+        [Settlement(record.doc_id, "sent", "new-task")], token=claim.token, now=now + 2
+    )
 
     # Then the attempt is counted once, so the next resubmission is attempt 2 (bug:
     # settle counted it again, and the next one said attempt 3)
@@ -670,9 +680,9 @@ def test_settling_release_puts_the_document_back_to_due(
 ) -> None:
     [doc] = seed_due(tracker, due=1)
     now = T0 + 2 * HOUR
-    tracker.claims.claim_due(10, now=now)
+    claim = tracker.claims.claim_due(10, now=now)
 
-    tracker.claims.settle([Settlement(doc, "release", "broker down")], now=now)
+    tracker.claims.settle([Settlement(doc, "release", "broker down")], token=claim.token, now=now)
 
     # Then it is back where it was, nothing used up: the next run may take it at once
     record = tracker.reports.get_record(doc)
@@ -683,14 +693,43 @@ def test_settling_release_puts_the_document_back_to_due(
     assert tracker.claims.claim_due(10, now=now + 1).records[0].doc_id == doc
 
 
+def test_a_run_that_outlived_its_lease_changes_nothing_another_run_has_claimed_since(
+    tracker: Tracker, redis_client: redis.Redis
+) -> None:
+    # Given a document claimed by a run that outlives its lease, then claimed again by
+    # another run once the lease ran out
+    [doc] = seed_due(tracker, due=1)
+    now = T0 + 2 * HOUR
+    lease = tracker.config.recovery_timeout + tracker.config.lease_grace_seconds
+    late = tracker.claims.claim_due(10, now=now)
+    assert tracker.claims.release_expired(now=now + lease) == [doc]
+    other = tracker.claims.claim_due(10, now=now + lease)
+    assert [r.doc_id for r in other.records] == [doc]
+    before = hash_of(redis_client, tracker.keys.record(doc))
+
+    # When the late run settles it as sent, then gives it back
+    tracker.claims.settle([Settlement(doc, "sent", "late-task")], token=late.token, now=now + lease)
+    assert tracker.claims.release([doc], token=late.token, now=now + lease) == []
+
+    # Then it is still the other run's claim, unchanged (bug: the late settle marked it
+    # sent as its own task, and the give-back put it in due while the other sent it)
+    assert hash_of(redis_client, tracker.keys.record(doc)) == before
+    assert zscore(redis_client, tracker.keys.claimed, doc) == now + 2 * lease
+    # And the other run settles it as its own
+    tracker.claims.settle([Settlement(doc, "sent", "new-task")], token=other.token, now=now + lease)
+    stored = hash_of(redis_client, tracker.keys.record(doc))
+    assert (stored["state"], stored["task_id"]) == ("sent", "new-task")
+    assert "claim" not in stored
+
+
 def test_a_resubmission_that_never_started_is_neither_resent_nor_counted_until_the_bound(
     tracker: Tracker, redis_client: redis.Redis
 ) -> None:
     # Given a document resubmitted whose new task is still queued (workers down)
     [doc] = seed_due(tracker, due=1)
     now = T0 + 2 * HOUR
-    tracker.claims.claim_due(10, now=now)
-    tracker.claims.settle([Settlement(doc, "sent", "queued-task")], now=now)
+    claim = tracker.claims.claim_due(10, now=now)
+    tracker.claims.settle([Settlement(doc, "sent", "queued-task")], token=claim.token, now=now)
     bound = now + tracker.config.resend_after_hours * HOUR
 
     # When runs come and go before the resend bound, nothing is released or claimed
@@ -706,8 +745,9 @@ def test_a_resubmission_that_never_started_is_neither_resent_nor_counted_until_t
     assert zscore(redis_client, tracker.keys.due, doc) == T0
     assert tracker.reports.status(now=bound)["recovery_metrics"]["failed_recoveries"] == 0
     # And resent: the queued message, should it ever run, is a stale duplicate
-    assert [r.doc_id for r in tracker.claims.claim_due(10, now=bound).records] == [doc]
-    tracker.claims.settle([Settlement(doc, "sent", "resent-task")], now=bound)
+    claim = tracker.claims.claim_due(10, now=bound)
+    assert [r.doc_id for r in claim.records] == [doc]
+    tracker.claims.settle([Settlement(doc, "sent", "resent-task")], token=claim.token, now=bound)
     assert zscore(redis_client, tracker.keys.superseded, "queued-task") == bound
 
 
@@ -719,8 +759,8 @@ def test_a_late_failure_of_a_run_recovery_replaced_does_not_reopen_its_document(
     tracker.store.record_failure(failure(path, task_id="cut-off-task"))
     doc = document_id(path)
     now = T0 + 2 * HOUR
-    tracker.claims.claim_due(10, now=now)
-    tracker.claims.settle([Settlement(doc, "sent", "newer-task")], now=now)
+    claim = tracker.claims.claim_due(10, now=now)
+    tracker.claims.settle([Settlement(doc, "sent", "newer-task")], token=claim.token, now=now)
     tracker.store.resolve(doc, recovery_attempt=True, task_id="newer-task")
 
     # When the replaced run's failure arrives late (a host back from a partition, or
@@ -761,8 +801,8 @@ def test_a_resubmitted_run_that_starts_late_keeps_its_claim_until_its_own_deadli
     # Given a document resubmitted at `now`, held until the resend bound
     [doc] = seed_due(tracker, due=1)
     now = T0 + 2 * HOUR
-    tracker.claims.claim_due(10, now=now)
-    tracker.claims.settle([Settlement(doc, "sent", "new-task")], now=now)
+    claim = tracker.claims.claim_due(10, now=now)
+    tracker.claims.settle([Settlement(doc, "sent", "new-task")], token=claim.token, now=now)
     config = tracker.config
     bound = now + config.resend_after_hours * HOUR
 
@@ -796,11 +836,14 @@ def test_a_manual_retry_of_a_dead_document_that_did_not_happen_leaves_it_dead(
     bound = now + tracker.config.resend_after_hours * HOUR
 
     # When an operator's retry claims it, and the retry does not happen
-    assert [r.doc_id for r in tracker.claims.claim_ids([doc], now=now).records] == [doc]
+    claim = tracker.claims.claim_ids([doc], now=now)
+    assert [r.doc_id for r in claim.records] == [doc]
     if undone == "the broker refused it":
-        tracker.claims.settle([Settlement(doc, "release", "resubmission failed")], now=now)
+        tracker.claims.settle(
+            [Settlement(doc, "release", "resubmission failed")], token=claim.token, now=now
+        )
     elif undone == "it never started":
-        tracker.claims.settle([Settlement(doc, "sent", "lost-task")], now=now)
+        tracker.claims.settle([Settlement(doc, "sent", "lost-task")], token=claim.token, now=now)
         assert tracker.claims.release_expired(now=bound) == [doc]
     else:
         assert tracker.claims.release_expired(now=bound) == [doc]
@@ -1082,8 +1125,10 @@ def test_recovery_metrics_give_the_success_rate_and_average_recovery_time(
     # Given three documents resubmitted at `now`
     ids = seed_due(tracker, due=3)
     now = T0 + 2 * HOUR
-    tracker.claims.claim_due(10, now=now)
-    tracker.claims.settle([Settlement(doc, "sent", f"new-{doc}") for doc in ids], now=now)
+    claim = tracker.claims.claim_due(10, now=now)
+    tracker.claims.settle(
+        [Settlement(doc, "sent", f"new-{doc}") for doc in ids], token=claim.token, now=now
+    )
 
     # When two succeed after 30 s and 90 s and the third fails again
     tracker.store.resolve(ids[0], recovery_attempt=True, now=now + 30)

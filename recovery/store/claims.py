@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import itertools
 import logging
+import secrets
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -34,8 +36,14 @@ log = logging.getLogger(__name__)
 class ClaimResult:
     """Claimed records; ids moved aside as corrupt (unreadable: not a hash, a missing
     or malformed field), or claimed but undecodable in Python (the caller holds those
-    back, so they stay tracked and visible)."""
+    back, so they stay tracked and visible). ``token`` is the claim's own: settling or
+    giving back its documents takes it, so a run that outlived its lease changes
+    nothing another run has claimed since. ``expires``: when the lease ends, on this
+    process's monotonic clock (read before the claim was asked, so never late); past
+    it, another run may take the documents, so none may be sent."""
 
+    token: str
+    expires: float
     records: list[FailedDocumentRecord]
     corrupt: list[str] = field(default_factory=list)
     undecodable: list[str] = field(default_factory=list)
@@ -92,22 +100,31 @@ class Claims(Part):
                 ]
                 replies = self.connection.read_all(calls)
         chosen = _deal([strs(ids) for _, ids in replies], limit, next(self._start))
+        token, expires = _token(), time.monotonic() + self._lease
         results = [
-            self._claim(shard, ids, mode, float(at), delays, jitter)
+            self._claim(shard, ids, mode, float(at), delays, jitter, token, expires)
             for shard, (at, _), ids in zip(self.shards, replies, chosen, strict=True)
             if ids
         ]
-        return _merge(results)
+        return _merge(token, expires, results)
 
     def claim_ids(self, doc_ids: Sequence[str], now: float | None = None) -> ClaimResult:
         """Claim these documents for an operator's retry, dead ones included; any that
         is already claimed, sent or being recovered is left alone (never sent twice)."""
+        token, expires = _token(), time.monotonic() + self._lease
         return _merge(
+            token,
+            expires,
             [
-                self._claim(shard, ids, "manual", now, "[]", 0.0)
+                self._claim(shard, ids, "manual", now, "[]", 0.0, token, expires)
                 for shard, ids in self.split(doc_ids, str)
-            ]
+            ],
         )
+
+    @property
+    def _lease(self) -> int:
+        """Seconds a claim holds: the run's time limit and a grace."""
+        return self.config.recovery_timeout + self.config.lease_grace_seconds
 
     def _claim(
         self,
@@ -117,18 +134,20 @@ class Claims(Part):
         now: float | None,
         delays: str,
         jitter: float,
+        token: str,
+        expires: float,
     ) -> ClaimResult:
-        config = self.config
         with self.connection.errors("claim"):
             claimed, corrupt = shard.scripts.claim(
                 items=[shard.keys.record(doc_id) for doc_id in ids],
                 item_args=ids,
                 now=_at(now),
-                lease=config.recovery_timeout + config.lease_grace_seconds,
-                retention=config.retention_seconds,
+                lease=self._lease,
+                retention=self.config.retention_seconds,
                 mode=mode,
                 delays=delays,
                 jitter=jitter,
+                token=token,
             )
         records = []
         undecodable = []
@@ -142,11 +161,14 @@ class Claims(Part):
                 undecodable.append(doc_id)
         for doc_id in corrupt:
             log.warning("corrupt record %s moved aside by claim", shard.keys.record(doc_id))
-        return ClaimResult(records, strs(corrupt), undecodable)
+        return ClaimResult(token, expires, records, strs(corrupt), undecodable)
 
-    def settle(self, outcomes: Sequence[Settlement], now: float | None = None) -> int:
+    def settle(
+        self, outcomes: Sequence[Settlement], *, token: str, now: float | None = None
+    ) -> int:
         """Mark resubmitted documents, release or hold back the others, stamp the run
-        (in every shard, those without outcomes too)."""
+        (in every shard, those without outcomes too); only documents still under the
+        claim ``token`` change."""
         parts = dict(self.split(outcomes, lambda s: s.doc_id))
         sent = 0
         with self.connection.errors("settle"):
@@ -162,6 +184,7 @@ class Claims(Part):
                         resend=self.config.resend_after_hours * 3600,
                         step=series.STEP,
                         keep=series.KEEP,
+                        token=token,
                     )
                 )
         return sent
@@ -197,29 +220,31 @@ class Claims(Part):
                 while ids := strs(
                     client.zrangebyscore(shard.keys.claimed, "-inf", bound, 0, CHUNK)
                 ):
-                    released += self._release(shard, ids, bound, force=False)
+                    released += self._release(shard, ids, bound, "")
                     if len(ids) < CHUNK:
                         break
         return released
 
-    def release(self, doc_ids: Sequence[str], now: float | None = None) -> list[str]:
-        """Give claimed documents back to due at once."""
+    def release(self, doc_ids: Sequence[str], *, token: str, now: float | None = None) -> list[str]:
+        """Give back at once the documents still under the claim ``token``."""
         with self.connection.errors("release"):
             return [
                 doc_id
                 for shard, ids in self.split(doc_ids, str)
-                for doc_id in self._release(shard, ids, now, force=True)
+                for doc_id in self._release(shard, ids, now, token)
             ]
 
     def _release(
-        self, shard: Shard, ids: Sequence[str], now: float | None, force: bool
+        self, shard: Shard, ids: Sequence[str], now: float | None, token: str
     ) -> list[str]:
+        """``token`` '' returns the claims that ran out by ``now``; any other, those
+        still under that claim, whatever their lease."""
         return strs(
             shard.scripts.release(
                 items=[shard.keys.record(doc_id) for doc_id in ids],
                 item_args=ids,
                 now=_at(now),
-                force=int(force),
+                token=token,
             )
         )
 
@@ -240,10 +265,17 @@ def _deal(candidates: list[list[str]], limit: int, start: int) -> list[list[str]
     return taken
 
 
-def _merge(results: Sequence[ClaimResult]) -> ClaimResult:
+def _token() -> str:
+    """A claim's own token: random, so no two runs share one, whatever their clocks."""
+    return secrets.token_hex(8)
+
+
+def _merge(token: str, expires: float, results: Sequence[ClaimResult]) -> ClaimResult:
     if len(results) == 1:
         return results[0]
     return ClaimResult(
+        token,
+        expires,
         [record for r in results for record in r.records],
         [doc_id for r in results for doc_id in r.corrupt],
         [doc_id for r in results for doc_id in r.undecodable],

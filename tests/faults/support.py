@@ -152,24 +152,35 @@ class Interrupted(BaseException):
 
 
 @contextlib.contextmanager
-def interrupted_at(
-    function: str, raising: type[BaseException] = Interrupted, after: int = 0
-) -> Iterator[None]:
-    """Raise ``raising`` (a soft time limit's, say) as a call of a function named
-    ``function`` starts, the first after ``after`` such calls, as a signal would there:
-    at redis-py's ``parse_response`` a command has gone out and its reply is not read
-    yet."""
+def at_call(function: str, action: Callable[[], object], after: int = 0) -> Iterator[None]:
+    """Run ``action`` as a call of a function named ``function`` starts, the first after
+    ``after`` such calls: what a signal, a pause or another process would do at that
+    point (an exception ``action`` raises is raised there)."""
     calls = itertools.count()
 
-    def interrupt(frame: FrameType, event: str, _: Any) -> None:
+    def hook(frame: FrameType, event: str, _: Any) -> None:
         if event == "call" and frame.f_code.co_name == function and next(calls) == after:
-            raise raising
+            action()
 
-    sys.settrace(interrupt)
+    sys.settrace(hook)
     try:
         yield
     finally:
         sys.settrace(None)
+
+
+def interrupted_at(
+    function: str, raising: type[BaseException] = Interrupted, after: int = 0
+) -> contextlib.AbstractContextManager[None]:
+    """Raise ``raising`` (a soft time limit's, say) as a call of a function named
+    ``function`` starts, the first after ``after`` such calls, as a signal would there:
+    at redis-py's ``parse_response`` a command has gone out and its reply is not read
+    yet."""
+
+    def interrupt() -> None:
+        raise raising
+
+    return at_call(function, interrupt, after)
 
 
 # --- waiting -----------------------------------------------------------------------

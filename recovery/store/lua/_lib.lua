@@ -2,8 +2,9 @@
 -- binds to positions by the names its header declares (see recovery/store/scripts.py).
 --
 -- Record hash fields (see recovery/records.py): state reason retries attempts failures
--- first last cat worker query qlabel task_id rec_at fp tlimit dscore dead lane sig hist ev
--- body (ev: the last worker report applied, see record_failure.lua; dead: see requeue).
+-- first last cat worker query qlabel task_id rec_at fp tlimit dscore dead claim lane sig
+-- hist ev body (ev: the last worker report applied, see record_failure.lua; dead: see
+-- requeue; claim: the token of the claim that holds it, see claim.lua).
 -- Only names passed in KEYS are ever touched.
 --
 -- The due index holds every live document waiting for recovery in one sorted set,
@@ -169,10 +170,11 @@ local function requeue(claimed, due, dead, id, rec, reason)
   if was then
     redis.call('ZADD', dead, num(due_score(rec)), id)
     redis.call('HSET', rec, 'state', 'dead', 'reason', was)
-    redis.call('HDEL', rec, 'dead')
+    redis.call('HDEL', rec, 'dead', 'claim')
   else
     redis.call('ZADD', due, num(due_score(rec)), id)
     redis.call('HSET', rec, 'state', 'failed', 'reason', reason)
+    redis.call('HDEL', rec, 'claim')
   end
 end
 

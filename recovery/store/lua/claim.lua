@@ -1,7 +1,10 @@
 -- Claim documents for one recovery run, each with a lease.
 -- KEYS: due failed claimed waiting dead corrupt imports
--- ARGV: now lease retention mode delays jitter
+-- ARGV: now lease retention mode delays jitter token
 -- Then one record key per candidate (item_key(i)) and the candidate ids (item_arg(i)).
+-- token: this claim's own, kept in each record it takes (`claim`): only a settle or a
+-- give-back with the same token changes a claimed document, so a run that outlived
+-- its lease cannot settle or release a claim another run has since taken.
 -- lease: seconds the claim holds; retention: documents first failed longer ago than
 -- this many seconds are left to cleanup; delays and jitter: the run's backoff per
 -- retry level and its jitter, as select_due.lua reads them. mode:
@@ -66,12 +69,14 @@ end
 local function take(id, rec, score, flat, dead)
   local item = {id}
   if write then
-    local set = {state = 'claimed', rec_at = num(now), dscore = num(score), dead = dead}
+    local set = {state = 'claimed', rec_at = num(now), dscore = num(score), claim = A.token,
+      dead = dead}
     redis.call('ZREM', K.due, id)
     redis.call('ZREM', K.waiting, id)
     redis.call('ZREM', K.dead, id)
     redis.call('ZADD', K.claimed, num(lease), id)
-    redis.call('HSET', rec, 'state', set.state, 'rec_at', set.rec_at, 'dscore', set.dscore)
+    redis.call('HSET', rec, 'state', set.state, 'rec_at', set.rec_at, 'dscore', set.dscore,
+      'claim', set.claim)
     if dead then redis.call('HSET', rec, 'dead', dead) end
     redis.call('HDEL', rec, 'reason')
     for j = 1, #flat, 2 do
@@ -82,7 +87,7 @@ local function take(id, rec, score, flat, dead)
         set[name] = nil
       end
     end
-    for _, name in ipairs({'state', 'rec_at', 'dscore', 'dead'}) do
+    for _, name in ipairs({'state', 'rec_at', 'dscore', 'claim', 'dead'}) do
       if set[name] then
         item[#item + 1] = name
         item[#item + 1] = set[name]

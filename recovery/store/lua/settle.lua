@@ -1,6 +1,6 @@
 -- Finish a recovery run: mark what was resubmitted, release or hold back the rest.
 -- KEYS: due claimed dead waiting stats superseded inflight series series_buckets
--- ARGV: now resend step keep
+-- ARGV: now resend step keep token
 -- Then one record key per item (item_key(i)) and three values per item: id, outcome
 -- ('sent' | 'release' | 'wait'), and the new task id (sent) or the reason.
 -- 'sent' counts a recovery attempt. The document stays claimed until its new task
@@ -8,6 +8,8 @@
 -- backlog or stopped workers is neither resent nor counted before then, and one whose
 -- message was lost is resent then, uncounted. The task id it replaces is marked
 -- superseded: a broker redelivery of that old message is a stale duplicate.
+-- Only a document still under this run's claim (`token`, see claim.lua) is changed: one
+-- whose lease ran out and that another run has claimed since is that run's to settle.
 -- 'release' puts a document back where it was (resubmission failed); 'wait' holds
 -- it back, uncounted, until a run finds its precondition met (waiting index, scored
 -- by when it was last probed).
@@ -27,8 +29,8 @@ for item = 1, item_args / 3 do
   local at = (item - 1) * 3
   local id, outcome, detail = item_arg(at + 1), item_arg(at + 2), item_arg(at + 3)
   local rec = item_key(item)
-  local f = is_hash(rec) and redis.call('HMGET', rec, 'state', 'task_id', 'hist')
-  local mine = f and f[1] == 'claimed'
+  local f = is_hash(rec) and redis.call('HMGET', rec, 'state', 'task_id', 'hist', 'claim')
+  local mine = f and f[1] == 'claimed' and f[4] == A.token
   if outcome == 'sent' then
     sent = sent + 1
     if mine then
@@ -39,7 +41,7 @@ for item = 1, item_args / 3 do
       redis.call('ZADD', K.claimed, deadline and num(deadline) or resend_at, id)
       redis.call('HSET', rec, 'state', deadline and 'recovering' or 'sent', 'task_id', detail,
         'hist', history_add(f[3], 'resubmitted', stamp, detail))
-      redis.call('HDEL', rec, 'reason')
+      redis.call('HDEL', rec, 'reason', 'claim')
     end
   elseif mine and outcome == 'release' then
     requeue(K.claimed, K.due, K.dead, id, rec, detail)
@@ -47,6 +49,7 @@ for item = 1, item_args / 3 do
     redis.call('ZREM', K.claimed, id)
     redis.call('ZADD', K.waiting, stamp, id)
     redis.call('HSET', rec, 'state', 'waiting', 'reason', detail)
+    redis.call('HDEL', rec, 'claim')
   end
 end
 redis.call('HINCRBY', K.stats, 'recovery_attempts', sent)
