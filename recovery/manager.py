@@ -41,19 +41,17 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Literal, overload
 
 from celery import Celery
 
 from recovery.config import RecoveryConfig
-from recovery.errors import RecoveryError
-from recovery.holds import UNDECODABLE, Holds
-from recovery.resubmit import Outcome, Resubmitter, sender_app
-from recovery.store import Selection, Settlement, Tracker
-from recovery.store.claims import ClaimResult
+from recovery.dispatch import Dispatch
+from recovery.holds import Holds
+from recovery.resubmit import Resubmitter, sender_app
+from recovery.store import Selection, Tracker
 from recovery.summaries import (
     Held,
     Preview,
@@ -101,6 +99,7 @@ class RecoveryManager:
         self.config = self.tracker.config
         self.app = app or sender_app(self.tracker.url)
         self.resubmitter = Resubmitter(self.app, self.config)
+        self.dispatch = Dispatch(self.tracker.claims, self.resubmitter)
         self.holds = Holds(self.tracker, self.config)
         if self.config.verbose:
             logging.getLogger("recovery").setLevel(logging.DEBUG)
@@ -153,14 +152,10 @@ class RecoveryManager:
         canaries: dict[str, int],
     ) -> RunSummary:
         """Steps 5 to 7: claim, decide and resubmit, settle; ``canaries`` is what each
-        open breaker may still send, spent here."""
-        claims = self.tracker.claims
-        claim = claims.claim_due(self.config.recovery_batch_size, now, force=force)
-        with self._given_back_on_error(claim, now) as out:
-            outcomes = self._decide(claim, canaries, out)
-        claims.settle([s for s, _ in outcomes], token=claim.token, now=now)
-        resubmitted = [sent for _, sent in outcomes if sent is not None]
-        self.resubmitter.link(resubmitted)
+        open breaker may still send, spent here. A document whose precondition fails or
+        whose category's circuit breaker is open is held back, uncounted."""
+        claim = self.tracker.claims.claim_due(self.config.recovery_batch_size, now, force=force)
+        outcomes = self.dispatch(claim, lambda records: self.holds.of(records, canaries), now=now)
         summary = RunSummary(
             started_at=started,
             cleaned=upkeep.cleaned,
@@ -169,7 +164,7 @@ class RecoveryManager:
             claims_returned=upkeep.returned,
             reopened=upkeep.reopened,
             claimed=len(claim.records),
-            resubmitted=resubmitted,
+            resubmitted=[sent for _, sent in outcomes if sent is not None],
             waiting=[Held(s.doc_id, s.detail) for s, _ in outcomes if s.outcome == "wait"],
             released=[s.doc_id for s, _ in outcomes if s.outcome == "release"],
             corrupt=claim.corrupt + claim.undecodable,
@@ -183,55 +178,6 @@ class RecoveryManager:
             len(summary.corrupt),
         )
         return summary
-
-    @contextmanager
-    def _given_back_on_error(
-        self, claim: ClaimResult, now: float | None
-    ) -> Iterator[list[Outcome]]:
-        """A run cut off between its claim and its settle settles what it sent (the
-        list it yields, which the send fills with each resubmission whose message has
-        left) and gives the rest of its claim back at once, uncounted, instead of
-        leaving the batch claimed until its lease ends; given back, a document already
-        sent would be sent again."""
-        out: list[Outcome] = []
-        try:
-            yield out
-        except BaseException:
-            sent = [settlement for settlement, _ in out]
-            done = {settlement.doc_id for settlement in sent}
-            ids = [r.doc_id for r in claim.records] + claim.undecodable
-            try:
-                if sent:
-                    self.tracker.claims.settle(sent, token=claim.token, now=now)
-                self.tracker.claims.release(
-                    [i for i in ids if i not in done], token=claim.token, now=now
-                )
-            except RecoveryError as exc:
-                log.error("could not give back a failed run's claim (its lease will): %s", exc)
-            raise
-
-    def _decide(
-        self, claim: ClaimResult, canaries: dict[str, int], out: list[Outcome]
-    ) -> list[Outcome]:
-        """Resubmit each claimed document, or hold it back without counting a retry
-        when its precondition fails or its category's circuit breaker is open; an
-        undecodable record is held back too, kept and visible. ``out`` gets each
-        resubmission as its message leaves."""
-        holds = self.holds.of(claim.records, canaries)
-        decided = self.resubmitter.send(claim.records, holds, expires=claim.expires, out=out)
-        decided += [(Settlement(doc_id, "wait", UNDECODABLE), None) for doc_id in claim.undecodable]
-        for settlement, sent in decided:
-            if sent is not None:
-                log.debug(
-                    "resubmitted %s as %s to %s with a %s s limit",
-                    sent.path,
-                    sent.task_id,
-                    sent.queue,
-                    sent.time_limit,
-                )
-            else:
-                log.debug("%s %s: %s", settlement.outcome, settlement.doc_id, settlement.detail)
-        return decided
 
     def reopen_held(self, now: float | None = None) -> int:
         """Probe documents held back by a failed precondition; those whose cause is
@@ -325,28 +271,17 @@ class RecoveryManager:
         """Resubmit these documents now, dead ones too, as manual retries: they do not
         count against ``max_retry_count``. The set is fixed when called, and a document
         already claimed or in recovery is skipped, so none is enqueued twice."""
-        claims = self.tracker.claims
         sent: list[Resubmission] = []
         skipped: list[str] = []
         released: list[str] = []
         size = self.config.recovery_batch_size
         for start in range(0, len(doc_ids), size):
             chunk = doc_ids[start : start + size]
-            claim = claims.claim_ids(chunk)
-            taken = {r.doc_id for r in claim.records}
+            claim = self.tracker.claims.claim_ids(chunk)
+            taken = {r.doc_id for r in claim.records} | set(claim.undecodable)
             skipped += [d for d in chunk if d not in taken]
-            with self._given_back_on_error(claim, None) as out:
-                outcomes = self.resubmitter.send(
-                    claim.records,
-                    [None] * len(claim.records),
-                    manual=True,
-                    expires=claim.expires,
-                    out=out,
-                )
-            claims.settle([o for o, _ in outcomes], token=claim.token)
-            chunk_sent = [resubmission for _, resubmission in outcomes if resubmission is not None]
-            self.resubmitter.link(chunk_sent)
-            sent += chunk_sent
+            outcomes = self.dispatch(claim, manual=True)
+            sent += [resubmission for _, resubmission in outcomes if resubmission is not None]
             released += [o.doc_id for o, _ in outcomes if o.outcome == "release"]
         return RetryResult(sent, skipped, released)
 

@@ -108,7 +108,7 @@ class Preview(_Json):
 class RetryResult(_Json):
     """An operator's retry: what was resubmitted, the ids skipped (not tracked, or
     already claimed or in recovery), and those given back, left as they were, because
-    their resubmission failed."""
+    their resubmission failed or their record cannot be decoded."""
 
     resubmitted: list[Resubmission]
     skipped: list[str]

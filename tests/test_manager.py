@@ -335,6 +335,32 @@ def test_a_record_whose_body_holds_a_field_of_another_type_is_held_and_the_batch
     assert redis_client.zscore(tracker.keys.claimed, bad.doc_id) is None
 
 
+def test_a_manual_retry_of_undecodable_records_leaves_them_as_they_were_not_sent(
+    make_manager: ManagerFactory, redis_client: redis.Redis
+) -> None:
+    # Given a due and a dead document whose bodies cannot be decoded
+    manager = make_manager()
+    tracker, keys = manager.tracker, manager.tracker.keys
+    due = failure("/docs/due.pdf", T0)
+    dead = failure("/docs/dead.pdf", T0, error_category="permanent")
+    for record in (due, dead):
+        tracker.store.record_failure(record)
+        body = encode_body({"path": record.document_path, "task": record.task_name, "args": 5})
+        redis_client.hset(keys.record(record.doc_id), "body", body)
+
+    # When an operator retries both
+    result = manager.retry([due.doc_id, dead.doc_id])
+
+    # Then neither is sent nor left claimed (bug: both stayed claimed until the lease
+    # ended, and were reported as skipped): each is where it was, named as not sent
+    assert (result.resubmitted, result.skipped) == ([], [])
+    assert sorted(result.released) == sorted([due.doc_id, dead.doc_id])
+    assert redis_client.zcard(keys.claimed) == 0
+    assert redis_client.zscore(keys.due, due.doc_id) == T0
+    assert redis_client.hget(keys.record(dead.doc_id), "state") == "dead"
+    assert redis_client.zscore(keys.dead, dead.doc_id) == T0
+
+
 def test_a_path_no_system_call_takes_is_held_and_the_batch_goes(
     make_manager: ManagerFactory, redis_client: redis.Redis
 ) -> None:
@@ -650,7 +676,7 @@ def test_a_dry_run_does_not_promise_to_resend_a_document_whose_file_is_still_mis
     assert [item.doc_id for item in summary.waiting] == [document_id(str(missing))]
     assert int(redis_client.llen("documents")) == 1
     # ...and the dry run said so (bug: preview plans every due document without the
-    # precondition probe or the circuit breaker the real run applies in _decide)
+    # precondition probe or the circuit breaker the real run applies)
     assert [item.path for item in preview.would_resubmit] == [str(back)]
 
 
