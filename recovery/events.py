@@ -164,12 +164,19 @@ class Reporter:
         log.error("docrecovery: %s event spooled to %s, not delivered: %r", event.kind, where, exc)
 
     def replay(self, tracker: Tracker) -> int:
-        """Apply every spooled event; 0 when Redis is still away (they stay spooled)."""
+        """Apply every spooled event; 0 when Redis is still away (they stay spooled).
+        A soft time limit that cuts the replay off keeps them too and is raised on: it
+        is the calling task's (``recovery.run``), which must stop, not go on past it."""
         try:
             replayed = self.spool.replay(lambda raw: from_json(raw).apply(tracker), NOT_DELIVERED)
-        except NOT_DELIVERED as exc:
+        except TrackerUnavailable as exc:
             log.warning("docrecovery: spool replay stopped, events not applied kept: %r", exc)
             return 0
+        except SoftTimeLimitExceeded:
+            log.warning(
+                "docrecovery: soft time limit: spool replay stopped, events not applied kept"
+            )
+            raise
         if replayed:
             log.warning("docrecovery: replayed %d spooled events", replayed)
         return replayed

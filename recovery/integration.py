@@ -301,7 +301,8 @@ class Recovery:
     def run(self, *, dry_run: bool = False, force: bool = False) -> dict[str, Any]:
         """One locked recovery run: spool replay, then a batch (or a dry-run preview);
         ``force`` ignores every backoff. The task's result, so JSON: the run's summary
-        with what the replay sent."""
+        with what the replay sent. A soft time limit in the replay ends the run there,
+        before it claims anything, the events it did not apply still spooled."""
         manager = self.manager()
         if dry_run:
             return manager.run_batch(dry_run=True, force=force).to_dict()

@@ -29,12 +29,14 @@ from typing import Any
 import pytest
 import redis
 from celery import Celery, Task
+from celery.exceptions import SoftTimeLimitExceeded
 from celery.result import AsyncResult
 from celery.signals import task_postrun, task_prerun
-from faults.support import wait_for
+from faults.support import interrupted_at, wait_for
 
 from recovery import DocumentRecoveryManager, RecoveryConfig, TrackedTask, installed
 from recovery.environment import fingerprint
+from recovery.events import FailureEvent
 from recovery.keys import Keys
 from recovery.records import FailedDocumentRecord, document_id
 from recovery.redis_server import RedisServer
@@ -515,6 +517,49 @@ def test_recovery_run_as_a_dry_run_reports_the_plan_and_changes_nothing(
     assert (plan["path"], plan["queue"], plan["attempt"]) == (str(path), "documents", 1)
     assert snapshot(redis_client) == before
     assert redis_client.llen("documents") == 0
+
+
+def test_recovery_run_whose_soft_time_limit_fires_in_its_spool_replay_stops_there(
+    recovery_setup: Setup,
+    runs: Runs,
+    doc_root: Path,
+    tmp_path: Path,
+    celery_app: Celery,
+    redis_client: redis.Redis,
+) -> None:
+    # Given a document due for recovery, and two failures of files still missing
+    # spooled while Redis was away
+    tracker = recovery_setup().tracker
+    path = doc_root / "late.txt"
+    fail_missing(celery_app, runs, path)
+    copy_sample("worker-lost.txt", path)
+    spool = Spool(tmp_path / "spool")
+    spooled = []
+    for n in range(2):
+        missing = str(doc_root / f"missing-{n}.txt")
+        record = FailedDocumentRecord(
+            missing, f"t{n}", "E: x", args=[missing, None, {}], error_category="file_not_found"
+        )
+        spooled.append(FailureEvent(record, True, False))
+        spool.append(spooled[-1].to_json())
+
+    # When recovery.run's soft time limit fires as its replay comes to the second
+    with interrupted_at("from_json", SoftTimeLimitExceeded, after=1):
+        result = celery_app.tasks["recovery.run"].apply()
+
+    # Then the run ends there, failing with the soft time limit (before: it went on
+    # to claim and resubmit a batch with no time left), the lock released
+    assert result.failed()
+    assert isinstance(result.result, SoftTimeLimitExceeded)
+    assert record_of(tracker, path).state == "failed"
+    assert not redis_client.exists(KEYS.run_lock)
+    # And the event it did not apply stays spooled
+    assert tracker.reports.get_record(spooled[0].record.doc_id) is not None
+    assert spool.count() == 1
+    # And the next run replays it and resubmits the document
+    summary = celery_app.send_task("recovery.run").get(timeout=TIMEOUT)
+    assert summary["spool_replayed"] == 1
+    assert [sent["path"] for sent in summary["resubmitted"]] == [str(path)]
 
 
 # --- Redis away: spooled, then replayed ------------------------------------------------
