@@ -485,6 +485,37 @@ def test_the_metrics_exporter_binds_beyond_loopback_only_with_credentials_from_t
     assert any(str(p).endswith(f":{port}") for p in svc.get("ports", []))
 
 
+@pytest.mark.parametrize("allowed", ["", "dash.example.com *.corp.example"])
+def test_the_dashboard_answers_localhost_and_the_names_given_in_dashboard_allowed_hosts(
+    allowed: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from recovery.cli.servers import dashboard
+    from recovery.dashboard.auth import trusted_hosts
+
+    # Given the dashboard's service, with DASHBOARD_ALLOWED_HOSTS unset (so empty) or set
+    (svc,) = [
+        svc for svc in services().values() if command(svc)[:2] == ["docrecovery", "dashboard"]
+    ]
+    value = environment(svc).get("DOCRECOVERY_DASHBOARD_ALLOWED_HOSTS")
+    reference = ENV_REFERENCE.fullmatch(value or "")
+    assert reference is not None
+    assert reference["name"] == "DASHBOARD_ALLOWED_HOSTS"
+    assert reference["modifier"] == ":-", "optional: localhost needs no name"
+    monkeypatch.setenv("DOCRECOVERY_DASHBOARD_ALLOWED_HOSTS", allowed)
+
+    # When its command reads its options as the container runs it
+    params = dashboard.make_context("dashboard", command(svc)[2:], resilient_parsing=True).params
+    names = trusted_hosts(params["host"], params["allowed_hosts"])
+
+    # Then it answers the name the top of the file tells users to open, and each given
+    header = (ROOT / "docker-compose.yml").read_text().partition("\nx-")[0]
+    opened = re.findall(rf"open (http://[^\s]+:{params['port']})", header)
+    assert opened, "the top of the file says where to open the dashboard"
+    assert {urlsplit(url).hostname for url in opened} <= set(names)
+    assert set(allowed.split()) <= set(names)
+    assert "DASHBOARD_ALLOWED_HOSTS" in header
+
+
 def test_flower_reads_the_flowerconfig_the_image_copies_in() -> None:
     (name,) = running("flower")
     argv = app_services()[name].params["tornado_argv"]

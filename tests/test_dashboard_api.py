@@ -570,19 +570,32 @@ def test_a_bad_allowed_host_is_refused_by_name(tracker: Tracker) -> None:
         create_app(tracker.url, CONFIG, credentials=Credentials(), allowed_hosts=["dash internal"])
 
 
-def test_with_credentials_any_name_is_answered_unless_allowed_hosts_are_given(
-    make_client: ClientFactory,
+@pytest.mark.parametrize(
+    ("credentials", "auth"),
+    [
+        (Credentials(token="t0ken"), {"Authorization": "Bearer t0ken"}),
+        (Credentials(user="ops", password="s3cret"), basic("ops", "s3cret")),
+    ],
+)
+def test_with_credentials_too_only_its_own_names_and_the_allowed_hosts_are_answered(
+    make_client: ClientFactory, credentials: Credentials, auth: dict[str, str]
 ) -> None:
-    # Given dashboards behind a bearer token, one of them told its name
-    credentials = Credentials(token="t0ken")
-    auth = {"Authorization": "Bearer t0ken"}
-    anywhere = make_client(credentials, base_url="http://dash.example.com:5580")
-    named = make_client(credentials, allowed_hosts=["dash.example.com"])
+    # Given a dashboard with credentials on every address, told no name
+    client = make_client(credentials, host="0.0.0.0")
 
-    # Then the first answers under any name, the second only under its own
-    assert anywhere.get("/api/overview", headers=auth).status_code == 200
+    # When a page rebound to it sends the right credentials (guessed, from inside the
+    # network) under its own name, and a browser on this machine under localhost
+    rebound = client.get("/api/overview", headers={**auth, "Host": "attacker.example:5580"})
+    local = client.get("/api/overview", headers={**auth, "Host": "localhost:5580"})
+
+    # Then the rebound request is refused before its credentials count (before: with
+    # credentials and no allowed host, any name was answered), the local one answered
+    assert rebound.status_code == 400
+    assert "total_failed_documents" not in rebound.text
+    assert local.is_success
+    # And told the name it is reached by, it answers that name too
+    named = make_client(credentials, host="0.0.0.0", allowed_hosts=["dash.example.com"])
     assert named.get("/api/overview", headers={**auth, "Host": "dash.example.com"}).is_success
-    assert named.get("/api/overview", headers={**auth, "Host": "other.example"}).status_code == 400
 
 
 @pytest.mark.parametrize(

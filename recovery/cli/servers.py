@@ -48,7 +48,7 @@ def metrics(session: Session, host: str, port: int) -> int:
     multiple=True,
     envvar="DOCRECOVERY_DASHBOARD_ALLOWED_HOSTS",
     help="A Host name to answer besides 127.0.0.1, localhost, [::1] and --host "
-    "(repeat it; *.example.com for a domain). With credentials and none given: any.",
+    "(repeat it; *.example.com for a domain); no other is answered, with credentials too.",
 )
 @shared(data=False)
 @operation
@@ -62,7 +62,7 @@ def dashboard(session: Session, host: str, port: int, allowed_hosts: tuple[str, 
       docrecovery dashboard
       docrecovery dashboard --allowed-host dash.internal   # a name of 127.0.0.1
       DOCRECOVERY_DASHBOARD_USER=ops DOCRECOVERY_DASHBOARD_PASSWORD=... \\
-        docrecovery dashboard --host 0.0.0.0
+        docrecovery dashboard --host 0.0.0.0 --allowed-host dash.example.com
     """
     try:
         from recovery import dashboard as web

@@ -17,8 +17,8 @@ Built on Starlette, Jinja2 and uvicorn (the ``dashboard`` extra). Charts are dra
 the server as SVG and CSS bars, and the live refresh is a small script in the package:
 the pages work offline, with nothing fetched from a CDN. Credentials come from the
 environment (:mod:`recovery.dashboard.auth`); :func:`serve` refuses to listen beyond
-loopback without them, and then answers only requests addressed to a name of this
-machine or an allowed host (against DNS rebinding).
+loopback without them, and answers only requests addressed to a name of this machine,
+its address or an allowed host (against DNS rebinding), with them too.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from recovery.config import RecoveryConfig
 from recovery.errors import CannotListen
 
 from .app import create_app
-from .auth import VARIABLES
+from .auth import VARIABLES, trusted_hosts
 
 __all__ = ["create_app", "serve"]
 
@@ -81,6 +81,12 @@ def serve(
             bound,
             "credentials required" if credentials.required else "no credentials, loopback only",
         )
+    # any other name gets 400 "Invalid host header": say which names, and how to add one
+    log.info(
+        "docrecovery dashboard answers requests addressed to %s"
+        " (add names with --allowed-host or DOCRECOVERY_DASHBOARD_ALLOWED_HOSTS)",
+        ", ".join(trusted_hosts(host, allowed_hosts)),
+    )
     server = uvicorn.Server(uvicorn.Config(app, log_level="info", proxy_headers=False))
     try:
         server.run(sockets=sockets)

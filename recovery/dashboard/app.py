@@ -370,10 +370,10 @@ def create_app(
     link to ``DOCRECOVERY_FLOWER_URL``. Retries are sent through ``celery_app`` (the
     app ``celery -A`` loaded, with its broker), else a sender app of the environment's
     broker. It answers requests addressed to a loopback name, ``host`` (the address it
-    listens on) or one of ``allowed_hosts`` (any name, with credentials and no
-    ``allowed_hosts``): see :func:`recovery.dashboard.auth.trusted_hosts`."""
+    listens on) or one of ``allowed_hosts``, whatever the credentials: see
+    :func:`recovery.dashboard.auth.trusted_hosts`."""
     credentials = Credentials.from_env(VARIABLES) if credentials is None else credentials
-    names = trusted_hosts(credentials, host, allowed_hosts)
+    names = trusted_hosts(host, allowed_hosts)
     manager = manager or RecoveryManager(redis_url, config, app=celery_app)
     dashboard = Dashboard(manager, credentials, flower_url or os.environ.get(FLOWER_ENV) or None)
     d = dashboard

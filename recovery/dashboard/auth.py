@@ -12,12 +12,14 @@ the CSRF token: a random value held in a signed, HttpOnly, SameSite cookie and
 repeated in the form's hidden field (or the ``X-CSRF-Token`` header). A request
 authenticated by a bearer token is exempt: a browser never adds that header itself.
 
-Without credentials the loopback address is the only guard, and DNS rebinding gets
-past it: a page of attacker.example whose name then resolves to 127.0.0.1 is, to the
-browser, the same origin as the dashboard it reaches, and could read the CSRF token
-and post with it. So such a dashboard answers only requests addressed by a name of
-this machine (:func:`trusted_hosts`), and no dashboard takes a POST whose Origin (or,
-without one, Referer) names another host than the request's (:func:`cross_origin`).
+DNS rebinding gets past the address a dashboard listens on: a page of attacker.example
+whose name then resolves to the dashboard's address is, to the browser, the same
+origin as the dashboard it reaches. Without credentials its script could read the CSRF
+token and post with it; with them it could send guessed ones from inside the network
+and read the answers. So a dashboard answers only requests addressed by a name of this
+machine, its address or an allowed name (:func:`trusted_hosts`), and takes no POST
+whose Origin (or, without one, Referer) names another host than the request's
+(:func:`cross_origin`).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import secrets
 from collections.abc import Iterable, Mapping
 from urllib.parse import urlsplit
 
-from recovery.access import Credentials, Variables
+from recovery.access import Variables
 from recovery.errors import ConfigError
 
 #: DOCRECOVERY_DASHBOARD_USER, _PASSWORD and _TOKEN (recovery.access.Credentials).
@@ -93,14 +95,12 @@ def host_name(value: str) -> str:
     return f"[{address}]" if address.version == 6 else str(address)
 
 
-def trusted_hosts(credentials: Credentials, host: str | None, allowed: Iterable[str]) -> list[str]:
+def trusted_hosts(host: str | None, allowed: Iterable[str]) -> list[str]:
     """The Host header names the dashboard answers (Starlette's TrustedHostMiddleware
     patterns): the loopback names, the address it listens on and the ``allowed``
-    names. With credentials and no ``allowed`` name, any: a browser only sends them
-    to the site they were given to, and a dashboard on 0.0.0.0 cannot know its names."""
+    names, with credentials too (see the module's docstring). A dashboard on 0.0.0.0
+    cannot know the names it is reached by: they are to be ``allowed``."""
     names = [host_name(name) for name in allowed]
-    if credentials.required and not names:
-        return ["*"]
     if host is not None and host.strip().lower() not in WILDCARDS:
         names.append(host_name(host))
     return list(dict.fromkeys([*LOOPBACK_NAMES, *names]))
