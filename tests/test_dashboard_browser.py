@@ -23,6 +23,7 @@ import uvicorn
 from conftest import WorkerProcess
 from faults.support import wait_for
 from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -154,7 +155,12 @@ def follow(browser: WebDriver, target: str | WebElement) -> None:
     page = browser.find_element(By.TAG_NAME, "html")
     element = browser.find_element(By.ID, target) if isinstance(target, str) else target
     element.click()
-    WebDriverWait(browser, WAIT_SECONDS).until(expected_conditions.staleness_of(page))
+    # mid-navigation, Chromium may answer the old page's lookup with an inspector error
+    # ("Node with given id does not belong to the document") instead of "stale": polled
+    # again, it is stale
+    WebDriverWait(browser, WAIT_SECONDS, ignored_exceptions=(WebDriverException,)).until(
+        expected_conditions.staleness_of(page)
+    )
 
 
 def rows(browser: WebDriver) -> list[str]:
