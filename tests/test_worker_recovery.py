@@ -215,6 +215,24 @@ def fail_missing(app: Celery, runs: Runs, path: Path, query: str | None = None) 
     return result
 
 
+@dataclass(frozen=True)
+class Late:
+    """A document whose file was missing when it ran and is in place now: due."""
+
+    tracker: Tracker
+    path: Path
+
+
+@pytest.fixture
+def late(recovery_setup: Setup, runs: Runs, doc_root: Path, celery_app: Celery) -> Late:
+    """A document due for recovery, under the settings of ``recovery_setup()``."""
+    tracker = recovery_setup().tracker
+    path = doc_root / "late.txt"
+    fail_missing(celery_app, runs, path)
+    copy_sample("worker-lost.txt", path)
+    return Late(tracker, path)
+
+
 # --- what a failure record holds ------------------------------------------------------
 
 
@@ -448,15 +466,11 @@ def test_a_message_the_tasks_signature_refuses_is_dead_after_one_failure(
 
 
 def test_recovery_run_sent_as_a_task_resubmits_and_returns_a_json_summary(
-    recovery_setup: Setup,
+    late: Late,
     runs: Runs,
-    doc_root: Path,
     celery_app: Celery,
 ) -> None:
-    tracker = recovery_setup().tracker
-    path = doc_root / "late.txt"
-    fail_missing(celery_app, runs, path)
-    copy_sample("worker-lost.txt", path)
+    tracker, path = late.tracker, late.path
 
     summary = celery_app.send_task("recovery.run").get(timeout=TIMEOUT)
 
@@ -470,16 +484,11 @@ def test_recovery_run_sent_as_a_task_resubmits_and_returns_a_json_summary(
 
 
 def test_recovery_run_is_skipped_while_another_run_holds_the_lock(
-    recovery_setup: Setup,
-    runs: Runs,
-    doc_root: Path,
+    late: Late,
     celery_app: Celery,
     redis_client: redis.Redis,
 ) -> None:
-    tracker = recovery_setup().tracker
-    path = doc_root / "late.txt"
-    fail_missing(celery_app, runs, path)
-    copy_sample("worker-lost.txt", path)
+    tracker, path = late.tracker, late.path
 
     # Given another recovery run holds the lock
     lock = redis_client.lock(KEYS.run_lock, timeout=60)
@@ -498,16 +507,11 @@ def test_recovery_run_is_skipped_while_another_run_holds_the_lock(
 
 
 def test_recovery_run_as_a_dry_run_reports_the_plan_and_changes_nothing(
-    recovery_setup: Setup,
-    runs: Runs,
-    doc_root: Path,
+    late: Late,
     celery_app: Celery,
     redis_client: redis.Redis,
 ) -> None:
-    recovery_setup()
-    path = doc_root / "late.txt"
-    fail_missing(celery_app, runs, path)
-    copy_sample("worker-lost.txt", path)
+    path = late.path
     before = snapshot(redis_client)
 
     summary = celery_app.send_task("recovery.run", kwargs={"dry_run": True}).get(timeout=TIMEOUT)
@@ -520,8 +524,7 @@ def test_recovery_run_as_a_dry_run_reports_the_plan_and_changes_nothing(
 
 
 def test_recovery_run_whose_soft_time_limit_fires_in_its_spool_replay_stops_there(
-    recovery_setup: Setup,
-    runs: Runs,
+    late: Late,
     doc_root: Path,
     tmp_path: Path,
     celery_app: Celery,
@@ -529,10 +532,7 @@ def test_recovery_run_whose_soft_time_limit_fires_in_its_spool_replay_stops_ther
 ) -> None:
     # Given a document due for recovery, and two failures of files still missing
     # spooled while Redis was away
-    tracker = recovery_setup().tracker
-    path = doc_root / "late.txt"
-    fail_missing(celery_app, runs, path)
-    copy_sample("worker-lost.txt", path)
+    tracker, path = late.tracker, late.path
     spool = Spool(tmp_path / "spool")
     spooled = []
     for n in range(2):
