@@ -105,6 +105,13 @@ class Keys:
         return self._name("deleted")
 
     @property
+    def replayed_successes(self) -> str:
+        """Sorted set: event ids of success reports a spool's replay applied, scored by
+        when; the same report applied again (a replay cut off before it could drop it
+        from the spool) is a duplicate and counts nothing. Retention trims them."""
+        return self._name("replayed", "successes")
+
+    @property
     def inflight(self) -> str:
         """Sorted set: task id scored by the deadline of a running tracked task."""
         return self._name("inflight")

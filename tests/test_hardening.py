@@ -255,6 +255,19 @@ def test_retention_trims_delete_marks_whether_spent_or_not(
     assert redis_client.zrange(KEYS.deleted, 0, -1) == ["t-new"]
 
 
+def test_retention_trims_the_ids_of_replayed_successes(
+    manager: DocumentRecoveryManager, redis_client: redis.Redis
+) -> None:
+    # Given the event ids of two replayed successes, one applied before retention
+    now = time.time()
+    old = now - manager.tracker.config.retention_seconds - 60
+    redis_client.zadd(KEYS.replayed_successes, {"e-old": old, "e-new": now})
+
+    # When cleanup runs, Then only the new one is left
+    manager.tracker.maintenance.cleanup()
+    assert redis_client.zrange(KEYS.replayed_successes, 0, -1) == ["e-new"]
+
+
 def test_a_resubmission_that_checks_in_before_its_run_settles_is_recovering(
     manager: DocumentRecoveryManager, tmp_path: Path
 ) -> None:

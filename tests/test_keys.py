@@ -25,6 +25,7 @@ NAMES = {
     "imports": "imports",
     "superseded": "superseded",
     "deleted": "deleted",
+    "replayed_successes": "replayed:successes",
     "inflight": "inflight",
     "inflight_tasks": "inflight:tasks",
     "stats": "stats",

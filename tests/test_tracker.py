@@ -9,6 +9,7 @@ import multiprocessing
 import socket
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -464,6 +465,29 @@ def test_a_success_replayed_after_a_newer_failure_of_another_run_leaves_it_track
     assert hash_of(redis_client, tracker.keys.worker_successes) == {"w1": "1"}
     # And a success of task-2 itself, or of a later run, still resolves it
     assert tracker.store.resolve(record.doc_id, task_id="task-3", now=T0 + 20).tracked
+
+
+def test_a_replayed_success_applied_again_changes_nothing_not_even_a_later_run(
+    tracker: Tracker, redis_client: redis.Redis
+) -> None:
+    # Given a tracked document whose run task-1's success was replayed from a spool,
+    # and a redelivery of task-1 that has checked in since
+    record = failure("/docs/a.pdf", T0, task_id="task-1")
+    tracker.store.record_failure(record)
+    report = partial(
+        tracker.store.resolve, record.doc_id, worker="w1", task_id="task-1", now=T0 + 10, event="e1"
+    )
+    assert report().tracked
+    call = RunCall("task-1", "tasks.process_document", "/docs/a.pdf")
+    assert tracker.store.begin(record.doc_id, call, 100, T0 + 20)[0] == "run"
+
+    # When the same report is applied again (a replay cut off after Redis applied it)
+    again = report()
+
+    # Then it is a duplicate: its run counted once, the redelivery still in flight
+    assert (again.tracked, again.duplicate) == (False, True)
+    assert hash_of(redis_client, tracker.keys.worker_successes) == {"w1": "1"}
+    assert redis_client.zscore(tracker.keys.inflight, "task-1") is not None
 
 
 def test_resolving_a_recovery_attempt_counts_a_success_and_its_duration(

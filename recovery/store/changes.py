@@ -56,6 +56,8 @@ class Resolution:
 
     tracked: bool
     recovery_seconds: float | None = None
+    #: the report was applied before, and changed nothing now
+    duplicate: bool = False
 
 
 #: The name documents processed without a query are counted under.
@@ -177,11 +179,14 @@ class Store(Part):
         recovery_attempt: bool = False,
         task_id: str = "",
         now: float | None = None,
+        event: str = "",
     ) -> Resolution:
-        """Stop tracking a document that was processed."""
+        """Stop tracking a document that was processed. ``event`` names a report
+        replayed from a spool: applied again (a replay cut off after Redis applied it)
+        it is a ``duplicate`` and counts nothing twice."""
         shard = self.connection.shard(doc_id)
         with self.connection.errors("resolve"):
-            tracked, took = shard.scripts.resolve(
+            tracked, took, *duplicate = shard.scripts.resolve(
                 keys={"record": shard.keys.record(doc_id)},
                 now=_at(now),
                 doc_id=doc_id,
@@ -192,8 +197,9 @@ class Store(Part):
                 window=self.config.breaker_window,
                 step=series.STEP,
                 keep=series.KEEP,
+                event=event,
             )
-        return Resolution(bool(tracked), float(took) if took else None)
+        return Resolution(bool(tracked), float(took) if took else None, bool(duplicate))
 
     def put(self, key: str, value: str, ttl: int) -> None:
         """Keep an application value (such as a pipeline's result) with a TTL; ``key``

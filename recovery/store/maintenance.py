@@ -62,6 +62,7 @@ class Maintenance(Part):
         expired = self._remove_range(shard, k.failed, "failed", cutoff, "expired")
         expired += self._remove_range(shard, k.corrupt, "any", cutoff, "expired")
         client.zremrangebyscore(k.superseded, "-inf", cutoff)
+        client.zremrangebyscore(k.replayed_successes, "-inf", cutoff)
         # delete marks by when, negated once an outcome of their run was dropped
         client.zremrangebyscore(k.deleted, -cutoff, cutoff)
         trimmed = 0

@@ -1,6 +1,6 @@
 -- A tracked task succeeded: count the run and stop tracking the document.
--- KEYS: record due failed claimed waiting dead corrupt imports stats by_category by_worker by_query worker_successes query_successes inflight inflight_tasks breakers deleted series series_buckets
--- ARGV: now doc_id worker query recovery task_id window step keep
+-- KEYS: record due failed claimed waiting dead corrupt imports stats by_category by_worker by_query worker_successes query_successes inflight inflight_tasks breakers deleted series series_buckets replayed_successes
+-- ARGV: now doc_id worker query recovery task_id window step keep event
 -- recovery: '1' when the run was a recovery attempt; task_id: the run that succeeded;
 -- window: the circuit-breaker window; query: the name the query is counted under.
 -- step, keep: the recoveries-over-time series' bucket width (s) and buckets kept.
@@ -11,8 +11,17 @@
 -- report replayed from a spool after another worker recorded a newer failure. The
 -- newer failure stands (the document is still to recover); the success counts for
 -- its worker only.
--- Returns {was tracked (0/1), recovery seconds or ''}.
+-- event: the id of a report replayed from a spool ('' for a live one), kept in
+-- replayed_successes by when it was applied: the same report applied again — a replay
+-- cut off after Redis applied it keeps it in the spool — is a 'duplicate' and changes
+-- nothing (not even the in-flight entry a redelivery of its run may have since).
+-- Returns {was tracked (0/1), recovery seconds or ''}, and 'duplicate' third for one.
 local rec, id, now = K.record, A.doc_id, clock(A.now)
+if A.event ~= '' then
+  if redis.call('ZSCORE', K.replayed_successes, A.event) then return {0, '', 'duplicate'} end
+  -- by the server's clock: `now` is when the worker saw it, which may be long before
+  redis.call('ZADD', K.replayed_successes, num(clock('')), A.event)
+end
 if redis.call('ZREM', K.inflight, A.task_id) == 1 then
   redis.call('HDEL', K.inflight_tasks, A.task_id)
 end
