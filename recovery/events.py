@@ -68,7 +68,14 @@ class FailureEvent:
 
 @dataclass(frozen=True)
 class SuccessEvent:
-    """A tracked run succeeded; ``at`` and ``live`` as for :class:`FailureEvent`."""
+    """A tracked run succeeded; ``at`` and ``live`` as for :class:`FailureEvent`.
+    ``event_id`` travels with it into the spool, and only a replay sends it: Redis keeps
+    the ids of replayed successes (by retention), so a replay cut off after Redis
+    applied one, which keeps it spooled, does not count it again. A live success sends
+    none: keeping every success's id would cost Redis some 130 bytes a success for the
+    retention period. The price: one Redis applied whose answer was lost (a failover,
+    a soft time limit between send and reply) is spooled, and its replay counts its
+    worker's and query's run again."""
 
     doc_id: str
     worker: str | None
@@ -77,6 +84,7 @@ class SuccessEvent:
     task_id: str
     at: float
     live: bool = True
+    event_id: str = field(default_factory=lambda: secrets.token_hex(8))
 
     kind = "success"
 
@@ -88,6 +96,7 @@ class SuccessEvent:
             recovery_attempt=self.recovery_attempt,
             task_id=self.task_id,
             now=None if self.live else self.at,
+            event="" if self.live else self.event_id,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -99,6 +108,7 @@ class SuccessEvent:
             "recovery_attempt": self.recovery_attempt,
             "task_id": self.task_id,
             "at": self.at,
+            "event_id": self.event_id,
         }
 
 
@@ -125,7 +135,8 @@ def from_json(raw: dict[str, Any]) -> Event:
             bool(raw["recovery_attempt"]),
             str(raw.get("task_id", "")),
             float(raw["at"]),
-            False,
+            live=False,
+            event_id=str(raw.get("event_id", "")),
         )
     raise CorruptRecord("spooled event", f"unknown kind {raw['kind']!r}")
 

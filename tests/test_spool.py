@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from celery.exceptions import SoftTimeLimitExceeded
 from conftest import WorkerProcess
 from faults.support import Interrupted, interrupted_at, wait_for
 
 from recovery.config import RecoveryConfig
-from recovery.events import FailureEvent, Reporter
-from recovery.records import FailedDocumentRecord
+from recovery.events import FailureEvent, Reporter, SuccessEvent
+from recovery.records import FailedDocumentRecord, document_id
 from recovery.spool import Spool
 from recovery.store import Tracker
 
@@ -766,5 +767,40 @@ def test_a_failure_redis_applied_as_a_soft_time_limit_cut_its_replay_off_counts_
         assert Reporter(spool).replay(tracker) == 3
         assert_recorded_once(tracker, failures)
         assert spool.count() == 0
+    finally:
+        tracker.close()
+
+
+def test_a_success_redis_applied_as_a_soft_time_limit_cut_its_replay_off_counts_once(
+    redis_url: str, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    # Given a tracked document whose success was spooled while Redis was away, and a
+    # live success of another document (the tracker's scripts loaded)
+    tracker = Tracker(redis_url, RecoveryConfig())
+    spool = Spool(tmp_path / "spool")
+    record = FailedDocumentRecord(str(tmp_path / "a.pdf"), "t1", "E: x", query="q")
+    tracker.store.record_failure(record)
+    success = SuccessEvent(record.doc_id, "w1", "q", False, "t2", time.time())
+    spool.append(success.to_json())
+    SuccessEvent(document_id("/docs/live.pdf"), "w0", None, False, "t0", time.time()).apply(tracker)
+
+    # When the soft time limit fires as the replay reads Redis's answer to it: Redis
+    # has applied it, the replay cannot know, and keeps it
+    with interrupted_at("parse_response", SoftTimeLimitExceeded):
+        assert Reporter(spool).replay(tracker) == 0
+    try:
+        assert spool.count() == 1
+        assert tracker.reports.get_record(record.doc_id) is None
+
+        # Then the next replay finds it by its event id: its run counts once (bug:
+        # its worker's and query's successes were counted again)
+        assert Reporter(spool).replay(tracker) == 1
+        assert spool.count() == 0
+        k = tracker.keys
+        assert redis_client.hgetall(k.worker_successes) == {"w0": "1", "w1": "1"}
+        assert redis_client.hget(k.query_successes, "q") == "1"
+        assert redis_client.hget(k.stats, "resolved") == "1"
+        # And only the replayed success's id is kept, the live one's never sent
+        assert redis_client.zrange(k.replayed_successes, 0, -1) == [success.event_id]
     finally:
         tracker.close()
