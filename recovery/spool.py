@@ -127,8 +127,8 @@ class Spool:
         to a new file of that kind first, and the file deleted only then. When that
         write fails (a full disk, a second interrupt) the file goes back whole: none is
         lost, and the events it had applied are applied again — a failure the record
-        last took is a no-op by its event id (``record_failure.lua``); an older one, or
-        a success, counts twice."""
+        last took, and a success, is a no-op by its event id (``record_failure.lua``,
+        ``resolve.lua``); an older failure counts twice."""
         if taken.events is None:
             unfinished = set(range(len(taken.paths)))
             started: set[int] = set()
