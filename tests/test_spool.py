@@ -786,8 +786,11 @@ def test_a_success_redis_applied_as_a_soft_time_limit_cut_its_replay_off_counts_
 
     # When the soft time limit fires as the replay reads Redis's answer to it: Redis
     # has applied it, the replay cannot know, and keeps it
-    with interrupted_at("parse_response", SoftTimeLimitExceeded):
-        assert Reporter(spool).replay(tracker) == 0
+    with (
+        pytest.raises(SoftTimeLimitExceeded),
+        interrupted_at("parse_response", SoftTimeLimitExceeded),
+    ):
+        Reporter(spool).replay(tracker)
     try:
         assert spool.count() == 1
         assert tracker.reports.get_record(record.doc_id) is None
