@@ -1235,17 +1235,18 @@ def test_the_unavailable_message_never_shows_the_password() -> None:
         assert "admin:***@127.0.0.1" in str(exc)
 
 
-#: A script's call that met a read-only replica or too few replicas, as Redis 6.2 and 7
-#: answer (read off both servers); and a script's own error.
+#: A script's call that met a read-only replica or too few replicas, as redis-py gives
+#: Redis 6.2's and 7's answers (read off both servers; it drops 6.2's "ERR "); and a
+#: script's own error.
 SCRIPT_ERRORS = [
     (
-        "ERR Error running script (call to f_a2cf28b3ba496f8b7c5b44756406784df4c5ce09): "
+        "Error running script (call to f_a2cf28b3ba496f8b7c5b44756406784df4c5ce09): "
         "@user_script:1: @user_script: 1: -READONLY You can't write against a read only "
         "replica.",
         TrackerRefused,
     ),
     (
-        "ERR Error running script (call to f_88c923858e73954cede057e8a25f614a3552b177): "
+        "Error running script (call to f_88c923858e73954cede057e8a25f614a3552b177): "
         "@user_script:1: @user_script: 1: -NOREPLICAS Not enough good replicas to write.",
         TrackerBusy,
     ),
@@ -1255,7 +1256,7 @@ SCRIPT_ERRORS = [
         TrackerBusy,
     ),
     (
-        "ERR Error running script (call to f_1): @user_script:3: Script attempted to "
+        "Error running script (call to f_1): @user_script:3: Script attempted to "
         "access nonexistent global variable 'x'",
         TrackerFailed,
     ),

@@ -394,9 +394,10 @@ _BUSY_CODES = {"BUSY", "MISCONF", "NOREPLICAS"}
 #: The same refusals as the classes above, where no class carries them (see _code).
 _REFUSED_CODES = {"NOAUTH", "WRONGPASS", "NOPERM", "READONLY", "OOM"}
 #: Redis 6.2 wraps the error a script's call met, its code inside: "ERR Error running
-#: script (call to f_…): @user_script:1: @user_script: 1: -READONLY You can't…"; 7
-#: keeps the code first, and redis-py gives it its class.
-_WRAPPED = re.compile(r"ERR Error running script .*?: -(?P<code>[A-Z]+) ")
+#: script (call to f_…): @user_script:1: @user_script: 1: -READONLY You can't…", which
+#: redis-py gives without its "ERR "; 7 keeps the code first, and redis-py gives it its
+#: class.
+_WRAPPED = re.compile(r"(?:ERR )?Error running script .*?: -(?P<code>[A-Z]+) ")
 
 
 def _code(exc: redis.ResponseError) -> str:
