@@ -128,7 +128,8 @@ class Spool:
         write fails (a full disk, a second interrupt) the file goes back whole: none is
         lost, and the events it had applied are applied again — a failure the record
         last took, and a success, is a no-op by its event id (``record_failure.lua``,
-        ``resolve.lua``); an older failure counts twice."""
+        ``resolve.lua``); an older failure counts twice, as does one a success of the
+        file resolved (the success, applied again, resolves it again)."""
         if taken.events is None:
             unfinished = set(range(len(taken.paths)))
             started: set[int] = set()

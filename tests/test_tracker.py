@@ -490,6 +490,32 @@ def test_a_replayed_success_applied_again_changes_nothing_not_even_a_later_run(
     assert redis_client.zscore(tracker.keys.inflight, "task-1") is not None
 
 
+def test_a_replayed_failure_and_success_applied_again_leave_the_document_resolved(
+    tracker: Tracker, redis_client: redis.Redis
+) -> None:
+    # Given a spool's failure of a document and its later success, both replayed
+    record = failure("/docs/a.pdf", T0, task_id="task-1")
+    fail = partial(tracker.store.record_failure, record, event="f1")
+    succeed = partial(
+        tracker.store.resolve, record.doc_id, worker="w1", task_id="task-2", now=T0 + 10, event="s1"
+    )
+    assert fail().state == "failed"
+    assert succeed().tracked
+
+    # When the same replay is applied again (its file put back whole): the failure's
+    # event id went with the record the success removed, so it is recorded again
+    fail()
+    again = succeed()
+
+    # Then the success, a duplicate, still resolves it, counting nothing twice (bug:
+    # the document stayed tracked as failed, and a run resent a processed document)
+    assert again.duplicate
+    assert tracker.reports.get_record(record.doc_id) is None
+    assert redis_client.zscore(tracker.keys.due, record.doc_id) is None
+    assert hash_of(redis_client, tracker.keys.worker_successes) == {"w1": "1"}
+    assert redis_client.hget(tracker.keys.stats, "resolved") == "1"
+
+
 def test_resolving_a_recovery_attempt_counts_a_success_and_its_duration(
     tracker: Tracker,
 ) -> None:

@@ -13,34 +13,41 @@
 -- its worker only.
 -- event: the id of a report replayed from a spool ('' for a live one), kept in
 -- replayed_successes by when it was applied: the same report applied again — a replay
--- cut off after Redis applied it keeps it in the spool — is a 'duplicate' and changes
--- nothing (not even the in-flight entry a redelivery of its run may have since).
+-- cut off after Redis applied it keeps it in the spool — is a 'duplicate' and counts
+-- nothing (nor takes out of flight a redelivery of its run). It still untracks a
+-- record no newer than itself: the failure it resolved, re-applied by the same replay
+-- (its event id went with the record), must not bring the document back.
 -- Returns {was tracked (0/1), recovery seconds or ''}, and 'duplicate' third for one.
 local rec, id, now = K.record, A.doc_id, clock(A.now)
-if A.event ~= '' then
-  if redis.call('ZSCORE', K.replayed_successes, A.event) then return {0, '', 'duplicate'} end
+local again = A.event ~= '' and redis.call('ZSCORE', K.replayed_successes, A.event)
+local dup = again and 'duplicate' or nil
+if A.event ~= '' and not again then
   -- by the server's clock: `now` is when the worker saw it, which may be long before
   redis.call('ZADD', K.replayed_successes, num(clock('')), A.event)
 end
-if redis.call('ZREM', K.inflight, A.task_id) == 1 then
+if not again and redis.call('ZREM', K.inflight, A.task_id) == 1 then
   redis.call('HDEL', K.inflight_tasks, A.task_id)
 end
-if deleted_run(K.deleted, K.stats, A.task_id) then return {0, ''} end
-agg_incr(K.worker_successes, A.worker)
-agg_incr(K.query_successes, query_of(A.query))
+if deleted_run(K.deleted, K.stats, A.task_id) then return {0, '', dup} end
+if not again then
+  agg_incr(K.worker_successes, A.worker)
+  agg_incr(K.query_successes, query_of(A.query))
+end
 if redis.call('EXISTS', rec) == 0 then
-  return {0, ''}
+  return {0, '', dup}
 end
 local started, category = nil, nil
 if is_hash(rec) then
   local f = redis.call('HMGET', rec, 'rec_at', 'cat', 'last', 'task_id')
-  if A.task_id ~= '' and f[4] ~= A.task_id and (tonumber(f[3]) or now) > now then
-    return {0, ''}
+  local other = again or (A.task_id ~= '' and f[4] ~= A.task_id)
+  if other and (tonumber(f[3]) or now) > now then
+    return {0, '', dup}
   end
   started, category = tonumber(f[1]), f[2]
 end
 untrack({K.due, K.failed, K.claimed, K.waiting, K.dead, K.corrupt, K.imports},
   {K.by_category, K.by_worker, K.by_query}, rec, id)
+if again then return {0, '', dup} end
 redis.call('HINCRBY', K.stats, 'resolved', 1)
 if A.recovery == '1' then
   redis.call('HINCRBY', K.stats, 'successful_recoveries', 1)
