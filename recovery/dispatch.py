@@ -1,9 +1,12 @@
 """Sending a claimed batch and settling it: the one path of recovery runs and manual
 retries, between the claim and the summary.
 
-A batch cut off between its claim and its settle (any exception, a soft time limit)
-settles what it sent and gives the rest back at once, uncounted, rather than leaving
-it claimed until the lease ends.
+A batch cut off between its claim and the end of its settle (any exception, a soft
+time limit) settles what it sent and gives the rest back at once, uncounted, rather
+than leaving it claimed until the lease ends, when it would be sent again. (A settle
+Redis applied before the cut, its reply unread, is applied again: it changes nothing
+twice, as the documents are no longer under the claim, but counts the run's
+resubmissions in ``recovery_attempts`` once more.)
 """
 
 from __future__ import annotations
@@ -48,14 +51,15 @@ class Dispatch:
     ) -> list[Outcome]:
         """Resubmit each claimed record ``decide`` does not hold back, settle the claim
         and name each resubmission in the result of the task it replaces."""
+        # an undecodable record cannot be sent: a run holds it back, visible; an
+        # operator's retry gives it back (a dead one to dead), saying it was not sent
+        undecodable: Literal["release", "wait"] = "release" if manual else "wait"
         with self._given_back_on_error(claim, now) as out:
             decided = self.resubmitter.send(
                 claim.records, decide(claim.records), manual=manual, expires=claim.expires, out=out
             )
-        # an undecodable record cannot be sent: a run holds it back, visible; an
-        # operator's retry leaves it as it was (a dead one dead), saying it was not sent
-        undecodable: Literal["release", "wait"] = "release" if manual else "wait"
-        decided += [(Settlement(d, undecodable, UNDECODABLE), None) for d in claim.undecodable]
+            decided += [(Settlement(d, undecodable, UNDECODABLE), None) for d in claim.undecodable]
+            self.claims.settle([outcome for outcome, _ in decided], token=claim.token, now=now)
         for settlement, sent in decided:
             if sent is not None:
                 log.debug(
@@ -67,7 +71,6 @@ class Dispatch:
                 )
             else:
                 log.debug("%s %s: %s", settlement.outcome, settlement.doc_id, settlement.detail)
-        self.claims.settle([settlement for settlement, _ in decided], token=claim.token, now=now)
         self.resubmitter.link([sent for _, sent in decided if sent is not None])
         return decided
 

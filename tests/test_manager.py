@@ -428,6 +428,31 @@ def test_a_run_cut_off_midway_settles_what_it_sent_and_sends_each_document_once(
     assert sorted(broker.header_doc_ids()) == sorted(r.doc_id for r in records)
 
 
+def test_a_run_cut_off_as_it_settles_settles_what_it_sent_and_sends_it_once(
+    make_manager: ManagerFactory, broker: Broker, redis_client: redis.Redis
+) -> None:
+    # Given two due documents
+    manager = make_manager()
+    now = time.time()
+    records = [failure(f"/docs/{n}.pdf", now - 2 * HOUR + n) for n in range(2)]
+    for record in records:
+        manager.tracker.store.record_failure(record)
+
+    # When the run is cut off as it settles, both sent
+    with pytest.raises(Interrupted), interrupted_at("settle"):
+        manager.run_batch()
+
+    # Then both are settled as sent, no longer given back when the lease runs out
+    # (bug: they stayed claimed, and the run after the lease sent them again)
+    keys = manager.tracker.keys
+    assert {redis_client.hget(keys.record(r.doc_id), "state") for r in records} == {"sent"}
+    lease = manager.config.recovery_timeout + manager.config.lease_grace_seconds
+    assert manager.tracker.claims.release_expired(now=now + 2 * lease) == []
+    # And each waits in the queue once
+    manager.run_batch()
+    assert sorted(broker.header_doc_ids()) == sorted(r.doc_id for r in records)
+
+
 def test_a_run_that_outlived_its_lease_sends_none_of_what_another_run_took_since(
     make_manager: ManagerFactory, broker: Broker, redis_client: redis.Redis
 ) -> None:
