@@ -39,8 +39,8 @@ class ClaimResult:
     back, so they stay tracked and visible). ``token`` is the claim's own: settling or
     giving back its documents takes it, so a run that outlived its lease changes
     nothing another run has claimed since. ``expires``: when the lease ends, on this
-    process's monotonic clock (read before the claim was asked, so never late); past
-    it, another run may take the documents, so none may be sent."""
+    process's monotonic clock (read before Redis's clock started the lease, so never
+    late); past it, another run may take the documents, so none may be sent."""
 
     token: str
     expires: float
@@ -82,6 +82,8 @@ class Claims(Part):
         change nothing). Candidates come from one read-only script, O(levels × log N
         + limit); the claim script re-checks each, so concurrent runs never claim the
         same document."""
+        # before the selection, whose server time starts the lease in Redis
+        token, expires = _token(), time.monotonic() + self._lease
         delays = policy.level_delays(self.config, force=force)
         jitter = self.config.retry_jitter
         args: dict[str, Any] = {
@@ -100,7 +102,6 @@ class Claims(Part):
                 ]
                 replies = self.connection.read_all(calls)
         chosen = _deal([strs(ids) for _, ids in replies], limit, next(self._start))
-        token, expires = _token(), time.monotonic() + self._lease
         results = [
             self._claim(shard, ids, mode, float(at), delays, jitter, token, expires)
             for shard, (at, _), ids in zip(self.shards, replies, chosen, strict=True)
