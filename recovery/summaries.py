@@ -107,8 +107,8 @@ class Preview(_Json):
 @dataclass(frozen=True)
 class RetryResult(_Json):
     """An operator's retry: what was resubmitted, the ids skipped (not tracked, or
-    already claimed or in recovery), and those given back, left as they were, because
-    their resubmission failed or their record cannot be decoded."""
+    already claimed or in recovery), and those given back uncounted (to due, a dead one
+    to dead) because their resubmission failed or their record cannot be decoded."""
 
     resubmitted: list[Resubmission]
     skipped: list[str]
