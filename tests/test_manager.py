@@ -63,6 +63,15 @@ def failure(path: str, at: float = T0, **fields: Any) -> FailedDocumentRecord:
     return FailedDocumentRecord(document_path=path, failure_timestamp=at, **fields)
 
 
+def due_now(manager: DocumentRecoveryManager, count: int) -> list[FailedDocumentRecord]:
+    """``count`` documents failed two hours ago, due by the real clock (oldest first)."""
+    now = time.time()
+    records = [failure(f"/docs/{n}.pdf", now - 2 * HOUR + n) for n in range(count)]
+    for record in records:
+        manager.tracker.store.record_failure(record)
+    return records
+
+
 def messages(client: redis.Redis, queue: str) -> list[dict[str, Any]]:
     """The kombu messages waiting in ``queue``, oldest first, with the body decoded."""
     raw: list[str] = client.lrange(queue, 0, -1)  # type: ignore[assignment]
@@ -409,10 +418,7 @@ def test_a_run_cut_off_midway_settles_what_it_sent_and_sends_each_document_once(
 ) -> None:
     # Given three due documents
     manager = make_manager()
-    now = time.time()
-    records = [failure(f"/docs/{n}.pdf", now - 2 * HOUR + n) for n in range(3)]
-    for record in records:
-        manager.tracker.store.record_failure(record)
+    records = due_now(manager, 3)
 
     # When the run is cut off as it sends the third (RabbitMQ has published the first
     # two; Redis's batch held them, and drops them)
@@ -433,10 +439,7 @@ def test_a_run_cut_off_as_it_settles_settles_what_it_sent_and_sends_it_once(
 ) -> None:
     # Given two due documents
     manager = make_manager()
-    now = time.time()
-    records = [failure(f"/docs/{n}.pdf", now - 2 * HOUR + n) for n in range(2)]
-    for record in records:
-        manager.tracker.store.record_failure(record)
+    records = due_now(manager, 2)
 
     # When the run is cut off as it settles, both sent
     with pytest.raises(Interrupted), interrupted_at("settle"):
@@ -447,7 +450,7 @@ def test_a_run_cut_off_as_it_settles_settles_what_it_sent_and_sends_it_once(
     keys = manager.tracker.keys
     assert {redis_client.hget(keys.record(r.doc_id), "state") for r in records} == {"sent"}
     lease = manager.config.recovery_timeout + manager.config.lease_grace_seconds
-    assert manager.tracker.claims.release_expired(now=now + 2 * lease) == []
+    assert manager.tracker.claims.release_expired(now=time.time() + 2 * lease) == []
     # And each waits in the queue once
     manager.run_batch()
     assert sorted(broker.header_doc_ids()) == sorted(r.doc_id for r in records)
@@ -458,10 +461,7 @@ def test_a_run_that_outlived_its_lease_sends_none_of_what_another_run_took_since
 ) -> None:
     # Given three due documents and runs whose claims hold for one second
     late, other = (make_manager(recovery_timeout=1, lease_grace_seconds=0) for _ in range(2))
-    now = time.time()
-    records = [failure(f"/docs/{n}.pdf", now - 2 * HOUR + n) for n in range(3)]
-    for record in records:
-        late.tracker.store.record_failure(record)
+    records = due_now(late, 3)
     taken: list[RunSummary] = []
 
     def pause_then_another_run() -> None:
