@@ -21,15 +21,17 @@ import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 from celery import Celery
 
+from recovery.categories import OTHER, categorize_text
 from recovery.config import RecoveryConfig
 from recovery.manager import RecoveryManager
-from recovery.records import document_id
+from recovery.records import FailedDocumentRecord, document_id
 from recovery.store import Tracker
-from recovery.store.changes import Store
+from recovery.store.changes import FailureOutcome, FailureTime, Store
 from recovery.store.claims import Claims
 from recovery.store.listings import Listings
 from recovery.store.maintenance import Maintenance
@@ -96,7 +98,6 @@ class FailedDocumentsTracker(Tracker):
     ) -> None:
         super().__init__(redis_url, as_config(config), client=client)
 
-    track_failure = _threaded(_store, Store.record_failure)
     claim_due = _threaded(_claims, Claims.claim_due)
     cleanup_old_records = _threaded(_maintenance, Maintenance.cleanup)
     delete = _threaded(_maintenance, Maintenance.delete)
@@ -104,6 +105,31 @@ class FailedDocumentsTracker(Tracker):
     get_failed_documents = _threaded(_reports, Reports.get_failed_documents)
     get_status = _threaded(_reports, Reports.status)
     get_analysis = _threaded(_reports, Reports.analysis)
+
+    async def track_failure(
+        self,
+        record: FailedDocumentRecord,
+        *,
+        counted: bool = True,
+        recovery_attempt: bool = False,
+        now: FailureTime = None,
+    ) -> FailureOutcome:
+        """Track a failure (:meth:`Store.record_failure`). A record that names no
+        category (the seed's carry none: ``other`` is the default) is filed by its error
+        type and message, as a worker files an error it knows only as text, so the
+        per-category handling applies to it too (``category_overrides`` first)."""
+        if record.error_category == OTHER:
+            category = categorize_text(
+                record.error_type, record.error_message, self.config.category_overrides
+            )
+            record = replace(record, error_category=category)
+        return await asyncio.to_thread(
+            self.store.record_failure,
+            record,
+            counted=counted,
+            recovery_attempt=recovery_attempt,
+            now=now,
+        )
 
     async def mark_success(self, document: str, query: str | None = None, **details: Any) -> bool:
         """Stop tracking a processed document, named by its id or — as the seed's

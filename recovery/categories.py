@@ -159,6 +159,18 @@ def _bad_task_call(exc: TypeError) -> bool:
     return tb.tb_frame.f_globals.get("__name__") in _TASK_CALLERS
 
 
+def categorize_text(
+    error_type: str, message: str, overrides: Mapping[str, str] | None = None
+) -> str:
+    """The category of an error known only by its type's name and its message (a record
+    handed to the API): the user's overrides and the table by that name first, as for
+    an exception's own class, then the message."""
+    for table in (overrides or {}, _BY_CLASS):
+        if error_type in table:
+            return table[error_type]
+    return categorize_message(f"{error_type}: {message}" if error_type else message)
+
+
 def categorize_message(text: str) -> str:
     """Fallback for an error known only as text."""
     for pattern, category in _BY_MESSAGE:

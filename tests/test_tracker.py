@@ -1435,6 +1435,44 @@ def test_the_async_face_runs_the_same_code(redis_url: str) -> None:
     assert after["recovery_metrics"]["resolved"] == 1
 
 
+def test_the_async_face_files_a_record_that_names_no_category_by_its_error(
+    redis_url: str,
+) -> None:
+    # Given records as the seed makes them (no category), and one that names its own
+    config = RecoveryConfig(category_overrides={"DocxError": "permanent"})
+    given = {
+        "missing": ("", "FileNotFoundError: [Errno 2] No such file or directory: '/x'"),
+        "memory": ("MemoryError", "document too large"),
+        "override": ("DocxError", "cannot read the document"),
+    }
+    records = {
+        name: failure(f"/docs/{name}.pdf", error_type=etype, error_message=message)
+        for name, (etype, message) in given.items()
+    }
+    named = failure("/docs/named.pdf", error_type="MemoryError", error_category="network")
+
+    async def track() -> dict[str, str]:
+        tracker = FailedDocumentsTracker(redis_url, config)
+        try:
+            for record in (*records.values(), named):
+                await tracker.track_failure(record)
+            stored = {n: await tracker.get_record(r.doc_id) for n, r in records.items()}
+            stored["named"] = await tracker.get_record(named.doc_id)
+            return {n: r.error_category for n, r in stored.items() if r is not None}
+        finally:
+            tracker.close()
+
+    # When they are tracked through the API, then each is filed by its error, so its
+    # category's handling applies (bug: all were 'other'), and a named one keeps its own
+    assert asyncio.run(track()) == {
+        "missing": "file_not_found",
+        "memory": "memory",
+        "override": "permanent",
+        "named": "network",
+    }
+    assert records["missing"].error_category == "other"  # the caller's record unchanged
+
+
 def test_the_async_face_accepts_the_seeds_config_dict(redis_url: str) -> None:
     tracker = FailedDocumentsTracker(redis_url, {"max_retry_count": 0, "recovery_batch_size": 5})
     try:
