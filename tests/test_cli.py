@@ -716,14 +716,31 @@ def test_a_celery_number_that_is_not_whole_seconds_exits_2_naming_the_variable(
         ("redis://h:99999/0", "redis://h:99999/0", "Port out of range"),
         ("redis://h/0?socket_timeout=abc", "redis://h/0?socket_timeout=abc", "'socket_timeout'"),
         ("redis://:s3cr#et@h:6379/0", "redis://:***@h:6379/0", "its password does not parse"),
+        ("redis://h:6379/abc", "redis://h:6379/abc", "must be a database number"),
+        ("redis://[::1/0", "redis://[::1/0", "Invalid IPv6 URL"),
     ],
-    ids=["scheme", "port-not-a-number", "port-out-of-range", "query-option", "password-with-#"],
+    ids=[
+        "scheme",
+        "port-not-a-number",
+        "port-out-of-range",
+        "query-option",
+        "password-with-#",
+        "db-not-a-number",
+        "ipv6-unclosed",
+    ],
+)
+@pytest.mark.parametrize(
+    ("via", "args"),
+    [("docrecovery", ("status",)), ("main", ("--recover",))],
+    ids=["status", "main"],
 )
 def test_a_redis_url_no_client_can_use_exits_2_naming_it_masked_without_a_traceback(
-    cli: Cli, url: str, shown: str, why: str
+    cli: Cli, url: str, shown: str, why: str, via: str, args: tuple[str, ...]
 ) -> None:
-    # Given a URL redis-py refuses to parse (before: its ValueError, a traceback, exit 1)
-    done = cli("status", "--redis-url", url)
+    # Given a URL no client can use (before: a ValueError's traceback, exit 1; a
+    # database path that is not a number was taken for db 0 by status, and crashed a
+    # recovery as it built the pipeline's broker URL, as did an unclosed IPv6 host)
+    done = cli(*args, "--redis-url", url, via=via)
 
     # Then one line names the setting, the URL without its password, and why
     assert done.returncode == EXIT_UNAVAILABLE, done.stderr

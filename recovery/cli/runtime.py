@@ -45,7 +45,7 @@ from recovery.integration import Recovery, installed
 from recovery.manager import RecoveryManager
 from recovery.resubmit import sender_app
 from recovery.store import default_redis_url, redact
-from recovery.store.connection import DEFAULT_URL, connection_problem
+from recovery.store.connection import DEFAULT_URL, check_url, connection_problem
 
 EXIT_FAILED = 1
 EXIT_UNAVAILABLE = 2
@@ -138,6 +138,8 @@ class Session:
         self._source = ctx.obj
         self._app: Celery | None = None
         self.url = self._resolve_url()
+        # before anything builds on it (the pipeline's app derives its broker's URL)
+        check_url(self.url)
 
     @property
     def json(self) -> bool:

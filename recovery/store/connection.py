@@ -19,6 +19,7 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import hiredis
 import redis
@@ -218,6 +219,12 @@ def _parse(url: str) -> None:
         SentinelURL.parse(url, redact(url))
     else:
         redis.connection.parse_url(url)  # type: ignore[no-untyped-call]
+        # redis-py takes any other path for database 0, without a word
+        if url.startswith(("redis:", "rediss:")) and not _DB_PATH.fullmatch(urlsplit(url).path):
+            raise ValueError("the path after the host must be a database number, such as /0")
+
+
+_DB_PATH = re.compile(r"/?[0-9]*/?")
 
 
 class Shard:
