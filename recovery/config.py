@@ -339,6 +339,11 @@ class RecoveryConfig:
         return self.failed_docs_retention_days * 86400.0
 
     @property
+    def claim_lease_seconds(self) -> int:
+        """How long a recovery run's claim holds: its time limit and a grace."""
+        return self.recovery_timeout + self.lease_grace_seconds
+
+    @property
     def soft_time_limit(self) -> float:
         return soft_limit(self.recovery_timeout)
 

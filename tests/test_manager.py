@@ -449,7 +449,7 @@ def test_a_run_cut_off_as_it_settles_settles_what_it_sent_and_sends_it_once(
     # (bug: they stayed claimed, and the run after the lease sent them again)
     keys = manager.tracker.keys
     assert {redis_client.hget(keys.record(r.doc_id), "state") for r in records} == {"sent"}
-    lease = manager.config.recovery_timeout + manager.config.lease_grace_seconds
+    lease = manager.config.claim_lease_seconds
     assert manager.tracker.claims.release_expired(now=time.time() + 2 * lease) == []
     # And each waits in the queue once
     manager.run_batch()

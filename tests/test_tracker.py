@@ -602,7 +602,7 @@ def test_claim_returns_at_most_the_batch_and_only_due_documents(
 
     # Then it gets the 3 that were due first, each claimed with a lease
     k = tracker.keys
-    lease = now + tracker.config.recovery_timeout + tracker.config.lease_grace_seconds
+    lease = now + tracker.config.claim_lease_seconds
     assert [r.doc_id for r in claim.records] == ids[:3]
     for record in claim.records:
         assert record.state == "claimed"
@@ -750,7 +750,7 @@ def test_a_run_that_outlived_its_lease_changes_nothing_another_run_has_claimed_s
     # another run once the lease ran out
     [doc] = seed_due(tracker, due=1)
     now = T0 + 2 * HOUR
-    lease = tracker.config.recovery_timeout + tracker.config.lease_grace_seconds
+    lease = tracker.config.claim_lease_seconds
     late = tracker.claims.claim_due(10, now=now)
     assert tracker.claims.release_expired(now=now + lease) == [doc]
     other = tracker.claims.claim_due(10, now=now + lease)
@@ -858,7 +858,7 @@ def test_a_resubmitted_run_that_starts_late_keeps_its_claim_until_its_own_deadli
 
     # When its task waited in the queue and checks in 10 s before that bound
     started = bound - 10
-    limit = config.recovery_timeout + config.lease_grace_seconds
+    limit = config.claim_lease_seconds
     call = RunCall("new-task", "tasks.process_document", "/docs/due-0.pdf")
     assert tracker.store.begin(doc, call, limit, started) == ("run", "sent")
 

@@ -83,7 +83,7 @@ class Claims(Part):
         + limit); the claim script re-checks each, so concurrent runs never claim the
         same document."""
         # before the selection, whose server time starts the lease in Redis
-        token, expires = _token(), time.monotonic() + self._lease
+        token, expires = _token(), time.monotonic() + self.config.claim_lease_seconds
         delays = policy.level_delays(self.config, force=force)
         jitter = self.config.retry_jitter
         args: dict[str, Any] = {
@@ -112,7 +112,7 @@ class Claims(Part):
     def claim_ids(self, doc_ids: Sequence[str], now: float | None = None) -> ClaimResult:
         """Claim these documents for an operator's retry, dead ones included; any that
         is already claimed, sent or being recovered is left alone (never sent twice)."""
-        token, expires = _token(), time.monotonic() + self._lease
+        token, expires = _token(), time.monotonic() + self.config.claim_lease_seconds
         return _merge(
             token,
             expires,
@@ -121,11 +121,6 @@ class Claims(Part):
                 for shard, ids in self.split(doc_ids, str)
             ],
         )
-
-    @property
-    def _lease(self) -> int:
-        """Seconds a claim holds: the run's time limit and a grace."""
-        return self.config.recovery_timeout + self.config.lease_grace_seconds
 
     def _claim(
         self,
@@ -143,7 +138,7 @@ class Claims(Part):
                 items=[shard.keys.record(doc_id) for doc_id in ids],
                 item_args=ids,
                 now=_at(now),
-                lease=self._lease,
+                lease=self.config.claim_lease_seconds,
                 retention=self.config.retention_seconds,
                 mode=mode,
                 delays=delays,
