@@ -714,6 +714,16 @@ def assert_recorded_once(tracker: Tracker, failures: list[FailureEvent]) -> None
         assert (record.retry_count, record.failure_count) == (0, 1)
 
 
+def replay_cut_off_at(function: str, spool: Spool, tracker: Tracker) -> None:
+    """A replay whose soft time limit fires as ``function`` starts: the limit is raised
+    on, to the task it belongs to."""
+    with (
+        pytest.raises(SoftTimeLimitExceeded),
+        interrupted_at(function, SoftTimeLimitExceeded),
+    ):
+        Reporter(spool).replay(tracker)
+
+
 def test_a_soft_time_limit_while_a_replay_reads_the_spool_keeps_every_failure(
     redis_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -723,12 +733,8 @@ def test_a_soft_time_limit_while_a_replay_reads_the_spool_keeps_every_failure(
     failures = spooled_failures(tracker, spool, tmp_path)
 
     # When the soft time limit fires as the replay reads the files it took
-    with (
-        caplog.at_level(logging.WARNING, logger="recovery.events"),
-        pytest.raises(SoftTimeLimitExceeded),
-        interrupted_at("loads", SoftTimeLimitExceeded),
-    ):
-        Reporter(spool).replay(tracker)
+    with caplog.at_level(logging.WARNING, logger="recovery.events"):
+        replay_cut_off_at("loads", spool, tracker)
 
     try:
         # Then the replay raises it on, says the events were kept, and they were (bug:
@@ -753,11 +759,7 @@ def test_a_failure_redis_applied_as_a_soft_time_limit_cut_its_replay_off_counts_
 
     # When the soft time limit fires as the replay reads Redis's answer to the first:
     # Redis has applied it, the replay cannot know
-    with (
-        pytest.raises(SoftTimeLimitExceeded),
-        interrupted_at("parse_response", SoftTimeLimitExceeded),
-    ):
-        Reporter(spool).replay(tracker)
+    replay_cut_off_at("parse_response", spool, tracker)
 
     try:
         # Then all three stay spooled, and the next replay records each once: the
@@ -786,11 +788,7 @@ def test_a_success_redis_applied_as_a_soft_time_limit_cut_its_replay_off_counts_
 
     # When the soft time limit fires as the replay reads Redis's answer to it: Redis
     # has applied it, the replay cannot know, and keeps it
-    with (
-        pytest.raises(SoftTimeLimitExceeded),
-        interrupted_at("parse_response", SoftTimeLimitExceeded),
-    ):
-        Reporter(spool).replay(tracker)
+    replay_cut_off_at("parse_response", spool, tracker)
     try:
         assert spool.count() == 1
         assert tracker.reports.get_record(record.doc_id) is None
