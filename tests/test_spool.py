@@ -12,7 +12,8 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -695,23 +696,37 @@ def test_a_replayed_failure_redis_already_has_counts_once(redis_url: str, tmp_pa
         tracker.close()
 
 
-def spooled_failures(tracker: Tracker, spool: Spool, where: Path) -> list[FailureEvent]:
+@dataclass(frozen=True)
+class Spooled:
+    """A tracker, and three failures spooled while its Redis was away."""
+
+    tracker: Tracker
+    spool: Spool
+    failures: list[FailureEvent]
+
+    def assert_the_next_replay_records_each_once(self) -> None:
+        assert Reporter(self.spool).replay(self.tracker) == 3
+        for event in self.failures:
+            record = self.tracker.reports.get_record(event.record.doc_id)
+            assert record is not None
+            assert (record.retry_count, record.failure_count) == (0, 1)
+        assert self.spool.count() == 0
+
+
+@pytest.fixture
+def spooled(redis_url: str, tmp_path: Path) -> Iterator[Spooled]:
     """Three failures spooled while Redis was away (the tracker's scripts loaded)."""
+    tracker = Tracker(redis_url, RecoveryConfig.from_mapping({"min_retry_interval_hours": 0}))
+    spool = Spool(tmp_path / "spool")
     failures = [
-        FailureEvent(FailedDocumentRecord(str(where / f"{n}.pdf"), f"t{n}", "E: x"), True, False)
+        FailureEvent(FailedDocumentRecord(str(tmp_path / f"{n}.pdf"), f"t{n}", "E: x"), True, False)
         for n in range(3)
     ]
     for event in failures:
         spool.append(event.to_json())
     tracker.store.record_failure(FailedDocumentRecord("/docs/warmup.txt", "t-warm", "E: x"))
-    return failures
-
-
-def assert_recorded_once(tracker: Tracker, failures: list[FailureEvent]) -> None:
-    for event in failures:
-        record = tracker.reports.get_record(event.record.doc_id)
-        assert record is not None
-        assert (record.retry_count, record.failure_count) == (0, 1)
+    yield Spooled(tracker, spool, failures)
+    tracker.close()
 
 
 def replay_cut_off_at(function: str, spool: Spool, tracker: Tracker) -> None:
@@ -725,52 +740,35 @@ def replay_cut_off_at(function: str, spool: Spool, tracker: Tracker) -> None:
 
 
 def test_a_soft_time_limit_while_a_replay_reads_the_spool_keeps_every_failure(
-    redis_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    spooled: Spooled, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # Given three failures spooled while Redis was away
-    tracker = Tracker(redis_url, RecoveryConfig.from_mapping({"min_retry_interval_hours": 0}))
-    spool = Spool(tmp_path / "spool")
-    failures = spooled_failures(tracker, spool, tmp_path)
-
-    # When the soft time limit fires as the replay reads the files it took
+    # Given three failures spooled while Redis was away; when the soft time limit fires
+    # as the replay reads the files it took
     with caplog.at_level(logging.WARNING, logger="recovery.events"):
-        replay_cut_off_at("loads", spool, tracker)
+        replay_cut_off_at("loads", spooled.spool, spooled.tracker)
 
-    try:
-        # Then the replay raises it on, says the events were kept, and they were (bug:
-        # all three were deleted as the log said "events kept")
-        assert spool.count() == 3
-        assert "events not applied kept" in caplog.text
-        # And the next replay records each failure once
-        assert Reporter(spool).replay(tracker) == 3
-        assert_recorded_once(tracker, failures)
-        assert spool.count() == 0
-    finally:
-        tracker.close()
+    # Then the replay raises it on, says the events were kept, and they were (bug:
+    # all three were deleted as the log said "events kept")
+    assert spooled.spool.count() == 3
+    assert "events not applied kept" in caplog.text
+    # And the next replay records each failure once
+    spooled.assert_the_next_replay_records_each_once()
 
 
 def test_a_failure_redis_applied_as_a_soft_time_limit_cut_its_replay_off_counts_once(
-    redis_url: str, tmp_path: Path
+    spooled: Spooled,
 ) -> None:
-    # Given three failures spooled while Redis was away
-    tracker = Tracker(redis_url, RecoveryConfig.from_mapping({"min_retry_interval_hours": 0}))
-    spool = Spool(tmp_path / "spool")
-    failures = spooled_failures(tracker, spool, tmp_path)
+    # Given three failures spooled while Redis was away; when the soft time limit fires
+    # as the replay reads Redis's answer to the first: Redis has applied it, the replay
+    # cannot know
+    replay_cut_off_at("parse_response", spooled.spool, spooled.tracker)
 
-    # When the soft time limit fires as the replay reads Redis's answer to the first:
-    # Redis has applied it, the replay cannot know
-    replay_cut_off_at("parse_response", spool, tracker)
-
-    try:
-        # Then all three stay spooled, and the next replay records each once: the
-        # first is found by its event id
-        assert spool.count() == 3
-        assert tracker.reports.get_record(failures[0].record.doc_id) is not None
-        assert Reporter(spool).replay(tracker) == 3
-        assert_recorded_once(tracker, failures)
-        assert spool.count() == 0
-    finally:
-        tracker.close()
+    # Then all three stay spooled, and the next replay records each once: the first is
+    # found by its event id
+    assert spooled.spool.count() == 3
+    first = spooled.failures[0].record.doc_id
+    assert spooled.tracker.reports.get_record(first) is not None
+    spooled.assert_the_next_replay_records_each_once()
 
 
 def test_a_success_redis_applied_as_a_soft_time_limit_cut_its_replay_off_counts_once(
