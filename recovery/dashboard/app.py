@@ -15,7 +15,6 @@ import hmac
 import json
 import os
 from collections.abc import Awaitable, Callable, Iterable
-from datetime import UTC, datetime
 from typing import Any
 
 from celery import Celery
@@ -26,7 +25,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
@@ -49,6 +48,7 @@ from .auth import (
     trusted_hosts,
 )
 from .filters import BadRequest
+from .replies import as_json, field, own_page, plain, timestamp
 
 FLOWER_ENV = "DOCRECOVERY_FLOWER_URL"
 #: Documents a confirmation page names one by one; the rest are counted.
@@ -82,7 +82,7 @@ class Dashboard:
             loader=PackageLoader("recovery.dashboard", "templates"),
             autoescape=select_autoescape(default=True),
         )
-        env.filters["ts"] = _timestamp
+        env.filters["ts"] = timestamp
         env.filters["pct"] = lambda value: f"{float(value):.0%}"
         self.templates = Jinja2Templates(env=env)
 
@@ -94,7 +94,7 @@ class Dashboard:
         if request.method not in SAFE_METHODS:
             source = cross_origin(request.headers)
             if source is not None:
-                return _plain(
+                return plain(
                     request,
                     f"cross-origin request refused: it comes from {source!r}, not from a page"
                     f" of this dashboard ({request.headers.get('host', '')})",
@@ -122,7 +122,7 @@ class Dashboard:
     def _refuse(self, request: Request) -> Response:
         message = "authentication required: this dashboard needs its credentials"
         headers = {"WWW-Authenticate": self.credentials.challenge("docrecovery")}
-        return _plain(request, message, 401, headers)
+        return plain(request, message, 401, headers)
 
     async def check_csrf(self, request: Request, given: str | None) -> None:
         if request.state.bearer:
@@ -212,9 +212,9 @@ class Dashboard:
     async def action(self, request: Request) -> Response:
         action = self._action(request)
         form = await request.form()
-        await self.check_csrf(request, _str(form.get(CSRF_FIELD)))
-        fields = {k: _str(v) or "" for k, v in form.multi_items() if k != "ids"}
-        fields["ids"] = [_str(v) or "" for v in form.getlist("ids")]  # type: ignore[assignment]
+        await self.check_csrf(request, field(form.get(CSRF_FIELD)))
+        fields = {k: field(v) or "" for k, v in form.multi_items() if k != "ids"}
+        fields["ids"] = [field(v) or "" for v in form.getlist("ids")]  # type: ignore[assignment]
         target = await self.call(self.actions.target, action, fields)
         if fields.get("confirm") != "yes":
             shown = await self.call(
@@ -228,12 +228,12 @@ class Dashboard:
                     "target": target,
                     "shown": shown,
                     "fields": fields,
-                    "back": _own_page(fields.get("back")),
+                    "back": own_page(fields.get("back")),
                     "nav": "",
                 },
             )
         result = await self.call(self.actions.act, action, target, request.state.who)
-        back = _own_page(fields.get("back"))
+        back = own_page(fields.get("back"))
         return self.page(
             request,
             "done.html",
@@ -250,26 +250,26 @@ class Dashboard:
 
     async def api_overview(self, request: Request) -> Response:
         filters.check_known(request.query_params, ())
-        return _json(await self.call(views.overview, self.manager))
+        return as_json(await self.call(views.overview, self.manager))
 
     async def api_groups(self, request: Request) -> Response:
         filters.check_known(request.query_params, ())
-        return _json({"groups": await self.call(views.groups, self.manager)})
+        return as_json({"groups": await self.call(views.groups, self.manager)})
 
     async def api_documents(self, request: Request) -> Response:
         listing = filters.listing(dict(request.query_params))
-        return _json(await self.call(views.documents, self.manager, listing))
+        return as_json(await self.call(views.documents, self.manager, listing))
 
     async def api_document(self, request: Request) -> Response:
-        return _json(await self._detail(request))
+        return as_json(await self._detail(request))
 
     async def api_preview(self, request: Request) -> Response:
         filters.check_known(request.query_params, ())
         preview: Preview = await self.call(self.manager.preview)
-        return _json(preview.to_dict())
+        return as_json(preview.to_dict())
 
     async def api_csrf(self, request: Request) -> Response:
-        return _json({"csrf_token": request.state.csrf, "header": "X-CSRF-Token"})
+        return as_json({"csrf_token": request.state.csrf, "header": "X-CSRF-Token"})
 
     async def api_action(self, request: Request) -> Response:
         action = self._action(request)
@@ -284,48 +284,7 @@ class Dashboard:
         fields = api_fields(action, body)
         target = await self.call(self.actions.target, action, fields)
         result = await self.call(self.actions.act, action, target, request.state.who)
-        return _json({"action": action, "target": target.description, **result})
-
-
-def _own_page(back: str | None) -> str:
-    """Where a Cancel or Back link of a posted form leads: ``back`` when it is a path
-    of this dashboard, else the overview. The form is the poster's to fill, so this
-    refuses a ``javascript:`` URL, another site, and what a browser reads as one
-    (``//host``, ``/\\host``, a tab or newline it drops)."""
-    if not back or not back.startswith("/") or back.startswith("//"):
-        return "/"
-    if "\\" in back or any(ord(c) <= 0x20 or ord(c) == 0x7F for c in back):
-        return "/"
-    return back
-
-
-def _plain(
-    request: Request, message: str, status: int, headers: dict[str, str] | None = None
-) -> Response:
-    """A refusal before any page can be drawn: JSON under /api/, plain text elsewhere."""
-    if request.url.path.startswith("/api/"):
-        return JSONResponse({"error": message}, status, headers=headers)
-    return Response(message + "\n", status, headers=headers, media_type="text/plain")
-
-
-def _str(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def _json(data: Any, status: int = 200) -> Response:
-    return Response(json.dumps(data, default=_jsonable), status, media_type="application/json")
-
-
-def _jsonable(value: Any) -> Any:
-    if hasattr(value, "__dataclass_fields__"):
-        return vars(value)
-    return str(value)
-
-
-def _timestamp(value: Any) -> str:
-    if value in (None, "", 0):
-        return "—"
-    return datetime.fromtimestamp(float(value), UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        return as_json({"action": action, "target": target.description, **result})
 
 
 def _errors(
@@ -339,7 +298,7 @@ def _errors(
             if status >= 500:
                 message = f"the tracker's Redis did not answer: {exc}"
             if request.url.path.startswith("/api/"):
-                return _json({"error": message}, status)
+                return as_json({"error": message}, status)
             return dashboard.page(
                 request, "error.html", {"status": status, "message": message, "nav": ""}, status
             )
