@@ -65,7 +65,7 @@ $(BENCH_STAMP): $(STAMP)
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)
-	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 # Keeps .docrecovery/redis and .docrecovery/spool: the embedded Redis's data and any
 # failure events still waiting to be replayed.

@@ -1,0 +1,176 @@
+"""Figures 5 and 6: documents through a real prefork worker with tracking on and off,
+and documents resubmitted by a recovery run against a bare send_task loop."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from celery import Celery
+from celery.result import AsyncResult
+
+from benchmarks.bench import QUERY, REPO, Bench, ident, make_record
+from benchmarks.measure import Figure, Sizes, best_of, judged, paired
+from recovery.api import DocumentRecoveryManager
+from recovery.calls import HEADER
+
+
+def pipeline_overhead(bench: Bench, sizes: Sizes) -> list[Figure]:
+    """Documents per second through a prefork worker, recovery tracking on vs. off."""
+    docs = write_documents(bench.workdir / "docs", sizes.pipeline_docs)
+    app = Celery("bench", broker=bench.server.url, backend=bench.server.url, set_as_current=False)
+    app.conf.update(task_serializer="json", accept_content=["json"], result_accept_content=["json"])
+
+    def run(tracked: bool) -> float:
+        bench.flush()
+        with celery_worker(bench, app, tracked=tracked):
+            return process_all(app, docs)
+
+    best = best_of(2, on=lambda: run(True), off=lambda: run(False))
+    return [
+        judged(
+            5,
+            "pipeline: docs/s tracking on / off",
+            best["on"] / best["off"],
+            ">= 0.95",
+            documents=len(docs),
+            on_per_second=round(best["on"], 1),
+            off_per_second=round(best["off"], 1),
+            extra_ms_per_document=round(1e3 / best["on"] - 1e3 / best["off"], 3),
+        )
+    ]
+
+
+def write_documents(folder: Path, count: int) -> list[Path]:
+    """``count`` 20 KB text documents of words the query can rank."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(7)
+    words = (QUERY + " the of and a in to invoice margin forecast cost sales europe asia").split()
+    words += [f"term{n}" for n in range(300)]
+    paths = []
+    for i in range(count):
+        path = folder / f"doc-{i:05d}.txt"
+        text = " ".join(rng.choices(words, k=4000))
+        path.write_text(text[: 20 * 1024])
+        paths.append(path)
+    return paths
+
+
+@contextlib.contextmanager
+def celery_worker(bench: Bench, app: Celery, *, tracked: bool) -> Iterator[None]:
+    """A real ``celery -A tasks worker`` on the bench Redis, answering pings."""
+    env = {
+        **os.environ,
+        "REDIS_URL": bench.server.url,
+        "DOCRECOVERY_ROOTS": str(bench.workdir / "docs"),
+        "DOCRECOVERY_SPOOL_DIR": str(bench.workdir / "spool"),
+    }
+    if not tracked:
+        env["DOCRECOVERY_TRACKED_TASKS"] = "none.such"
+    log = bench.workdir / f"worker-{'on' if tracked else 'off'}.log"
+    command = [
+        sys.executable, "-m", "celery", "-A", "tasks", "worker", "-P", "prefork", "-c", "2",
+        "-Q", "documents", "--without-heartbeat", "--without-mingle", "--without-gossip",
+        "--loglevel", "WARNING", "-n", f"bench-{os.getpid()}@%h",
+    ]  # fmt: skip
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    try:
+        deadline = time.monotonic() + 60
+        while not app.control.ping(timeout=0.5):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"worker did not start: {log.read_text()[-1500:]}")
+        yield
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def process_all(app: Celery, docs: Sequence[Path]) -> float:
+    """Documents per second: send them all, then wait for every result (after a
+    warm-up of four, so both worker children have imported everything)."""
+
+    def send(paths: Sequence[Path]) -> list[AsyncResult]:
+        return [
+            app.send_task("tasks.process_document", args=[str(p), QUERY], queue="documents")
+            for p in paths
+        ]
+
+    for result in send(docs[:4]):
+        result.get(timeout=120)
+    start = time.perf_counter()
+    for result in send(docs):
+        result.get(timeout=300)
+    return len(docs) / (time.perf_counter() - start)
+
+
+def recovery_throughput(bench: Bench, sizes: Sizes) -> list[Figure]:
+    """Documents resubmitted per second by run_batch vs. a bare send_task loop."""
+    count = sizes.recovery_docs
+    manager = DocumentRecoveryManager(bench.server.url, bench.config)
+    records = [make_record(ident(i), time.time()) for i in range(count)]
+    timeout = bench.config.recovery_timeout
+    runs_per_recovery: list[int] = []
+
+    def recovered() -> float:
+        bench.flush()
+        bench.record_failures(count)
+        sent, runs = 0, 0
+        start = time.perf_counter()
+        while sent < count:
+            done = len(manager.run_batch().resubmitted)
+            if not done:
+                raise RuntimeError(f"recovery stalled after {sent} of {count} documents")
+            sent, runs = sent + done, runs + 1
+        rate = sent / (time.perf_counter() - start)
+        runs_per_recovery.append(runs)
+        return rate
+
+    def bare() -> float:
+        bench.flush()
+        start = time.perf_counter()
+        for r in records:
+            manager.app.send_task(
+                r.task_name,
+                args=r.args,
+                kwargs=r.kwargs,
+                queue=bench.config.resubmit_queue,
+                time_limit=timeout,
+                soft_time_limit=int(timeout * 0.9),
+                headers={HEADER: {"doc_id": r.doc_id, "attempt": 1, "manual": False}},
+            )
+        return count / (time.perf_counter() - start)
+
+    try:
+        rates = paired(5, recovered, bare)
+    finally:
+        manager.close()
+    return [
+        judged(
+            6,
+            "recovery: resubmitted/s run_batch / bare send_task",
+            rates.ratio,
+            ">= 0.9",
+            documents=count,
+            batch_size=bench.config.recovery_batch_size,
+            runs_per_recovery=runs_per_recovery[0],
+            recovered_per_second=round(rates.measured),
+            send_task_per_second=round(rates.baseline),
+            extra_us_per_document=round(1e6 / rates.measured - 1e6 / rates.baseline, 1),
+            ratios=rates.ratios,
+        )
+    ]
