@@ -14,9 +14,9 @@ place Celery's own tools already show:
 - **the replaced task's result** — after the send, the old task's meta in the result
   backend gets the new task in Celery's ``children`` (``AsyncResult(old).children``)
   and ``docrecovery: {"replaced_by": <new id>, "attempt": n, "manual": bool}``. Its
-  state and error are kept. This is best effort: a backend that is not a key-value
-  store (or is off) has no meta to amend, and a failure to amend is logged, never
-  fails the run.
+  state, error and expiry are kept. This is best effort: a backend that is not a
+  key-value store (or is off) has no meta to amend, and a failure to amend is logged,
+  never fails the run.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from typing import Any
 
 from celery import Celery
 from celery.backends.base import BaseKeyValueStoreBackend
+from celery.backends.redis import RedisBackend
 from celery.utils.saferepr import saferepr
 
 from recovery.calls import HEADER, Marker
@@ -72,27 +73,39 @@ def send_options(marker: Marker, replaced: str, kwargs: dict[str, Any]) -> dict[
 
 
 def link(app: Celery, replacements: Sequence[Replacement]) -> int:
-    """Name each replacement in its replaced task's result meta (one read of them all,
-    one write each); returns how many were amended. Tasks without a stored result
-    (expired, never stored) are left alone."""
+    """Name each replacement in its replaced task's result meta; returns how many were
+    amended. Tasks without a stored result (expired, never stored) are left alone."""
     backend = app.backend
     wanted = [r for r in replacements if r.replaced]
     if not wanted or not isinstance(backend, BaseKeyValueStoreBackend):
         return 0
-    amended = 0
     try:
         keys = [backend.get_key_for_task(r.replaced) for r in wanted]
+        amended = []
         for replacement, key, raw in zip(wanted, keys, backend.mget(keys), strict=True):
-            if raw is None:
-                continue
-            meta = backend.decode(raw)
+            meta = backend.decode(raw) if raw is not None else None
             if not isinstance(meta, dict):
                 continue
             child = [[replacement.task_id, None], None]  # AsyncResult.as_tuple(), as JSON
             meta["children"] = [*(meta.get("children") or []), child]
             meta[HEADER] = replacement.meta()
-            backend.set(key, backend.encode(meta))
-            amended += 1
+            amended.append((key, backend.encode(meta)))
+        _write(backend, amended)
     except Exception as exc:  # the backend's own errors: any kind, never the run's end
         log.warning("docrecovery: could not name replacements in the result backend: %s", exc)
-    return amended
+        return 0
+    return len(amended)
+
+
+def _write(backend: BaseKeyValueStoreBackend, amended: list[tuple[Any, Any]]) -> None:
+    """A Redis backend takes a batch's amended results in one round trip, each keeping
+    its expiry (``backend.set`` is a round trip per result, and restarts its expiry);
+    other key-value stores take them one by one."""
+    if isinstance(backend, RedisBackend):
+        with backend.client.pipeline(transaction=False) as pipe:
+            for key, value in amended:
+                pipe.set(key, value, keepttl=True)
+            pipe.execute()
+        return
+    for key, value in amended:
+        backend.set(key, value)

@@ -55,6 +55,34 @@ def test_the_replaced_tasks_result_names_its_replacement_and_keeps_its_failure(
     }
 
 
+def test_a_batch_of_replaced_results_each_keeps_its_own_expiry(
+    celery_app: Celery, redis_client: redis.Redis
+) -> None:
+    # Given failed results that expire at different times (linking must not restart
+    # them: a result lives as long as result_expires says, from its task's end)
+    backend = celery_app.backend
+    for n, ttl in enumerate((300, 900, 0)):
+        backend.mark_as_failure(f"t-{n}", RuntimeError("boom"))
+        key = backend.get_key_for_task(f"t-{n}")
+        if ttl:
+            redis_client.expire(key, ttl)
+        else:
+            redis_client.persist(key)
+
+    # When one run links all three
+    batch = [Replacement(f"t-{n}", f"t-new-{n}", 1, manual=False) for n in range(3)]
+    assert link(celery_app, batch) == 3
+
+    # Then each names its own replacement and keeps the expiry it had
+    ttls = [redis_client.ttl(backend.get_key_for_task(f"t-{n}")) for n in range(3)]
+    assert 250 < ttls[0] <= 300
+    assert 850 < ttls[1] <= 900
+    assert ttls[2] == -1
+    for n in range(3):
+        children = AsyncResult(f"t-{n}", app=celery_app).children
+        assert [child.id for child in children] == [f"t-new-{n}"]
+
+
 def test_a_task_without_a_stored_result_gets_none(
     celery_app: Celery, redis_client: redis.Redis
 ) -> None:
