@@ -117,7 +117,9 @@ class FailedDocumentsTracker(Tracker):
         """Track a failure (:meth:`Store.record_failure`). A record that names no
         category (the seed's carry none: ``other`` is the default) is filed by its error
         type and message, as a worker files an error it knows only as text, so the
-        per-category handling applies to it too (``category_overrides`` first)."""
+        per-category handling applies to it too (``category_overrides`` first). Its
+        ``retry_count`` counts: the document keeps at least that many retries, so one
+        imported at ``max_retry_count`` is not resubmitted."""
         if record.error_category == OTHER:
             category = categorize_text(
                 record.error_type, record.error_message, self.config.category_overrides

@@ -9,6 +9,7 @@ import multiprocessing
 import socket
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from functools import partial
 from multiprocessing.connection import Connection
 from typing import Any
@@ -1484,6 +1485,37 @@ def test_the_async_face_accepts_the_seeds_config_dict(redis_url: str) -> None:
 
         # with no retry allowed, the failure is tracked and past this config's maximum
         assert asyncio.run(fail()) == ("failed", 1)
+    finally:
+        tracker.close()
+
+
+def test_the_async_face_keeps_the_retries_a_tracked_record_already_used(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    # Given failures imported from another system with the retries each used (one at
+    # the maximum of 3, one below it), and a document that failed here twice already
+    tracker = FailedDocumentsTracker(redis_url, RecoveryConfig(retry_jitter=0.0, max_retry_count=3))
+    spent = failure("/docs/spent.pdf", retry_count=3)
+    left = failure("/docs/left.pdf", retry_count=2)
+    here = [failure("/docs/here.pdf", T0 + n) for n in range(3)]
+    try:
+
+        async def track() -> list[int]:
+            counts = [(await tracker.track_failure(r)).retry_count for r in (spent, left)]
+            for record in here[:2]:
+                await tracker.track_failure(record)
+            # its third failure, imported with fewer retries than it used here
+            imported = replace(here[2], retry_count=1)
+            return [*counts, (await tracker.track_failure(imported)).retry_count]
+
+        # When they are tracked through the API, then each keeps the larger of its own
+        # count and the one kept here (bug: a given retry_count was ignored, so the
+        # spent one started again at 0 and was resubmitted)
+        assert asyncio.run(track()) == [3, 2, 2]
+        assert zscore(redis_client, tracker.keys.due, spent.doc_id) == 3 * LEVEL + T0
+        claim = tracker.claims.claim_due(10, now=T0 + DAY)
+        assert {r.doc_id for r in claim.records} == {left.doc_id, here[0].doc_id}
+        assert tracker.reports.status(now=T0 + DAY)["exhausted"] == 1
     finally:
         tracker.close()
 

@@ -97,11 +97,13 @@ class Store(Part):
     ) -> FailureOutcome:
         """Track a failure at ``now`` (default: the record's failure time; "server":
         the server's clock, as workers report). A document already tracked gets its
-        retry counted unless ``counted`` is false (a manual retry); permanent errors go
-        straight to dead. Whether and when it runs again is each recovery run's call.
-        ``lost_run`` reports an in-flight run that never finished (see
-        :meth:`record_lost_run`): skipped (state ``skipped``) when the entry is gone
-        or, for a sweep, was renewed since, so a lost run is reported once. The
+        retry counted unless ``counted`` is false (a manual retry); none keeps fewer
+        retries than the record's ``retry_count`` (0 in a worker's report), so a
+        failure imported with the retries it used is not retried past the maximum.
+        Permanent errors go straight to dead. Whether and when it runs again is each
+        recovery run's call. ``lost_run`` reports an in-flight run that never finished
+        (see :meth:`record_lost_run`): skipped (state ``skipped``) when the entry is
+        gone or, for a sweep, was renewed since, so a lost run is reported once. The
         failure of a run whose document was deleted while it ran is ``dropped``; one of a
         run that recovery has since replaced by a newer task is ``stale``. ``event``
         names a worker's report: applied again (a spooled replay of a change a failover
@@ -133,6 +135,7 @@ class Store(Part):
                 fp=record.fingerprint,
                 tlimit=record.time_limit or "",
                 attempts=record.recovery_attempts,
+                retries=record.retry_count,
                 body=record.body(config.max_error_chars),
                 sig=sig,
                 etype=wire(record.error_type),

@@ -1,6 +1,6 @@
 -- Record one failure of a document: the record, its indexes and the aggregates.
 -- KEYS: record due failed claimed waiting dead corrupt stats imports inflight inflight_tasks generations breakers by_category by_worker by_query worker_failures query_failures signatures signature_info signature_last deleted superseded
--- ARGV: now doc_id permanent counted recovery lane ttl task_id lost_run window cat worker query qlabel fp tlimit attempts body sig etype example event
+-- ARGV: now doc_id permanent counted recovery lane ttl task_id lost_run window cat worker query qlabel fp tlimit attempts retries body sig etype example event
 -- permanent, counted, recovery: '0'/'1' (counted: this failure counts as a retry of a
 -- document already tracked; recovery: the run was a recovery attempt).
 -- lane: the backoff class ('1' network failures, '0' the rest).
@@ -14,6 +14,9 @@
 -- call, error type and message; see records.py). qlabel: the name the query is counted
 -- under in the aggregates (the query, or its head and a hash when long), kept in the
 -- record only when it differs from the query.
+-- retries: the record's retry count (0 in a worker's report): the count kept is at
+-- least it, so a failure imported with the retries it already used is not retried
+-- past the maximum.
 -- A failure of a run whose document was deleted while it was sent or running
 -- (remove.lua marked its task id) is dropped, and the first counted
 -- ('dropped_after_delete'): the delete stands, nothing is tracked again.
@@ -71,8 +74,10 @@ if existed then
   end
   redis.call('DEL', rec)
 end
--- a new failure keeps the recovery attempts counted so far
+-- the record's own counts (its run's recovery attempt; the retries a failure imported
+-- from elsewhere used) stand unless the stored ones, this failure counted, are larger
 attempts = math.max(attempts, tonumber(A.attempts) or 0)
+retries = math.max(retries, tonumber(A.retries) or 0)
 
 local state, reason = 'failed', ''
 if A.permanent == '1' then state, reason = 'dead', 'permanent error: not retried' end
