@@ -42,7 +42,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: What a document id looks like (records.document_id): a path never does.
+#: What a document id looks like (records.document_id); a path may too (a file named
+#: by 20 hex digits), which ``mark_success`` tells apart.
 DOC_ID = re.compile(r"[0-9a-f]{20}")
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -136,10 +137,17 @@ class FailedDocumentsTracker(Tracker):
     async def mark_success(self, document: str, query: str | None = None, **details: Any) -> bool:
         """Stop tracking a processed document, named by its id or — as the seed's
         tracker is given it — by its path (with the query when there is one). Returns
-        False, and logs it, when nothing tracked matched."""
-        doc_id = document if DOC_ID.fullmatch(document) and query is None else None
-        doc_id = doc_id or document_id(document, query)
-        done = await asyncio.to_thread(self.store.resolve, doc_id, query=query, **details)
+        False, and logs it, when nothing tracked matched.
+
+        Twenty hex digits and no query read as an id or as a path: the id is probed
+        first (one round trip when something is stored under it), and only when
+        nothing is, the path, so the run is counted once either way."""
+        resolve, done = self.store.resolve, None
+        if query is None and DOC_ID.fullmatch(document):
+            done = await asyncio.to_thread(resolve, document, probe=True, **details)
+        if done is None or done.absent:
+            doc_id = document_id(document, query)
+            done = await asyncio.to_thread(resolve, doc_id, query=query, **details)
         if not done.tracked:
             log.info("mark_success: %r (query %r) is not tracked", document, query)
         return done.tracked

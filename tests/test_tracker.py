@@ -33,7 +33,7 @@ from recovery.errors import (
 from recovery.keys import LEVEL
 from recovery.records import FailedDocumentRecord, document_id
 from recovery.redis_server import RedisServer
-from recovery.store import Settlement, Tracker, redact, redact_text
+from recovery.store import Settlement, Tracker, redact, redact_text, scripts
 from recovery.store.connection import Packer
 
 HOUR = 3600.0
@@ -1518,6 +1518,57 @@ def test_the_async_face_keeps_the_retries_a_tracked_record_already_used(
         assert tracker.reports.status(now=T0 + DAY)["exhausted"] == 1
     finally:
         tracker.close()
+
+
+def test_mark_success_resolves_a_path_that_looks_like_an_id_and_counts_each_run_once(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    # Given a file named by 20 hex digits that failed, and two other documents
+    client = redis.Redis.from_url(
+        redis_url,
+        decode_responses=True,
+        encoding_errors="surrogateescape",
+        connection_class=CountingConnection,
+    )
+    tracker = FailedDocumentsTracker(redis_url, RecoveryConfig(retry_jitter=0.0), client=client)
+    named, by_id, by_path = (
+        failure(path, worker_id="w1") for path in ("0123456789abcdef0123", "/docs/b", "/docs/c")
+    )
+    redis_client.script_load(scripts.source("resolve"))
+    try:
+        for record in (named, by_id, by_path):
+            tracker.store.record_failure(record)
+
+        def mark(document: str, **details: Any) -> tuple[bool, int]:
+            done: list[bool] = []
+            details = {"worker": "w1", "now": T0 + HOUR, **details}
+            success = tracker.mark_success(document, **details)
+            trips = round_trips(lambda: done.append(asyncio.run(success)))
+            return done[0], trips
+
+        # When each is marked processed — by its path, by its id (after a success of
+        # an older run, which a newer failure outdates), by its path — then the first again
+        marks = [
+            mark(named.document_path),
+            mark(by_id.doc_id, task_id="older-run", now=T0 - 1),
+            mark(by_id.doc_id),
+            mark(by_path.document_path),
+            mark(named.document_path),
+        ]
+        left = tracker.reports.status(now=T0 + HOUR)["total_failed_documents"]
+    finally:
+        client.close()
+
+    # Then the path that looks like an id resolves its document (bug: it was taken for
+    # an id, nothing matched, and the document stayed to be resubmitted) in two round
+    # trips, an id or another path in one as before, and the last call matches nothing
+    assert marks == [(True, 2), (False, 1), (True, 1), (True, 1), (False, 2)]
+    assert left == 0
+    # And each run counted once (bug: a call that matched nothing counted its run, so
+    # trying again by the path counted it twice)
+    assert hash_of(redis_client, tracker.keys.worker_successes) == {"w1": "5"}
+    assert hash_of(redis_client, tracker.keys.query_successes) == {"(no query)": "5"}
+    assert redis_client.hget(tracker.keys.stats, "resolved") == "3"
 
 
 def test_a_sweep_does_not_report_a_run_whose_entry_was_renewed_after_it_read_it(

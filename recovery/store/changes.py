@@ -58,6 +58,8 @@ class Resolution:
     recovery_seconds: float | None = None
     #: the report was applied before, and changed nothing now
     duplicate: bool = False
+    #: a probe found nothing stored under its id, and changed and counted nothing
+    absent: bool = False
 
 
 #: The name documents processed without a query are counted under.
@@ -183,13 +185,17 @@ class Store(Part):
         task_id: str = "",
         now: float | None = None,
         event: str = "",
+        probe: bool = False,
     ) -> Resolution:
         """Stop tracking a document that was processed. ``event`` names a report
         replayed from a spool: applied again (a replay cut off after Redis applied it)
-        it is a ``duplicate`` and counts nothing twice."""
+        it is a ``duplicate`` and counts nothing twice. ``probe``: ``doc_id`` is only
+        one reading of what the caller was given; with nothing stored under it the
+        call is ``absent`` and changes and counts nothing, so the caller can try
+        another reading and count the run once."""
         shard = self.connection.shard(doc_id)
         with self.connection.errors("resolve"):
-            tracked, took, *duplicate = shard.scripts.resolve(
+            tracked, took, *note = shard.scripts.resolve(
                 keys={"record": shard.keys.record(doc_id)},
                 now=_at(now),
                 doc_id=doc_id,
@@ -201,8 +207,10 @@ class Store(Part):
                 step=series.STEP,
                 keep=series.KEEP,
                 event=event,
+                probe=int(probe),
             )
-        return Resolution(bool(tracked), float(took) if took else None, bool(duplicate))
+        took_seconds = float(took) if took else None
+        return Resolution(bool(tracked), took_seconds, note == ["duplicate"], note == ["absent"])
 
     def put(self, key: str, value: str, ttl: int) -> None:
         """Keep an application value (such as a pipeline's result) with a TTL; ``key``

@@ -1,6 +1,6 @@
 -- A tracked task succeeded: count the run and stop tracking the document.
 -- KEYS: record due failed claimed waiting dead corrupt imports stats by_category by_worker by_query worker_successes query_successes inflight inflight_tasks breakers deleted series series_buckets replayed_successes
--- ARGV: now doc_id worker query recovery task_id window step keep event
+-- ARGV: now doc_id worker query recovery task_id window step keep event probe
 -- recovery: '1' when the run was a recovery attempt; task_id: the run that succeeded;
 -- window: the circuit-breaker window; query: the name the query is counted under.
 -- step, keep: the recoveries-over-time series' bucket width (s) and buckets kept.
@@ -17,8 +17,13 @@
 -- nothing (nor takes out of flight a redelivery of its run). It still untracks a
 -- record no newer than itself: the failure it resolved, re-applied by the same replay
 -- (its event id went with the record), must not bring the document back.
--- Returns {was tracked (0/1), recovery seconds or ''}, and 'duplicate' third for one.
+-- probe: '1' when doc_id is a guess (mark_success given 20 hex digits, an id or a
+-- path): with nothing stored under it the call changes and counts nothing and says
+-- 'absent', so the caller can try the other reading and count the run once.
+-- Returns {was tracked (0/1), recovery seconds or ''}, and 'duplicate' or 'absent'
+-- third for one.
 local rec, id, now = K.record, A.doc_id, clock(A.now)
+if A.probe == '1' and redis.call('EXISTS', rec) == 0 then return {0, '', 'absent'} end
 local again = A.event ~= '' and redis.call('ZSCORE', K.replayed_successes, A.event)
 local dup = again and 'duplicate' or nil
 if A.event ~= '' and not again then
