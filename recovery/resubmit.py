@@ -17,10 +17,12 @@ from contextlib import contextmanager, nullcontext
 from typing import Any
 
 from celery import Celery
+from celery.exceptions import SoftTimeLimitExceeded
 
 from recovery import lineage, policy
 from recovery.broker import default_broker_url, default_result_backend, queue_type
 from recovery.calls import Marker
+from recovery.categories import exception_chain
 from recovery.config import RecoveryConfig
 from recovery.records import FailedDocumentRecord
 from recovery.store import Settlement
@@ -69,6 +71,16 @@ def _buffers(producer: Any) -> bool:
     )
 
 
+def _cut_off(exc: BaseException) -> BaseException | None:
+    """What cut a publish off, if not an ordinary failure: a soft time limit (an
+    Exception, but the calling task's, which must stop) or a BaseException such as ^C,
+    raised as it is or as the cause of kombu's failed flush."""
+    for link in exception_chain(exc):
+        if isinstance(link, SoftTimeLimitExceeded) or not isinstance(link, Exception):
+            return link
+    return None
+
+
 class Resubmitter:
     """Sends documents as new tasks through ``app``, as ``config`` routes them."""
 
@@ -109,9 +121,12 @@ class Resubmitter:
         send failed. ``out`` gets each resubmission once its message has left: as it is
         sent where kombu publishes at once (RabbitMQ), when the batch is flushed where
         it holds them (Redis): a caller cut off meanwhile settles those and gives the
-        rest back, so none is sent twice. None is sent once ``expires`` (the claim's
-        lease, on the monotonic clock) has passed: another run may have taken it since,
-        so it is released instead (a no-op if it was)."""
+        rest back, so none is sent twice. A flush cut off (a soft time limit, ^C) may
+        have published any of the batch, so all of it goes to ``out`` and the cut is
+        raised on: a message that never left is resent once the resend bound passes,
+        one given back that did leave would be sent twice. None is sent once
+        ``expires`` (the claim's lease, on the monotonic clock) has passed: another run
+        may have taken it since, so it is released instead (a no-op if it was)."""
         decided: list[Outcome] = []
         buffered: bool | None = None  # known once a message went through the producer
         with self._producer() as producer:
@@ -131,18 +146,31 @@ class Resubmitter:
                                 buffered = batch is not None and _buffers(producer)
                             if not buffered:
                                 out.append(outcome)
-                if buffered:  # the batch was flushed as its block ended
-                    out.extend(outcome for outcome in decided if outcome[1] is not None)
-            except Exception as exc:
+            except BaseException as exc:
                 if len(decided) < len(records) or not buffered:
+                    raise  # out has what left; a held batch not flushed yet is dropped, unsent
+                cut = _cut_off(exc)
+                if cut is None:
+                    log.error("could not resubmit a batch of %d: %s", len(records), exc)
+                    return [
+                        (Settlement(s.doc_id, "release", f"resubmission failed: {exc}"), None)
+                        if s.outcome == "sent"
+                        else (s, sent)
+                        for s, sent in decided
+                    ]
+                maybe = [outcome for outcome in decided if outcome[1] is not None]
+                out.extend(maybe)
+                log.warning(
+                    "publishing a batch of %d was cut off (%r): all counted as sent, "
+                    "any that did not leave is resent once its resend bound passes",
+                    len(maybe),
+                    cut,
+                )
+                if cut is exc:
                     raise
-                log.error("could not resubmit a batch of %d: %s", len(records), exc)
-                return [
-                    (Settlement(s.doc_id, "release", f"resubmission failed: {exc}"), None)
-                    if s.outcome == "sent"
-                    else (s, sent)
-                    for s, sent in decided
-                ]
+                raise cut from None  # unwrapped from kombu's BatchPublishError: the caller's own
+            if buffered:  # the batch was flushed as its block ended
+                out.extend(outcome for outcome in decided if outcome[1] is not None)
         return decided
 
     @contextmanager

@@ -20,6 +20,7 @@ import redis
 import seed
 from brokers import Broker
 from celery import Celery
+from celery.exceptions import SoftTimeLimitExceeded
 from faults.support import Interrupted, at_call, interrupted_at
 
 from recovery.api import DocumentRecoveryManager, FailedDocumentsTracker, run_document_recovery
@@ -454,6 +455,57 @@ def test_a_run_cut_off_as_it_settles_settles_what_it_sent_and_sends_it_once(
     # And each waits in the queue once
     manager.run_batch()
     assert sorted(broker.header_doc_ids()) == sorted(r.doc_id for r in records)
+
+
+def test_a_soft_time_limit_as_the_batch_is_flushed_stops_the_run_and_sends_none_twice(
+    make_manager: ManagerFactory, broker: Broker, redis_client: redis.Redis
+) -> None:
+    # Given three due documents
+    manager = make_manager()
+    records = due_now(manager, 3)
+
+    # When the run's soft time limit fires as its batch is flushed (Redis publishes the
+    # batch there; RabbitMQ has published each message as it was sent)
+    with (
+        pytest.raises(SoftTimeLimitExceeded),
+        interrupted_at("flush", SoftTimeLimitExceeded),
+    ):
+        manager.run_batch()
+
+    # Then the limit stops the run, and each document counts as sent, none given back
+    # to be sent again while its message may wait in the queue (bug: on Redis the limit
+    # was taken for a failed flush, swallowed, and the whole batch given back); one
+    # whose message never left is resent once the resend bound passes
+    keys = manager.tracker.keys
+    assert {redis_client.hget(keys.record(r.doc_id), "state") for r in records} == {"sent"}
+    assert manager.run_batch().resubmitted == []
+    waiting = broker.header_doc_ids()
+    assert len(set(waiting)) == len(waiting)
+    assert set(waiting) <= {r.doc_id for r in records}
+
+
+def test_a_soft_time_limit_once_the_flushed_batch_left_stops_the_run_and_sends_it_once(
+    make_manager: ManagerFactory, redis_client: redis.Redis
+) -> None:
+    # Given three due documents, the test's Redis their broker
+    manager = make_manager()
+    records = due_now(manager, 3)
+
+    # When the run's soft time limit fires as the batch's publish reads its replies:
+    # every message has gone out (kombu reports the limit as an uncertain delivery)
+    with (
+        pytest.raises(SoftTimeLimitExceeded),
+        interrupted_at("parse_response", SoftTimeLimitExceeded, within="flush"),
+    ):
+        manager.run_batch()
+
+    # Then the limit stops the run and each document counts as sent (bug: all three
+    # were given back to due, and the next run sent each a second time)
+    keys = manager.tracker.keys
+    assert {redis_client.hget(keys.record(r.doc_id), "state") for r in records} == {"sent"}
+    assert manager.run_batch().resubmitted == []
+    waiting = [m["headers"][HEADER]["doc_id"] for m in messages(redis_client, "documents")]
+    assert sorted(waiting) == sorted(r.doc_id for r in records)
 
 
 def test_a_run_that_outlived_its_lease_sends_none_of_what_another_run_took_since(

@@ -152,14 +152,22 @@ class Interrupted(BaseException):
 
 
 @contextlib.contextmanager
-def at_call(function: str, action: Callable[[], object], after: int = 0) -> Iterator[None]:
+def at_call(
+    function: str, action: Callable[[], object], after: int = 0, within: str | None = None
+) -> Iterator[None]:
     """Run ``action`` as a call of a function named ``function`` starts, the first after
-    ``after`` such calls: what a signal, a pause or another process would do at that
-    point (an exception ``action`` raises is raised there)."""
+    ``after`` such calls (only calls made inside a call of a function named ``within``
+    count, if given): what a signal, a pause or another process would do at that point
+    (an exception ``action`` raises is raised there)."""
     calls = itertools.count()
 
     def hook(frame: FrameType, event: str, _: Any) -> None:
-        if event == "call" and frame.f_code.co_name == function and next(calls) == after:
+        if (
+            event == "call"
+            and frame.f_code.co_name == function
+            and (within is None or _called_within(frame, within))
+            and next(calls) == after
+        ):
             action()
 
     sys.settrace(hook)
@@ -169,18 +177,28 @@ def at_call(function: str, action: Callable[[], object], after: int = 0) -> Iter
         sys.settrace(None)
 
 
+def _called_within(frame: FrameType, function: str) -> bool:
+    caller = frame.f_back
+    while caller is not None and caller.f_code.co_name != function:
+        caller = caller.f_back
+    return caller is not None
+
+
 def interrupted_at(
-    function: str, raising: type[BaseException] = Interrupted, after: int = 0
+    function: str,
+    raising: type[BaseException] = Interrupted,
+    after: int = 0,
+    within: str | None = None,
 ) -> contextlib.AbstractContextManager[None]:
     """Raise ``raising`` (a soft time limit's, say) as a call of a function named
-    ``function`` starts, the first after ``after`` such calls, as a signal would there:
-    at redis-py's ``parse_response`` a command has gone out and its reply is not read
-    yet."""
+    ``function`` starts (inside a call of ``within``, if given), the first after
+    ``after`` such calls, as a signal would there: at redis-py's ``parse_response`` a
+    command has gone out and its reply is not read yet."""
 
     def interrupt() -> None:
         raise raising
 
-    return at_call(function, interrupt, after)
+    return at_call(function, interrupt, after, within)
 
 
 # --- waiting -----------------------------------------------------------------------
