@@ -121,7 +121,8 @@ class Resubmitter:
         send failed. ``out`` gets each resubmission once its message has left: as it is
         sent where kombu publishes at once (RabbitMQ), when the batch is flushed where
         it holds them (Redis): a caller cut off meanwhile settles those and gives the
-        rest back, so none is sent twice. A flush cut off (a soft time limit, ^C) may
+        rest back, so none is sent twice (but for the one RabbitMQ was publishing as the
+        cut came, given back though it may have left). A flush cut off (a soft time limit, ^C) may
         have published any of the batch, so all of it goes to ``out`` and the cut is
         raised on: a message that never left is resent once the resend bound passes,
         one given back that did leave would be sent twice. None is sent once
@@ -176,11 +177,14 @@ class Resubmitter:
     @contextmanager
     def _producer(self) -> Iterator[Any]:
         """One producer for a batch's messages, or None when none can be had (the
-        broker is down): each message is then sent, and fails, on its own."""
+        broker is down): each message is then sent, and fails, on its own. A soft time
+        limit is no broker's failure: it is raised on, and the run stops."""
         try:
             acquired = self.app.producer_or_acquire()
             producer = acquired.__enter__()
         except Exception as exc:
+            if _cut_off(exc) is not None:
+                raise
             log.warning("no producer for this batch, sending one by one: %s", exc)
             yield None
             return
@@ -192,6 +196,8 @@ class Resubmitter:
     def _resubmit(
         self, record: FailedDocumentRecord, *, manual: bool = False, producer: Any = None
     ) -> Outcome:
+        """Send one record; a send that fails releases it. A soft time limit is not a
+        failed send: it is raised on, so the run stops rather than send the rest."""
         plan = self.plan(record)
         doc_id = plan.doc_id
         marker = Marker(doc_id, plan.attempt, manual)
@@ -207,6 +213,8 @@ class Resubmitter:
                 **lineage.send_options(marker, record.task_id, record.kwargs),
             )
         except Exception as exc:
+            if _cut_off(exc) is not None:
+                raise
             log.error("could not resubmit %s: %s", record.document_path, exc)
             return Settlement(doc_id, "release", f"resubmission failed: {exc}"), None
         sent = Resubmission(**vars(plan), task_id=result.id, replaces=record.task_id, manual=manual)

@@ -390,8 +390,13 @@ def test_a_path_no_system_call_takes_is_held_and_the_batch_goes(
     assert int(redis_client.llen("documents")) == 1
 
 
+@pytest.mark.parametrize("raising", [Interrupted, SoftTimeLimitExceeded])
+@pytest.mark.parametrize("function", ["producer_or_acquire", "send_task"])
 def test_a_run_cut_off_between_claim_and_settle_gives_its_claim_back_uncounted(
-    make_manager: ManagerFactory, redis_client: redis.Redis
+    make_manager: ManagerFactory,
+    redis_client: redis.Redis,
+    function: str,
+    raising: type[BaseException],
 ) -> None:
     # Given two due documents
     manager = make_manager()
@@ -400,8 +405,10 @@ def test_a_run_cut_off_between_claim_and_settle_gives_its_claim_back_uncounted(
         manager.tracker.store.record_failure(record)
     now = T0 + 2 * HOUR
 
-    # When the run is cut off while it resubmits them (a signal's exception)
-    with pytest.raises(Interrupted), interrupted_at("send_task"):
+    # When the run is cut off as it takes a producer or sends the first, by a signal's
+    # exception or its soft time limit (bug: the limit was taken for a broker's
+    # failure, swallowed, and the run went on sending)
+    with pytest.raises(raising), interrupted_at(function, raising):
         manager.run_batch(now=now)
 
     # Then nothing stays claimed: both are due again where they were, no attempt used
@@ -414,16 +421,21 @@ def test_a_run_cut_off_between_claim_and_settle_gives_its_claim_back_uncounted(
     assert len(manager.run_batch(now=now + 60).resubmitted) == 2
 
 
+@pytest.mark.parametrize("raising", [Interrupted, SoftTimeLimitExceeded])
 def test_a_run_cut_off_midway_settles_what_it_sent_and_sends_each_document_once(
-    make_manager: ManagerFactory, broker: Broker, redis_client: redis.Redis
+    make_manager: ManagerFactory,
+    broker: Broker,
+    redis_client: redis.Redis,
+    raising: type[BaseException],
 ) -> None:
     # Given three due documents
     manager = make_manager()
     records = due_now(manager, 3)
 
-    # When the run is cut off as it sends the third (RabbitMQ has published the first
-    # two; Redis's batch held them, and drops them)
-    with pytest.raises(Interrupted), interrupted_at("send_task", after=2):
+    # When the run is cut off as it sends the third, by a signal's exception or its
+    # soft time limit (RabbitMQ has published the first two; Redis's batch held them,
+    # and drops them)
+    with pytest.raises(raising), interrupted_at("send_task", raising, after=2):
         manager.run_batch()
 
     # Then none stays claimed (what left is sent, the rest due again), and the next
