@@ -29,6 +29,7 @@ from typing import Any
 from celery import Celery
 from celery.backends.base import BaseKeyValueStoreBackend
 from celery.backends.redis import RedisBackend
+from celery.exceptions import SoftTimeLimitExceeded
 from celery.utils.saferepr import saferepr
 
 from recovery.calls import HEADER, Marker
@@ -91,6 +92,8 @@ def link(app: Celery, replacements: Sequence[Replacement]) -> int:
             meta[HEADER] = replacement.meta()
             amended.append((key, backend.encode(meta)))
         _write(backend, amended)
+    except SoftTimeLimitExceeded:
+        raise  # the run's own limit, not the backend's: the run must stop
     except Exception as exc:  # the backend's own errors: any kind, never the run's end
         log.warning("docrecovery: could not name replacements in the result backend: %s", exc)
         return 0

@@ -8,7 +8,9 @@ import ast
 import pytest
 import redis
 from celery import Celery
+from celery.exceptions import SoftTimeLimitExceeded
 from celery.result import AsyncResult
+from faults.support import interrupted_at
 
 from recovery.calls import HEADER, Marker
 from recovery.lineage import Replacement, describe, link, send_options
@@ -81,6 +83,15 @@ def test_a_batch_of_replaced_results_each_keeps_its_own_expiry(
     for n in range(3):
         children = AsyncResult(f"t-{n}", app=celery_app).children
         assert [child.id for child in children] == [f"t-new-{n}"]
+
+
+@pytest.mark.usefixtures("redis_url")
+def test_a_soft_time_limit_while_linking_stops_the_run(celery_app: Celery) -> None:
+    # the backend's own errors are logged and the run goes on; its task's limit is not one
+    celery_app.backend.mark_as_failure("t-old", RuntimeError("boom"))
+
+    with pytest.raises(SoftTimeLimitExceeded), interrupted_at("mget", SoftTimeLimitExceeded):
+        link(celery_app, [Replacement("t-old", "t-new", 1, manual=False)])
 
 
 def test_a_task_without_a_stored_result_gets_none(
