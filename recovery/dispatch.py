@@ -3,10 +3,10 @@ retries, between the claim and the summary.
 
 A batch cut off between its claim and the end of its settle (any exception, a soft
 time limit) settles what it sent and gives the rest back at once, uncounted, rather
-than leaving it claimed until the lease ends, when it would be sent again. (A settle
-Redis applied before the cut, its reply unread, is applied again: it changes nothing
-twice, as the documents are no longer under the claim, but counts the run's
-resubmissions in ``recovery_attempts`` once more.)
+than leaving it claimed until the lease ends, when it would be sent again. A settle
+Redis applied before the cut, its reply unread, is not applied again: settle.lua
+marks each claim it settled (per shard), so the guard's settle changes and counts
+nothing twice, and its give-back takes only what is still under the claim.
 """
 
 from __future__ import annotations

@@ -43,6 +43,12 @@ class Keys:
         """Hash holding one failed document's record."""
         return self._name("doc", doc_id)
 
+    def settled(self, token: str) -> str:
+        """String: what the settle of the claim ``token`` returned (its resubmissions),
+        kept for a claim's lease: the same settle applied again, its reply lost,
+        returns it and changes and counts nothing twice (see ``lua/settle.lua``)."""
+        return self._name("settled", token)
+
     def app(self, *parts: str) -> str:
         """A key of the application's own, under ``app:`` beside the tracker's names
         (the pipeline keeps its results at ``app("result", doc_id)``): same prefix,

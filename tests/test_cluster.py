@@ -177,10 +177,15 @@ def test_every_operation_of_the_tracker_runs_on_a_cluster_one_slot_per_shard(
     claim = tracker.claims.claim_due(10)
     ids = sorted(r.doc_id for r in claim.records)
     assert ids == sorted(document_id(f"/d/{i}.pdf") for i in range(4))
-    tracker.claims.settle(
-        [Settlement(ids[0], "sent", "new-task"), *(Settlement(d, "release") for d in ids[1:])],
-        token=claim.token,
-    )
+    outcomes = [
+        Settlement(ids[0], "sent", "new-task"),
+        *(Settlement(d, "release") for d in ids[1:]),
+    ]
+    assert tracker.claims.settle(outcomes, token=claim.token) == 1
+    # (applied again, its reply lost, it counts nothing twice: each shard keeps its mark)
+    assert tracker.claims.settle(outcomes, token=claim.token) == 1
+    metrics = tracker.reports.status()["recovery_metrics"]
+    assert (metrics["recovery_attempts"], metrics["recovery_runs"]) == (1, 1)
     assert tracker.store.resolve(ids[0], task_id="new-task", recovery_attempt=True).tracked
     assert tracker.reports.status()["recovery_metrics"]["successful_recoveries"] == 1
 

@@ -50,7 +50,11 @@ NAMES = {
 
 
 def every_name(keys: Keys) -> list[str]:
-    return [getattr(keys, attr) for attr in NAMES] + [keys.record("abc"), keys.app("result", "abc")]
+    return [getattr(keys, attr) for attr in NAMES] + [
+        keys.record("abc"),
+        keys.app("result", "abc"),
+        keys.settled("abc"),
+    ]
 
 
 def test_every_key_the_module_builds_is_pinned_here() -> None:
@@ -95,6 +99,7 @@ def test_default_key_names_are_pinned() -> None:
     assert keys.run_lock == "{docrecovery}:lock:run"
     assert keys.beat == "{docrecovery}:beat"
     assert keys.record("816e63c349de4636ebf1") == "{docrecovery}:doc:816e63c349de4636ebf1"
+    assert keys.settled("9f86d081884c7d65") == "{docrecovery}:settled:9f86d081884c7d65"
     assert (
         keys.app("result", "816e63c349de4636ebf1")
         == "{docrecovery}:app:result:816e63c349de4636ebf1"
@@ -111,6 +116,7 @@ def test_record_keys_under_a_custom_prefix_are_pinned() -> None:
 
     assert keys.record("abc") == "{acme-prod}:doc:abc"
     assert keys.app("result", "abc") == "{acme-prod}:app:result:abc"
+    assert keys.settled("abc") == "{acme-prod}:settled:abc"
 
 
 @pytest.mark.parametrize("prefix", [DEFAULT_PREFIX, "acme-prod"])

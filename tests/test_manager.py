@@ -520,6 +520,30 @@ def test_a_soft_time_limit_once_the_flushed_batch_left_stops_the_run_and_sends_i
     assert sorted(waiting) == sorted(r.doc_id for r in records)
 
 
+def test_a_run_cut_off_before_its_settles_reply_counts_its_resubmissions_once(
+    make_manager: ManagerFactory, broker: Broker, redis_client: redis.Redis
+) -> None:
+    # Given two due documents, the settle script loaded (as by any earlier run)
+    manager = make_manager()
+    records = due_now(manager, 2)
+    tracker = manager.tracker
+    redis_client.script_load(tracker.connection.scripts.settle.source)
+
+    # When the run is cut off after its settle went out, before its reply is read, and
+    # its guard settles what it sent again
+    with pytest.raises(Interrupted), interrupted_at("parse_response", within="settle"):
+        manager.run_batch()
+
+    # Then both are sent, once, and the run and its two resubmissions count once (bug:
+    # the guard's settle counted them again: 4 attempts in 2 runs)
+    keys = tracker.keys
+    assert {redis_client.hget(keys.record(r.doc_id), "state") for r in records} == {"sent"}
+    metrics = tracker.reports.status()["recovery_metrics"]
+    assert (metrics["recovery_attempts"], metrics["recovery_runs"]) == (2, 1)
+    assert sum(b.resubmitted for b in tracker.reports.recoveries_over_time()) == 2
+    assert sorted(broker.header_doc_ids()) == sorted(r.doc_id for r in records)
+
+
 def test_a_run_that_outlived_its_lease_sends_none_of_what_another_run_took_since(
     make_manager: ManagerFactory, broker: Broker, redis_client: redis.Redis
 ) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import redis
 from conftest import trackers
+from faults.support import Interrupted, interrupted_at, wait_for
 
 from recovery.calls import RunCall
 from recovery.config import RecoveryConfig
@@ -195,6 +196,31 @@ def test_a_run_settles_in_every_shard_and_is_counted_once(tracker: Tracker) -> N
     assert (status["in_recovery"], status["eligible_for_recovery"]) == (1, 2)
     assert tracker.store.resolve(ids[0], task_id="t-new", recovery_attempt=True).tracked
     assert tracker.reports.status()["recovery_metrics"]["successful_recoveries"] == 1
+
+
+def test_a_settle_cut_off_after_one_shards_part_counts_each_part_once_when_applied_again(
+    tracker: Tracker, redis_client: redis.Redis
+) -> None:
+    # Given a claim of a document in each shard, the settle script loaded (as by any run)
+    ids = [fail(tracker, path) for shard in range(SHARDS) for path in paths_in(shard, 1)]
+    claim = tracker.claims.claim_due(10, now=T0 + HOUR)
+    outcomes = [Settlement(doc, "sent", f"t-{doc}") for doc in ids]
+    redis_client.script_load(tracker.connection.scripts.settle.source)
+
+    # When the settle is cut off as it reads the first shard's reply (that shard's part
+    # applied, the others not sent), and the run settles the same outcomes again
+    with pytest.raises(Interrupted), interrupted_at("parse_response"):
+        tracker.claims.settle(outcomes, token=claim.token, now=T0 + HOUR)
+    first = tracker.keys.record(ids[0])
+    wait_for(lambda: redis_client.hget(first, "state") == "sent", 10, "the first part applied")
+    assert tracker.claims.settle(outcomes, token=claim.token, now=T0 + HOUR) == SHARDS
+
+    # Then every part is applied and counted once, the run once (bug: the first shard's
+    # part counted twice, and that shard the run twice)
+    metrics = tracker.reports.status(now=T0 + HOUR)["recovery_metrics"]
+    assert (metrics["recovery_attempts"], metrics["recovery_runs"]) == (SHARDS, 1)
+    states = {redis_client.hget(tracker.connection.shard(d).keys.record(d), "state") for d in ids}
+    assert states == {"sent"}
 
 
 def test_an_operators_retry_claims_across_shards(tracker: Tracker) -> None:

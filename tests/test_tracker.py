@@ -701,6 +701,37 @@ def test_settling_sent_marks_it_sent_and_counts_an_attempt(
     assert metrics["last_recovery_run"] == now + 5
 
 
+def test_a_settle_applied_again_under_its_claim_changes_and_counts_nothing_twice(
+    tracker: Tracker, redis_client: redis.Redis
+) -> None:
+    # Given a run that settled its claim: two sent, one given back, one held
+    ids = seed_due(tracker, due=4)
+    now = T0 + 2 * HOUR
+    claim = tracker.claims.claim_due(10, now=now)
+    outcomes = [
+        Settlement(ids[0], "sent", "new-0"),
+        Settlement(ids[1], "sent", "new-1"),
+        Settlement(ids[2], "release", "broker down"),
+        Settlement(ids[3], "wait", "file missing"),
+    ]
+    assert tracker.claims.settle(outcomes, token=claim.token, now=now) == 2
+    records = {doc: hash_of(redis_client, tracker.keys.record(doc)) for doc in ids}
+
+    # When it is applied again, its reply lost (redis-py's retry on a dropped
+    # connection), then its sent part once more (the run's guard, cut off as it settled)
+    again = tracker.claims.settle(outcomes, token=claim.token, now=now + 1)
+    tracker.claims.settle(outcomes[:2], token=claim.token, now=now + 2)
+
+    # Then it answers as it did, and the run and its resubmissions count once (bug:
+    # each settle counted its sent items and the run again, 6 attempts in 3 runs)
+    assert again == 2
+    assert {doc: hash_of(redis_client, tracker.keys.record(doc)) for doc in ids} == records
+    metrics = tracker.reports.status(now=now)["recovery_metrics"]
+    assert (metrics["recovery_attempts"], metrics["recovery_runs"]) == (2, 1)
+    assert metrics["last_recovery_run"] == now
+    assert sum(b.resubmitted for b in tracker.reports.recoveries_over_time()) == 2
+
+
 def test_settling_a_resubmission_whose_task_already_reported_counts_its_attempt_once(
     tracker: Tracker,
 ) -> None:

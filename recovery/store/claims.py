@@ -164,7 +164,8 @@ class Claims(Part):
     ) -> int:
         """Mark resubmitted documents, release or hold back the others, stamp the run
         (in every shard, those without outcomes too); only documents still under the
-        claim ``token`` change."""
+        claim ``token`` change. A shard's part settled before under ``token`` (its reply
+        lost) is not applied again: it changes and counts nothing twice."""
         parts = dict(self.split(outcomes, lambda s: s.doc_id))
         sent = 0
         with self.connection.errors("settle"):
@@ -172,6 +173,7 @@ class Claims(Part):
                 mine = parts.get(shard, [])
                 sent += int(
                     shard.scripts.settle(
+                        keys={"settled": shard.keys.settled(token)},
                         items=[shard.keys.record(s.doc_id) for s in mine],
                         item_args=[
                             value for s in mine for value in (s.doc_id, s.outcome, wire(s.detail))
@@ -181,6 +183,7 @@ class Claims(Part):
                         step=series.STEP,
                         keep=series.KEEP,
                         token=token,
+                        lease=self.config.claim_lease_seconds,
                     )
                 )
         return sent

@@ -1,6 +1,6 @@
 -- Finish a recovery run: mark what was resubmitted, release or hold back the rest.
--- KEYS: due claimed dead waiting stats superseded inflight series series_buckets
--- ARGV: now resend step keep token
+-- KEYS: due claimed dead waiting stats superseded inflight series series_buckets settled
+-- ARGV: now resend step keep token lease
 -- Then one record key per item (item_key(i)) and three values per item: id, outcome
 -- ('sent' | 'release' | 'wait'), and the new task id (sent) or the reason.
 -- 'sent' counts a recovery attempt. The document stays claimed until its new task
@@ -19,8 +19,17 @@
 -- worker took the message before this settle) is 'recovering' at once, its lease
 -- ending with that run's deadline.
 -- step, keep: the recoveries-over-time series' bucket width (s) and buckets kept.
+-- settled: this claim's mark in this shard, set to what the settle returns and kept
+-- `lease` seconds (the claim's). A settle applied again under the same token (its
+-- reply was lost: redis-py retried it after a dropped connection, or a soft time limit
+-- cut the run off and its guard settles what it sent) returns that and changes and
+-- counts nothing: 'sent' is counted whether or not the document is still under the
+-- claim, so without the mark it would count the run and its resubmissions again. Each
+-- shard keeps its own mark, so a settle cut off between shards completes the others.
 -- A resubmission is noted in the document's history (record_failure.lua notes each
 -- failure), bounded by HISTORY_KEEP.
+local settled = redis.call('GET', K.settled)
+if settled then return tonumber(settled) end
 local now = clock(A.now)
 local sent = 0
 -- formatted once for the whole batch
@@ -56,4 +65,5 @@ redis.call('HINCRBY', K.stats, 'recovery_attempts', sent)
 redis.call('HINCRBY', K.stats, 'recovery_runs', 1)
 redis.call('HSET', K.stats, 'last_recovery_run', num(now))
 series_note(K.series, K.series_buckets, K.stats, now, tonumber(A.step), tonumber(A.keep), 'sent', sent)
+redis.call('SET', K.settled, sent, 'EX', A.lease)
 return sent
