@@ -6,7 +6,7 @@
     ├── ConfigError              (also a ValueError)
     ├── TrackerError             (the tracker's Redis did not do what was asked)
     │   ├── TrackerUnavailable   (it could not be reached)
-    │   │   ├── TrackerRefused   (it was reached and refused: auth, ACL, read-only, memory)
+    │   │   ├── TrackerRefused   (it was reached and refused: auth, ACL, read-only, memory, db)
     │   │   └── TrackerBusy      (it was reached and cannot serve for now: BUSY, LOADING, …)
     │   └── TrackerFailed        (it was reached and the operation failed: a server error)
     ├── CorruptRecord            (a record under our prefix cannot be decoded)
@@ -45,7 +45,8 @@ class TrackerUnavailable(TrackerError):
 
 class TrackerRefused(TrackerUnavailable):
     """Raised when the tracker's Redis refuses a command: authentication, an ACL
-    without the permission, a read-only replica, or its memory limit."""
+    without the permission, a read-only replica, its memory limit, or a database
+    number past its ``databases``."""
 
 
 class TrackerBusy(TrackerUnavailable):

@@ -751,6 +751,30 @@ def test_a_redis_url_no_client_can_use_exits_2_naming_it_masked_without_a_traceb
     assert "s3cr" not in done.stdout + done.stderr
 
 
+@pytest.mark.parametrize(
+    ("via", "args"),
+    [("docrecovery", ("status",)), ("main", ("--recover",))],
+    ids=["status", "main"],
+)
+def test_a_database_the_server_does_not_have_exits_2_naming_the_url_masked(
+    cli: Cli, locked_redis: RedisServer, via: str, args: tuple[str, ...]
+) -> None:
+    # Given a URL whose database number is past the server's `databases` (before: the
+    # server's "DB index is out of range" was a failure of the work, exit 1)
+    with redis.Redis(port=locked_redis.port, password=PASSWORD) as client:
+        databases = int(client.config_get("databases")["databases"])
+    url = f"redis://:{PASSWORD}@127.0.0.1:{locked_redis.port}/{databases}"
+
+    done = cli(*args, "--redis-url", url, via=via)
+
+    # Then one line names the URL without its password and says what is wrong
+    assert done.returncode == EXIT_UNAVAILABLE, done.stderr
+    [line] = done.stderr.splitlines()
+    assert line.startswith(f"docrecovery: Redis at {redact(url)} refused: ")
+    assert "the server has fewer databases than the URL's database number needs" in line
+    assert PASSWORD not in done.stdout + done.stderr
+
+
 # --- docrecovery submit against a real worker -------------------------------------------
 
 

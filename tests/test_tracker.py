@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from functools import partial
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,9 +31,11 @@ from recovery.errors import (
     TrackerRefused,
     TrackerUnavailable,
 )
+from recovery.events import FailureEvent, Reporter
 from recovery.keys import LEVEL
 from recovery.records import FailedDocumentRecord, document_id
 from recovery.redis_server import RedisServer
+from recovery.spool import Spool
 from recovery.store import Settlement, Tracker, redact, redact_text, scripts
 from recovery.store.connection import Packer
 
@@ -1291,6 +1294,28 @@ def test_the_unavailable_message_never_shows_the_password() -> None:
         assert "hunter2-secret" not in str(exc)
         assert "hunter2-secret" not in repr(exc)
         assert "admin:***@127.0.0.1" in str(exc)
+
+
+def test_a_database_the_server_does_not_have_is_a_refusal_a_worker_spools(
+    redis_url: str, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    # Given a tracker whose URL names a database past the server's `databases`
+    databases = int(str(redis_client.config_get("databases")["databases"]))
+    tracker = Tracker(redis_url.rpartition("/")[0] + f"/{databases}", RecoveryConfig())
+    spool = Spool(tmp_path / "spool")
+    try:
+        # When it reports and records (before: a TrackerFailed, "DB index is out of
+        # range", and a worker's failure event was rejected for good)
+        with pytest.raises(TrackerRefused, match="fewer databases than the URL's") as caught:
+            tracker.reports.status()
+        Reporter(spool).deliver(tracker, FailureEvent(failure("/docs/a.pdf"), True, False))
+    finally:
+        tracker.close()
+
+    # Then it is refused, as a wrong password is, and the worker's event waits in the spool
+    assert "DB index is out of range" in str(caught.value)
+    assert spool.count() == 1
+    assert not (tmp_path / "spool" / "rejected.jsonl").exists()
 
 
 #: A script's call that met a read-only replica or too few replicas, as redis-py gives

@@ -295,6 +295,8 @@ class Connection:
             kind, cause = _kind(exc), str(exc)
             if isinstance(exc, MasterNotFoundError):
                 kind, cause = no_primary(exc, self._config.sentinel_master)
+            elif _no_such_database(exc):
+                cause = _NO_SUCH_DATABASE
             elif hint := tls.hint(exc, self.url):
                 cause += f" ({hint})"
             raise kind(f"{operation} failed on {where}: {cause}") from exc
@@ -400,6 +402,13 @@ _BUSY = (
 _BUSY_CODES = {"BUSY", "MISCONF", "NOREPLICAS"}
 #: The same refusals as the classes above, where no class carries them (see _code).
 _REFUSED_CODES = {"NOAUTH", "WRONGPASS", "NOPERM", "READONLY", "OOM"}
+#: Redis's answer to a SELECT past its ``databases`` (redis-py drops the "ERR ").
+_OUT_OF_RANGE = "DB index is out of range"
+#: What that answer means for the URL that asked for it.
+_NO_SUCH_DATABASE = (
+    "the server has fewer databases than the URL's database number needs"
+    f" (Redis: {_OUT_OF_RANGE}; see `databases` in its redis.conf)"
+)
 #: Redis 6.2 wraps the error a script's call met, its code inside: "ERR Error running
 #: script (call to f_…): @user_script:1: @user_script: 1: -READONLY You can't…", which
 #: redis-py gives without its "ERR "; 7 keeps the code first, and redis-py gives it its
@@ -412,6 +421,13 @@ def _code(exc: redis.ResponseError) -> str:
     text = str(exc)
     wrapped = _WRAPPED.match(text)
     return wrapped.group("code") if wrapped else text.partition(" ")[0]
+
+
+def _no_such_database(exc: Exception) -> bool:
+    """Whether the server refused the URL's database: redis-py selects it as it
+    connects, and its answer comes as a plain ResponseError, a failure of whichever
+    command came first, though no command could ever succeed on that URL."""
+    return isinstance(exc, redis.ResponseError) and str(exc) == _OUT_OF_RANGE
 
 
 #: Unreachable: nothing answered, or not yet (a cluster's slot not served by any node).
@@ -428,7 +444,8 @@ def _kind(exc: Exception) -> type[TrackerError]:
     unavailability too (an event that meets one is spooled and replayed); only an
     error of the command itself (a script error, a key of the wrong type) fails it."""
     code = _code(exc) if isinstance(exc, redis.ResponseError) else ""
-    if isinstance(exc, _REFUSALS) or code in _REFUSED_CODES or tls.untrusted(exc):
+    refused = code in _REFUSED_CODES or _no_such_database(exc) or tls.untrusted(exc)
+    if isinstance(exc, _REFUSALS) or refused:
         return TrackerRefused
     if isinstance(exc, _BUSY) or code in _BUSY_CODES:
         return TrackerBusy
