@@ -753,6 +753,25 @@ def test_a_redis_url_no_client_can_use_exits_2_naming_it_masked_without_a_traceb
 
 @pytest.mark.parametrize(
     ("via", "args"),
+    [("docrecovery", ("status",)), ("main", ("--recover",)), ("docrecovery", ("list",))],
+    ids=["status", "main", "list"],
+)
+def test_an_empty_redis_url_option_is_a_usage_error_naming_the_option(
+    cli: Cli, via: str, args: tuple[str, ...]
+) -> None:
+    # Given --redis-url given empty, as "$URL" gives it when URL is not set (before: taken
+    # as not given, and the command went on with $REDIS_URL without a word)
+    done = cli(*args, "--redis-url", "", via=via)
+
+    # Then it is refused as usage, naming the option, and nothing is reported
+    assert done.returncode == EXIT_UNAVAILABLE, done.stdout + done.stderr
+    assert "Error: Invalid value for '--redis-url': an empty URL names no Redis" in done.stderr
+    assert done.stdout == ""
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("via", "args"),
     [("docrecovery", ("status",)), ("main", ("--recover",))],
     ids=["status", "main"],
 )

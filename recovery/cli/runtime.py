@@ -82,6 +82,21 @@ def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> None:
         setattr(options_of(ctx), param.name, value)
 
 
+def _remember_url(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """Keep ``--redis-url`` as :func:`_remember` does; an empty one is refused. Left out,
+    the option falls back to ``$REDIS_URL`` and the default, but given empty it names
+    no Redis: most likely a variable that was not set (``--redis-url "$URL"``), and
+    falling back would act on a Redis nobody named."""
+    if value == "":
+        raise click.BadParameter(
+            "an empty URL names no Redis: give one, or leave the option out for"
+            f" $REDIS_URL, else {DEFAULT_URL}",
+            ctx,
+            param,
+        )
+    _remember(ctx, param, value)
+
+
 def shared(*, data: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """``--redis-url`` and ``--verbose``; ``--json`` too for a command that prints data."""
     decorators = [
@@ -89,7 +104,7 @@ def shared(*, data: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
             "--redis-url",
             metavar="URL",
             expose_value=False,
-            callback=_remember,
+            callback=_remember_url,
             help=f"Redis to use (default: $REDIS_URL, else {DEFAULT_URL}).",
         ),
         click.option(

@@ -113,8 +113,9 @@ def connection_problem(exc: BaseException) -> str:
 
 def default_redis_url(explicit: str | None = None) -> str:
     """The Redis to use: ``explicit`` (``--redis-url``, ``redis_url=``), else
-    ``REDIS_URL``, else :data:`DEFAULT_URL`. Workers, beat, the CLI and the Python API
-    all resolve it here, so they cannot disagree about where the failures are."""
+    ``REDIS_URL`` (empty counts as unset, as shells unset a variable), else
+    :data:`DEFAULT_URL`. Workers, beat, the CLI and the Python API all resolve it here,
+    so they cannot disagree about where the failures are."""
     return explicit or os.environ.get("REDIS_URL") or DEFAULT_URL
 
 
