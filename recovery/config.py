@@ -146,8 +146,11 @@ def _file(key: str, value: Any) -> None:
 
 
 def _task_names(key: str, value: Any) -> None:
-    if not isinstance(value, list | tuple) or not all(isinstance(v, str) and v for v in value):
-        raise ConfigError(key, value, f"a list of task names, e.g. [{SEED_TASK!r}]")
+    """At least one name: tracking no task is never what a recovery is installed for,
+    and would record no failure without a word."""
+    ok = isinstance(value, list | tuple) and all(isinstance(v, str) and v for v in value)
+    if not ok or not value:
+        raise ConfigError(key, value, f"a list of task names, at least one, e.g. [{SEED_TASK!r}]")
 
 
 def _overrides(key: str, value: Any) -> None:
@@ -374,7 +377,11 @@ def _parse_env(key: str, raw: str, default: Any, factory: Any) -> Any:
         except ValueError:
             raise ConfigError(key, raw, "a number") from None
     if isinstance(sample, tuple):
-        return tuple(part.strip() for part in raw.split(",") if part.strip())
+        names = tuple(part.strip() for part in raw.split(",") if part.strip())
+        if not names:  # refused here: the key's own check would show () for what was set
+            unset = f"leave {ENV_PREFIX}{key.upper()} unset for {','.join(sample)}"
+            raise ConfigError(key, raw, f"names separated by commas, at least one ({unset})")
+        return names
     if isinstance(sample, dict):
         pairs = [p.split("=", 1) for p in raw.split(",") if p.strip()]
         if any(len(p) != 2 for p in pairs):

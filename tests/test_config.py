@@ -102,6 +102,7 @@ BAD_VALUES: list[tuple[str, Any, str]] = [
     ("spool_dir", "", "a non-empty path"),
     ("tracked_tasks", "tasks.process_document", "a list of task names"),
     ("tracked_tasks", ["tasks.ok", ""], "a list of task names"),
+    ("tracked_tasks", [], "a list of task names, at least one"),
     ("category_overrides", {"ValueError": "bogus"}, "a mapping of exception class names"),
     ("category_overrides", ["ValueError"], "a mapping of exception class names"),
 ]
@@ -367,6 +368,13 @@ def test_from_env_reads_the_process_environment(monkeypatch: pytest.MonkeyPatch)
     assert RecoveryConfig.from_env().recovery_timeout == 120
 
 
+def no_task_named(raw: str) -> str:
+    return (
+        f"got {raw!r}; allowed: names separated by commas, at least one"
+        " (leave DOCRECOVERY_TRACKED_TASKS unset for tasks.process_document)"
+    )
+
+
 @pytest.mark.parametrize(
     ("variable", "raw", "key", "allowed"),
     [
@@ -380,6 +388,9 @@ def test_from_env_reads_the_process_environment(monkeypatch: pytest.MonkeyPatch)
         ("DOCRECOVERY_CATEGORY_OVERRIDES", "ValueError=nope", "category_overrides", "one of"),
         ("DOCRECOVERY_KEY_PREFIX", "a b", "key_prefix", "without braces"),
         ("DOCRECOVERY_FAILED_DOCS_RETENTION_DAYS", "1e12", "failed_docs_retention_days", "3650"),
+        # set empty, it tracked no task at all, without a word
+        ("DOCRECOVERY_TRACKED_TASKS", "", "tracked_tasks", no_task_named("")),
+        ("DOCRECOVERY_TRACKED_TASKS", " , ", "tracked_tasks", no_task_named(" , ")),
     ],
 )
 def test_a_bad_environment_value_fails_naming_the_key(
