@@ -18,6 +18,7 @@ from recovery.api import DocumentRecoveryManager, FailedDocumentsTracker, run_do
 from recovery.config import RecoveryConfig
 from recovery.errors import (
     ConfigError,
+    CorruptCounter,
     CorruptRecord,
     RecoveryError,
     TrackerBusy,
@@ -31,6 +32,7 @@ from recovery.records import FailedDocumentRecord, document_id
 
 __all__ = [
     "ConfigError",
+    "CorruptCounter",
     "CorruptRecord",
     "DocumentRecoveryManager",
     "FailedDocumentRecord",

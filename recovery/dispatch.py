@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Literal
 
-from recovery.errors import RecoveryError
+from recovery.errors import CorruptCounter, RecoveryError
 from recovery.holds import UNDECODABLE
 from recovery.records import FailedDocumentRecord
 from recovery.resubmit import Outcome, Resubmitter
@@ -90,7 +90,8 @@ class Dispatch:
             ids = [r.doc_id for r in claim.records] + claim.undecodable
             try:
                 if sent:
-                    self.claims.settle(sent, token=claim.token, now=now)
+                    with suppress(CorruptCounter):  # raised once the documents are settled
+                        self.claims.settle(sent, token=claim.token, now=now)
                 self.claims.release([i for i in ids if i not in done], token=claim.token, now=now)
             except RecoveryError as exc:
                 log.error("could not give back a failed run's claim (its lease will): %s", exc)

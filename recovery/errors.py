@@ -7,6 +7,7 @@
     ├── TrackerError             (the tracker's Redis did not do what was asked)
     │   ├── TrackerUnavailable   (it could not be reached)
     │   │   ├── TrackerRefused   (it was reached and refused: auth, ACL, read-only, memory, db)
+    │   │   │   └── CorruptCounter (a counter of its stats hash is not a number)
     │   │   └── TrackerBusy      (it was reached and cannot serve for now: BUSY, LOADING, …)
     │   └── TrackerFailed        (it was reached and the operation failed: a server error)
     ├── CorruptRecord            (a record under our prefix cannot be decoded)
@@ -47,6 +48,27 @@ class TrackerRefused(TrackerUnavailable):
     """Raised when the tracker's Redis refuses a command: authentication, an ACL
     without the permission, a read-only replica, its memory limit, or a database
     number past its ``databases``."""
+
+
+class CorruptCounter(TrackerRefused):
+    """Raised when a field of the tracker's stats hash holds what is not a number (set
+    by hand, restored from a bad dump): the scripts that count on it refuse their call
+    before they change anything, as HINCRBY would fail halfway through them, and a
+    report cannot show it. A worker's event that meets it is spooled, like any refusal,
+    and replayed once the field is repaired; the message says how."""
+
+    #: Characters of the bad value a message shows (it may be anything, of any length).
+    SHOWN = 40
+
+    def __init__(self, key: str, field: str, value: str) -> None:
+        shown = value if len(value) <= self.SHOWN else value[: self.SHOWN] + "..."
+        super().__init__(
+            f"stats field {field!r} of {key!r} holds {shown!r}, not a number;"
+            f" repair it with HDEL {key} {field} (it counts again from 0)"
+        )
+        self.key = key
+        self.field = field
+        self.value = value
 
 
 class TrackerBusy(TrackerUnavailable):

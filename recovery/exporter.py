@@ -15,7 +15,10 @@ runs with (the same ``DOCRECOVERY_*`` variables). Labels are bounded: ``state`` 
 ``category`` are closed sets; workers and queries are never labels.
 
 When Redis cannot be reached the scrape still answers, with ``docrecovery_tracker_up
-0`` and no other sample, so an alert can tell "tracker down" from "exporter down".
+0`` and no other sample, so an alert can tell "tracker down" from "exporter down". A
+counter of the stats hash that is not a number (set by hand) leaves only the metrics
+read from it without a sample, logged once in a line that says how to repair it: the
+rest still holds, and a 500 would blind every alert, and blame the exporter.
 
 Any process can carry the metrics: :func:`register` adds the collector to
 prometheus_client's default registry, which is how ``flowerconfig.py`` puts them on
@@ -50,9 +53,9 @@ from recovery import policy
 from recovery.access import Credentials, Variables, require_private
 from recovery.categories import CATEGORIES
 from recovery.config import RecoveryConfig
-from recovery.errors import CannotListen, TrackerError
+from recovery.errors import CannotListen, CorruptCounter, TrackerError
 from recovery.store import Tracker
-from recovery.store.reports import Snapshot
+from recovery.store.reports import CATEGORY_FAILURES, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +88,7 @@ class DocRecoveryCollector(Collector):
     def __init__(self, tracker: Tracker) -> None:
         self.tracker = tracker
         self._up: bool | None = None
+        self._corrupt: frozenset[str] = frozenset()
 
     @classmethod
     def connect(
@@ -109,7 +113,16 @@ class DocRecoveryCollector(Collector):
             self._note(up=False, reason=str(exc))
             return [_up(False)]
         self._note(up=True)
+        self._note_corrupt(snapshot.corrupt)
         return [_up(True), *_families(snapshot, self.tracker.config)]
+
+    def _note_corrupt(self, corrupt: tuple[CorruptCounter, ...]) -> None:
+        """Log a stats field that is not a number when a scrape first meets it, not at
+        every scrape."""
+        for exc in corrupt:
+            if exc.field not in self._corrupt:
+                log.warning("docrecovery metrics: left out until repaired: %s", exc)
+        self._corrupt = frozenset(exc.field for exc in corrupt)
 
     def _note(self, *, up: bool, reason: str = "") -> None:
         """Log when the tracker goes down or comes back, not at every scrape."""
@@ -137,6 +150,8 @@ def _families(snapshot: Snapshot | None, config: RecoveryConfig) -> list[Metric]
     status = snapshot.status if snapshot else {}
     metrics: dict[str, Any] = status.get("recovery_metrics", {})
     stats = snapshot.stats if snapshot else {}
+    # stats fields that are not numbers: what is read from them has no sample
+    bad = {exc.field for exc in snapshot.corrupt} if snapshot else set()
 
     def gauge(name: str, doc: str, value: float | None, **labels: str) -> GaugeMetricFamily:
         family = GaugeMetricFamily(name, doc, labels=list(labels))
@@ -146,7 +161,7 @@ def _families(snapshot: Snapshot | None, config: RecoveryConfig) -> list[Metric]
 
     def counter(name: str, doc: str, key: str) -> CounterMetricFamily:
         family = CounterMetricFamily(name, doc)
-        if snapshot is not None:
+        if snapshot is not None and key not in bad:
             family.add_metric([], float(metrics.get(key, 0)))
         return family
 
@@ -176,15 +191,17 @@ def _families(snapshot: Snapshot | None, config: RecoveryConfig) -> list[Metric]
             documents.add_metric([state], float(status[key]))
         counted = snapshot.failures_by_category()
         for category in CATEGORIES:
-            failures.add_metric([category], float(counted.get(category, 0)))
+            if CATEGORY_FAILURES + category not in bad:
+                failures.add_metric([category], float(counted.get(category, 0)))
             window = snapshot.breakers.get(category, "")
             open_ = policy.breaker_state(window, config) == "open"
             breakers.add_metric([category], 1.0 if open_ else 0.0)
-        duration.add_metric(
-            [],
-            count_value=int(stats.get("recovery_time_count", 0)),
-            sum_value=float(stats.get("recovery_time_total", 0)),
-        )
+        if not bad & {"recovery_time_count", "recovery_time_total"}:
+            duration.add_metric(
+                [],
+                count_value=int(stats.get("recovery_time_count", 0)),
+                sum_value=float(stats.get("recovery_time_total", 0)),
+            )
     last_run = metrics.get("last_recovery_run")
     interval = config.recovery_interval_minutes * 60 if config.enable_periodic_recovery else None
     return [
@@ -214,7 +231,9 @@ def _families(snapshot: Snapshot | None, config: RecoveryConfig) -> list[Metric]
             "docrecovery_recovery_success_ratio",
             "Successful over finished recoveries since the tracker began (0 before any); "
             "for a recent ratio use the rates of the two counters.",
-            metrics.get("recovery_success_rate"),
+            None
+            if bad & {"successful_recoveries", "failed_recoveries"}
+            else metrics.get("recovery_success_rate"),
         ),
         duration,
         gauge(

@@ -260,7 +260,7 @@ class FailedDocumentRecord:
                 continue
             kind = _KINDS.get(attr, str)
             try:
-                values[attr] = _strict(kind, raw)
+                values[attr] = strict(kind, raw)
             except (ValueError, TypeError):
                 raise CorruptRecord(key, f"field {name!r} holds {str(raw)[:80]!r}") from None
         if values.get("state", FAILED) not in STATES:
@@ -301,7 +301,7 @@ _NUMBER = {
 }
 
 
-def _strict(kind: type, raw: Any) -> Any:
+def strict(kind: type, raw: Any) -> Any:
     """Numbers as the scripts write them: Python's int() and float() also take '02',
     ' 2' and '1_0', which Redis's HINCRBY refuses — such a value is corrupt here too."""
     text = str(raw)

@@ -794,6 +794,41 @@ def test_a_database_the_server_does_not_have_exits_2_naming_the_url_masked(
     assert PASSWORD not in done.stdout + done.stderr
 
 
+@pytest.mark.parametrize(
+    ("via", "args"),
+    [("docrecovery", ("status",)), ("main", ("--recover",))],
+    ids=["status", "main"],
+)
+def test_a_stats_counter_that_is_not_a_number_exits_1_naming_it_and_its_repair(
+    cli: Cli,
+    tracker: Tracker,
+    doc_root: Path,
+    redis_client: redis.Redis,
+    via: str,
+    args: tuple[str, ...],
+) -> None:
+    # Given a due document and a counter of the stats hash set by hand to a word
+    # (before: int()'s ValueError, a traceback, exit 1)
+    record_due(tracker, [present(doc_root, "a.txt")])
+    redis_client.hset(tracker.keys.stats, "recovery_attempts", "abc")
+
+    done = cli(*args, via=via)
+
+    # Then one line names the key, the field, the value and the repair; nothing is sent
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.splitlines() == [
+        f"docrecovery: Redis at {redact(tracker.url)}: stats field 'recovery_attempts' of"
+        " '{docrecovery}:stats' holds 'abc', not a number; repair it with"
+        " HDEL {docrecovery}:stats recovery_attempts (it counts again from 0)"
+    ]
+    assert redis_client.llen("documents") == 0
+
+    # And once repaired as it says, the command works, the counter counting from 0
+    redis_client.hdel(tracker.keys.stats, "recovery_attempts")
+    again = cli(*args, via=via)
+    assert again.returncode == 0, again.stderr
+
+
 # --- docrecovery submit against a real worker -------------------------------------------
 
 

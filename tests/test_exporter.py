@@ -30,6 +30,7 @@ from recovery.categories import CATEGORIES
 from recovery.config import RecoveryConfig
 from recovery.errors import ConfigError
 from recovery.exporter import STATES, VARIABLES, DocRecoveryCollector, make
+from recovery.keys import Keys
 from recovery.records import FailedDocumentRecord
 from recovery.redis_server import RedisServer, free_port
 from recovery.store import Settlement, Tracker
@@ -72,6 +73,8 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 @dataclass(frozen=True)
 class Exporter:
     url: str
+    #: What the exporter process writes, stdout and stderr.
+    log: Path
 
     def get(self, path: str = "/metrics", auth: tuple[str, str] | None = None) -> tuple[int, str]:
         """Status and body; an HTTP error status is returned, not raised."""
@@ -132,7 +135,7 @@ def exporter(
         log = tmp_path_factory.mktemp("exporter") / "exporter.log"
         process = start_exporter(redis_url, log, env)
         started.append(process)
-        served = Exporter(f"http://127.0.0.1:{port}")
+        served = Exporter(f"http://127.0.0.1:{port}", log)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if process.poll() is not None:
@@ -302,6 +305,37 @@ def test_an_unreachable_tracker_is_reported_down_and_the_scrape_still_answers(
 
     # Then it answers, saying only that the tracker is down
     assert scraped == {("docrecovery_tracker_up", ()): 0}
+
+
+def test_a_stats_counter_that_is_not_a_number_leaves_out_only_its_metrics_and_is_logged_once(
+    redis_url: str, redis_client: redis.Redis, exporter: ExporterFactory
+) -> None:
+    # Given the data set, and two counters of its stats hash set by hand to words
+    # (before: every scrape answered 500 and logged int()'s traceback)
+    build_data_set(redis_url)
+    redis_client.hset(Keys().stats, mapping={"recovery_attempts": "abc", "failures:timeout": "x"})
+    served = exporter()
+
+    # When Prometheus scrapes it twice
+    scraped = served.scrape()
+    served.scrape()
+
+    # Then only the metrics read from those fields have no sample; the rest holds
+    assert ("docrecovery_recovery_attempts_total", ()) not in scraped
+    assert ("docrecovery_failures_total", (("category", "timeout"),)) not in scraped
+    assert scraped[("docrecovery_tracker_up", ())] == 1
+    assert scraped[("docrecovery_successful_recoveries_total", ())] == 1
+    assert scraped[("docrecovery_failures_total", (("category", "other"),))] == 8
+    assert scraped[("docrecovery_breaker_open", (("category", "timeout"),))] == 1
+    # And each field is logged once, in one line that says how to repair it
+    lines = [line for line in served.log.read_text().splitlines() if "left out" in line]
+    assert len(lines) == 2
+    assert any(
+        "stats field 'recovery_attempts' of '{docrecovery}:stats' holds 'abc', not a number;"
+        " repair it with HDEL {docrecovery}:stats recovery_attempts" in line
+        for line in lines
+    )
+    assert "Traceback" not in served.log.read_text()
 
 
 def test_basic_auth_refuses_a_scrape_without_the_credentials(exporter: ExporterFactory) -> None:

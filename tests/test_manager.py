@@ -447,6 +447,30 @@ def test_a_run_cut_off_midway_settles_what_it_sent_and_sends_each_document_once(
     assert sorted(broker.header_doc_ids()) == sorted(r.doc_id for r in records)
 
 
+def test_a_run_cut_off_midway_whose_count_refuses_settles_what_it_sent_and_gives_back_the_rest(
+    make_manager: ManagerFactory, rabbitmq: Broker, redis_client: redis.Redis
+) -> None:
+    # Given RabbitMQ, which publishes each message at once (Redis's batch, cut off,
+    # sends none), three due documents, and the count of attempts set by hand to a word
+    manager = make_manager()
+    records = due_now(manager, 3)
+    keys = manager.tracker.keys
+    redis_client.hset(keys.stats, "recovery_attempts", "abc")
+
+    # When the run is cut off as it sends the third
+    with pytest.raises(Interrupted), interrupted_at("send_task", after=2):
+        manager.run_batch()
+
+    # Then the two sent are settled as sent (the settle refused only to count them), and
+    # the third is due again at once, not left claimed until the lease runs out
+    assert sorted(rabbitmq.header_doc_ids()) == sorted(r.doc_id for r in records[:2])
+    states = sorted(str(redis_client.hget(keys.record(r.doc_id), "state")) for r in records)
+    assert states == ["failed", "sent", "sent"]
+    assert redis_client.zcard(keys.claimed) == 2
+    assert redis_client.zcard(keys.due) == 1
+    assert redis_client.hget(keys.stats, "recovery_attempts") == "abc"
+
+
 def test_a_run_cut_off_as_it_settles_settles_what_it_sent_and_sends_it_once(
     make_manager: ManagerFactory, broker: Broker, redis_client: redis.Redis
 ) -> None:

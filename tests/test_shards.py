@@ -18,7 +18,7 @@ from faults.support import Interrupted, interrupted_at, wait_for
 
 from recovery.calls import RunCall
 from recovery.config import RecoveryConfig
-from recovery.errors import ConfigError
+from recovery.errors import ConfigError, CorruptCounter
 from recovery.keys import SLOTS, Keys, shard_keys, shard_of, slot
 from recovery.manager import RecoveryManager
 from recovery.records import FailedDocumentRecord, document_id
@@ -221,6 +221,42 @@ def test_a_settle_cut_off_after_one_shards_part_counts_each_part_once_when_appli
     assert (metrics["recovery_attempts"], metrics["recovery_runs"]) == (SHARDS, 1)
     states = {redis_client.hget(tracker.connection.shard(d).keys.record(d), "state") for d in ids}
     assert states == {"sent"}
+
+
+def test_a_settle_one_shards_counter_refuses_still_settles_every_shards_documents(
+    tracker: Tracker, redis_client: redis.Redis
+) -> None:
+    # Given a claim across every shard, and the first shard's count of attempts set by
+    # hand to a word
+    ids = [fail(tracker, path) for shard in range(SHARDS) for path in paths_in(shard, 1)]
+    claim = tracker.claims.claim_due(10, now=T0 + HOUR)
+    stats = [shard.keys.stats for shard in tracker.connection.shards]
+    redis_client.hset(stats[0], "recovery_attempts", "abc")
+
+    # When the run settles what it sent (before: the first shard's script failed at the
+    # counter and the other shards were not settled: left claimed, their documents
+    # would have been sent again once the lease ran out)
+    with pytest.raises(CorruptCounter) as refused:
+        tracker.claims.settle(
+            [Settlement(doc_id, "sent", f"t-{doc_id}") for doc_id in ids],
+            token=claim.token,
+            now=T0 + HOUR,
+        )
+
+    # Then every document is marked sent, and only the refused count is left as it was
+    assert (refused.value.key, refused.value.field, refused.value.value) == (
+        stats[0],
+        "recovery_attempts",
+        "abc",
+    )
+    assert [state_of(tracker, doc_id) for doc_id in ids] == ["sent"] * SHARDS
+    assert [redis_client.hget(key, "recovery_attempts") for key in stats] == ["abc", "1", "1"]
+
+
+def state_of(tracker: Tracker, doc_id: str) -> str:
+    record = tracker.reports.get_record(doc_id)
+    assert record is not None
+    return record.state
 
 
 def test_an_operators_retry_claims_across_shards(tracker: Tracker) -> None:

@@ -665,6 +665,41 @@ def test_an_event_is_spooled_not_rejected_when_the_replay_before_it_fails_otherw
         tracker.close()
 
 
+def test_a_failure_that_meets_a_stats_counter_not_a_number_is_spooled_whole_and_replayed(
+    redis_url: str, redis_client: redis.Redis, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a counter every failure adds to, set by hand to a word
+    tracker = Tracker(redis_url, RecoveryConfig())
+    redis_client.hset(tracker.keys.stats, "failures_recorded", "abc")
+    spool = Spool(tmp_path / "spool")
+    record = FailedDocumentRecord(str(tmp_path / "a.pdf"), "t1", "E: boom")
+    try:
+        # When a worker delivers a failure (before: the script wrote the record and its
+        # indexes, failed at the counter, and the event was rejected with a traceback)
+        with caplog.at_level(logging.ERROR, logger="recovery.events"):
+            Reporter(spool).deliver(tracker, FailureEvent(record, True, False))
+
+        # Then nothing of it is written, it waits in the spool, and one line says why
+        assert redis_client.keys("{docrecovery}:*") == ["{docrecovery}:stats"]
+        assert spool.count() == 1
+        assert not (tmp_path / "spool" / "rejected.jsonl").exists()
+        [logged] = caplog.records
+        assert "failure event spooled" in logged.getMessage()
+        assert "stats field 'failures_recorded' of '{docrecovery}:stats' holds 'abc'" in (
+            logged.getMessage()
+        )
+        assert "HDEL {docrecovery}:stats failures_recorded" in logged.getMessage()
+        assert logged.exc_info is None
+
+        # And once repaired as it says, the replay records it, counted from 0
+        redis_client.hdel(tracker.keys.stats, "failures_recorded")
+        assert Reporter(spool).replay(tracker) == 1
+        assert tracker.reports.get_record(record.doc_id) is not None
+        assert redis_client.hget(tracker.keys.stats, "failures_recorded") == "1"
+    finally:
+        tracker.close()
+
+
 def test_a_replayed_failure_redis_already_has_counts_once(redis_url: str, tmp_path: Path) -> None:
     # Given a failure Redis applied, and the same report spooled as well: a failover
     # lost the primary's answer after a replica had the change (wait_replicas = 1)

@@ -34,6 +34,7 @@ from recovery.config import RecoveryConfig
 from recovery.errors import (
     CannotListen,
     ConfigError,
+    CorruptCounter,
     CorruptRecord,
     RecoveryError,
     TrackerBusy,
@@ -229,6 +230,8 @@ def _guarded(ctx: click.Context, command: Callable[..., int], params: dict[str, 
         session = Session(ctx)
         where = f"Redis at {redact(session.url)}"
         return command(session, **params)
+    except CorruptCounter as exc:  # a refusal of the scripts, not of the server
+        return _fail(f"{where}: {exc}", EXIT_FAILED)
     except TrackerRefused as exc:
         return _fail(f"{where} refused: {exc}", EXIT_UNAVAILABLE)
     except TrackerBusy as exc:

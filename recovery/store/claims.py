@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from recovery import policy
 from recovery.config import RecoveryConfig
-from recovery.errors import CorruptRecord
+from recovery.errors import CorruptCounter, CorruptRecord
 from recovery.records import FailedDocumentRecord
 from recovery.store import series
 from recovery.store.changes import CHUNK, ClaimMode, _at
@@ -165,27 +165,38 @@ class Claims(Part):
         """Mark resubmitted documents, release or hold back the others, stamp the run
         (in every shard, those without outcomes too); only documents still under the
         claim ``token`` change. A shard's part settled before under ``token`` (its reply
-        lost) is not applied again: it changes and counts nothing twice."""
+        lost) is not applied again: it changes and counts nothing twice. A shard whose
+        stats refuse the count settles its documents even so (settle.lua), and the others
+        go on: its CorruptCounter is raised once every shard is settled, as a document
+        left claimed would be sent again."""
         parts = dict(self.split(outcomes, lambda s: s.doc_id))
         sent = 0
-        with self.connection.errors("settle"):
-            for shard in self.shards:
-                mine = parts.get(shard, [])
-                sent += int(
-                    shard.scripts.settle(
-                        keys={"settled": shard.keys.settled(token)},
-                        items=[shard.keys.record(s.doc_id) for s in mine],
-                        item_args=[
-                            value for s in mine for value in (s.doc_id, s.outcome, wire(s.detail))
-                        ],
-                        now=_at(now),
-                        resend=self.config.resend_after_hours * 3600,
-                        step=series.STEP,
-                        keep=series.KEEP,
-                        token=token,
-                        lease=self.config.claim_lease_seconds,
+        refused: list[CorruptCounter] = []
+        for shard in self.shards:
+            mine = parts.get(shard, [])
+            try:
+                with self.connection.errors("settle"):
+                    sent += int(
+                        shard.scripts.settle(
+                            keys={"settled": shard.keys.settled(token)},
+                            items=[shard.keys.record(s.doc_id) for s in mine],
+                            item_args=[
+                                value
+                                for s in mine
+                                for value in (s.doc_id, s.outcome, wire(s.detail))
+                            ],
+                            now=_at(now),
+                            resend=self.config.resend_after_hours * 3600,
+                            step=series.STEP,
+                            keep=series.KEEP,
+                            token=token,
+                            lease=self.config.claim_lease_seconds,
+                        )
                     )
-                )
+            except CorruptCounter as exc:
+                refused.append(exc)
+        if refused:
+            raise refused[0]
         return sent
 
     def reopen(self, verdicts: Sequence[tuple[str, str | None]], now: float | None = None) -> int:

@@ -14,6 +14,7 @@ redis-py exception.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Callable, Iterator, Sequence
@@ -34,6 +35,7 @@ from recovery.categories import exception_chain
 from recovery.config import RecoveryConfig
 from recovery.errors import (
     ConfigError,
+    CorruptCounter,
     RecoveryError,
     TrackerBusy,
     TrackerError,
@@ -292,6 +294,8 @@ class Connection:
         try:
             yield
         except (redis.RedisError, RedisClusterException) as exc:
+            if corrupt := _corrupt_counter(exc):
+                raise corrupt from exc
             where = redact(self.url) if self.url else "Redis"
             kind, cause = _kind(exc), str(exc)
             if isinstance(exc, MasterNotFoundError):
@@ -422,6 +426,15 @@ def _code(exc: redis.ResponseError) -> str:
     text = str(exc)
     wrapped = _WRAPPED.match(text)
     return wrapped.group("code") if wrapped else text.partition(" ")[0]
+
+
+def _corrupt_counter(exc: Exception) -> CorruptCounter | None:
+    """The CorruptCounter a script's refusal names (``stats_refusal`` in _lib.lua:
+    "BADCOUNTER [key, field, value]"), or None for any other error."""
+    if not isinstance(exc, redis.ResponseError) or _code(exc) != "BADCOUNTER":
+        return None
+    named, _ = json.JSONDecoder().raw_decode(str(exc).partition(" ")[2])
+    return CorruptCounter(*named)
 
 
 def _no_such_database(exc: Exception) -> bool:

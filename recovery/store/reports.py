@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from recovery import policy
+from recovery.errors import CorruptCounter
+from recovery.records import strict
 from recovery.store import series
 from recovery.store.connection import strs
 from recovery.store.listings import Listings
@@ -47,6 +49,9 @@ ANALYSIS_HASHES = (
 
 #: Prefix of the stats fields counting failures per error category (record_failure.lua).
 CATEGORY_FAILURES = "failures:"
+#: Stats fields that hold a time or a sum of seconds; every other one is a whole count.
+#: As DECIMAL_STATS in lua/_lib.lua, whose scripts refuse to count on any other value.
+DECIMAL_STATS = frozenset({"recovery_time_total", "last_recovery_run"})
 
 
 @dataclass(frozen=True)
@@ -55,12 +60,15 @@ class Snapshot:
 
     #: As :meth:`Reports.status` returns it, under the reader's config.
     status: dict[str, Any]
-    #: The stats hash as stored: the counters the scripts keep.
+    #: The stats hash as stored: the counters the scripts keep, but those in ``corrupt``.
     stats: dict[str, str]
     #: Tracked task runs checked in and not yet reported.
     in_flight: int
     #: Each category's recent recovery outcomes, oldest first ('1' success).
     breakers: dict[str, str]
+    #: Stats fields that are not numbers, left out of ``stats`` and of the status's
+    #: recovery metrics (which count them as absent): a reader shows what it can.
+    corrupt: tuple[CorruptCounter, ...] = ()
 
     def failures_by_category(self) -> dict[str, int]:
         """Failures recorded per error category since the tracker began counting them."""
@@ -74,9 +82,10 @@ class Snapshot:
 class Reports(Listings):
     """Counts, analysis and snapshots, over the listings: ``tracker.reports``."""
 
-    def _report(self, now: float | None, *, detail: bool) -> list[Any]:
+    def _report(self, now: float | None, *, detail: bool) -> tuple[list[Any], list[CorruptCounter]]:
         """report.lua's reply (summed over shards): a status passes only the keys it
-        counts, an analysis the aggregate hashes too, and age buckets."""
+        counts, an analysis the aggregate hashes too, and age buckets; with the stats
+        fields that are not numbers, taken out of it."""
         args: dict[str, Any] = {
             "now": "" if now is None else now,
             "delays": policy.level_delays(self.config),
@@ -95,30 +104,49 @@ class Reports(Listings):
         with self.connection.errors("analysis" if detail else "status"):
             if len(calls) == 1:
                 script, keys, argv = calls[0]
-                reply: list[Any] = script.run(keys, argv)
-                return reply
-            return _sum_reports(self.connection.read_all(calls), self.config.breaker_window)
+                replies: list[list[Any]] = [script.run(keys, argv)]
+            else:
+                replies = self.connection.read_all(calls)
+        corrupt = [
+            bad
+            for shard, reply in zip(self.shards, replies, strict=True)
+            for bad in _set_aside(reply, shard.keys.stats)
+        ]
+        if len(replies) == 1:
+            return replies[0], corrupt
+        return _sum_reports(replies, self.config.breaker_window), corrupt
+
+    def _checked_report(self, now: float | None, *, detail: bool) -> list[Any]:
+        """report.lua's reply; a stats field that is not a number raises its
+        CorruptCounter, which says how to repair it, for a status must not show it."""
+        reply, corrupt = self._report(now, detail=detail)
+        if corrupt:
+            raise corrupt[0]
+        return reply
 
     def status(self, now: float | None = None) -> dict[str, Any]:
         """Counts under this reader's config and the recovery metrics, O(1) in the
         number of records, one round trip."""
-        return _status(self._report(now, detail=False))
+        return _status(self._checked_report(now, detail=False))
 
     def analysis(self, now: float | None = None) -> dict[str, Any]:
         """Failures by age (every tracked document), category, worker and query."""
-        return _analysis(self._report(now, detail=True))
+        return _analysis(self._checked_report(now, detail=True))
 
     def overview(self, now: float | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
         """Status and analysis from one round trip: the analysis's counts are the
         status's too."""
-        reply = self._report(now, detail=True)
+        reply = self._checked_report(now, detail=True)
         return _status(reply), _analysis(reply)
 
     def snapshot(self, now: float | None = None) -> Snapshot:
         """Status, the raw counters, runs in flight and the breaker windows from one
-        report call: what the Prometheus exporter reads at each scrape."""
-        reply = self._report(now, detail=False)
-        return Snapshot(_status(reply), _pairs(reply[10]), int(reply[11]), _pairs(reply[12]))
+        report call: what the Prometheus exporter reads at each scrape. Stats fields
+        that are not numbers are set aside in ``corrupt``, not raised: the rest holds."""
+        reply, corrupt = self._report(now, detail=False)
+        return Snapshot(
+            _status(reply), _pairs(reply[10]), int(reply[11]), _pairs(reply[12]), tuple(corrupt)
+        )
 
     def breaker_windows(self) -> dict[str, str]:
         """Each category's recent recovery outcomes, oldest first ('1' success); with
@@ -216,6 +244,21 @@ def recovery_metrics(stats: dict[str, str], total: int, eligible: int) -> dict[s
         "dropped_after_delete": int(stats.get("dropped_after_delete", 0)),
         "dropped_stale": int(stats.get("dropped_stale", 0)),
     }
+
+
+def _set_aside(reply: list[Any], key: str) -> list[CorruptCounter]:
+    """Take the stats fields that are not numbers out of one shard's report.lua reply
+    (``key``: that shard's stats hash), each as the CorruptCounter that names it."""
+    stats = _pairs(reply[STATS])
+    corrupt = []
+    for field, value in stats.items():
+        try:
+            strict(float if field in DECIMAL_STATS else int, value)
+        except ValueError:
+            corrupt.append(CorruptCounter(key, field, value))
+    bad = {c.field for c in corrupt}
+    reply[STATS] = _flat({f: v for f, v in stats.items() if f not in bad})
+    return corrupt
 
 
 def _merge_windows(windows: list[dict[str, str]], window: int) -> dict[str, str]:

@@ -98,6 +98,29 @@ local function decimal(raw)
   return nil
 end
 
+-- Fields of the stats hash that hold a time or a sum of seconds (HINCRBYFLOAT, HSET);
+-- every other one is a count (HINCRBY). As DECIMAL_STATS in recovery/store/reports.py.
+local DECIMAL_STATS = {recovery_time_total = true, last_recovery_run = true}
+
+-- The error a script returns instead of counting when one of the stats `fields` it
+-- counts on is not a number (set by hand, a bad restore); nil when all are numbers or
+-- absent. HINCRBY would fail on it halfway through the script, and Redis keeps what
+-- the script wrote before: a script reads this first and returns it before it changes
+-- anything (settle.lua: once its documents are settled), so a worker's event is
+-- refused whole, spooled (CorruptCounter, a refusal) and replayed once it is repaired.
+local function stats_refusal(stats, fields)
+  local values = redis.call('HMGET', stats, unpack(fields))
+  for i, name in ipairs(fields) do
+    local value = values[i]
+    local kind = DECIMAL_STATS[name] and decimal or whole
+    if value and kind(value) == nil then
+      local named = cjson.encode({stats, name, string.sub(value, 1, 200)})
+      return redis.error_reply('BADCOUNTER ' .. named)
+    end
+  end
+  return nil
+end
+
 -- Count one tracked document out of an aggregate hash, dropping fields that reach 0.
 local function agg_decr(hash, field)
   if field and field ~= '' then

@@ -31,8 +31,13 @@
 -- event: the id of a worker's report ('' for none), kept in the record (`ev`): the same
 -- report applied again — replayed from a worker's spool after a failover lost the
 -- answer to a change the replicas had — is a 'duplicate' and changes nothing.
+-- A stats field it counts on that is not a number refuses the call before anything
+-- changes (stats_refusal).
 -- Returns {state ('failed' | 'dead' | 'skipped' | 'dropped' | 'stale' | 'duplicate'),
 -- retries, replaced corrupt (0/1)}.
+local refused = stats_refusal(K.stats, {'failures_recorded', 'failures:' .. A.cat,
+  'failed_recoveries', 'dead_total', 'dropped_stale', 'dropped_after_delete'})
+if refused then return refused end
 local rec, id = K.record, A.doc_id
 local now = clock(A.now)
 if A.lost_run ~= '' then

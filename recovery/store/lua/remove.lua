@@ -14,6 +14,10 @@
 -- A document removed while its resubmission is sent or running has that task id
 -- marked deleted: the run's outcomes are then dropped (record_failure.lua, resolve.lua)
 -- instead of tracking the document again.
+-- A counter that is not a number refuses the call before anything changes
+-- (stats_refusal).
+local refused = stats_refusal(K.stats, {A.counter})
+if refused then return refused end
 local cutoff = tonumber(A.cutoff)
 local now = clock(A.now)
 local expired_before = now - tonumber(A.ttl)

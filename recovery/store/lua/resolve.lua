@@ -20,10 +20,15 @@
 -- probe: '1' when doc_id is a guess (mark_success given 20 hex digits, an id or a
 -- path): with nothing stored under it the call changes and counts nothing and says
 -- 'absent', so the caller can try the other reading and count the run once.
+-- A stats field it counts on (or copies into the series) that is not a number refuses
+-- the call before anything changes (stats_refusal).
 -- Returns {was tracked (0/1), recovery seconds or ''}, and 'duplicate' or 'absent'
 -- third for one.
 local rec, id, now = K.record, A.doc_id, clock(A.now)
 if A.probe == '1' and redis.call('EXISTS', rec) == 0 then return {0, '', 'absent'} end
+local refused = stats_refusal(K.stats, {'resolved', 'successful_recoveries',
+  'recovery_time_total', 'recovery_time_count', 'failed_recoveries', 'dropped_after_delete'})
+if refused then return refused end
 local again = A.event ~= '' and redis.call('ZSCORE', K.replayed_successes, A.event)
 local dup = again and 'duplicate' or nil
 if A.event ~= '' and not again then

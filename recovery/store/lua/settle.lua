@@ -30,6 +30,11 @@
 -- failure), bounded by HISTORY_KEEP.
 local settled = redis.call('GET', K.settled)
 if settled then return tonumber(settled) end
+-- A stats field the run is counted in (or the series copies) that is not a number
+-- refuses the call (stats_refusal), but only once its documents are settled: they were
+-- sent, and left claimed they would be sent again when the lease ends.
+local refused = stats_refusal(K.stats, {'recovery_attempts', 'recovery_runs',
+  'failed_recoveries'})
 local now = clock(A.now)
 local sent = 0
 -- formatted once for the whole batch
@@ -61,6 +66,7 @@ for item = 1, item_args / 3 do
     redis.call('HDEL', rec, 'claim')
   end
 end
+if refused then return refused end
 redis.call('HINCRBY', K.stats, 'recovery_attempts', sent)
 redis.call('HINCRBY', K.stats, 'recovery_runs', 1)
 redis.call('HSET', K.stats, 'last_recovery_run', num(now))
