@@ -13,7 +13,7 @@ import logging
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from typing import Any
 
 from celery import Celery
@@ -178,7 +178,10 @@ class Resubmitter:
     def _producer(self) -> Iterator[Any]:
         """One producer for a batch's messages, or None when none can be had (the
         broker is down): each message is then sent, and fails, on its own. A soft time
-        limit is no broker's failure: it is raised on, and the run stops."""
+        limit is no broker's failure: it is raised on, and the run stops. A publish cut
+        off may leave a reply unread (or half a frame sent) on the producer's
+        connection, which kombu pools for every app of that broker in the process: it
+        is dropped, and the pool connects anew."""
         try:
             acquired = self.app.producer_or_acquire()
             producer = acquired.__enter__()
@@ -190,6 +193,10 @@ class Resubmitter:
             return
         try:
             yield producer
+        except BaseException:
+            with suppress(Exception):  # the cut reaches the caller, whatever the broker says
+                producer.connection.collect()
+            raise
         finally:
             acquired.__exit__(None, None, None)
 

@@ -544,6 +544,35 @@ def test_a_soft_time_limit_once_the_flushed_batch_left_stops_the_run_and_sends_i
     assert sorted(waiting) == sorted(r.doc_id for r in records)
 
 
+def test_a_publish_cut_off_leaves_no_reply_unread_for_the_next_run(
+    make_manager: ManagerFactory, redis_url: str
+) -> None:
+    # Given a sender whose broker connections are checked (PING) after a second idle,
+    # and a run cut off as its batch's publish reads its replies
+    app = sender_app(redis_url)
+    app.conf.broker_transport_options = {"health_check_interval": 1}
+    manager = make_manager(app=app)
+    due_now(manager, 2)
+    with (
+        pytest.raises(SoftTimeLimitExceeded),
+        interrupted_at("parse_response", SoftTimeLimitExceeded, within="flush"),
+    ):
+        manager.run_batch()
+
+    # When the next run, past that second, sends two more
+    later = [failure(f"/docs/later-{n}.pdf", time.time() - 2 * HOUR) for n in range(2)]
+    for record in later:
+        manager.tracker.store.record_failure(record)
+    time.sleep(1.2)
+    summary = manager.run_batch()
+
+    # Then it sends them (bug: the cut-off publish left its replies unread on a broker
+    # connection kombu pools for every app of that broker; the next publish read them
+    # as its own, and a check's PING a stale reply: "Bad response from PING health
+    # check", the batch given back)
+    assert sorted(s.doc_id for s in summary.resubmitted) == sorted(r.doc_id for r in later)
+
+
 def test_a_run_cut_off_before_its_settles_reply_counts_its_resubmissions_once(
     make_manager: ManagerFactory, broker: Broker, redis_client: redis.Redis
 ) -> None:
