@@ -2,7 +2,7 @@
 
 Two settings say where things are (:mod:`recovery.broker`):
 
-- ``REDIS_URL`` — the tracker's Redis (``recovery.store.connection.default_redis_url``)
+- ``REDIS_URL`` — the tracker's Redis (``recovery.store.urls.default_redis_url``)
   and, unless ``CELERY_RESULT_BACKEND`` says otherwise, the result backend;
 - ``CELERY_BROKER_URL`` (or ``celery -b URL``) — the broker, e.g. RabbitMQ
   (``amqp://user:pw@host:5672/vhost``); unset, the broker is that same Redis.
@@ -26,9 +26,9 @@ from recovery.errors import ConfigError
 from recovery.keys import Keys
 from recovery.policy import longest_run
 from recovery.store.cluster import first_node_url, is_cluster_url
-from recovery.store.connection import redact, tracker_url
 from recovery.store.sentinel import SENTINEL_TIMEOUTS, SentinelURL, is_sentinel, sentinel_login
 from recovery.store.tls import for_redis_py
+from recovery.store.urls import redact, tracker_url
 
 
 def _seconds(name: str, default: int, low: int = 0) -> int:

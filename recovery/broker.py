@@ -27,7 +27,7 @@ import os
 from recovery.errors import ConfigError
 from recovery.store import tls
 from recovery.store.cluster import is_cluster_url
-from recovery.store.connection import default_redis_url
+from recovery.store.urls import default_redis_url
 
 BROKER_URL_ENV = "CELERY_BROKER_URL"
 RESULT_BACKEND_ENV = "CELERY_RESULT_BACKEND"

@@ -46,7 +46,8 @@ from recovery.integration import Recovery, installed
 from recovery.manager import RecoveryManager
 from recovery.resubmit import sender_app
 from recovery.store import default_redis_url, redact
-from recovery.store.connection import DEFAULT_URL, check_url, connection_problem
+from recovery.store.redis_errors import connection_problem
+from recovery.store.urls import DEFAULT_URL, check_url
 
 EXIT_FAILED = 1
 EXIT_UNAVAILABLE = 2

@@ -27,18 +27,11 @@ from recovery.config import RecoveryConfig
 from recovery.store.changes import FailureOutcome, Store
 from recovery.store.checks import check_redis
 from recovery.store.claims import ClaimResult, Claims, Settlement
-from recovery.store.connection import (
-    Client,
-    Connection,
-    connect,
-    default_redis_url,
-    redact,
-    redact_text,
-    tracker_url,
-)
+from recovery.store.connection import Client, Connection, connect
 from recovery.store.listings import Selection
 from recovery.store.maintenance import Maintenance
 from recovery.store.reports import Reports
+from recovery.store.urls import default_redis_url, redact, redact_text, tracker_url
 
 log = logging.getLogger(__name__)
 

@@ -7,128 +7,47 @@ A :class:`Connection` owns one client — of one Redis (``redis://``, ``rediss:/
 under the prefix itself, unless ``shards`` says more) and the Lua scripts registered on
 the client for them, which wait for replicas when ``wait_replicas`` says so
 (:mod:`recovery.store.replication`). Its :meth:`~Connection.errors` context turns
-redis-py's errors into :class:`~recovery.errors.TrackerUnavailable`, naming the
-operation and the server without its password, so nothing above the store catches a
-redis-py exception.
+redis-py's errors into the :class:`~recovery.errors.TrackerError` that says what
+happened (:mod:`recovery.store.redis_errors`), naming the operation and the server
+without its password, so nothing above the store catches a redis-py exception.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import hiredis
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.cluster import RedisCluster
 from redis.connection import HiredisRespSerializer
-from redis.exceptions import NoScriptError, RedisClusterException, SlotNotCoveredError
+from redis.exceptions import NoScriptError, RedisClusterException
 from redis.retry import Retry
-from redis.sentinel import MasterNotFoundError
 
-from recovery.categories import exception_chain
 from recovery.config import RecoveryConfig
 from recovery.errors import (
-    ConfigError,
-    CorruptCounter,
     RecoveryError,
-    TrackerBusy,
-    TrackerError,
-    TrackerFailed,
-    TrackerRefused,
-    TrackerUnavailable,
 )
 from recovery.keys import Keys, shard_keys, shard_of
 from recovery.store import tls
-from recovery.store.cluster import cluster_nodes, connect_cluster, is_cluster_url
+from recovery.store.cluster import connect_cluster, is_cluster_url
+from recovery.store.redis_errors import tracker_error
 from recovery.store.replication import Wait
 from recovery.store.scripts import LuaScript, Scripts
 from recovery.store.sentinel import (
-    SentinelURL,
     close_sentinels,
     is_sentinel,
     master_client,
-    no_primary,
-    parts,
 )
+from recovery.store.urls import check_url, redact
 
 #: A client of the tracker's Redis: one server (or Sentinel's primary), or a cluster.
 Client = redis.Redis | RedisCluster
 #: A read-only script call for :meth:`Connection.read_all`: the script, its KEYS, ARGV.
 ReadCall = tuple[LuaScript, list[str], list[Any]]
 T = TypeVar("T")
-
-#: The Redis every process uses when neither an argument nor ``REDIS_URL`` names one.
-DEFAULT_URL = "redis://127.0.0.1:6379/0"
-
-
-def redact(url: str) -> str:
-    """The URL without its passwords (in the user part or a ``password=`` query
-    parameter of each part of a ``sentinel://…;sentinel://…`` URL), for messages and
-    logs. Never raises: it also masks URLs no parser takes."""
-    return ";".join(_PARAM.sub(r"\g<param>***", _mask_user(part)) for part in parts(url))
-
-
-def redact_text(text: str) -> str:
-    """``text`` with every URL's password masked as :func:`redact` masks one URL: an
-    error message or traceback stored with a record can hold a connection URL."""
-    return _URL.sub(lambda found: redact(found.group()), text)
-
-
-#: A URL in text, up to the next white space; a ``password=`` parameter in one.
-_URL = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://\S+")
-_PARAM = re.compile(r"(?P<param>[?&;]password=)[^&\s]*", re.IGNORECASE)
-#: A query (``?`` and then ``=``) before an ``@``: that ``@`` is a parameter's.
-_QUERY = re.compile(r"\?[^@]*=")
-
-
-def _mask_user(url: str) -> str:
-    """``url`` with the password of its user part masked. The user part runs to the
-    last ``@`` that no query precedes: a password written with ``#``, ``/``, ``?`` or
-    ``=`` unencoded ends the authority for a URL parser, which would show the rest."""
-    scheme, sep, rest = url.partition("://")
-    end = len(rest)
-    while (end := rest.rfind("@", 0, end)) >= 0 and _QUERY.search(rest, 0, end):
-        pass
-    user, colon, _ = rest[: max(end, 0)].partition(":")
-    if not sep or end < 0 or not colon:
-        return url
-    return f"{scheme}://{user}:***@{rest[end + 1 :]}"
-
-
-def connection_problem(exc: BaseException) -> str:
-    """The cause of a failed connection (a broker's, through kombu) in a few words."""
-    for link in exception_chain(exc):
-        if isinstance(link, redis.AuthenticationError):
-            return "authentication failed"
-        if isinstance(link, redis.TimeoutError | TimeoutError):
-            return "timeout"
-        if isinstance(link, ConnectionRefusedError):
-            return "connection refused"
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-
-
-def default_redis_url(explicit: str | None = None) -> str:
-    """The Redis to use: ``explicit`` (``--redis-url``, ``redis_url=``), else
-    ``REDIS_URL`` (empty counts as unset, as shells unset a variable), else
-    :data:`DEFAULT_URL`. Workers, beat, the CLI and the Python API all resolve it here,
-    so they cannot disagree about where the failures are."""
-    return explicit or os.environ.get("REDIS_URL") or DEFAULT_URL
-
-
-def tracker_url(explicit: str | None = None, broker: str = "") -> str:
-    """The tracker's Redis: ``explicit``, else ``REDIS_URL``; only with neither does a
-    Redis ``broker`` serve (one Redis named once: ``celery -b redis://...``), never a
-    broker of another kind. The app's recovery and beat (RedBeat) both ask here."""
-    if explicit or os.environ.get("REDIS_URL"):
-        return default_redis_url(explicit)
-    redis_broker = broker.startswith(("redis://", "rediss://", "unix://", "sentinel://"))
-    return broker if redis_broker else default_redis_url()
 
 
 class Packer(HiredisRespSerializer):
@@ -185,49 +104,6 @@ def connect(url: str, config: RecoveryConfig) -> Client:
             config.sentinel_tls,
         )
     return redis.Redis.from_url(tls.for_redis_py(url), **options)
-
-
-#: The forms of URL a tracker takes, for the message that refuses another.
-URL_FORMS = "a redis://, rediss://, unix://, sentinel:// or redis+cluster:// URL"
-
-
-def check_url(url: str) -> None:
-    """Refuse a URL no client could use, at start rather than at first use: a
-    ConfigError naming REDIS_URL with the URL masked, never redis-py's or urllib's
-    ValueError, whose traceback and text may quote a piece of the password."""
-    try:
-        _parse(url)
-    except ConfigError:
-        raise
-    except ValueError:
-        shown = redact(url)
-        raise ConfigError("REDIS_URL", shown, f"{URL_FORMS} ({_why(shown)})") from None
-
-
-def _why(shown: str) -> str:
-    """Why a URL does not parse, read from its masked form so the reason cannot quote
-    the password; one whose masked form parses failed in its user part."""
-    try:
-        _parse(shown)
-    except ValueError as exc:
-        return str(exc).rstrip(".")
-    return "its password does not parse: percent-encode its reserved characters (@ : / ? #)"
-
-
-def _parse(url: str) -> None:
-    tls.cert_reqs(url)
-    if is_cluster_url(url):
-        cluster_nodes(url)
-    elif is_sentinel(url):
-        SentinelURL.parse(url, redact(url))
-    else:
-        redis.connection.parse_url(url)  # type: ignore[no-untyped-call]
-        # redis-py takes any other path for database 0, without a word
-        if url.startswith(("redis:", "rediss:")) and not _DB_PATH.fullmatch(urlsplit(url).path):
-            raise ValueError("the path after the host must be a database number, such as /0")
-
-
-_DB_PATH = re.compile(r"/?[0-9]*/?")
 
 
 class Shard:
@@ -294,17 +170,7 @@ class Connection:
         try:
             yield
         except (redis.RedisError, RedisClusterException) as exc:
-            if corrupt := _corrupt_counter(exc):
-                raise corrupt from exc
-            where = redact(self.url) if self.url else "Redis"
-            kind, cause = _kind(exc), str(exc)
-            if isinstance(exc, MasterNotFoundError):
-                kind, cause = no_primary(exc, self._config.sentinel_master)
-            elif _no_such_database(exc):
-                cause = _NO_SUCH_DATABASE
-            elif hint := tls.hint(exc, self.url):
-                cause += f" ({hint})"
-            raise kind(f"{operation} failed on {where}: {cause}") from exc
+            raise tracker_error(exc, operation, self.url, self._config.sentinel_master) from exc
         except RecoveryError:
             raise  # ours, raised between calls: no reply is left unread
         except BaseException:
@@ -385,87 +251,6 @@ def _raise_first(replies: list[Any]) -> list[Any]:
         if isinstance(reply, Exception):
             raise reply
     return replies
-
-
-#: Refusals: the server answered, and said no to this client or command.
-_REFUSALS = (
-    redis.AuthenticationError,
-    redis.exceptions.AuthorizationError,
-    redis.exceptions.NoPermissionError,
-    redis.ReadOnlyError,
-    redis.OutOfMemoryError,
-)
-
-
-#: Busy: the server answered that it cannot serve for now, and will (redis-py gives
-#: these their own classes; the codes below come as a plain ResponseError).
-_BUSY = (
-    redis.BusyLoadingError,
-    redis.exceptions.MasterDownError,
-    redis.exceptions.TryAgainError,
-)
-_BUSY_CODES = {"BUSY", "MISCONF", "NOREPLICAS"}
-#: The same refusals as the classes above, where no class carries them (see _code).
-_REFUSED_CODES = {"NOAUTH", "WRONGPASS", "NOPERM", "READONLY", "OOM"}
-#: Redis's answer to a SELECT past its ``databases`` (redis-py drops the "ERR ").
-_OUT_OF_RANGE = "DB index is out of range"
-#: What that answer means for the URL that asked for it.
-_NO_SUCH_DATABASE = (
-    "the server has fewer databases than the URL's database number needs"
-    f" (Redis: {_OUT_OF_RANGE}; see `databases` in its redis.conf)"
-)
-#: Redis 6.2 wraps the error a script's call met, its code inside: "ERR Error running
-#: script (call to f_…): @user_script:1: @user_script: 1: -READONLY You can't…", which
-#: redis-py gives without its "ERR "; 7 keeps the code first, and redis-py gives it its
-#: class.
-_WRAPPED = re.compile(r"(?:ERR )?Error running script .*?: -(?P<code>[A-Z]+) ")
-
-
-def _code(exc: redis.ResponseError) -> str:
-    """The error code of a reply, also where Redis 6.2 wrapped it in a script's error."""
-    text = str(exc)
-    wrapped = _WRAPPED.match(text)
-    return wrapped.group("code") if wrapped else text.partition(" ")[0]
-
-
-def _corrupt_counter(exc: Exception) -> CorruptCounter | None:
-    """The CorruptCounter a script's refusal names (``stats_refusal`` in _lib.lua:
-    "BADCOUNTER [key, field, value]"), or None for any other error."""
-    if not isinstance(exc, redis.ResponseError) or _code(exc) != "BADCOUNTER":
-        return None
-    named, _ = json.JSONDecoder().raw_decode(str(exc).partition(" ")[2])
-    return CorruptCounter(*named)
-
-
-def _no_such_database(exc: Exception) -> bool:
-    """Whether the server refused the URL's database: redis-py selects it as it
-    connects, and its answer comes as a plain ResponseError, a failure of whichever
-    command came first, though no command could ever succeed on that URL."""
-    return isinstance(exc, redis.ResponseError) and str(exc) == _OUT_OF_RANGE
-
-
-#: Unreachable: nothing answered, or not yet (a cluster's slot not served by any node).
-_UNREACHABLE = (
-    redis.ConnectionError,
-    redis.TimeoutError,
-    redis.exceptions.ClusterDownError,
-    SlotNotCoveredError,
-)
-
-
-def _kind(exc: Exception) -> type[TrackerError]:
-    """What a redis-py error means for the caller: a refusal and a busy server are
-    unavailability too (an event that meets one is spooled and replayed); only an
-    error of the command itself (a script error, a key of the wrong type) fails it."""
-    code = _code(exc) if isinstance(exc, redis.ResponseError) else ""
-    refused = code in _REFUSED_CODES or _no_such_database(exc) or tls.untrusted(exc)
-    if isinstance(exc, _REFUSALS) or refused:
-        return TrackerRefused
-    if isinstance(exc, _BUSY) or code in _BUSY_CODES:
-        return TrackerBusy
-    if isinstance(exc, _UNREACHABLE):
-        return TrackerUnavailable
-    return TrackerFailed
 
 
 class Part:

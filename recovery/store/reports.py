@@ -14,9 +14,7 @@ earliest, a circuit breaker's window the shards' recent outcomes interleaved.
 
 from __future__ import annotations
 
-import itertools
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +24,7 @@ from recovery.records import strict
 from recovery.store import series
 from recovery.store.connection import strs
 from recovery.store.listings import Listings
+from recovery.store.report_replies import STATS, flat, merge_windows, pairs, sum_reports
 
 #: Age buckets of the failure analysis, by hours since the first failure.
 AGE_BUCKETS = ("<1h", "1-6h", "6-24h", "1-3d", "3-7d", ">7d")
@@ -114,7 +113,7 @@ class Reports(Listings):
         ]
         if len(replies) == 1:
             return replies[0], corrupt
-        return _sum_reports(replies, self.config.breaker_window), corrupt
+        return sum_reports(replies, self.config.breaker_window), corrupt
 
     def _checked_report(self, now: float | None, *, detail: bool) -> list[Any]:
         """report.lua's reply; a stats field that is not a number raises its
@@ -145,7 +144,7 @@ class Reports(Listings):
         that are not numbers are set aside in ``corrupt``, not raised: the rest holds."""
         reply, corrupt = self._report(now, detail=False)
         return Snapshot(
-            _status(reply), _pairs(reply[10]), int(reply[11]), _pairs(reply[12]), tuple(corrupt)
+            _status(reply), pairs(reply[10]), int(reply[11]), pairs(reply[12]), tuple(corrupt)
         )
 
     def breaker_windows(self) -> dict[str, str]:
@@ -157,7 +156,7 @@ class Reports(Listings):
             for shard in self.shards:
                 pipe.hgetall(shard.keys.breakers)
             windows: list[dict[str, str]] = pipe.execute()
-        return _merge_windows(windows, self.config.breaker_window)
+        return merge_windows(windows, self.config.breaker_window)
 
     def recoveries_over_time(self) -> list[series.Bucket]:
         """Resubmissions, successful and failed recoveries per interval, oldest first
@@ -199,14 +198,14 @@ def _status(reply: list[Any]) -> dict[str, Any]:
         "waiting": waiting,
         "dead": dead,
         "corrupt": corrupt,
-        "recovery_metrics": recovery_metrics(_pairs(reply[10]), total, eligible),
+        "recovery_metrics": recovery_metrics(pairs(reply[10]), total, eligible),
     }
 
 
 def _analysis(reply: list[Any]) -> dict[str, Any]:
     """The analysis from report.lua's reply with its detail."""
     cats, workers, w_fail, w_won, queries, q_fail, q_won, sigs, info, last = (
-        _pairs(r) for r in reply[13:]
+        pairs(r) for r in reply[13:]
     )
     return {
         "age_distribution": dict(zip(AGE_BUCKETS, reply[9], strict=True)),
@@ -249,7 +248,7 @@ def recovery_metrics(stats: dict[str, str], total: int, eligible: int) -> dict[s
 def _set_aside(reply: list[Any], key: str) -> list[CorruptCounter]:
     """Take the stats fields that are not numbers out of one shard's report.lua reply
     (``key``: that shard's stats hash), each as the CorruptCounter that names it."""
-    stats = _pairs(reply[STATS])
+    stats = pairs(reply[STATS])
     corrupt = []
     for field, value in stats.items():
         try:
@@ -257,98 +256,8 @@ def _set_aside(reply: list[Any], key: str) -> list[CorruptCounter]:
         except ValueError:
             corrupt.append(CorruptCounter(key, field, value))
     bad = {c.field for c in corrupt}
-    reply[STATS] = _flat({f: v for f, v in stats.items() if f not in bad})
+    reply[STATS] = flat({f: v for f, v in stats.items() if f not in bad})
     return corrupt
-
-
-def _merge_windows(windows: list[dict[str, str]], window: int) -> dict[str, str]:
-    """Breaker windows of every shard as one (a single shard's as it is)."""
-    if len(windows) == 1:
-        return windows[0]
-    return {
-        category: _interleave([w.get(category, "") for w in windows])[-window:]
-        for category in sorted(set().union(*windows))
-    }
-
-
-def _interleave(windows: list[str]) -> str:
-    """Outcome strings merged newest with newest: '01' and '1' give '011'."""
-    longest = max(map(len, windows), default=0)
-    padded = [w.rjust(longest, " ") for w in windows]
-    return "".join(itertools.chain.from_iterable(zip(*padded, strict=True))).replace(" ", "")
-
-
-#: Counters of report.lua's stats that each shard keeps for every run (settle stamps
-#: every shard): the largest is the tracker's, not their sum.
-PER_RUN = ("recovery_runs", "last_recovery_run")
-#: Positions in report.lua's reply: counts to sum, the age buckets, the stats, and
-#: with detail the aggregate hashes (summed, but for the two about error groups).
-COUNTS = range(1, 9)
-AGES, STATS, IN_FLIGHT, BREAKERS, AGGREGATES = 9, 10, 11, 12, 13
-SIGNATURE_INFO, SIGNATURE_LAST = 21, 22
-
-
-def _sum_reports(replies: list[list[Any]], window: int) -> list[Any]:
-    """One report.lua reply from each shard's (``window``: breaker_window)."""
-    first = replies[0]
-    out: list[Any] = [first[0]]
-    out += [sum(int(r[i]) for r in replies) for i in COUNTS]
-    out.append([sum(int(r[AGES][b]) for r in replies) for b in range(len(first[AGES]))])
-    stats = [_pairs(r[STATS]) for r in replies]
-    out.append(_flat(_sum_hashes(stats, keep_max=PER_RUN)))
-    out.append(sum(int(r[IN_FLIGHT]) for r in replies))
-    out.append(_flat(_merge_windows([_pairs(r[BREAKERS]) for r in replies], window)))
-    for i in range(AGGREGATES, len(first)):
-        hashes = [_pairs(r[i]) for r in replies]
-        if i == SIGNATURE_INFO:
-            merged = _earliest(hashes)
-        elif i == SIGNATURE_LAST:
-            merged = _sum_hashes(hashes, keep_max=tuple(set().union(*hashes)))
-        else:
-            merged = _sum_hashes(hashes)
-        out.append(_flat(merged))
-    return out
-
-
-def _sum_hashes(hashes: list[dict[str, str]], keep_max: Sequence[str] = ()) -> dict[str, str]:
-    """Field by field, the sum (or, for ``keep_max``, the largest) of numeric hashes."""
-    merged: dict[str, float] = {}
-    for h in hashes:
-        for name, raw in h.items():
-            value = float(raw)
-            if name not in merged:
-                merged[name] = value
-            elif name in keep_max:
-                merged[name] = max(merged[name], value)
-            else:
-                merged[name] += value
-    return {name: repr(v) if v != int(v) else str(int(v)) for name, v in merged.items()}
-
-
-def _earliest(infos: list[dict[str, str]]) -> dict[str, str]:
-    """Per error group, the first occurrence the shards saw first."""
-    merged: dict[str, str] = {}
-    for info in infos:
-        for sig, raw in info.items():
-            if sig not in merged or _first_seen(raw) < _first_seen(merged[sig]):
-                merged[sig] = raw
-    return merged
-
-
-def _first_seen(raw: str) -> float:
-    try:
-        return float(json.loads(raw).get("first", 0))
-    except (ValueError, AttributeError, TypeError):
-        return 0.0
-
-
-def _flat(fields: dict[str, str]) -> list[str]:
-    return [item for pair in fields.items() for item in pair]
-
-
-def _pairs(flat: list[str]) -> dict[str, str]:
-    """A hash as a script returns it (field, value, ...)."""
-    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 def _ints(raw: dict[str, str]) -> dict[str, int]:
