@@ -117,16 +117,20 @@ class RunCall:
     time_limit: float | None = None
     marker: Marker | None = None
 
-    def to_json(self) -> str:
+    def to_json(self, checkin: str = "") -> str:
         """The in-flight entry, without the task id (its key in the in-flight hash);
         args that only repeat path, query and metadata are kept as their count, as
-        the record body keeps them, so metadata is stored once."""
+        the record body keeps them, so metadata is stored once. ``checkin`` names the
+        check-in that stores it, so the same call applied twice (its reply lost) is
+        told from a redelivery of the run (see ``lua/begin.lua``)."""
         body = asdict(self)
         del body["task_id"]
         count = repeated_args(self.args, self.path, self.query, self.metadata)
         if count is not None:
             del body["args"]
             body["nargs"] = count
+        if checkin:
+            body["checkin"] = checkin
         return json.dumps(body, separators=(",", ":"))
 
     @classmethod
@@ -137,6 +141,7 @@ class RunCall:
             if not isinstance(body, dict):
                 raise TypeError(f"not an object: {type(body).__name__}")
             marker = Marker.parse(body.pop("marker", None))
+            body.pop("checkin", None)
             nargs = body.pop("nargs", None)
             if isinstance(nargs, int):
                 path, query, meta = body.get("path"), body.get("query"), body.get("metadata", {})

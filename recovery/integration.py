@@ -136,12 +136,12 @@ class Recovery:
         """Check a tracked run in before it starts; False means drop this message.
 
         See ``lua/begin.lua``: a superseded task id is a stale duplicate; a task id
-        already in flight means its earlier run died silently (the broker redelivered
-        it), which is recorded as a counted ``worker_lost`` failure before this run
-        checks in again — and once that leaves no retry under this worker's
-        ``max_retry_count``, the message is dropped, so a crash loop ends (the record
-        stays, for a run with a larger maximum). With Redis away the run goes ahead:
-        its outcome is spooled.
+        already in flight under another check-in means its earlier run died silently
+        (the broker redelivered it), which is recorded as a counted ``worker_lost``
+        failure before this run checks in again — and once that leaves no retry under
+        this worker's ``max_retry_count``, the message is dropped, so a crash loop
+        ends (the record stays, for a run with a larger maximum). With Redis away the
+        run goes ahead: its outcome is spooled.
         """
         request = task.request
         if request.called_directly or request.is_eager or not self.tracks(task):

@@ -124,7 +124,8 @@ class Keys:
 
     @property
     def inflight_tasks(self) -> str:
-        """Hash: task id -> JSON call of a running tracked task."""
+        """Hash: task id -> JSON call of a running tracked task, with the id of its
+        check-in."""
         return self._name("inflight", "tasks")
 
     @property

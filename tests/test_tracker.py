@@ -1649,6 +1649,31 @@ def test_a_sweep_does_not_report_a_run_whose_entry_was_renewed_after_it_read_it(
     assert tracker.store.record_failure(lost, lost_run=T0 + 200, now=T0 + 200).state == "skipped"
 
 
+def test_a_check_in_sent_again_after_its_reply_was_lost_is_the_run_not_a_lost_one(
+    tracker: Tracker, redis_client: redis.Redis
+) -> None:
+    # Given a tracked document and a new run of it about to check in, the check-in
+    # script loaded (as by any earlier run)
+    record = failure("/docs/a.pdf", T0, task_id="t0")
+    tracker.store.record_failure(record)
+    redis_client.script_load(tracker.connection.scripts.begin.source)
+    call = RunCall("t1", "tasks.process_document", "/docs/a.pdf")
+
+    # When its check-in is applied and the connection drops before the reply is read,
+    # so redis-py sends it again
+    with interrupted_at("parse_response", redis.ConnectionError, within="begin"):
+        verdict, _ = tracker.store.begin(record.doc_id, call, 100, T0 + 10)
+
+    # Then it is this run's check-in, in flight once (bug: the second call found the
+    # first's entry and answered 'lost', which a worker records as a worker_lost failure)
+    assert verdict == "run"
+    assert list(hash_of(redis_client, tracker.keys.inflight_tasks)) == ["t1"]
+    assert zscore(redis_client, tracker.keys.inflight, "t1") == T0 + 110
+    assert redis_client.hget(tracker.keys.record(record.doc_id), "state") == "recovering"
+    # And a redelivery of the run (its worker died) checks in anew and finds it lost
+    assert tracker.store.begin(record.doc_id, call, 100, T0 + 20)[0] == "lost"
+
+
 def test_a_fractional_time_limit_round_trips(make_tracker: TrackerFactory) -> None:
     tracker = make_tracker()
     tracker.store.record_failure(failure("/docs/a.pdf", T0, time_limit=2.5))

@@ -662,6 +662,47 @@ def test_a_stale_duplicate_of_a_resubmitted_message_is_dropped_by_the_worker(
     assert tracker.reports.status()["recovery_metrics"]["successful_recoveries"] == 1
 
 
+# --- a check-in sent twice ------------------------------------------------------------
+
+
+def test_a_check_in_sent_again_after_its_reply_was_lost_runs_and_records_no_lost_run(
+    recovery_setup: Setup,
+    runs: Runs,
+    doc_root: Path,
+    celery_app: Celery,
+    redis_client: redis.Redis,
+) -> None:
+    # Given a document that failed once, under a maximum of one retry, and a new run
+    # of it about to check in (the check-in script loaded, as by any earlier run)
+    tracker = recovery_setup(max_retry_count=1).tracker
+    path = doc_root / "again.txt"
+    fail_missing(celery_app, runs, path)
+    rec = installed(celery_app)
+    redis_client.script_load(rec.tracker.connection.scripts.begin.source)
+    task = celery_app.tasks["tasks.process_document"]
+    task.push_request(
+        id="run-2", args=[str(path), None, {}], kwargs={}, hostname="w1", called_directly=False
+    )
+
+    # When its check-in is applied and the connection drops before the reply is read,
+    # so redis-py sends it again
+    try:
+        with interrupted_at("parse_response", redis.ConnectionError, within="begin"):
+            goes_ahead = rec.begin(task)
+    finally:
+        task.pop_request()
+
+    # Then the run goes ahead, in flight once, and no failure or retry is counted (bug:
+    # the second call answered 'lost', so the run was recorded as a worker_lost failure
+    # that used up the last retry, and its message was dropped)
+    assert goes_ahead
+    assert redis_client.zrange(KEYS.inflight, 0, -1) == ["run-2"]
+    record = record_of(tracker, path)
+    assert (record.state, record.retry_count, record.failure_count) == ("recovering", 0, 1)
+    assert record.error_category == "file_not_found"
+    assert tracker.reports.status()["recovery_metrics"]["failures_recorded"] == 1
+
+
 # --- environment changes --------------------------------------------------------------
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import secrets
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -225,7 +226,10 @@ class Store(Part):
     ) -> tuple[Verdict, str]:
         """A tracked run starts and may take ``limit`` seconds before it counts as
         lost: returns (verdict, record state); see ``lua/begin.lua``. The run is in
-        flight in its document's shard, where its report and the sweep find it."""
+        flight in its document's shard, where its report and the sweep find it. Each
+        call stores its entry under a new check-in id: applied twice (redis-py sends
+        it again when the connection drops before the reply), it finds its own entry
+        and answers 'run', where a redelivery of a run that died finds another's."""
         shard = self.connection.shard(doc_id)
         with self.connection.errors("begin"):
             verdict, state = shard.scripts.begin(
@@ -233,7 +237,7 @@ class Store(Part):
                 now=_at(now),
                 task_id=wire(call.task_id),
                 limit=limit,
-                call=wire(call.to_json()),
+                call=wire(call.to_json(checkin=secrets.token_hex(8))),
                 doc_id=doc_id,
             )
         return verdict, str(state)
