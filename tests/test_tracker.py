@@ -653,6 +653,39 @@ def test_claim_never_returns_a_document_twice(tracker: Tracker, redis_client: re
     assert tracker.reports.status(now=now)["in_recovery"] == 5
 
 
+def test_a_claim_sent_again_after_its_reply_was_lost_answers_what_it_took(
+    tracker: Tracker, redis_client: redis.Redis
+) -> None:
+    # Given three due documents, a fourth whose record is no hash, and a dead one, the
+    # claim script loaded (as by any earlier run)
+    *ids, garbage = seed_due(tracker, due=4)
+    redis_client.set(tracker.keys.record(garbage), "not a hash")
+    dead = failure("/docs/corrupt.pdf", error_category="permanent")
+    tracker.store.record_failure(dead)
+    redis_client.script_load(tracker.connection.scripts.claim.source)
+    now = T0 + 2 * HOUR
+
+    # When a run's claim, then an operator's retry of the dead one, is applied and the
+    # connection drops before the reply is read, so redis-py sends it again
+    with interrupted_at("parse_response", redis.ConnectionError, within="_claim"):
+        batch = tracker.claims.claim_due(10, now=now)
+    with interrupted_at("parse_response", redis.ConnectionError, within="_claim"):
+        retry = tracker.claims.claim_ids([dead.doc_id], now=now)
+
+    # Then each gets what it took (bug: the second call found them taken and answered
+    # none, so nobody sent them, and they stayed claimed until the lease ran out)
+    assert sorted(r.doc_id for r in batch.records) == sorted(ids)
+    assert [r.doc_id for r in retry.records] == [dead.doc_id]
+    assert {r.state for r in batch.records + retry.records} == {"claimed"}
+    assert redis_client.zrange(tracker.keys.corrupt, 0, -1) == [garbage]
+    # And each settles what it took
+    sent = [Settlement(doc, "sent", f"new-{doc}") for doc in ids]
+    assert tracker.claims.settle(sent, token=batch.token, now=now) == 3
+    again = [Settlement(dead.doc_id, "sent", "manual")]
+    assert tracker.claims.settle(again, token=retry.token, now=now) == 1
+    assert tracker.reports.status(now=now)["recovery_metrics"]["recovery_attempts"] == 4
+
+
 def test_the_runs_maximum_decides_a_lower_one_destroys_nothing_a_higher_one_revives(
     make_tracker: TrackerFactory, redis_client: redis.Redis
 ) -> None:

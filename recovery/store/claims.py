@@ -133,6 +133,9 @@ class Claims(Part):
         token: str,
         expires: float,
     ) -> ClaimResult:
+        """One shard's part, in one script call. Applied twice under ``token`` (redis-py
+        sends a call again when the connection drops before its reply), it answers
+        what it took the first time (see ``lua/claim.lua``)."""
         with self.connection.errors("claim"):
             claimed, corrupt = shard.scripts.claim(
                 items=[shard.keys.record(doc_id) for doc_id in ids],

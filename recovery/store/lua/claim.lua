@@ -20,6 +20,10 @@
 -- such as attempts '02', which Python's int() takes and HINCRBY refuses; an unknown
 -- state) is moved out of every other index to the corrupt one, visible and removable,
 -- instead of being sent and failing the run's settle.
+-- A record already under this claim's token is answered as taken, as it is: the same
+-- claim applied again, its reply lost (redis-py sends a call again when the connection
+-- drops before the reply). Else the second call would find it taken and answer none,
+-- and nobody would send it until the lease ran out.
 -- Returns {claimed, corrupt}: claimed is a list of {id, field, value, ...}; corrupt
 -- a list of ids.
 local now = clock(A.now)
@@ -63,6 +67,13 @@ local function quarantine(id)
   end
 end
 
+-- A record as it is stored: {id, field, value, ...}.
+local function as_stored(id, flat)
+  local item = {id}
+  for j = 1, #flat do item[j + 1] = flat[j] end
+  return item
+end
+
 -- Claim one readable record; its reply is the record as it is after the claim: what
 -- was read, with the fields the claim set (no second read). dead: the reason of a
 -- dead record, else nil.
@@ -94,7 +105,7 @@ local function take(id, rec, score, flat, dead)
       end
     end
   else
-    for j = 1, #flat do item[j + 1] = flat[j] end
+    item = as_stored(id, flat)
   end
   claimed[#claimed + 1] = item
 end
@@ -110,7 +121,9 @@ for i = 1, item_args do
       elseif f.state == 'dead' then
         take(id, rec, tonumber(redis.call('ZSCORE', K.dead, id)) or tonumber(f.last), flat,
           f.reason or '')
-      elseif f.state ~= 'claimed' and f.state ~= 'sent' and f.state ~= 'recovering' then
+      elseif f.state == 'claimed' then
+        if f.claim == A.token then claimed[#claimed + 1] = as_stored(id, flat) end
+      elseif f.state ~= 'sent' and f.state ~= 'recovering' then
         take(id, rec, score or due_score(rec), flat)
       end
     end
@@ -123,6 +136,11 @@ for i = 1, item_args do
         take(id, rec, score, flat)
       end
     end
+  elseif write and redis.pcall('HGET', rec, 'claim') == A.token then
+    -- out of due and under this claim (pcall: a record it moved to corrupt may be no
+    -- hash): taken by it already
+    local f, flat = read(rec)
+    if f and f.state == 'claimed' then claimed[#claimed + 1] = as_stored(id, flat) end
   end
 end
 return {claimed, corrupt}
