@@ -494,6 +494,29 @@ def test_a_replayed_success_applied_again_changes_nothing_not_even_a_later_run(
     assert redis_client.zscore(tracker.keys.inflight, "task-1") is not None
 
 
+def test_a_failure_sent_again_after_its_reply_was_lost_counts_once(
+    tracker: Tracker, redis_client: redis.Redis
+) -> None:
+    # Given a document that failed once (the failure script is loaded)
+    tracker.store.record_failure(failure("/docs/a.pdf", T0, worker_id="w1"))
+
+    # When its next failure, reported with no event id (as the Python API's
+    # track_failure reports one), is applied and the connection drops before the reply
+    # is read, so redis-py sends it again
+    again = failure("/docs/a.pdf", T0 + HOUR, worker_id="w1")
+    with interrupted_at("parse_response", redis.ConnectionError, within="record_failure"):
+        outcome = tracker.store.record_failure(again)
+
+    # Then it counts once (bug: a retry the document never had was used up, and its
+    # failure counted twice everywhere)
+    assert outcome.retry_count == 1
+    record = tracker.reports.get_record(again.doc_id)
+    assert record is not None
+    assert (record.retry_count, record.failure_count, len(record.attempts)) == (1, 2, 2)
+    assert hash_of(redis_client, tracker.keys.worker_failures) == {"w1": "2"}
+    assert redis_client.hget(tracker.keys.stats, "failures_recorded") == "2"
+
+
 def test_a_replayed_failure_and_success_applied_again_leave_the_document_resolved(
     tracker: Tracker, redis_client: redis.Redis
 ) -> None:

@@ -109,8 +109,10 @@ class Store(Part):
         gone or, for a sweep, was renewed since, so a lost run is reported once. The
         failure of a run whose document was deleted while it ran is ``dropped``; one of a
         run that recovery has since replaced by a newer task is ``stale``. ``event``
-        names a worker's report: applied again (a spooled replay of a change a failover
-        acknowledged too late) it is a ``duplicate`` and counts nothing twice."""
+        names a worker's report (a call without one names itself): applied again (a
+        spooled replay of a change a failover acknowledged too late, or the call sent
+        again by redis-py after the connection dropped before its reply) it is a
+        ``duplicate`` and counts nothing twice."""
         at = record.failure_timestamp if now is None else now
         config = self.config
         category = record.error_category
@@ -143,7 +145,7 @@ class Store(Part):
                 sig=sig,
                 etype=wire(record.error_type),
                 example=wire(record.error_message[: signatures.PATTERN_CHARS]),
-                event=event,
+                event=event or secrets.token_hex(8),
             )
         if replaced:
             log.warning("replaced an undecodable value at %s", key)

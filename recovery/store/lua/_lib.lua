@@ -3,7 +3,7 @@
 --
 -- Record hash fields (see recovery/records.py): state reason retries attempts failures
 -- first last cat worker query qlabel task_id rec_at fp tlimit dscore dead claim lane sig
--- hist ev body (ev: the last worker report applied, see record_failure.lua; dead: see
+-- hist ev body (ev: the last failure report applied, see record_failure.lua; dead: see
 -- requeue; claim: the token of the claim that holds it, see claim.lua).
 -- Only names passed in KEYS are ever touched.
 --

@@ -28,9 +28,11 @@
 -- across failures of the document and bounded.
 -- sig: the error's signature; etype, example: its error type and the head of its
 -- message, kept with its first occurrence (a JSON object built only then).
--- event: the id of a worker's report ('' for none), kept in the record (`ev`): the same
--- report applied again — replayed from a worker's spool after a failover lost the
--- answer to a change the replicas had — is a 'duplicate' and changes nothing.
+-- event: the id of a worker's report, else of the call ('' for none), kept in the
+-- record (`ev`): the same report applied again — replayed from a worker's spool after
+-- a failover lost the answer to a change the replicas had, or the call sent again by
+-- redis-py after the connection dropped before its reply — is a 'duplicate' and
+-- changes nothing.
 -- A stats field it counts on that is not a number refuses the call before anything
 -- changes (stats_refusal).
 -- Returns {state ('failed' | 'dead' | 'skipped' | 'dropped' | 'stale' | 'duplicate'),
