@@ -703,6 +703,44 @@ def test_a_check_in_sent_again_after_its_reply_was_lost_runs_and_records_no_lost
     assert tracker.reports.status()["recovery_metrics"]["failures_recorded"] == 1
 
 
+def test_a_lost_run_report_sent_again_after_its_reply_was_lost_still_ends_a_crash_loop(
+    recovery_setup: Setup,
+    runs: Runs,
+    doc_root: Path,
+    celery_app: Celery,
+    redis_client: redis.Redis,
+) -> None:
+    # Given a document that failed once, under a maximum of one retry, and a run of it
+    # that checked in and died without a word (its entry left in flight)
+    tracker = recovery_setup(max_retry_count=1).tracker
+    path = doc_root / "loop.txt"
+    fail_missing(celery_app, runs, path)
+    rec = installed(celery_app)
+    task = celery_app.tasks["tasks.process_document"]
+    task.push_request(
+        id="run-2", args=[str(path), None, {}], kwargs={}, hostname="w1", called_directly=False
+    )
+    try:
+        assert rec.begin(task)
+
+        # When the broker redelivers it and its check-in finds the run lost, and the
+        # report of the lost run is applied and the connection drops before the reply
+        # is read, so redis-py sends it again
+        with interrupted_at("parse_response", redis.ConnectionError, within="record_failure"):
+            goes_ahead = rec.begin(task)
+    finally:
+        task.pop_request()
+
+    # Then the lost run, counted once, used up the last retry: the message is dropped
+    # (bug: the second report found the entry gone and was skipped, answering no
+    # retries, so the crash loop ran once more)
+    assert not goes_ahead
+    record = record_of(tracker, path)
+    assert (record.retry_count, record.failure_count) == (1, 2)
+    assert record.error_category == "worker_lost"
+    assert redis_client.zcard(KEYS.inflight) == 0
+
+
 # --- environment changes --------------------------------------------------------------
 
 

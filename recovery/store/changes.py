@@ -167,7 +167,9 @@ class Store(Part):
     def record_lost_run(self, call: RunCall, bound: LostRun, now: float | None) -> FailureOutcome:
         """Record a run that checked in and never reported as a ``worker_lost``
         failure: a lost attempt counts (unless manual), so a crash loop ends. A lost
-        run of a deleted document is recorded nowhere, so it comes back ``skipped``."""
+        run of a deleted document is recorded nowhere, so it comes back ``skipped``;
+        one applied twice (its reply lost) comes back a ``duplicate`` with the retries
+        it left, by which a worker still drops the message of a crash loop."""
         outcome = self.record_failure(
             FailedDocumentRecord.lost(call, now or 0.0),
             lost_run=bound,

@@ -9,7 +9,8 @@
 -- lost_run: '' for a reported failure; for a lost run found in the in-flight index,
 -- 'any' (a redelivery found its own entry) or the deadline bound a sweep read with:
 -- skipped unless the entry is still there (and, for a sweep, still past that bound),
--- so another sweep, a redelivery that checked in again, or a late report wins.
+-- so another sweep, a redelivery that checked in again, or a late report wins; one
+-- whose entry this very report took (see event) is a 'duplicate'.
 -- cat worker query fp tlimit attempts body: the record's fields (body: its encoded
 -- call, error type and message; see records.py). qlabel: the name the query is counted
 -- under in the aggregates (the query, or its head and a hash when long), kept in the
@@ -45,6 +46,10 @@ local now = clock(A.now)
 if A.lost_run ~= '' then
   local deadline = tonumber(redis.call('ZSCORE', K.inflight, A.task_id))
   if not deadline or (A.lost_run ~= 'any' and deadline > tonumber(A.lost_run)) then
+    -- gone by this very report (its reply lost, the call sent again): a duplicate with
+    -- the retries it left, by which a worker still ends a crash loop
+    local f = is_hash(rec) and redis.call('HMGET', rec, 'ev', 'retries') or {}
+    if A.event ~= '' and f[1] == A.event then return {'duplicate', whole(f[2]) or 0, 0} end
     return {'skipped', 0, 0}
   end
 end
