@@ -61,6 +61,24 @@ REPORT_WINDOW = 60.0
 _installed: weakref.WeakKeyDictionary[Celery, Recovery] = weakref.WeakKeyDictionary()
 
 
+class Reported:
+    """Task ids whose failure was handled here lately: Celery reports a hard time
+    limit twice (once without the run's context), and one run is one failure."""
+
+    def __init__(self) -> None:
+        self._at: dict[str, float] = {}
+
+    def again(self, task_id: str) -> bool:
+        """Whether ``task_id``'s failure was handled within REPORT_WINDOW; noted if not."""
+        now = time.monotonic()
+        if now - self._at.get(task_id, -REPORT_WINDOW) < REPORT_WINDOW:
+            return True
+        if len(self._at) >= 1024:
+            self._at = {t: at for t, at in self._at.items() if now - at < REPORT_WINDOW}
+        self._at[task_id] = now
+        return False
+
+
 class Recovery:
     """The recovery system as installed on one app; ``recovery.installed(app)``."""
 
@@ -68,9 +86,7 @@ class Recovery:
         self.app = app
         self._tracker: Tracker | None = None
         self.configure(config, redis_url)
-        # task id -> when its failure was handled here: Celery reports a hard time
-        # limit twice (once without the run's context), and one run is one failure
-        self._reported: dict[str, float] = {}
+        self._reported = Reported()
         # the task whose malformed time limit was reported last: once a run, not at
         # its check-in and again at its outcome
         self._malformed_limit_of = ""
@@ -204,7 +220,7 @@ class Recovery:
     ) -> None:
         if exception is None or sender is None or not self.tracks(sender):
             return
-        if self._seen(task_id):
+        if self._reported.again(task_id):
             return
         try:
             call = self.call_of(sender, task_id, args, kwargs)
@@ -222,15 +238,6 @@ class Recovery:
             self.reporter.deliver(self.tracker, event)
         except Exception:
             log.exception("docrecovery: could not record the failure of task %s", task_id)
-
-    def _seen(self, task_id: str) -> bool:
-        now = time.monotonic()
-        if now - self._reported.get(task_id, -REPORT_WINDOW) < REPORT_WINDOW:
-            return True
-        if len(self._reported) >= 1024:
-            self._reported = {t: at for t, at in self._reported.items() if now - at < REPORT_WINDOW}
-        self._reported[task_id] = now
-        return False
 
     def on_task_success(self, sender: Task | None = None, **_: Any) -> None:
         if sender is None or not self.tracks(sender):
