@@ -53,6 +53,24 @@ def test_only_the_store_talks_to_redis() -> None:
     assert talking == set()
 
 
+#: The sizes a newcomer can read in one sitting (issue 8: a class ~250 lines, a module
+#: ~400), for the library and the pipeline.
+MODULE_LINES, CLASS_LINES = 400, 250
+
+
+@pytest.mark.parametrize("path", [*library_modules(), *sorted((ROOT / "tasks").rglob("*.py"))])
+def test_no_module_or_class_grows_past_what_one_reads_in_a_sitting(path: Path) -> None:
+    source = path.read_text()
+    classes = {
+        node.name: node.end_lineno - node.lineno + 1
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.ClassDef) and node.end_lineno is not None
+    }
+
+    assert source.count("\n") <= MODULE_LINES
+    assert {name: lines for name, lines in classes.items() if lines > CLASS_LINES} == {}
+
+
 def test_the_recovery_library_never_imports_the_pipeline() -> None:
     importing = [p.name for p in library_modules() if "tasks" in imported_modules(p)]
 
