@@ -91,24 +91,25 @@ def link(app: Celery, replacements: Sequence[Replacement]) -> int:
             meta["children"] = [*(meta.get("children") or []), child]
             meta[HEADER] = replacement.meta()
             amended.append((key, backend.encode(meta)))
-        _write(backend, amended)
+        return _write(backend, amended)
     except SoftTimeLimitExceeded:
         raise  # the run's own limit, not the backend's: the run must stop
     except Exception as exc:  # the backend's own errors: any kind, never the run's end
         log.warning("docrecovery: could not name replacements in the result backend: %s", exc)
         return 0
-    return len(amended)
 
 
-def _write(backend: BaseKeyValueStoreBackend, amended: list[tuple[Any, Any]]) -> None:
-    """A Redis backend takes a batch's amended results in one round trip, each keeping
-    its expiry (``backend.set`` is a round trip per result, and restarts its expiry);
-    other key-value stores take them one by one."""
+def _write(backend: BaseKeyValueStoreBackend, amended: list[tuple[Any, Any]]) -> int:
+    """Store the amended results; how many were. A Redis backend takes a batch's in one
+    round trip, each keeping its expiry (``backend.set`` is a round trip per result,
+    and restarts its expiry) and only while it exists: one that expired since it was
+    read is not brought back, with no expiry at all. Other key-value stores take them
+    one by one."""
     if isinstance(backend, RedisBackend):
         with backend.client.pipeline(transaction=False) as pipe:
             for key, value in amended:
-                pipe.set(key, value, keepttl=True)
-            pipe.execute()
-        return
+                pipe.set(key, value, keepttl=True, xx=True)
+            return sum(bool(stored) for stored in pipe.execute())
     for key, value in amended:
         backend.set(key, value)
+    return len(amended)

@@ -10,7 +10,7 @@ import redis
 from celery import Celery
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.result import AsyncResult
-from faults.support import interrupted_at
+from faults.support import at_call, interrupted_at
 
 from recovery.calls import HEADER, Marker
 from recovery.lineage import Replacement, describe, link, send_options
@@ -83,6 +83,20 @@ def test_a_batch_of_replaced_results_each_keeps_its_own_expiry(
     for n in range(3):
         children = AsyncResult(f"t-{n}", app=celery_app).children
         assert [child.id for child in children] == [f"t-new-{n}"]
+
+
+def test_a_result_that_expires_as_it_is_amended_is_not_brought_back(
+    celery_app: Celery, redis_client: redis.Redis
+) -> None:
+    # Given a failed result that expires between the run's read and its write
+    celery_app.backend.mark_as_failure("t-old", RuntimeError("boom"))
+    key = celery_app.backend.get_key_for_task("t-old")
+
+    with at_call("_write", lambda: redis_client.delete(key)):
+        amended = link(celery_app, [Replacement("t-old", "t-new", 1, manual=False)])
+
+    # Then it stays gone (bug: it came back, with no expiry at all)
+    assert (amended, redis_client.exists(key)) == (0, 0)
 
 
 @pytest.mark.usefixtures("redis_url")
