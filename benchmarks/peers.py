@@ -1,4 +1,4 @@
-"""The peers' failure paths, as same-run baselines for ``run.py``.
+"""The peers' failure paths, as same-run baselines for the figures (``run.py``).
 
 Each peer does, on the bench Redis, what its own code does when a job fails, with the
 payload our figures use (a 100-character path, the query, a 2 KB traceback):
@@ -123,7 +123,7 @@ class RQ:
         """``count`` failed jobs on an empty database, each written as one real
         failure wrote its keys: the keys named by its id DUMPed once and RESTOREd under
         each new id (with their TTL), the id added to the sorted sets the real job was
-        in, at its score. Checked first against real failures, like run.py's loader."""
+        in, at its score. Checked first against real failures, like bench.py's loader."""
         self.check_loader(payload)
         keys, members = self._template(payload)
         pipe = self.client.pipeline(transaction=False)

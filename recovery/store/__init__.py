@@ -11,7 +11,8 @@ serves it by concern:
 - ``tracker.reports`` — status and analysis (:mod:`~recovery.store.reports`),
   listings and pages (:mod:`~recovery.store.listings`).
 
-Every redis-py error leaves it as :class:`~recovery.errors.TrackerUnavailable`.
+Every redis-py error leaves it as the :class:`~recovery.errors.TrackerError` that says
+what happened (:mod:`recovery.store.redis_errors`).
 """
 
 from __future__ import annotations
