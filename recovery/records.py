@@ -18,20 +18,18 @@ kept as their count.
 from __future__ import annotations
 
 import hashlib
-import json
+import math
 import re
-import threading
 import time
 import zlib
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, TypeVar
 
-import lz4.frame
-import orjson
 import zstandard
 
 from recovery.calls import RunCall, call_args, repeated_args
 from recovery.categories import WORKER_LOST
+from recovery.codec import decode_body, encode_body
 from recovery.errors import CorruptRecord
 
 FAILED = "failed"
@@ -45,15 +43,6 @@ STATES = (FAILED, CLAIMED, SENT, RECOVERING, WAITING, DEAD)
 #: task, runs again as, and what is tracked unless ``tracked_tasks`` says otherwise. A
 #: worker's failure records carry the name of the task that failed.
 SEED_TASK = "tasks.process_document"
-#: A body is an LZ4 frame: a 2.3 KB traceback body compresses to 853 bytes in 1.4 µs
-#: and reads back in 0.6 µs. zstd (level 3, what earlier versions wrote) takes it to
-#: 616 bytes, but in 5.4 µs, and between two round trips, with its tables out of the
-#: CPU's caches, a failure's call paid some 10 µs more for it (benchmarks/, figure 1).
-_LZ4_MAGIC = b"\x04\x22\x4d\x18"
-_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-#: zstd decompressors may not be shared between threads (a thread-pool worker reads
-#: records from several): one per thread, built once.
-_codecs = threading.local()
 
 
 _T = TypeVar("_T")
@@ -296,44 +285,23 @@ class FailedDocumentRecord:
 
 
 _NUMBER = {
-    int: re.compile(r"-?(0|[1-9][0-9]*)"),
+    int: re.compile(r"-?(0|[1-9][0-9]{0,17})"),
     float: re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?"),
 }
 
 
 def strict(kind: type, raw: Any) -> Any:
     """Numbers as the scripts write them: Python's int() and float() also take '02',
-    ' 2' and '1_0', which Redis's HINCRBY refuses — such a value is corrupt here too."""
+    ' 2', '1_0', 20 digits (past a 64-bit integer) and '1e5000' (infinity), which
+    Redis's HINCRBY and HINCRBYFLOAT refuse — such a value is corrupt here too."""
     text = str(raw)
     pattern = _NUMBER.get(kind)
     if pattern is not None and not pattern.fullmatch(text):
         raise ValueError(text)
-    return kind(text)
-
-
-def encode_body(body: dict[str, Any]) -> bytes:
-    """A record's ``body`` field: compact JSON in an LZ4 frame. orjson refuses the
-    surrogate escapes of undecodable paths, which the standard library writes as \\u
-    escapes (either JSON reads back the same)."""
-    try:
-        raw = orjson.dumps(body)
-    except orjson.JSONEncodeError:
-        raw = json.dumps(body, separators=(",", ":")).encode("ascii")
-    data: bytes = lz4.frame.compress(raw)
-    return data
-
-
-def decode_body(data: bytes) -> Any:
-    """The JSON a ``body`` field holds, told apart by its frame's magic number: LZ4;
-    zstd or zlib as earlier versions wrote them."""
-    if data.startswith(_LZ4_MAGIC):
-        return json.loads(lz4.frame.decompress(data))
-    if not data.startswith(_ZSTD_MAGIC):
-        return json.loads(zlib.decompress(data))
-    decompressor = getattr(_codecs, "decompressor", None)
-    if decompressor is None:
-        decompressor = _codecs.decompressor = zstandard.ZstdDecompressor()
-    return json.loads(decompressor.decompress(data))
+    value = kind(text)
+    if kind is float and not math.isfinite(value):
+        raise ValueError(text)
+    return value
 
 
 def _body(key: str, raw: Any) -> dict[str, Any]:

@@ -58,7 +58,11 @@ def test_only_the_store_talks_to_redis() -> None:
 MODULE_LINES, CLASS_LINES = 400, 250
 
 
-@pytest.mark.parametrize("path", [*library_modules(), *sorted((ROOT / "tasks").rglob("*.py"))])
+@pytest.mark.parametrize(
+    "path",
+    [*library_modules(), *sorted((ROOT / "tasks").rglob("*.py"))],
+    ids=lambda path: str(path.relative_to(ROOT)),
+)
 def test_no_module_or_class_grows_past_what_one_reads_in_a_sitting(path: Path) -> None:
     source = path.read_text()
     classes = {

@@ -25,9 +25,10 @@ from faults.support import Interrupted, at_call, interrupted_at
 
 from recovery.api import DocumentRecoveryManager, FailedDocumentsTracker, run_document_recovery
 from recovery.calls import HEADER
+from recovery.codec import encode_body
 from recovery.config import RecoveryConfig
 from recovery.holds import UNDECODABLE
-from recovery.records import FailedDocumentRecord, document_id, encode_body
+from recovery.records import FailedDocumentRecord, document_id
 from recovery.redis_server import RedisServer
 from recovery.resubmit import sender_app
 from recovery.summaries import Held, RunSummary

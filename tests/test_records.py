@@ -15,15 +15,10 @@ import redis
 import zstandard
 
 from recovery.api import FailedDocumentsTracker
+from recovery.codec import decode_body, encode_body
 from recovery.config import RecoveryConfig
 from recovery.errors import CorruptRecord
-from recovery.records import (
-    FailedDocumentRecord,
-    bound_message,
-    decode_body,
-    document_id,
-    encode_body,
-)
+from recovery.records import FailedDocumentRecord, bound_message, document_id
 from recovery.signatures import signature
 
 T0 = 1_714_000_000.123456

@@ -25,6 +25,7 @@ from recovery.api import FailedDocumentsTracker
 from recovery.calls import RunCall
 from recovery.config import RecoveryConfig
 from recovery.errors import (
+    CorruptCounter,
     CorruptRecord,
     TrackerBusy,
     TrackerFailed,
@@ -1798,3 +1799,27 @@ def test_text_keeps_a_url_whose_only_at_sign_is_in_its_query() -> None:
     text = "cannot reach redis://redis:6379/0?client_name=celery@web1 (refused)"
 
     assert redact_text(text) == text
+
+
+def test_a_counter_past_what_redis_counts_is_refused_before_anything_changes(
+    tracker: Tracker, redis_client: redis.Redis
+) -> None:
+    # Given a whole count past a 64-bit integer (HINCRBY refuses it) and a sum of
+    # seconds that reads as infinity (HINCRBYFLOAT refuses it), set by hand
+    stats = tracker.keys.stats
+    redis_client.hset(stats, mapping={"failures_recorded": "9" * 20})
+    record = failure("/docs/a.pdf")
+
+    # When a failure meets the first, and a success the second
+    with pytest.raises(CorruptCounter):
+        tracker.store.record_failure(record)
+    written = sorted(redis_client.keys("*"))
+    redis_client.hset(stats, mapping={"failures_recorded": "0", "recovery_time_total": "1e5000"})
+    tracker.store.record_failure(record)
+    with pytest.raises(CorruptCounter):
+        tracker.store.resolve(record.doc_id)
+
+    # Then each is refused whole, as a word would be (bug: they passed the check, and
+    # the script failed at the counter, keeping what it had written)
+    assert written == [stats]
+    assert tracker.reports.get_record(record.doc_id) is not None

@@ -26,9 +26,10 @@ from typing import Any, Protocol, TypeVar
 import redis
 from celery import Celery
 
+from recovery.codec import decode_body
 from recovery.config import RecoveryConfig
 from recovery.keys import Keys
-from recovery.records import decode_body, document_id
+from recovery.records import document_id
 from recovery.redis_server import RedisServer
 from recovery.spool import Spool
 from recovery.summaries import RunSummary

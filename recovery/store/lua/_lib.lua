@@ -78,10 +78,10 @@ local function is_hash(key)
 end
 
 -- A strict whole number, or nil: what Python's int() takes but Redis's HINCRBY
--- refuses ('02', ' 2', '1_0') is not one.
+-- refuses ('02', ' 2', '1_0', 20 digits: past a 64-bit integer) is not one.
 local function whole(raw)
   if type(raw) == 'string' and string.match(raw, '^%-?[1-9]%d*$') or raw == '0' then
-    return tonumber(raw)
+    if #raw <= 18 then return tonumber(raw) end
   end
   return nil
 end
@@ -93,7 +93,9 @@ local DECIMALS = {'^%-?%d+$', '^%-?%d+%.%d+$', '^%-?%d+[eE][-+]?%d+$', '^%-?%d+%
 local function decimal(raw)
   if type(raw) ~= 'string' then return nil end
   for _, pattern in ipairs(DECIMALS) do
-    if string.match(raw, pattern) then return tonumber(raw) end
+    local value = string.match(raw, pattern) and tonumber(raw)
+    -- '1e5000' reads as infinity, which HINCRBYFLOAT refuses
+    if value and math.abs(value) < math.huge then return value end
   end
   return nil
 end
