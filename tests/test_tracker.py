@@ -85,6 +85,16 @@ class CountingConnection(redis.Connection):
         super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
 
 
+def counting_client(redis_url: str) -> redis.Redis:
+    """A client of ``redis_url`` whose connections count the requests they send."""
+    return redis.Redis.from_url(
+        redis_url,
+        decode_responses=True,
+        encoding_errors="surrogateescape",
+        connection_class=CountingConnection,
+    )
+
+
 def round_trips(action: Callable[[], object]) -> int:
     CountingConnection.sent = 0
     action()
@@ -98,12 +108,7 @@ def test_a_first_failure_creates_record_indexes_and_aggregates_in_one_call(
     redis_url: str, redis_client: redis.Redis
 ) -> None:
     # Given a tracker whose connection is open and whose scripts are loaded
-    client = redis.Redis.from_url(
-        redis_url,
-        decode_responses=True,
-        encoding_errors="surrogateescape",
-        connection_class=CountingConnection,
-    )
+    client = counting_client(redis_url)
     tracker = Tracker(redis_url, RecoveryConfig(retry_jitter=0.0), client=client)
     tracker.store.record_failure(failure("/docs/warmup.pdf"))
     record = failure("/docs/a.pdf", error_category="import", worker_id="celery@w1", query="revenue")
@@ -644,12 +649,7 @@ def test_claim_returns_at_most_the_batch_and_only_due_documents(
 def test_claiming_a_batch_and_reading_status_cost_a_fixed_number_of_round_trips(
     redis_url: str,
 ) -> None:
-    client = redis.Redis.from_url(
-        redis_url,
-        decode_responses=True,
-        encoding_errors="surrogateescape",
-        connection_class=CountingConnection,
-    )
+    client = counting_client(redis_url)
     tracker = Tracker(redis_url, RecoveryConfig(retry_jitter=0.0), client=client)
     try:
         seed_due(tracker, due=60)
@@ -1637,12 +1637,7 @@ def test_mark_success_resolves_a_path_that_looks_like_an_id_and_counts_each_run_
     redis_url: str, redis_client: redis.Redis
 ) -> None:
     # Given a file named by 20 hex digits that failed, and two other documents
-    client = redis.Redis.from_url(
-        redis_url,
-        decode_responses=True,
-        encoding_errors="surrogateescape",
-        connection_class=CountingConnection,
-    )
+    client = counting_client(redis_url)
     tracker = FailedDocumentsTracker(redis_url, RecoveryConfig(retry_jitter=0.0), client=client)
     named, by_id, by_path = (
         failure(path, worker_id="w1") for path in ("0123456789abcdef0123", "/docs/b", "/docs/c")

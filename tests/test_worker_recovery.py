@@ -16,6 +16,7 @@ The worker a failure is filed under is the run's ``task.request.hostname``: a re
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
@@ -37,6 +38,7 @@ from faults.support import interrupted_at, wait_for
 from recovery import DocumentRecoveryManager, RecoveryConfig, TrackedTask, installed
 from recovery.environment import fingerprint
 from recovery.events import FailureEvent
+from recovery.integration import Recovery
 from recovery.keys import Keys
 from recovery.records import FailedDocumentRecord, document_id
 from recovery.redis_server import RedisServer
@@ -665,6 +667,21 @@ def test_a_stale_duplicate_of_a_resubmitted_message_is_dropped_by_the_worker(
 # --- a check-in sent twice ------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def run_again(celery_app: Celery, runs: Runs, path: Path) -> Iterator[tuple[Recovery, Task]]:
+    """A document that failed once, and the pipeline task about to run it again, as
+    task ``run-2`` on worker ``w1``, with the app's recovery that checks it in."""
+    fail_missing(celery_app, runs, path)
+    task = celery_app.tasks["tasks.process_document"]
+    task.push_request(
+        id="run-2", args=[str(path), None, {}], kwargs={}, hostname="w1", called_directly=False
+    )
+    try:
+        yield installed(celery_app), task
+    finally:
+        task.pop_request()
+
+
 def test_a_check_in_sent_again_after_its_reply_was_lost_runs_and_records_no_lost_run(
     recovery_setup: Setup,
     runs: Runs,
@@ -676,21 +693,13 @@ def test_a_check_in_sent_again_after_its_reply_was_lost_runs_and_records_no_lost
     # of it about to check in (the check-in script loaded, as by any earlier run)
     tracker = recovery_setup(max_retry_count=1).tracker
     path = doc_root / "again.txt"
-    fail_missing(celery_app, runs, path)
-    rec = installed(celery_app)
-    redis_client.script_load(rec.tracker.connection.scripts.begin.source)
-    task = celery_app.tasks["tasks.process_document"]
-    task.push_request(
-        id="run-2", args=[str(path), None, {}], kwargs={}, hostname="w1", called_directly=False
-    )
+    with run_again(celery_app, runs, path) as (rec, task):
+        redis_client.script_load(rec.tracker.connection.scripts.begin.source)
 
-    # When its check-in is applied and the connection drops before the reply is read,
-    # so redis-py sends it again
-    try:
+        # When its check-in is applied and the connection drops before the reply is
+        # read, so redis-py sends it again
         with interrupted_at("parse_response", redis.ConnectionError, within="begin"):
             goes_ahead = rec.begin(task)
-    finally:
-        task.pop_request()
 
     # Then the run goes ahead, in flight once, and no failure or retry is counted (bug:
     # the second call answered 'lost', so the run was recorded as a worker_lost failure
@@ -714,13 +723,7 @@ def test_a_lost_run_report_sent_again_after_its_reply_was_lost_still_ends_a_cras
     # that checked in and died without a word (its entry left in flight)
     tracker = recovery_setup(max_retry_count=1).tracker
     path = doc_root / "loop.txt"
-    fail_missing(celery_app, runs, path)
-    rec = installed(celery_app)
-    task = celery_app.tasks["tasks.process_document"]
-    task.push_request(
-        id="run-2", args=[str(path), None, {}], kwargs={}, hostname="w1", called_directly=False
-    )
-    try:
+    with run_again(celery_app, runs, path) as (rec, task):
         assert rec.begin(task)
 
         # When the broker redelivers it and its check-in finds the run lost, and the
@@ -728,8 +731,6 @@ def test_a_lost_run_report_sent_again_after_its_reply_was_lost_still_ends_a_cras
         # is read, so redis-py sends it again
         with interrupted_at("parse_response", redis.ConnectionError, within="record_failure"):
             goes_ahead = rec.begin(task)
-    finally:
-        task.pop_request()
 
     # Then the lost run, counted once, used up the last retry: the message is dropped
     # (bug: the second report found the entry gone and was skipped, answering no
