@@ -161,6 +161,11 @@ class Resubmitter:
                     ]
                 maybe = [outcome for outcome in decided if outcome[1] is not None]
                 out.extend(maybe)
+                # the flush's replies may be unread on the producer's connection, which
+                # kombu pools for every app of that broker in the process: the next
+                # publish would read them as its own. Dropped, the pool connects anew.
+                with suppress(Exception):  # the cut reaches the caller, whatever happens
+                    producer.connection.collect()
                 log.warning(
                     "publishing a batch of %d was cut off (%r): all counted as sent, "
                     "any that did not leave is resent once its resend bound passes",
@@ -178,10 +183,7 @@ class Resubmitter:
     def _producer(self) -> Iterator[Any]:
         """One producer for a batch's messages, or None when none can be had (the
         broker is down): each message is then sent, and fails, on its own. A soft time
-        limit is no broker's failure: it is raised on, and the run stops. A publish cut
-        off may leave a reply unread (or half a frame sent) on the producer's
-        connection, which kombu pools for every app of that broker in the process: it
-        is dropped, and the pool connects anew."""
+        limit is no broker's failure: it is raised on, and the run stops."""
         try:
             acquired = self.app.producer_or_acquire()
             producer = acquired.__enter__()
@@ -193,10 +195,6 @@ class Resubmitter:
             return
         try:
             yield producer
-        except BaseException:
-            with suppress(Exception):  # the cut reaches the caller, whatever the broker says
-                producer.connection.collect()
-            raise
         finally:
             acquired.__exit__(None, None, None)
 
