@@ -74,6 +74,14 @@ def due_now(manager: DocumentRecoveryManager, count: int) -> list[FailedDocument
     return records
 
 
+def stored_states(
+    client: redis.Redis, manager: DocumentRecoveryManager, records: list[FailedDocumentRecord]
+) -> set[str]:
+    """The states the records' documents are stored in."""
+    keys = manager.tracker.keys
+    return {str(client.hget(keys.record(r.doc_id), "state")) for r in records}
+
+
 def messages(client: redis.Redis, queue: str) -> list[dict[str, Any]]:
     """The kombu messages waiting in ``queue``, oldest first, with the body decoded."""
     raw: list[str] = client.lrange(queue, 0, -1)  # type: ignore[assignment]
@@ -441,9 +449,7 @@ def test_a_run_cut_off_midway_settles_what_it_sent_and_sends_each_document_once(
 
     # Then none stays claimed (what left is sent, the rest due again), and the next
     # run sends only what had not left: each document waits in the queue once
-    keys = manager.tracker.keys
-    states = {redis_client.hget(keys.record(r.doc_id), "state") for r in records}
-    assert states <= {"sent", "failed"}
+    assert stored_states(redis_client, manager, records) <= {"sent", "failed"}
     manager.run_batch()
     assert sorted(broker.header_doc_ids()) == sorted(r.doc_id for r in records)
 
@@ -485,8 +491,7 @@ def test_a_run_cut_off_as_it_settles_settles_what_it_sent_and_sends_it_once(
 
     # Then both are settled as sent, no longer given back when the lease runs out
     # (bug: they stayed claimed, and the run after the lease sent them again)
-    keys = manager.tracker.keys
-    assert {redis_client.hget(keys.record(r.doc_id), "state") for r in records} == {"sent"}
+    assert stored_states(redis_client, manager, records) == {"sent"}
     lease = manager.config.claim_lease_seconds
     assert manager.tracker.claims.release_expired(now=time.time() + 2 * lease) == []
     # And each waits in the queue once
@@ -513,8 +518,7 @@ def test_a_soft_time_limit_as_the_batch_is_flushed_stops_the_run_and_sends_none_
     # to be sent again while its message may wait in the queue (bug: on Redis the limit
     # was taken for a failed flush, swallowed, and the whole batch given back); one
     # whose message never left is resent once the resend bound passes
-    keys = manager.tracker.keys
-    assert {redis_client.hget(keys.record(r.doc_id), "state") for r in records} == {"sent"}
+    assert stored_states(redis_client, manager, records) == {"sent"}
     assert manager.run_batch().resubmitted == []
     waiting = broker.header_doc_ids()
     assert len(set(waiting)) == len(waiting)
@@ -538,8 +542,7 @@ def test_a_soft_time_limit_once_the_flushed_batch_left_stops_the_run_and_sends_i
 
     # Then the limit stops the run and each document counts as sent (bug: all three
     # were given back to due, and the next run sent each a second time)
-    keys = manager.tracker.keys
-    assert {redis_client.hget(keys.record(r.doc_id), "state") for r in records} == {"sent"}
+    assert stored_states(redis_client, manager, records) == {"sent"}
     assert manager.run_batch().resubmitted == []
     waiting = [m["headers"][HEADER]["doc_id"] for m in messages(redis_client, "documents")]
     assert sorted(waiting) == sorted(r.doc_id for r in records)
@@ -590,8 +593,7 @@ def test_a_run_cut_off_before_its_settles_reply_counts_its_resubmissions_once(
 
     # Then both are sent, once, and the run and its two resubmissions count once (bug:
     # the guard's settle counted them again: 4 attempts in 2 runs)
-    keys = tracker.keys
-    assert {redis_client.hget(keys.record(r.doc_id), "state") for r in records} == {"sent"}
+    assert stored_states(redis_client, manager, records) == {"sent"}
     metrics = tracker.reports.status()["recovery_metrics"]
     assert (metrics["recovery_attempts"], metrics["recovery_runs"]) == (2, 1)
     assert sum(b.resubmitted for b in tracker.reports.recoveries_over_time()) == 2
