@@ -23,6 +23,8 @@ import errno
 import re
 from collections.abc import Iterator, Mapping
 
+from celery.exceptions import SoftTimeLimitExceeded
+
 IMPORT = "import"
 MEMORY = "memory"
 TIMEOUT = "timeout"
@@ -102,6 +104,16 @@ def exception_chain(exc: BaseException) -> Iterator[BaseException]:
         yield current
         hidden = current.__suppress_context__  # ``raise X from None`` hides the context
         current = current.__cause__ or (None if hidden else current.__context__)
+
+
+def cut_off(exc: BaseException) -> BaseException | None:
+    """What cut a call off, if not an ordinary failure: a soft time limit (an
+    Exception, but the calling task's, which must stop) or a BaseException such as ^C,
+    raised as it is or as the cause of a library's own error (kombu's failed flush)."""
+    for link in exception_chain(exc):
+        if isinstance(link, SoftTimeLimitExceeded) or not isinstance(link, Exception):
+            return link
+    return None
 
 
 def categorize(exc: BaseException, overrides: Mapping[str, str] | None = None) -> str:

@@ -29,10 +29,10 @@ from typing import Any
 from celery import Celery
 from celery.backends.base import BaseKeyValueStoreBackend
 from celery.backends.redis import RedisBackend
-from celery.exceptions import SoftTimeLimitExceeded
 from celery.utils.saferepr import saferepr
 
 from recovery.calls import HEADER, Marker
+from recovery.categories import cut_off
 
 log = logging.getLogger(__name__)
 
@@ -92,9 +92,9 @@ def link(app: Celery, replacements: Sequence[Replacement]) -> int:
             meta[HEADER] = replacement.meta()
             amended.append((key, backend.encode(meta)))
         return _write(backend, amended)
-    except SoftTimeLimitExceeded:
-        raise  # the run's own limit, not the backend's: the run must stop
     except Exception as exc:  # the backend's own errors: any kind, never the run's end
+        if cut_off(exc):
+            raise  # the run's own limit, not the backend's: the run must stop
         log.warning("docrecovery: could not name replacements in the result backend: %s", exc)
         return 0
 

@@ -17,12 +17,11 @@ from contextlib import contextmanager, nullcontext, suppress
 from typing import Any
 
 from celery import Celery
-from celery.exceptions import SoftTimeLimitExceeded
 
 from recovery import lineage, policy
 from recovery.broker import default_broker_url, default_result_backend, queue_type
 from recovery.calls import Marker
-from recovery.categories import exception_chain
+from recovery.categories import cut_off
 from recovery.config import RecoveryConfig
 from recovery.records import FailedDocumentRecord
 from recovery.store import Settlement
@@ -69,16 +68,6 @@ def _buffers(producer: Any) -> bool:
     return callable(getattr(channel, "create_publish_batch", None)) and bool(
         getattr(channel, "supports_batch_publish", True)
     )
-
-
-def _cut_off(exc: BaseException) -> BaseException | None:
-    """What cut a publish off, if not an ordinary failure: a soft time limit (an
-    Exception, but the calling task's, which must stop) or a BaseException such as ^C,
-    raised as it is or as the cause of kombu's failed flush."""
-    for link in exception_chain(exc):
-        if isinstance(link, SoftTimeLimitExceeded) or not isinstance(link, Exception):
-            return link
-    return None
 
 
 class Resubmitter:
@@ -150,7 +139,7 @@ class Resubmitter:
             except BaseException as exc:
                 if len(decided) < len(records) or not buffered:
                     raise  # out has what left; a held batch not flushed yet is dropped, unsent
-                cut = _cut_off(exc)
+                cut = cut_off(exc)
                 if cut is None:
                     log.error("could not resubmit a batch of %d: %s", len(records), exc)
                     return [
@@ -188,7 +177,7 @@ class Resubmitter:
             acquired = self.app.producer_or_acquire()
             producer = acquired.__enter__()
         except Exception as exc:
-            if _cut_off(exc) is not None:
+            if cut_off(exc) is not None:
                 raise
             log.warning("no producer for this batch, sending one by one: %s", exc)
             yield None
@@ -218,7 +207,7 @@ class Resubmitter:
                 **lineage.send_options(marker, record.task_id, record.kwargs),
             )
         except Exception as exc:
-            if _cut_off(exc) is not None:
+            if cut_off(exc) is not None:
                 raise
             log.error("could not resubmit %s: %s", record.document_path, exc)
             return Settlement(doc_id, "release", f"resubmission failed: {exc}"), None
