@@ -83,7 +83,7 @@ class Claims(Part):
         + limit); the claim script re-checks each, so concurrent runs never claim the
         same document."""
         # before the selection, whose server time starts the lease in Redis
-        token, expires = _token(), time.monotonic() + self.config.claim_lease_seconds
+        token, expires = self._new_claim()
         delays = policy.level_delays(self.config, force=force)
         jitter = self.config.retry_jitter
         args: dict[str, Any] = {
@@ -112,7 +112,7 @@ class Claims(Part):
     def claim_ids(self, doc_ids: Sequence[str], now: float | None = None) -> ClaimResult:
         """Claim these documents for an operator's retry, dead ones included; any that
         is already claimed, sent or being recovered is left alone (never sent twice)."""
-        token, expires = _token(), time.monotonic() + self.config.claim_lease_seconds
+        token, expires = self._new_claim()
         return _merge(
             token,
             expires,
@@ -161,6 +161,11 @@ class Claims(Part):
         for doc_id in corrupt:
             log.warning("corrupt record %s moved aside by claim", shard.keys.record(doc_id))
         return ClaimResult(token, expires, records, strs(corrupt), undecodable)
+
+    def _new_claim(self) -> tuple[str, float]:
+        """A claim's own token (random, so no two runs share one, whatever their
+        clocks) and when its lease ends on this process's monotonic clock."""
+        return secrets.token_hex(8), time.monotonic() + self.config.claim_lease_seconds
 
     def settle(
         self, outcomes: Sequence[Settlement], *, token: str, now: float | None = None
@@ -276,11 +281,6 @@ def _deal(candidates: list[list[str]], limit: int, start: int) -> list[list[str]
                 taken[shard].append(candidates[shard][depth])
                 left -= 1
     return taken
-
-
-def _token() -> str:
-    """A claim's own token: random, so no two runs share one, whatever their clocks."""
-    return secrets.token_hex(8)
 
 
 def _merge(token: str, expires: float, results: Sequence[ClaimResult]) -> ClaimResult:
