@@ -1376,8 +1376,8 @@ def test_a_database_the_server_does_not_have_is_a_refusal_a_worker_spools(
 
 
 #: A script's call that met a read-only replica or too few replicas, as redis-py gives
-#: Redis 6.2's and 7's answers (read off both servers; it drops 6.2's "ERR "); and a
-#: script's own error.
+#: Redis 6.2's and 7's answers (read off both servers; it drops 6.2's "ERR "), also one
+#: a script caught and returned; and a script's own error.
 SCRIPT_ERRORS = [
     (
         "Error running script (call to f_a2cf28b3ba496f8b7c5b44756406784df4c5ce09): "
@@ -1395,6 +1395,8 @@ SCRIPT_ERRORS = [
         "88c923858e73954cede057e8a25f614a3552b177, on @user_script:1.",
         TrackerBusy,
     ),
+    # 6.2's answer caught by the script (redis.pcall) and returned as it came
+    ("@user_script: 51: -NOREPLICAS Not enough good replicas to write.", TrackerBusy),
     (
         "Error running script (call to f_1): @user_script:3: Script attempted to "
         "access nonexistent global variable 'x'",
@@ -1794,6 +1796,31 @@ def test_text_keeps_a_url_whose_only_at_sign_is_in_its_query() -> None:
     text = "cannot reach redis://redis:6379/0?client_name=celery@web1 (refused)"
 
     assert redact_text(text) == text
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("failures:permanent", "abc"), ("dead_total", "x"), ("failures_recorded", "9" * 18)],
+    ids=["its-categorys-count", "the-dead-count", "a-count-it-would-take-past-18-digits"],
+)
+def test_a_failure_refused_at_any_of_its_counts_keeps_none_of_them(
+    tracker: Tracker, redis_client: redis.Redis, field: str, value: str
+) -> None:
+    # Given a count that a permanent failure makes after others (or first, but which it
+    # would take past what a reader reads) holding what cannot be counted
+    stats = tracker.keys.stats
+    redis_client.hset(stats, mapping={"failures_recorded": "4", "dead_total": "2", field: value})
+    before = hash_of(redis_client, stats)
+
+    # When the failure meets it
+    with pytest.raises(CorruptCounter) as refused:
+        tracker.store.record_failure(failure("/docs/a.pdf", error_category="permanent"))
+
+    # Then it is refused naming that field, and the counts made before it are taken
+    # back with nothing else written (the counts are the script's first changes)
+    assert (refused.value.field, refused.value.value) == (field, value)
+    assert hash_of(redis_client, stats) == before
+    assert redis_client.keys("*") == [stats]
 
 
 def test_a_counter_past_what_redis_counts_is_refused_before_anything_changes(

@@ -71,9 +71,12 @@ _NO_SUCH_DATABASE = (
 )
 #: Redis 6.2 wraps the error a script's call met, its code inside: "ERR Error running
 #: script (call to f_…): @user_script:1: @user_script: 1: -READONLY You can't…", which
-#: redis-py gives without its "ERR "; 7 keeps the code first, and redis-py gives it its
-#: class.
-_WRAPPED = re.compile(r"(?:ERR )?Error running script .*?: -(?P<code>[A-Z]+) ")
+#: redis-py gives without its "ERR ", or, when the script caught it (redis.pcall) and
+#: returned it, "@user_script: 1: -READONLY You can't…"; 7 keeps the code first, and
+#: redis-py gives it its class.
+_WRAPPED = re.compile(
+    r"(?:ERR )?(?:Error running script .*?|@user_script: \d+): -(?P<code>[A-Z]+) "
+)
 
 
 def _code(exc: redis.ResponseError) -> str:

@@ -104,20 +104,50 @@ end
 -- every other one is a count (HINCRBY). As DECIMAL_STATS in recovery/store/reports.py.
 local DECIMAL_STATS = {recovery_time_total = true, last_recovery_run = true}
 
--- The error a script returns instead of counting when one of the stats `fields` it
--- counts on is not a number (set by hand, a bad restore); nil when all are numbers or
--- absent. HINCRBY would fail on it halfway through the script, and Redis keeps what
--- the script wrote before: a script reads this first and returns it before it changes
--- anything (settle.lua: once its documents are settled), so a worker's event is
--- refused whole, spooled (CorruptCounter, a refusal) and replayed once it is repaired.
+-- The error a script returns instead of counting on a stats field that holds `value`,
+-- not a number (set by hand, a bad restore): HINCRBY would fail on it halfway through
+-- the script, and Redis keeps what the script wrote before. So a script returns it
+-- before it changes anything (settle.lua: once its documents are settled), and a
+-- worker's event is refused whole, spooled (CorruptCounter, a refusal) and replayed
+-- once it is repaired.
+local function bad_counter(stats, name, value)
+  local named = cjson.encode({stats, name, string.sub(value, 1, 200)})
+  return redis.error_reply('BADCOUNTER ' .. named)
+end
+
+-- bad_counter's error for the first of the stats `fields` a script counts on that is
+-- not a number; nil when all are numbers or absent. Read before the script changes
+-- anything.
 local function stats_refusal(stats, fields)
   local values = redis.call('HMGET', stats, unpack(fields))
   for i, name in ipairs(fields) do
     local value = values[i]
     local kind = DECIMAL_STATS[name] and decimal or whole
-    if value and kind(value) == nil then
-      local named = cjson.encode({stats, name, string.sub(value, 1, 200)})
-      return redis.error_reply('BADCOUNTER ' .. named)
+    if value and kind(value) == nil then return bad_counter(stats, name, value) end
+  end
+  return nil
+end
+
+-- Count each of the stats `fields` (counts, not sums) up by one, as a script's first
+-- change: HINCRBY refuses a field that is not a whole number, and a count it leaves
+-- past what `whole` reads is refused too; the counts made are then taken back and
+-- bad_counter's error returned, so nothing has changed. Any other error (no replicas,
+-- out of memory: before the first write) is returned as it came. No read first: on
+-- the failure path reading the fields (stats_refusal) was a tenth of the script's time.
+local function count_first(stats, fields)
+  for i, name in ipairs(fields) do
+    local n = redis.pcall('HINCRBY', stats, name, '1')
+    local counted = type(n) == 'number'
+    if not counted or n >= 1e18 or n <= -1e17 then
+      -- taken back: a count back at 0 reads as one never made (absent)
+      for j = 1, counted and i or i - 1 do
+        if redis.call('HINCRBY', stats, fields[j], '-1') == 0 then
+          redis.call('HDEL', stats, fields[j])
+        end
+      end
+      local value = redis.call('HGET', stats, name)
+      if counted or (value and whole(value) == nil) then return bad_counter(stats, name, value) end
+      return n
     end
   end
   return nil
@@ -149,12 +179,15 @@ end
 -- (remove.lua marked it, scored by when). The mark stays until retention trims it, so
 -- every outcome of that run is dropped — a redelivery's as much as one replayed from
 -- a spool after a failover — and counted once: the first turns the score negative.
+-- Counted first (count_first): bad_counter's error when dropped_after_delete is not a
+-- number, with nothing changed.
 local function deleted_run(deleted, stats, task)
   local mark = tonumber(redis.call('ZSCORE', deleted, task))
   if not mark then return false end
   if mark > 0 then
+    local refused = count_first(stats, {'dropped_after_delete'})
+    if refused then return refused end
     redis.call('ZADD', deleted, num(-mark), task)
-    redis.call('HINCRBY', stats, 'dropped_after_delete', 1)
   end
   return true
 end
@@ -240,7 +273,8 @@ end
 local HISTORY_KEEP = 20
 local function history_add(past, ...)
   local fields = {...}
-  if string.find(table.concat(fields), '[\t\n]') then
+  local joined = table.concat(fields)
+  if string.find(joined, '\t', 1, true) or string.find(joined, '\n', 1, true) then
     for i = 1, #fields do fields[i] = string.gsub(fields[i], '[\t\n]', ' ') end
   end
   local entry = table.concat(fields, '\t')

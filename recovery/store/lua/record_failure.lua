@@ -34,13 +34,10 @@
 -- a failover lost the answer to a change the replicas had, or the call sent again by
 -- redis-py after the connection dropped before its reply — is a 'duplicate' and
 -- changes nothing.
--- A stats field it counts on that is not a number refuses the call before anything
--- changes (stats_refusal).
+-- Its counts are the script's first changes (count_first): a stats field it counts on
+-- that is not a number refuses the call with nothing changed.
 -- Returns {state ('failed' | 'dead' | 'skipped' | 'dropped' | 'stale' | 'duplicate'),
 -- retries, replaced corrupt (0/1)}.
-local refused = stats_refusal(K.stats, {'failures_recorded', 'failures:' .. A.cat,
-  'failed_recoveries', 'dead_total', 'dropped_stale', 'dropped_after_delete'})
-if refused then return refused end
 local rec, id = K.record, A.doc_id
 local now = clock(A.now)
 if A.lost_run ~= '' then
@@ -53,46 +50,67 @@ if A.lost_run ~= '' then
     return {'skipped', 0, 0}
   end
 end
-if redis.call('ZREM', K.inflight, A.task_id) == 1 then
-  redis.call('HDEL', K.inflight_tasks, A.task_id)
+-- the run's report is in: whatever it leads to, the run is no longer in flight
+local function landed()
+  if redis.call('ZREM', K.inflight, A.task_id) == 1 then
+    redis.call('HDEL', K.inflight_tasks, A.task_id)
+  end
 end
-if deleted_run(K.deleted, K.stats, A.task_id) then return {'dropped', 0, 0} end
+local dropped = deleted_run(K.deleted, K.stats, A.task_id)
+if dropped then
+  if dropped ~= true then return dropped end
+  landed()
+  return {'dropped', 0, 0}
+end
 if A.task_id ~= '' and redis.call('ZSCORE', K.superseded, A.task_id) then
-  redis.call('HINCRBY', K.stats, 'dropped_stale', 1)
+  local refused = count_first(K.stats, {'dropped_stale'})
+  if refused then return refused end
+  landed()
   return {'stale', 0, 0}
 end
 
 local replaced, retries, failures, first, attempts, old_cat, past = 0, 0, 1, now, 0, nil, nil
 -- one TYPE says both whether the key exists and whether it holds a record
 local kind = redis.call('TYPE', rec)['ok']
-local existed = kind ~= 'none'
-if existed then
-  if kind == 'hash' then
-    local old = redis.call('HMGET', rec, 'retries', 'failures', 'first', 'cat', 'worker', 'query',
-      'attempts', 'qlabel', 'hist', 'ev')
-    retries = whole(old[1]) or 0
-    if A.event ~= '' and old[10] == A.event then return {'duplicate', retries, 0} end
-    failures = (whole(old[2]) or 0) + 1
-    first = tonumber(old[3]) or now
-    old_cat = old[4]
-    past = old[9]
-    attempts = whole(old[7]) or 0
-    if A.counted == '1' then retries = retries + 1 end
-    agg_decr(K.by_category, old[4])
-    agg_decr(K.by_worker, old[5])
-    agg_decr(K.by_query, old[8] or query_of(old[6]))
-  else
-    replaced = 1
+local existed, old = kind ~= 'none', nil
+if kind == 'hash' then
+  old = redis.call('HMGET', rec, 'retries', 'failures', 'first', 'cat', 'worker', 'query',
+    'attempts', 'qlabel', 'hist', 'ev')
+  retries = whole(old[1]) or 0
+  if A.event ~= '' and old[10] == A.event then
+    landed()
+    return {'duplicate', retries, 0}
   end
-  redis.call('DEL', rec)
+  failures = (whole(old[2]) or 0) + 1
+  first = tonumber(old[3]) or now
+  old_cat = old[4]
+  past = old[9]
+  attempts = whole(old[7]) or 0
+  if A.counted == '1' then retries = retries + 1 end
+elseif existed then
+  replaced = 1
 end
+local state, reason = 'failed', ''
+if A.permanent == '1' then state, reason = 'dead', 'permanent error: not retried' end
+-- per category too (a closed set, so a few fields): docrecovery_failures_total
+local counts = {'failures_recorded', 'failures:' .. A.cat}
+if state == 'dead' then counts[#counts + 1] = 'dead_total' end
+if A.recovery == '1' then counts[#counts + 1] = 'failed_recoveries' end
+local refused = count_first(K.stats, counts)
+if refused then return refused end
+
+landed()
+if old then
+  agg_decr(K.by_category, old[4])
+  agg_decr(K.by_worker, old[5])
+  agg_decr(K.by_query, old[8] or query_of(old[6]))
+end
+if existed then redis.call('DEL', rec) end
 -- the record's own counts (its run's recovery attempt; the retries a failure imported
 -- from elsewhere used) stand unless the stored ones, this failure counted, are larger
 attempts = math.max(attempts, tonumber(A.attempts) or 0)
 retries = math.max(retries, tonumber(A.retries) or 0)
 
-local state, reason = 'failed', ''
-if A.permanent == '1' then state, reason = 'dead', 'permanent error: not retried' end
 -- times as text once: formatting a number is a good part of this script's cost
 local at = num(now)
 local since = first == now and at or num(first)
@@ -133,7 +151,6 @@ if state == 'dead' then
   redis.call('ZREM', K.due, id)
   redis.call('ZREM', K.imports, id)
   redis.call('ZADD', K.dead, at, id)
-  redis.call('HINCRBY', K.stats, 'dead_total', '1')
 else
   if existed then redis.call('ZREM', K.dead, id) end
   local level = math.min(retries, MAX_LEVEL)
@@ -157,11 +174,7 @@ if redis.call('HINCRBY', K.signatures, A.sig, '1') == 1 then
   redis.call('HSETNX', K.signature_info, A.sig, '{"first":' .. at .. ',' .. string.sub(info, 2))
 end
 redis.call('HSET', K.signature_last, A.sig, at)
-redis.call('HINCRBY', K.stats, 'failures_recorded', '1')
--- per category too (a closed set, so a few fields): docrecovery_failures_total
-redis.call('HINCRBY', K.stats, 'failures:' .. A.cat, '1')
 if A.recovery == '1' then
-  redis.call('HINCRBY', K.stats, 'failed_recoveries', '1')
   breaker_note(K.breakers, old_cat or A.cat, '0', tonumber(A.window))
 end
 return {state, retries, replaced}
