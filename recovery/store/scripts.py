@@ -240,7 +240,9 @@ class LuaScript:
         for i, name in self._given_at:
             ordered[i] = keys[name]
         ordered += items
-        return ordered, [*(args[n] for n in self.signature.args), *item_args]
+        argv = list(map(args.__getitem__, self.signature.args))
+        argv += item_args
+        return ordered, argv
 
 
 def _is_shared(keys: Keys, name: str) -> bool:
