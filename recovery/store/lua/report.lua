@@ -23,7 +23,8 @@ end
 for lane, levels in ipairs(delays) do
   if #levels > 0 then
     local low = (lane - 1) * LANE
-    retryable = retryable + redis.call('ZCOUNT', K.due, num(low), '(' .. num(low + #levels * LEVEL))
+    local high = string.format('(%d', low + #levels * LEVEL)
+    retryable = retryable + redis.call('ZCOUNT', K.due, string.format('%d', low), high)
   end
 end
 local scheduled = retryable - eligible
