@@ -33,16 +33,15 @@ def _interleave(windows: list[str]) -> str:
 PER_RUN = ("recovery_runs", "last_recovery_run")
 #: Positions in report.lua's reply: counts to sum, the age buckets, the stats, and
 #: with detail the aggregate hashes (summed, but for the two about error groups).
-COUNTS = range(1, 9)
-AGES, STATS, IN_FLIGHT, BREAKERS, AGGREGATES = 9, 10, 11, 12, 13
-SIGNATURE_INFO, SIGNATURE_LAST = 21, 22
+COUNTS = range(8)
+AGES, STATS, IN_FLIGHT, BREAKERS, AGGREGATES = 8, 9, 10, 11, 12
+SIGNATURE_INFO, SIGNATURE_LAST = 20, 21
 
 
 def sum_reports(replies: list[list[Any]], window: int) -> list[Any]:
     """One report.lua reply from each shard's (``window``: breaker_window)."""
     first = replies[0]
-    out: list[Any] = [first[0]]
-    out += [sum(int(r[i]) for r in replies) for i in COUNTS]
+    out: list[Any] = [sum(int(r[i]) for r in replies) for i in COUNTS]
     out.append([sum(int(r[AGES][b]) for r in replies) for b in range(len(first[AGES]))])
     stats = [pairs(r[STATS]) for r in replies]
     out.append(flat(_sum_hashes(stats, keep_max=PER_RUN)))

@@ -24,7 +24,17 @@ from recovery.records import strict
 from recovery.store import series
 from recovery.store.connection import strs
 from recovery.store.listings import Listings
-from recovery.store.report_replies import STATS, flat, merge_windows, pairs, sum_reports
+from recovery.store.report_replies import (
+    AGES,
+    AGGREGATES,
+    BREAKERS,
+    IN_FLIGHT,
+    STATS,
+    flat,
+    merge_windows,
+    pairs,
+    sum_reports,
+)
 
 #: Age buckets of the failure analysis, by hours since the first failure.
 AGE_BUCKETS = ("<1h", "1-6h", "6-24h", "1-3d", "3-7d", ">7d")
@@ -144,7 +154,11 @@ class Reports(Listings):
         that are not numbers are set aside in ``corrupt``, not raised: the rest holds."""
         reply, corrupt = self._report(now, detail=False)
         return Snapshot(
-            _status(reply), pairs(reply[10]), int(reply[11]), pairs(reply[12]), tuple(corrupt)
+            _status(reply),
+            pairs(reply[STATS]),
+            int(reply[IN_FLIGHT]),
+            pairs(reply[BREAKERS]),
+            tuple(corrupt),
         )
 
     def breaker_windows(self) -> dict[str, str]:
@@ -188,7 +202,7 @@ class Reports(Listings):
 
 def _status(reply: list[Any]) -> dict[str, Any]:
     """Status from report.lua's reply."""
-    _now, total, eligible, scheduled, exhausted, claimed, waiting, dead, corrupt = reply[:9]
+    total, eligible, scheduled, exhausted, claimed, waiting, dead, corrupt = reply[:AGES]
     return {
         "total_failed_documents": total,
         "eligible_for_recovery": eligible,
@@ -198,17 +212,17 @@ def _status(reply: list[Any]) -> dict[str, Any]:
         "waiting": waiting,
         "dead": dead,
         "corrupt": corrupt,
-        "recovery_metrics": recovery_metrics(pairs(reply[10]), total, eligible),
+        "recovery_metrics": recovery_metrics(pairs(reply[STATS]), total, eligible),
     }
 
 
 def _analysis(reply: list[Any]) -> dict[str, Any]:
     """The analysis from report.lua's reply with its detail."""
     cats, workers, w_fail, w_won, queries, q_fail, q_won, sigs, info, last = (
-        pairs(r) for r in reply[13:]
+        pairs(r) for r in reply[AGGREGATES:]
     )
     return {
-        "age_distribution": dict(zip(AGE_BUCKETS, reply[9], strict=True)),
+        "age_distribution": dict(zip(AGE_BUCKETS, reply[AGES], strict=True)),
         "error_categories": _ints(cats),
         "error_signatures": _groups(sigs, info, last),
         "workers": _rates(workers, w_fail, w_won),

@@ -7,8 +7,8 @@
 -- none for a status, which passes only the keys it counts.
 -- delays: as select_due.lua reads them; ages: JSON list of age-bucket edges in
 -- seconds, ascending, or '' (a status: no age buckets).
--- Returns {now, tracked, eligible, scheduled, exhausted, in_recovery, waiting, dead,
--- corrupt, {documents per age bucket}, stats (flat), runs in flight, breaker windows
+-- Returns {tracked, eligible, scheduled, exhausted, in_recovery, waiting, dead, corrupt,
+-- {documents per age bucket}, stats (flat), runs in flight, breaker windows
 -- (flat), each aggregate hash (flat)}: eligible now, due later, and past this caller's
 -- max_retry_count. Counted by the backoff alone: a document inside its jitter (at
 -- most retry_jitter of its backoff) counts as eligible a little before a run takes it.
@@ -39,7 +39,7 @@ if A.ages ~= '' then
     ages[i] = redis.call('ZCOUNT', K.failed, oldest, newest)
   end
 end
-local out = {num(now), redis.call('ZCARD', K.failed), eligible, scheduled, exhausted,
+local out = {redis.call('ZCARD', K.failed), eligible, scheduled, exhausted,
   redis.call('ZCARD', K.claimed), redis.call('ZCARD', K.waiting), redis.call('ZCARD', K.dead),
   redis.call('ZCARD', K.corrupt), ages, redis.call('HGETALL', K.stats),
   redis.call('ZCARD', K.inflight), redis.call('HGETALL', K.breakers)}
