@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from recovery import policy
 from recovery.errors import CorruptCounter
+from recovery.keys import Keys
 from recovery.records import strict
 from recovery.store import series
 from recovery.store.connection import strs
@@ -97,33 +99,35 @@ class Reports(Listings):
         fields that are not numbers, taken out of it."""
         args: dict[str, Any] = {
             "now": "" if now is None else now,
-            "delays": policy.level_delays(self.config),
+            "delays": self._delays,
             "ages": AGE_EDGES if detail else "",
         }
-        calls = [
-            (
-                shard.scripts.report,
-                *shard.scripts.report.bind(
-                    items=[getattr(shard.keys, n) for n in ANALYSIS_HASHES] if detail else [],
-                    **args,
-                ),
-            )
-            for shard in self.shards
-        ]
         with self.connection.errors("analysis" if detail else "status"):
-            if len(calls) == 1:
-                script, keys, argv = calls[0]
-                replies: list[list[Any]] = [script.run(keys, argv)]
+            if len(self.shards) == 1:
+                shard = self.shards[0]
+                replies = [shard.scripts.report(items=_hashes(shard.keys, detail), **args)]
             else:
+                calls = [
+                    (
+                        s.scripts.report,
+                        *s.scripts.report.bind(items=_hashes(s.keys, detail), **args),
+                    )
+                    for s in self.shards
+                ]
                 replies = self.connection.read_all(calls)
         corrupt = [
             bad
             for shard, reply in zip(self.shards, replies, strict=True)
-            for bad in _set_aside(reply, shard.keys.stats)
+            for bad in _set_aside(reply, shard.keys)
         ]
         if len(replies) == 1:
             return replies[0], corrupt
         return sum_reports(replies, self.config.breaker_window), corrupt
+
+    @cached_property
+    def _delays(self) -> str:
+        """This reader's backoff as report.lua reads it (its config is fixed)."""
+        return policy.level_delays(self.config)
 
     def _checked_report(self, now: float | None, *, detail: bool) -> list[Any]:
         """report.lua's reply; a stats field that is not a number raises its
@@ -259,19 +263,26 @@ def recovery_metrics(stats: dict[str, str], total: int, eligible: int) -> dict[s
     }
 
 
-def _set_aside(reply: list[Any], key: str) -> list[CorruptCounter]:
-    """Take the stats fields that are not numbers out of one shard's report.lua reply
-    (``key``: that shard's stats hash), each as the CorruptCounter that names it."""
-    stats = pairs(reply[STATS])
-    corrupt = []
-    for field, value in stats.items():
+def _set_aside(reply: list[Any], keys: Keys) -> list[CorruptCounter]:
+    """Take the stats fields that are not numbers out of one shard's report.lua reply,
+    each as the CorruptCounter that names it (in that shard's stats hash ``keys.stats``).
+    Every status checks them: the reply is rebuilt only when one is bad."""
+    stats = reply[STATS]
+    bad = {}
+    for field, value in zip(stats[::2], stats[1::2], strict=True):
         try:
             strict(float if field in DECIMAL_STATS else int, value)
         except ValueError:
-            corrupt.append(CorruptCounter(key, field, value))
-    bad = {c.field for c in corrupt}
-    reply[STATS] = flat({f: v for f, v in stats.items() if f not in bad})
-    return corrupt
+            bad[field] = value
+    if not bad:
+        return []
+    reply[STATS] = flat({f: v for f, v in pairs(stats).items() if f not in bad})
+    return [CorruptCounter(keys.stats, field, value) for field, value in bad.items()]
+
+
+def _hashes(keys: Keys, detail: bool) -> list[str]:
+    """The aggregate hashes report.lua returns whole: an analysis's, none for a status."""
+    return [getattr(keys, name) for name in ANALYSIS_HASHES] if detail else []
 
 
 def _ints(raw: dict[str, str]) -> dict[str, int]:
