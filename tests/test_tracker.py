@@ -1823,6 +1823,28 @@ def test_a_failure_refused_at_any_of_its_counts_keeps_none_of_them(
     assert redis_client.keys("*") == [stats]
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("resolved", "x"), ("dropped_after_delete", "1.5"), ("recovery_time_total", "inf")],
+    ids=["its-first-count", "its-last-count", "its-sum-of-seconds"],
+)
+def test_a_success_refused_at_any_counter_it_adds_to_leaves_the_document_tracked(
+    tracker: Tracker, redis_client: redis.Redis, field: str, value: str
+) -> None:
+    # Given a tracked document and a counter its success adds to holding no number
+    record = failure("/docs/a.pdf")
+    tracker.store.record_failure(record)
+    redis_client.hset(tracker.keys.stats, field, value)
+
+    # When its success is reported, then it is refused naming that counter
+    with pytest.raises(CorruptCounter) as refused:
+        tracker.store.resolve(record.doc_id)
+
+    # And the document is still tracked, as it was
+    assert (refused.value.field, refused.value.value) == (field, value)
+    assert tracker.reports.get_record(record.doc_id) is not None
+
+
 def test_a_counter_past_what_redis_counts_is_refused_before_anything_changes(
     tracker: Tracker, redis_client: redis.Redis
 ) -> None:

@@ -60,8 +60,9 @@ ANALYSIS_HASHES = (
 
 #: Prefix of the stats fields counting failures per error category (record_failure.lua).
 CATEGORY_FAILURES = "failures:"
-#: Stats fields that hold a time or a sum of seconds; every other one is a whole count.
-#: As DECIMAL_STATS in lua/_lib.lua, whose scripts refuse to count on any other value.
+#: Stats fields that hold a time or a sum of seconds (set by settle.lua, added to with
+#: HINCRBYFLOAT by resolve.lua, which names it among the sums it checks); every other one
+#: is a whole count.
 DECIMAL_STATS = frozenset({"recovery_time_total", "last_recovery_run"})
 
 

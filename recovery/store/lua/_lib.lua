@@ -105,10 +105,6 @@ local function decimal(raw)
   return nil
 end
 
--- Fields of the stats hash that hold a time or a sum of seconds (HINCRBYFLOAT, HSET);
--- every other one is a count (HINCRBY). As DECIMAL_STATS in recovery/store/reports.py.
-local DECIMAL_STATS = {recovery_time_total = true, last_recovery_run = true}
-
 -- The error a script returns instead of counting on a stats field that holds `value`,
 -- not a number (set by hand, a bad restore): HINCRBY would fail on it halfway through
 -- the script, and Redis keeps what the script wrote before. So a script returns it
@@ -120,15 +116,21 @@ local function bad_counter(stats, name, value)
   return redis.error_reply('BADCOUNTER ' .. named)
 end
 
--- bad_counter's error for the first of the stats `fields` a script counts on that is
--- not a number; nil when all are numbers or absent. Read before the script changes
--- anything.
-local function stats_refusal(stats, fields)
+-- bad_counter's error for the first of the stats fields a script adds to that is not
+-- a number: `counts` (HINCRBY: whole numbers) and `sums` (HINCRBYFLOAT: decimals, such
+-- as seconds; absent for none); nil when all are numbers or absent. Read before the
+-- script changes anything.
+local function stats_refusal(stats, counts, sums)
+  sums = sums or {}
+  local fields = {unpack(counts)}
+  for _, name in ipairs(sums) do fields[#fields + 1] = name end
   local values = redis.call('HMGET', stats, unpack(fields))
-  for i, name in ipairs(fields) do
-    local value = values[i]
-    local kind = DECIMAL_STATS[name] and decimal or whole
-    if value and kind(value) == nil then return bad_counter(stats, name, value) end
+  for i, name in ipairs(counts) do
+    if values[i] and whole(values[i]) == nil then return bad_counter(stats, name, values[i]) end
+  end
+  for i, name in ipairs(sums) do
+    local value = values[#counts + i]
+    if value and decimal(value) == nil then return bad_counter(stats, name, value) end
   end
   return nil
 end

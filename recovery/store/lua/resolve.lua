@@ -27,7 +27,7 @@
 local rec, id, now = K.record, A.doc_id, clock(A.now)
 if A.probe == '1' and redis.call('EXISTS', rec) == 0 then return {0, '', 'absent'} end
 local refused = stats_refusal(K.stats, {'resolved', 'successful_recoveries',
-  'recovery_time_total', 'recovery_time_count', 'failed_recoveries', 'dropped_after_delete'})
+  'recovery_time_count', 'failed_recoveries', 'dropped_after_delete'}, {'recovery_time_total'})
 if refused then return refused end
 local again = A.event ~= '' and redis.call('ZSCORE', K.replayed_successes, A.event)
 local dup = again and 'duplicate' or nil
