@@ -456,7 +456,14 @@ def test_failed_recoveries_open_the_breaker_which_sends_one_canary_whose_success
 
     # And the canary's success closes the breaker
     canary_doc = next(d for d in docs if d.doc_id == canary.doc_id)
-    wait_for(lambda: processed(redis_client, canary_doc), 30, "the canary", log_tail(worker))
+    # (its success is reported after its result is stored: wait for the report, by
+    # which its record is cleared, not for the result)
+    wait_for(
+        lambda: processed(redis_client, canary_doc) and not record(redis_client, canary.doc_id),
+        30,
+        "the canary's success",
+        log_tail(worker),
+    )
     state = manager.breakers()["memory"]
     assert (state["state"], state["recent"]) == ("closed", "001"), state
     assert not any(processed(redis_client, d) for d in held)
