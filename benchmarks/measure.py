@@ -82,15 +82,6 @@ def median_ms(
     return statistics.median(samples) * 1000
 
 
-def best_of(rounds: int, **runs: Callable[[], float]) -> dict[str, float]:
-    """Run each rate measurement in turn, ``rounds`` times; the best rate of each."""
-    best = dict.fromkeys(runs, 0.0)
-    for _ in range(rounds):
-        for name, run in runs.items():
-            best[name] = max(best[name], run())
-    return best
-
-
 @dataclass(frozen=True)
 class Paired:
     ratio: float  # median of the per-round ratios measured / baseline

@@ -7,6 +7,7 @@ import contextlib
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,35 +18,44 @@ from celery import Celery
 from celery.result import AsyncResult
 
 from benchmarks.bench import QUERY, REPO, Bench, ident, make_record
-from benchmarks.measure import Figure, Sizes, best_of, judged, paired
+from benchmarks.measure import Figure, Sizes, judged, paired
 from recovery.api import DocumentRecoveryManager
 from recovery.calls import HEADER
 
 
 def pipeline_overhead(bench: Bench, sizes: Sizes) -> list[Figure]:
-    """Documents per second through a prefork worker, recovery tracking on vs. off."""
+    """Documents per second through a prefork worker, recovery tracking on vs. off:
+    both workers run throughout, each on its own queue, and the rounds alternate
+    between them (five of each; the median of the per-round ratios), so a burst of the
+    machine's other load falls on both sides alike instead of on one side's only run."""
     docs = write_documents(bench.workdir / "docs", sizes.pipeline_docs)
     app = Celery("bench", broker=bench.server.url, backend=bench.server.url, set_as_current=False)
     app.conf.update(task_serializer="json", accept_content=["json"], result_accept_content=["json"])
-
-    def run(tracked: bool) -> float:
-        bench.flush()
-        with celery_worker(bench, app, tracked=tracked):
-            return process_all(app, docs)
-
-    best = best_of(2, on=lambda: run(True), off=lambda: run(False))
+    bench.flush()
+    with celery_worker(bench, app, tracked=True), celery_worker(bench, app, tracked=False):
+        rates = paired(
+            5,
+            measured=lambda: process_all(app, docs, queue_of(tracked=True)),
+            baseline=lambda: process_all(app, docs, queue_of(tracked=False)),
+        )
     return [
         judged(
             5,
             "pipeline: docs/s tracking on / off",
-            best["on"] / best["off"],
+            rates.ratio,
             ">= 0.95",
             documents=len(docs),
-            on_per_second=round(best["on"], 1),
-            off_per_second=round(best["off"], 1),
-            extra_ms_per_document=round(1e3 / best["on"] - 1e3 / best["off"], 3),
+            on_per_second=round(rates.measured, 1),
+            off_per_second=round(rates.baseline, 1),
+            extra_ms_per_document=round(1e3 / rates.measured - 1e3 / rates.baseline, 3),
+            ratios=rates.ratios,
         )
     ]
+
+
+def queue_of(*, tracked: bool) -> str:
+    """The queue of figure 5's worker with tracking on, or off."""
+    return f"documents-{'on' if tracked else 'off'}"
 
 
 def write_documents(folder: Path, count: int) -> list[Path]:
@@ -65,7 +75,8 @@ def write_documents(folder: Path, count: int) -> list[Path]:
 
 @contextlib.contextmanager
 def celery_worker(bench: Bench, app: Celery, *, tracked: bool) -> Iterator[None]:
-    """A real ``celery -A tasks worker`` on the bench Redis, answering pings."""
+    """A real ``celery -A tasks worker`` on the bench Redis, consuming figure 5's
+    queue of its side, once it answers a ping of its own name."""
     env = {
         **os.environ,
         "REDIS_URL": bench.server.url,
@@ -74,11 +85,13 @@ def celery_worker(bench: Bench, app: Celery, *, tracked: bool) -> Iterator[None]
     }
     if not tracked:
         env["DOCRECOVERY_TRACKED_TASKS"] = "none.such"
-    log = bench.workdir / f"worker-{'on' if tracked else 'off'}.log"
+    queue = queue_of(tracked=tracked)
+    log = bench.workdir / f"worker-{queue}.log"
+    name = f"bench-{queue}-{os.getpid()}@{socket.gethostname()}"
     command = [
         sys.executable, "-m", "celery", "-A", "tasks", "worker", "-P", "prefork", "-c", "2",
-        "-Q", "documents", "--without-heartbeat", "--without-mingle", "--without-gossip",
-        "--loglevel", "WARNING", "-n", f"bench-{os.getpid()}@%h",
+        "-Q", queue, "--without-heartbeat", "--without-mingle", "--without-gossip",
+        "--loglevel", "WARNING", "-n", name,
     ]  # fmt: skip
     with log.open("w") as out:
         proc = subprocess.Popen(
@@ -87,7 +100,7 @@ def celery_worker(bench: Bench, app: Celery, *, tracked: bool) -> Iterator[None]
 
     try:
         deadline = time.monotonic() + 60
-        while not app.control.ping(timeout=0.5):
+        while not app.control.ping(destination=[name], timeout=0.5):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"worker did not start: {log.read_text()[-1500:]}")
         yield
@@ -100,13 +113,13 @@ def celery_worker(bench: Bench, app: Celery, *, tracked: bool) -> Iterator[None]
             proc.wait()
 
 
-def process_all(app: Celery, docs: Sequence[Path]) -> float:
-    """Documents per second: send them all, then wait for every result (after a
-    warm-up of four, so both worker children have imported everything)."""
+def process_all(app: Celery, docs: Sequence[Path], queue: str) -> float:
+    """Documents per second through ``queue``: send them all, then wait for every
+    result (after a warm-up of four, so both worker children have imported everything)."""
 
     def send(paths: Sequence[Path]) -> list[AsyncResult]:
         return [
-            app.send_task("tasks.process_document", args=[str(p), QUERY], queue="documents")
+            app.send_task("tasks.process_document", args=[str(p), QUERY], queue=queue)
             for p in paths
         ]
 
