@@ -15,7 +15,7 @@ import json
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from functools import cache
 from typing import Any
 
@@ -123,8 +123,11 @@ class RunCall:
         the record body keeps them, so metadata is stored once. ``checkin`` names the
         check-in that stores it, so the same call applied twice (its reply lost) is
         told from a redelivery of the run (see ``lua/begin.lua``)."""
-        body = asdict(self)
-        del body["task_id"]
+        # one level deep: asdict would copy every argument and metadata value on the
+        # way, a third of a check-in's Python, for the same JSON
+        body = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "task_id"}
+        if self.marker is not None:
+            body["marker"] = asdict(self.marker)
         count = repeated_args(self.args, self.path, self.query, self.metadata)
         if count is not None:
             del body["args"]

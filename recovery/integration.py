@@ -97,7 +97,7 @@ class Recovery:
         """The tracker's Redis: the explicit URL, else ``REDIS_URL``. Only with neither
         does a Redis broker serve (one Redis named once: ``celery -b redis://...``);
         never a broker of another kind (:mod:`recovery.broker`)."""
-        return tracker_url(self._redis_url, str(self.app.conf.broker_url or ""))
+        return tracker_url(self._redis_url, lambda: str(self.app.conf.broker_url or ""))
 
     @property
     def tracker(self) -> Tracker:

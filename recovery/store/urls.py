@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import redis
@@ -64,12 +65,16 @@ def default_redis_url(explicit: str | None = None) -> str:
     return explicit or os.environ.get("REDIS_URL") or DEFAULT_URL
 
 
-def tracker_url(explicit: str | None = None, broker: str = "") -> str:
+def tracker_url(explicit: str | None = None, broker: str | Callable[[], str] = "") -> str:
     """The tracker's Redis: ``explicit``, else ``REDIS_URL``; only with neither does a
     Redis ``broker`` serve (one Redis named once: ``celery -b redis://...``), never a
-    broker of another kind. The app's recovery and beat (RedBeat) both ask here."""
+    broker of another kind. The app's recovery and beat (RedBeat) both ask here. The
+    broker may be given as a function, called only then: a worker asks at every
+    tracked run, and reading an app's setting costs as much as the rest of it."""
     if explicit or os.environ.get("REDIS_URL"):
         return default_redis_url(explicit)
+    if callable(broker):
+        broker = broker()
     redis_broker = broker.startswith(("redis://", "rediss://", "unix://", "sentinel://"))
     return broker if redis_broker else default_redis_url()
 
