@@ -199,6 +199,14 @@ local function deleted_run(deleted, stats, task)
   return true
 end
 
+-- Take a reported run out of flight (begin.lua checked it in): its entry in the
+-- in-flight index and, when that was there, its call.
+local function leave_flight(inflight, inflight_tasks, task)
+  if redis.call('ZREM', inflight, task) == 1 then
+    redis.call('HDEL', inflight_tasks, task)
+  end
+end
+
 -- Take a document out of every index and aggregate, and delete its record.
 -- idx: list of sorted-set keys; agg: {category, worker, query} hash keys.
 local function untrack(idx, agg, rec, id)

@@ -50,22 +50,16 @@ if A.lost_run ~= '' then
     return {'skipped', 0, 0}
   end
 end
--- the run's report is in: whatever it leads to, the run is no longer in flight
-local function landed()
-  if redis.call('ZREM', K.inflight, A.task_id) == 1 then
-    redis.call('HDEL', K.inflight_tasks, A.task_id)
-  end
-end
 local dropped = deleted_run(K.deleted, K.stats, A.task_id)
 if dropped then
   if dropped ~= true then return dropped end
-  landed()
+  leave_flight(K.inflight, K.inflight_tasks, A.task_id)
   return {'dropped', 0, 0}
 end
 if A.task_id ~= '' and redis.call('ZSCORE', K.superseded, A.task_id) then
   local refused = count_first(K.stats, {'dropped_stale'})
   if refused then return refused end
-  landed()
+  leave_flight(K.inflight, K.inflight_tasks, A.task_id)
   return {'stale', 0, 0}
 end
 
@@ -78,7 +72,7 @@ if kind == 'hash' then
     'attempts', 'qlabel', 'hist', 'ev')
   retries = whole(old[1]) or 0
   if A.event ~= '' and old[10] == A.event then
-    landed()
+    leave_flight(K.inflight, K.inflight_tasks, A.task_id)
     return {'duplicate', retries, 0}
   end
   failures = (whole(old[2]) or 0) + 1
@@ -99,7 +93,7 @@ if A.recovery == '1' then counts[#counts + 1] = 'failed_recoveries' end
 local refused = count_first(K.stats, counts)
 if refused then return refused end
 
-landed()
+leave_flight(K.inflight, K.inflight_tasks, A.task_id)
 if old then
   agg_decr(K.by_category, old[4])
   agg_decr(K.by_worker, old[5])

@@ -35,9 +35,7 @@ if A.event ~= '' and not again then
   -- by the server's clock: `now` is when the worker saw it, which may be long before
   redis.call('ZADD', K.replayed_successes, num(clock('')), A.event)
 end
-if not again and redis.call('ZREM', K.inflight, A.task_id) == 1 then
-  redis.call('HDEL', K.inflight_tasks, A.task_id)
-end
+if not again then leave_flight(K.inflight, K.inflight_tasks, A.task_id) end
 if deleted_run(K.deleted, K.stats, A.task_id) then return {0, '', dup} end
 if not again then
   agg_incr(K.worker_successes, A.worker)
