@@ -119,7 +119,7 @@ class Reports(Listings):
         corrupt = [
             bad
             for shard, reply in zip(self.shards, replies, strict=True)
-            for bad in _set_aside(reply, shard.keys)
+            for bad in _set_aside(reply, shard.keys.stats)
         ]
         if len(replies) == 1:
             return replies[0], corrupt
@@ -264,10 +264,10 @@ def recovery_metrics(stats: dict[str, str], total: int, eligible: int) -> dict[s
     }
 
 
-def _set_aside(reply: list[Any], keys: Keys) -> list[CorruptCounter]:
-    """Take the stats fields that are not numbers out of one shard's report.lua reply,
-    each as the CorruptCounter that names it (in that shard's stats hash ``keys.stats``).
-    Every status checks them: the reply is rebuilt only when one is bad."""
+def _set_aside(reply: list[Any], key: str) -> list[CorruptCounter]:
+    """Take the stats fields that are not numbers out of one shard's report.lua reply
+    (``key``: that shard's stats hash), each as the CorruptCounter that names it. Every
+    status checks them: the reply is rebuilt only when one is bad."""
     stats = reply[STATS]
     bad = {}
     for field, value in zip(stats[::2], stats[1::2], strict=True):
@@ -278,7 +278,7 @@ def _set_aside(reply: list[Any], keys: Keys) -> list[CorruptCounter]:
     if not bad:
         return []
     reply[STATS] = flat({f: v for f, v in pairs(stats).items() if f not in bad})
-    return [CorruptCounter(keys.stats, field, value) for field, value in bad.items()]
+    return [CorruptCounter(key, field, value) for field, value in bad.items()]
 
 
 def _hashes(keys: Keys, detail: bool) -> list[str]:
