@@ -87,10 +87,9 @@ class Recovery:
         self._tracker: Tracker | None = None
         self.configure(config, redis_url)
         self._reported = Reported()
-        # the task whose malformed time limit was reported last: once a run, not at
-        # its check-in and again at its outcome
-        self._malformed_limit_of = ""
         self._replaying = threading.Event()
+        # the last run described in each thread, with its request: see call_of
+        self._described = threading.local()
 
     @property
     def redis_url(self) -> str:
@@ -122,9 +121,14 @@ class Recovery:
     # --- the run of a tracked task -------------------------------------------------
 
     def call_of(self, task: Task, task_id: str, args: Any, kwargs: Any) -> RunCall:
-        """The run of ``task`` with these arguments, as its request describes it."""
+        """The run of ``task`` with these arguments, as its request describes it:
+        described once a run, at its check-in, and read again by its outcome, which
+        Celery reports while the run's request is still the task's."""
         request = task.request
-        return describe(
+        last: tuple[Any, RunCall] | None = getattr(self._described, "last", None)
+        if last is not None and last[0] is request and last[1].task_id == task_id:
+            return last[1]
+        call = describe(
             task,
             task_id,
             args,
@@ -134,6 +138,9 @@ class Recovery:
             marker=Marker.parse(getattr(request, HEADER, None)),
             max_metadata_bytes=self.config.max_metadata_bytes,
         )
+        if request.id == task_id:
+            self._described.last = (request, call)
+        return call
 
     def _time_limit(self, request: Any) -> float:
         """The hard limit a run has: its message's, else the app's, else (no limit)
@@ -142,9 +149,7 @@ class Recovery:
         try:
             limit = message_time_limit(request.timelimit)
         except ValueError as exc:
-            if request.id != self._malformed_limit_of:
-                self._malformed_limit_of = request.id
-                log.warning("docrecovery: task %s: ignoring its %s", request.id, exc)
+            log.warning("docrecovery: task %s: ignoring its %s", request.id, exc)
             limit = None
         return float(limit or self.app.conf.task_time_limit or self.config.recovery_timeout)
 

@@ -35,7 +35,8 @@ from celery.result import AsyncResult
 from celery.signals import task_postrun, task_prerun
 from faults.support import interrupted_at, wait_for
 
-from recovery import DocumentRecoveryManager, RecoveryConfig, TrackedTask, installed
+from recovery import DocumentRecoveryManager, RecoveryConfig, TrackedTask, installed, integration
+from recovery.calls import describe
 from recovery.environment import fingerprint
 from recovery.events import FailureEvent
 from recovery.integration import Recovery
@@ -277,6 +278,31 @@ def test_a_missing_file_is_recorded_with_every_field_needed_to_run_it_again(
     assert record.state == "failed"
     # And it is in the failed index and due (the minimum interval is 0 here)
     assert indexes_holding(redis_client, record.doc_id) == [KEYS.due, KEYS.failed]
+
+
+def test_a_run_is_described_once_at_its_check_in_and_its_outcome_reads_that(
+    recovery_setup: Setup,
+    runs: Runs,
+    doc_root: Path,
+    celery_app: Celery,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    recovery_setup()
+    described: list[str] = []
+
+    def counted(task: Task, task_id: str, *args: Any, **kwargs: Any) -> Any:
+        described.append(task_id)
+        return describe(task, task_id, *args, **kwargs)
+
+    monkeypatch.setattr(integration, "describe", counted)
+    # When one run succeeds and another fails
+    good = submit(celery_app, copy_sample("celery-retries.txt", doc_root / "good.txt"), "q")
+    bad = submit(celery_app, doc_root / "missing.txt", "q")
+    assert runs.wait(good.id) == "SUCCESS"
+    assert runs.wait(bad.id) == "FAILURE"
+
+    # Then each was described once, at its check-in: its report read that description
+    assert sorted(described) == sorted([good.id, bad.id])
 
 
 def test_a_missing_optional_extra_is_recorded_as_an_import_failure(
