@@ -710,6 +710,28 @@ def test_a_claim_sent_again_after_its_reply_was_lost_answers_what_it_took(
     assert tracker.reports.status(now=now)["recovery_metrics"]["recovery_attempts"] == 4
 
 
+def test_a_run_lock_taken_again_after_its_reply_was_lost_is_held_and_released(
+    make_tracker: TrackerFactory, redis_client: redis.Redis
+) -> None:
+    # Given a tracker and another that starts a run while the first holds the lock
+    tracker, other = make_tracker(), make_tracker()
+
+    # When the first takes the run lock and the connection drops before the reply is
+    # read, so redis-py sends the SET NX again and it finds the key already set
+    with (
+        interrupted_at("parse_response", redis.ConnectionError, within="exclusive"),
+        tracker.exclusive(30) as acquired,
+    ):
+        # Then it holds the lock (bug: it was skipped as if another run held it, and
+        # the lock it did hold stayed until it expired, skipping every run meanwhile)
+        assert acquired
+        # And another run is still skipped
+        with other.exclusive(30) as also:
+            assert not also
+    # And the lock is released when the run ends
+    assert not redis_client.exists(tracker.keys.run_lock)
+
+
 def test_the_runs_maximum_decides_a_lower_one_destroys_nothing_a_higher_one_revives(
     make_tracker: TrackerFactory, redis_client: redis.Redis
 ) -> None:

@@ -23,6 +23,7 @@ from contextlib import contextmanager
 
 import redis
 from redis.exceptions import LockError
+from redis.lock import Lock
 
 from recovery.config import RecoveryConfig
 from recovery.store.changes import FailureOutcome, Store
@@ -51,6 +52,20 @@ __all__ = [
     "redact_text",
     "tracker_url",
 ]
+
+
+class _RunLock(Lock):
+    """redis-py's Lock, also taken when the key already holds this very acquire's
+    token: the tracker's client sends a SET NX again after a dropped connection, and
+    when the first one took the lock and only its reply was lost, the second finds the
+    key set. Checked in ``do_acquire`` so that ``acquire`` keeps the token for
+    ``release``; one GET more, only when the SET NX did not take the lock."""
+
+    def do_acquire(self, token: str) -> bool:
+        if super().do_acquire(token):
+            return True
+        held = self.redis.get(self.name)
+        return held is not None and self.redis.get_encoder().encode(held) == token
 
 
 class Tracker:
@@ -85,7 +100,9 @@ class Tracker:
         """Hold the recovery-run lock while inside; yields False (and holds nothing)
         when another run has it. A run that outlives ``timeout`` loses it, and is
         told so when it ends."""
-        lock = self.connection.client.lock(self.keys.run_lock, timeout=timeout, blocking=False)
+        lock = self.connection.client.lock(
+            self.keys.run_lock, timeout=timeout, blocking=False, lock_class=_RunLock
+        )
         with self.connection.errors("recovery run lock"):
             acquired = bool(lock.acquire())
         try:
