@@ -89,11 +89,12 @@ def connect(url: str, config: RecoveryConfig) -> Client:
         "health_check_interval": 30,
         # One quick retry rides out a dropped connection or a socket timeout. It sends
         # the command again, which Redis may have applied already (only its reply was
-        # lost), so each script tells that second call from a new one or changes
-        # nothing twice (README, "A call sent twice"); a live success alone counts
-        # its worker's and query's run again. redis-py's default (10 retries, each
-        # reconnecting with retries of its own) keeps a worker whose network is down
-        # waiting about 40 s per call before its event reaches the spool.
+        # lost), so each script, and the run lock, tells that second call from a new
+        # one or changes nothing twice (README, "A call sent twice"); a live success
+        # alone counts its worker's and query's run again. redis-py's default (10
+        # retries, each reconnecting with retries of its own) keeps a worker whose
+        # network is down waiting about 40 s per call before its event reaches the
+        # spool.
         "retry": Retry(ExponentialBackoff(cap=0.5, base=0.1), 1),
         # (a cluster client takes no packer: its nodes' connections keep redis-py's)
         "command_packer": Packer(),
